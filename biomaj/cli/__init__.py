@@ -1,0 +1,62 @@
+"""The `biomaj` command: init, serve, ctl.
+
+Errors a user can fix are printed as one line (`error: ...`) with a non-zero exit code, never a
+traceback (set BIOMAJ_DEBUG=1 to see one for an unexpected error).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from biomaj import __version__
+from biomaj.cli.context import CliContext, config_option
+from biomaj.errors import BiomajError
+
+
+class _Main(click.Group):
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except BiomajError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException, SystemExit):
+            raise
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+        except Exception as exc:  # noqa: BLE001 - last resort: one line, traceback on demand
+            if os.environ.get("BIOMAJ_DEBUG"):
+                raise
+            click.echo(f"error: unexpected {type(exc).__name__}: {exc} (set BIOMAJ_DEBUG=1 for the traceback)", err=True)
+            sys.exit(1)
+
+
+@click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]})
+@config_option
+@click.version_option(__version__, prog_name="biomaj")
+@click.pass_context
+def cli(ctx: click.Context) -> None:
+    """Mirror bioinformatics data banks: detect new releases, download, post-process, publish."""
+    ctx.ensure_object(CliContext)
+
+
+def _register() -> None:
+    from biomaj.cli.ctl import ctl
+    from biomaj.cli.init import init
+    from biomaj.cli.serve import serve
+
+    cli.add_command(init)
+    cli.add_command(serve)
+    cli.add_command(ctl)
+
+
+_register()
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli(prog_name="biomaj")

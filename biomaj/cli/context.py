@@ -1,0 +1,93 @@
+"""What every command shares: the -c/--config option, the loaded configuration, output helpers."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import click
+
+from biomaj.config.service import Config, config_path_from, load_config
+from biomaj.logs import setup_logging
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class CliContext:
+    """State carried from the group to its commands (click's ctx.obj)."""
+
+    config_option: str | None = None
+    json_output: bool = False
+    _config: Config | None = field(default=None, repr=False)
+
+    @property
+    def config_path(self) -> Path:
+        return config_path_from(self.config_option)
+
+    def config(self) -> Config:
+        """The validated config.yml (loaded once); logging is set up from it."""
+        if self._config is None:
+            self._config = load_config(self.config_path)
+            logging_settings = self._config.settings.logging
+            log_file = self._config.resolve(logging_settings.file) if logging_settings.file else None
+            setup_logging(logging_settings.level, logging_settings.format, logging_settings.levels, log_file)
+            for warning in self._config.warnings:
+                log.warning(warning)
+        return self._config
+
+
+def _remember_config(ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    if value:
+        ctx.ensure_object(CliContext).config_option = value
+    return value
+
+
+def config_option(func: Callable) -> Callable:
+    """-c/--config on any command; the innermost one given wins."""
+    return click.option(
+        "-c",
+        "--config",
+        "config_path",
+        metavar="PATH",
+        expose_value=False,
+        is_eager=True,
+        callback=_remember_config,
+        help="config.yml to use (default: $BIOMAJ_CONFIG, else ./config.yml).",
+    )(func)
+
+
+def _remember_json(ctx: click.Context, _param: click.Parameter, value: bool) -> bool:
+    if value:
+        ctx.ensure_object(CliContext).json_output = True
+    return value
+
+
+def json_option(func: Callable) -> Callable:
+    """--json on a group or a command."""
+    return click.option(
+        "--json", "json_flag", is_flag=True, expose_value=False, callback=_remember_json, help="Print JSON instead of tables."
+    )(func)
+
+
+def emit_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+def emit_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    """A plain aligned table, like BioMAJ 3's psql tables."""
+    cells = [[str(h) for h in headers]] + [["" if c is None else str(c) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    line = "+".join("-" * (w + 2) for w in widths)
+    click.echo(" " + " | ".join(c.ljust(w) for c, w in zip(cells[0], widths)))
+    click.echo(line)
+    for row in cells[1:]:
+        click.echo(" " + " | ".join(c.ljust(w) for c, w in zip(row, widths)))
+
+
+def stdout_is_terminal() -> bool:
+    return sys.stdout.isatty()

@@ -1,0 +1,318 @@
+"""The service configuration, ``config.yml``: declared once, validated, with environment overrides.
+
+Every key is a pydantic field with a default and a description; the description is the help text
+of ``config.example.yml`` and ``docs/configuration.md`` (a test keeps them in step). Environment
+variables with BioMAJ 3's names (``WEB_PORT``, ``RABBITMQ_*``, ``REDIS_*``, ``MONGO_URL``) override
+the file, so that the same image runs in a container without editing it.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Any, Literal, Mapping
+from urllib.parse import quote
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+
+from biomaj.errors import ConfigError
+
+#: Sections that a BioMAJ 3 micro-service config.yml carries and that biomaj does not need
+#: (Consul, Zipkin, the Flask web apps ...): accepted and ignored, with a warning.
+UPSTREAM_IGNORED_SECTIONS = ("consul", "zipkin", "tls", "log_config", "docker", "cron", "prometheus", "biomaj")
+
+DEFAULT_CONFIG_NAME = "config.yml"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class WebSettings(_Section):
+    """The web actor: API, UI, health and metrics endpoints."""
+
+    host: str = Field("127.0.0.1", description="Address the web actor listens on (0.0.0.0 to serve every interface).")
+    port: int = Field(5000, ge=0, le=65535, description="TCP port of the web actor (BioMAJ 3's proxy port; env WEB_PORT).")
+    secret: SecretStr = Field(
+        SecretStr(""),
+        description="Secret that signs session cookies; `biomaj init` generates one. Never logged.",
+    )
+
+
+class StorageSettings(_Section):
+    """Where banks, sessions, history, users, schedules and jobs are stored."""
+
+    url: str = Field(
+        "",
+        description="Store URL: empty for SQLite in <root>/db/biomaj.sqlite, sqlite:///PATH, or mongodb://... (env MONGO_URL).",
+    )
+
+
+class BusSettings(_Section):
+    """The message bus between actors."""
+
+    url: str = Field(
+        "",
+        description="Bus URL: empty or memory:// for the in-process bus, amqp://user:pass@host:5672/vhost for RabbitMQ (env RABBITMQ_*).",
+    )
+
+
+class StateSettings(_Section):
+    """Shared live state: progress, cancel flags, bank locks, node registry."""
+
+    url: str = Field(
+        "", description="State URL: empty or memory:// for in-process state, redis://host:6379/0 for Redis (env REDIS_*)."
+    )
+
+
+class RabbitMQSettings(_Section):
+    """BioMAJ 3's rabbitmq section; when `host` is set and bus.url is empty, it builds the bus URL."""
+
+    host: str = Field("", description="RabbitMQ host (env RABBITMQ_HOST); empty: not used.")
+    port: int = Field(5672, ge=1, le=65535, description="RabbitMQ port (env RABBITMQ_PORT).")
+    user: str | None = Field(None, description="RabbitMQ user (env RABBITMQ_USER); null: no credentials.")
+    password: SecretStr | None = Field(None, description="RabbitMQ password (env RABBITMQ_PASSWORD). Never logged.")
+    virtual_host: str = Field("/", description="RabbitMQ virtual host (env RABBITMQ_VHOST).")
+
+
+class RedisSettings(_Section):
+    """BioMAJ 3's redis section; when `host` is set and state.url is empty, it builds the state URL."""
+
+    host: str = Field("", description="Redis host (env REDIS_HOST); empty: not used.")
+    port: int = Field(6379, ge=1, le=65535, description="Redis port (env REDIS_PORT).")
+    db: int = Field(0, ge=0, description="Redis database number.")
+    prefix: str = Field("biomaj", description="Prefix of every Redis key (env REDIS_PREFIX).")
+
+
+class MongoSettings(_Section):
+    """BioMAJ 3's mongo section; when `url` is set and storage.url is empty, MongoDB is the store."""
+
+    url: str = Field("", description="MongoDB URL (env MONGO_URL); empty: not used.")
+    db: str = Field("biomaj", description="MongoDB database name (env MONGO_DB).")
+
+
+class NodeSettings(_Section):
+    """This node's identity and heartbeat."""
+
+    id: str = Field("", description="Node id shown in `biomaj ctl nodes`; empty: <hostname>-<pid>.")
+    heartbeat_interval: float = Field(5.0, gt=0, description="Seconds between two heartbeats of this node.")
+    heartbeat_ttl: float = Field(15.0, gt=0, description="Seconds after its last heartbeat before a node is forgotten.")
+    stop_grace: float = Field(10.0, ge=0, description="Seconds given to in-flight work to finish on SIGTERM before it is cancelled.")
+
+
+class AuthSettings(_Section):
+    """Users and rights."""
+
+    admins: list[str] = Field(default_factory=lambda: ["biomaj"], description="User names with admin rights.")
+
+
+class LimitsSettings(_Section):
+    """Concurrency limits of this node."""
+
+    jobs: int = Field(2, ge=1, description="Bank workflows run in parallel by a manager.")
+    downloads: int = Field(8, ge=1, description="Files downloaded in parallel by a downloader.")
+    downloads_per_host: int = Field(4, ge=1, description="Connections opened at once to one remote server.")
+    processes: int = Field(2, ge=1, description="Processes run in parallel by a processor.")
+
+
+class LoggingSettings(_Section):
+    """Application logs (bank session logs are separate, under log.dir)."""
+
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Default level of the application log.")
+    format: Literal["text", "json"] = Field("text", description="text for people, json for log collectors (one object per line).")
+    file: str = Field("", description="Write the application log to this file instead of stderr (relative to root).")
+    levels: dict[str, str] = Field(
+        default_factory=dict, description="Per-module levels, e.g. {biomaj.bus: DEBUG, aiohttp.access: WARNING}."
+    )
+
+
+class ServiceConfig(_Section):
+    """The whole of config.yml."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    root: str = Field(".", description="Root of this installation (conf/, db/, lock/ ...); relative to the config file's folder.")
+    global_properties: str = Field(
+        "conf/global.properties", description="BioMAJ 3 global properties file (relative to root)."
+    )
+    web: WebSettings = Field(default_factory=WebSettings, description=WebSettings.__doc__)
+    storage: StorageSettings = Field(default_factory=StorageSettings, description=StorageSettings.__doc__)
+    bus: BusSettings = Field(default_factory=BusSettings, description=BusSettings.__doc__)
+    state: StateSettings = Field(default_factory=StateSettings, description=StateSettings.__doc__)
+    rabbitmq: RabbitMQSettings = Field(default_factory=RabbitMQSettings, description=RabbitMQSettings.__doc__)
+    redis: RedisSettings = Field(default_factory=RedisSettings, description=RedisSettings.__doc__)
+    mongo: MongoSettings = Field(default_factory=MongoSettings, description=MongoSettings.__doc__)
+    node: NodeSettings = Field(default_factory=NodeSettings, description=NodeSettings.__doc__)
+    auth: AuthSettings = Field(default_factory=AuthSettings, description=AuthSettings.__doc__)
+    limits: LimitsSettings = Field(default_factory=LimitsSettings, description=LimitsSettings.__doc__)
+    logging: LoggingSettings = Field(default_factory=LoggingSettings, description=LoggingSettings.__doc__)
+
+
+class Config:
+    """A loaded config.yml: the validated settings plus the paths they resolve to."""
+
+    def __init__(self, settings: ServiceConfig, path: Path | None, warnings: list[str] | None = None):
+        self.settings = settings
+        self.path = path
+        self.warnings = warnings or []
+        base = path.parent if path is not None else Path.cwd()
+        self.root = (base / settings.root).resolve()
+
+    # Paths ---------------------------------------------------------------------------------
+    def resolve(self, relative: str) -> Path:
+        """A path from config.yml, relative to root unless absolute."""
+        return (self.root / relative).resolve()
+
+    @property
+    def global_properties(self) -> Path:
+        return self.resolve(self.settings.global_properties)
+
+    # Effective transport URLs ---------------------------------------------------------------
+    @property
+    def storage_url(self) -> str:
+        s = self.settings
+        return s.storage.url or s.mongo.url or ""
+
+    @property
+    def bus_url(self) -> str:
+        s = self.settings
+        if s.bus.url:
+            return s.bus.url
+        mq = s.rabbitmq
+        if not mq.host:
+            return "memory://"
+        auth = ""
+        if mq.user:
+            password = mq.password.get_secret_value() if mq.password else ""
+            auth = f"{quote(mq.user, safe='')}:{quote(password, safe='')}@"
+        return f"amqp://{auth}{mq.host}:{mq.port}/{quote(mq.virtual_host, safe='')}"
+
+    @property
+    def state_url(self) -> str:
+        s = self.settings
+        if s.state.url:
+            return s.state.url
+        if not s.redis.host:
+            return "memory://"
+        return f"redis://{s.redis.host}:{s.redis.port}/{s.redis.db}"
+
+    @property
+    def node_id(self) -> str:
+        return self.settings.node.id or f"{socket.gethostname()}-{os.getpid()}"
+
+    @property
+    def web_url(self) -> str:
+        host = self.settings.web.host
+        if host in ("0.0.0.0", "::", ""):
+            host = "127.0.0.1"
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.settings.web.port}"
+
+
+# Loading -----------------------------------------------------------------------------------
+
+#: env variable -> (section, key, type); BioMAJ 3's Utils.service_config_override names.
+ENV_OVERRIDES: dict[str, tuple[str, str, type]] = {
+    "WEB_PORT": ("web", "port", int),
+    "RABBITMQ_HOST": ("rabbitmq", "host", str),
+    "RABBITMQ_PORT": ("rabbitmq", "port", int),
+    "RABBITMQ_USER": ("rabbitmq", "user", str),
+    "RABBITMQ_PASSWORD": ("rabbitmq", "password", str),
+    "RABBITMQ_VHOST": ("rabbitmq", "virtual_host", str),
+    "REDIS_HOST": ("redis", "host", str),
+    "REDIS_PORT": ("redis", "port", int),
+    "REDIS_PREFIX": ("redis", "prefix", str),
+    "MONGO_URL": ("mongo", "url", str),
+    "MONGO_DB": ("mongo", "db", str),
+}
+
+
+def config_path_from(option: str | None, environ: Mapping[str, str] | None = None) -> Path:
+    """The config.yml to use: the -c option, else $BIOMAJ_CONFIG, else ./config.yml."""
+    environ = os.environ if environ is None else environ
+    return Path(option or environ.get("BIOMAJ_CONFIG") or DEFAULT_CONFIG_NAME)
+
+
+def load_config(path: Path, environ: Mapping[str, str] | None = None) -> Config:
+    """Read, override from the environment and validate a config.yml; ConfigError on any problem."""
+    environ = os.environ if environ is None else environ
+    if not path.exists():
+        raise ConfigError(
+            f"{path}: no such configuration file; create one with `biomaj init ROOT` or pass -c/--config (or set BIOMAJ_CONFIG)"
+        )
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a directory, expected a config.yml file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1} column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{path}:{where}: not valid YAML: {problem}") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections (web:, storage: ...), got {type(raw).__name__}")
+    return config_from_mapping(raw, path, environ)
+
+
+def config_from_mapping(raw: dict[str, Any], path: Path | None, environ: Mapping[str, str] | None = None) -> Config:
+    """Validate an already parsed config mapping (after environment overrides)."""
+    environ = os.environ if environ is None else environ
+    where = str(path) if path else "config"
+    raw = dict(raw)
+    warnings = []
+    for section in UPSTREAM_IGNORED_SECTIONS:
+        if section in raw:
+            raw.pop(section)
+            warnings.append(f"{where}: section '{section}' is a BioMAJ 3 micro-service setting that biomaj does not use; ignored")
+    for var, (section, key, kind) in ENV_OVERRIDES.items():
+        value = environ.get(var)
+        if not value:  # BioMAJ 3 counts a variable only when set and non-empty
+            continue
+        if kind is int:
+            try:
+                value = int(value)
+            except ValueError:
+                raise ConfigError(f"environment {var}: expected an integer, got {value!r}") from None
+        block = raw.get(section)
+        block = dict(block) if isinstance(block, dict) else {}
+        block[key] = value
+        raw[section] = block
+    try:
+        settings = ServiceConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(f"{where}: {_describe(exc)}") from None
+    return Config(settings, path, warnings)
+
+
+def _describe(exc: ValidationError) -> str:
+    """One line per problem: the dotted key, what is expected, what was found."""
+    parts = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        if err["type"] == "extra_forbidden":
+            parts.append(f"{key}: unknown key")
+        else:
+            parts.append(f"{key}: {err['msg'].lower()}, got {err.get('input')!r}")
+    return "; ".join(parts)
+
+
+def iter_settings(model: type[BaseModel] = ServiceConfig, prefix: str = ""):
+    """Yield (dotted key, default, description) for every leaf setting, in declaration order."""
+    for name, field in model.model_fields.items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            yield from iter_settings(annotation, f"{prefix}{name}.")
+            continue
+        default = field.get_default(call_default_factory=True)
+        if isinstance(default, SecretStr):
+            default = default.get_secret_value()
+        yield f"{prefix}{name}", default, field.description or ""

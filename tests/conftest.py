@@ -1,0 +1,51 @@
+"""Fixtures shared by every test folder."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+
+PROJECT = Path(__file__).resolve().parents[1]
+#: Real BioMAJ 3 bank files and upstream test fixtures, beside the project (never copied in).
+FIXTURES = PROJECT.parent / "shared" / "biomaj3-fixtures"
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+@pytest.fixture(scope="session")
+def fixtures_dir() -> Path:
+    if not FIXTURES.is_dir():
+        pytest.fail(f"BioMAJ 3 fixtures not found at {FIXTURES}")
+    return FIXTURES
+
+
+@pytest.fixture
+def biomaj_root(tmp_path: Path) -> Path:
+    """A fresh `biomaj init` root on a free web port."""
+    from biomaj.config.scaffold import init_root
+
+    root = tmp_path / "root"
+    init_root(root, web_port=free_port())
+    return root
+
+
+def free_port() -> int:
+    """A TCP port free on the loopback interface right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(name="free_port")
+def free_port_fixture():
+    return free_port
+
+
+@pytest.fixture(scope="session")
+def biomaj_cmd() -> list[str]:
+    """The installed console script, run as a user would."""
+    script = Path(sys.executable).with_name("biomaj")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "biomaj"]
