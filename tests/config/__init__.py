@@ -1,0 +1,1 @@
+"""Tests of biomaj.config: BioMAJ 3 properties loading, settings and checks."""
