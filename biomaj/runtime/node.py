@@ -1,0 +1,214 @@
+"""A node: one `biomaj serve` process hosting the actors of its roles.
+
+The node opens the bus, the state and (for roles that need it) the store, starts its actors,
+registers itself with a heartbeat, and stops everything in reverse order on SIGINT/SIGTERM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from typing import Any, Protocol, Sequence
+
+from biomaj import __version__
+from biomaj.actors.placeholders import DownloaderActor, IdleActor, ManagerActor, ProcessorActor
+from biomaj.actors.web import WebActor
+from biomaj.bus import Bus, open_bus
+from biomaj.config.service import Config
+from biomaj.errors import BiomajError
+from biomaj.runtime.actor import ActorSettings
+from biomaj.runtime.heartbeat import Heartbeat
+from biomaj.state import State, open_state
+from biomaj.storage import open_store
+from biomaj.storage.base import Store
+
+log = logging.getLogger(__name__)
+
+#: role -> actors it hosts, in start order. auth serves the roles that identify users.
+ROLE_ACTORS: dict[str, tuple[str, ...]] = {
+    "manager": ("auth", "manager"),
+    "download": ("downloader",),
+    "process": ("processor",),
+    "scheduler": ("scheduler",),
+    "web": ("auth", "web"),
+    "ftp": ("auth", "ftp"),
+}
+ROLES = tuple(ROLE_ACTORS)
+#: Roles that read or write the store.
+STORE_ROLES = {"manager", "scheduler", "web", "ftp"}
+
+
+def parse_roles(all_roles: bool, spec: str | None) -> list[str]:
+    """The roles asked for by `--all` or `--role a,b`; BiomajError for an unknown or missing role."""
+    if all_roles and spec:
+        raise BiomajError("serve: give either --all or --role, not both")
+    if all_roles:
+        return list(ROLES)
+    if not spec:
+        raise BiomajError(f"serve: give --all or --role ROLE[,ROLE] (roles: {', '.join(ROLES)})")
+    roles: list[str] = []
+    for role in (r.strip().lower() for r in spec.split(",")):
+        if not role:
+            continue
+        if role not in ROLE_ACTORS:
+            raise BiomajError(f"serve: unknown role {role!r} (roles: {', '.join(ROLES)})")
+        if role not in roles:
+            roles.append(role)
+    if not roles:
+        raise BiomajError(f"serve: --role is empty (roles: {', '.join(ROLES)})")
+    return roles
+
+
+class _Startable(Protocol):
+    name: str
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+class Node:
+    """The actors of some roles, their bus, state and store, and this node's heartbeat."""
+
+    def __init__(self, config: Config, roles: Sequence[str]):
+        self.config = config
+        self.roles = list(roles)
+        self.node_id = config.node_id
+        self.started = time.time()
+        self.bus: Bus | None = None
+        self.state: State | None = None
+        self.store: Store | None = None
+        self.actors: list[_Startable] = []
+        self.heartbeat: Heartbeat | None = None
+
+    @property
+    def actor_names(self) -> list[str]:
+        names: list[str] = []
+        for role in self.roles:
+            names += [a for a in ROLE_ACTORS[role] if a not in names]
+        return names
+
+    def _build(self, name: str) -> _Startable:
+        limits = self.config.settings.limits
+        grace = self.config.settings.node.stop_grace
+        assert self.bus is not None
+        if name == "manager":
+            return ManagerActor(self.bus, ActorSettings(concurrency=limits.jobs, grace=grace))
+        if name == "downloader":
+            return DownloaderActor(self.bus, ActorSettings(concurrency=limits.downloads, grace=grace))
+        if name == "processor":
+            return ProcessorActor(self.bus, ActorSettings(concurrency=limits.processes, grace=grace))
+        if name == "web":
+            web = self.config.settings.web
+            return WebActor(self, web.host, web.port)
+        descriptions = {
+            "auth": "users and API keys",
+            "scheduler": "cron schedules and release-driven updates",
+            "ftp": "read-only FTP view of published releases",
+        }
+        return IdleActor(name, descriptions[name])
+
+    def in_flight(self) -> int:
+        return sum(getattr(actor, "in_flight", 0) for actor in self.actors)
+
+    async def start(self) -> None:
+        """Open transports, start every actor, then register. On failure, undo what was started."""
+        cfg = self.config
+        try:
+            self.bus = open_bus(cfg.bus_url)
+            self.state = open_state(cfg.state_url)
+            if STORE_ROLES.intersection(self.roles):
+                self.store = open_store(cfg.storage_url, cfg.root)
+                await self.store.open()
+            if set(self.roles) != set(ROLES) and cfg.bus_url.startswith("memory"):
+                log.warning(
+                    "roles %s run with the in-process bus: actors in other processes cannot reach them; "
+                    "set bus.url and state.url (RabbitMQ, Redis) to spread roles over processes",
+                    ",".join(self.roles),
+                )
+            for name in self.actor_names:
+                actor = self._build(name)
+                await actor.start()
+                self.actors.append(actor)
+            node = cfg.settings.node
+            self.heartbeat = Heartbeat(
+                self.state,
+                self.bus,
+                node_id=self.node_id,
+                roles=self.roles,
+                actors=self.actor_names,
+                in_flight=self.in_flight,
+                interval=node.heartbeat_interval,
+                ttl=node.heartbeat_ttl,
+            )
+            await self.heartbeat.start()
+        except BaseException:
+            await self.stop()
+            raise
+        log.info("node %s started", self.node_id, extra={"roles": ",".join(self.roles), "version": __version__})
+
+    async def stop(self) -> None:
+        """Unregister, stop actors in reverse order, close transports. Safe to call twice."""
+        if self.heartbeat is not None:
+            await self.heartbeat.stop()
+            self.heartbeat = None
+        while self.actors:
+            actor = self.actors.pop()
+            try:
+                await actor.stop()
+            except Exception:
+                log.exception("actor %s did not stop cleanly", actor.name)
+        for closing in (self.store, self.bus, self.state):
+            if closing is not None:
+                try:
+                    await closing.close()
+                except Exception:
+                    log.exception("closing %r failed", closing)
+        self.store = self.bus = self.state = None
+
+    # What the web actor shows ------------------------------------------------------------------
+    async def status(self) -> dict[str, Any]:
+        nodes = [node.to_dict() for node in await self.state.nodes()] if self.state else []
+        return {
+            "version": __version__,
+            "node": self.node_id,
+            "nodes": nodes,
+            "backends": {
+                "store": self.store.describe() if self.store else None,
+                "bus": type(self.bus).__name__ if self.bus else None,
+                "state": type(self.state).__name__ if self.state else None,
+            },
+        }
+
+    async def ready(self) -> dict[str, Any]:
+        checks: dict[str, Any] = {}
+        if self.store is not None:
+            try:
+                checks["store"] = {"ok": True, "schema": await self.store.schema_version()}
+            except Exception as exc:  # noqa: BLE001 - reported, not raised
+                checks["store"] = {"ok": False, "error": str(exc)}
+        checks["bus"] = {"ok": self.bus is not None}
+        try:
+            checks["state"] = {"ok": self.state is not None and isinstance(await self.state.nodes(), list)}
+        except Exception as exc:  # noqa: BLE001
+            checks["state"] = {"ok": False, "error": str(exc)}
+        return checks
+
+
+async def serve_until_signalled(node: Node, stop: asyncio.Event | None = None) -> None:
+    """Start `node`, wait for SIGINT/SIGTERM (or `stop`), then stop it gracefully."""
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await node.start()
+        log.info("serving; SIGINT or SIGTERM stops")
+        await stop.wait()
+        log.info("stopping")
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+        await node.stop()
