@@ -1,0 +1,64 @@
+"""The message bus: work queues, events and request/reply between actors.
+
+``open_bus(url)`` picks the transport from ``bus.url`` in config.yml: ``memory://`` (or empty)
+for the single-binary mode, RabbitMQ (``amqp://``/``amqps://``) once distributed mode lands.
+Actors only ever see a :class:`Bus`.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from biomaj.errors import ConfigError
+
+from . import names
+from .base import Bus, BusClosed, BusError, BusTimeout, DeadLetter, Delivery, Subscription, topic_matches
+from .memory import MemoryBus
+from .messages import Message, MessageError, decode, message
+
+__all__ = [
+    "Bus",
+    "BusClosed",
+    "BusError",
+    "BusTimeout",
+    "DeadLetter",
+    "Delivery",
+    "MemoryBus",
+    "Message",
+    "MessageError",
+    "Subscription",
+    "decode",
+    "message",
+    "names",
+    "open_bus",
+    "topic_matches",
+]
+
+ACCEPTED = "memory:// (or empty) for the embedded bus, or amqp://user:password@host:5672/vhost (amqps:// for TLS) for RabbitMQ"
+
+
+def open_bus(url: str | None) -> Bus:
+    """Return the bus named by ``url`` (the ``bus.url`` setting); :class:`ConfigError` if bad."""
+    url = (url or "").strip()
+    scheme = urlsplit(url).scheme.lower() if "://" in url else url.lower().rstrip(":")
+    if scheme in ("", "memory"):
+        return MemoryBus()
+    if scheme in ("amqp", "amqps"):
+        raise ConfigError(
+            "bus.url: the RabbitMQ bus arrives with the distributed-mode issue; "
+            "use memory:// (or leave bus.url empty) for now"
+        )
+    raise ConfigError(f"bus.url: unsupported value {redact_url(url)!r}; expected {ACCEPTED}")
+
+
+def redact_url(url: str) -> str:
+    """``url`` with any password replaced by ``***``, safe for error messages and logs."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparsable URL>"
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = parts.username or ""
+    return parts._replace(netloc=f"{user}:***@{netloc}").geturl()

@@ -1,0 +1,399 @@
+"""Bus messages: frozen, versioned dataclasses serialised to JSON.
+
+Each message class declares a wire ``TYPE`` and a ``VERSION`` and is registered with
+:func:`message`, which also makes it a frozen dataclass. :meth:`Message.encode` gives::
+
+    {"type": "job.request", "version": 1, "id": "<uuid4 hex>", "created": 1700000000.0,
+     "fields": {"job_id": "...", ...}}
+
+and :func:`decode` turns those bytes back into the same message, or raises :class:`MessageError`
+for bad JSON, an unknown type, a version newer than this node understands, or bad fields.
+
+Compatibility rule: adding a field with a default keeps ``VERSION``; renaming, removing or
+changing the meaning of a field bumps it, and the class overrides :meth:`Message.upgrade` to
+read the older shape. A node never guesses at a newer version: it refuses it.
+
+Routing: work messages name their queue (``QUEUE``), events their topic (:meth:`Message.topic`).
+Retry state (delivery attempts, max deliveries) lives in the bus envelope, see
+:class:`biomaj.bus.base.Delivery`, because it changes while the message itself stays frozen.
+Fields must be JSON values; messages may carry credentials in ``remote``/``env``, so log a
+message by ``TYPE`` and ``id``, never by its repr.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+import types
+import typing
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, TypeVar
+
+from . import names
+
+__all__ = [
+    "CancelJob",
+    "DownloadRequest",
+    "DownloadResult",
+    "JobEvent",
+    "JobRequest",
+    "Message",
+    "MessageError",
+    "NodeHeartbeat",
+    "Ping",
+    "Pong",
+    "ProcessRequest",
+    "ProcessResult",
+    "decode",
+    "message",
+    "registered_types",
+]
+
+M = TypeVar("M", bound="Message")
+
+_RESERVED = frozenset({"fields", "encode", "topic", "upgrade", "describe"})
+_REGISTRY: dict[str, type[Message]] = {}
+_HINTS: dict[type[Message], dict[str, Any]] = {}
+
+
+class MessageError(ValueError):
+    """A message cannot be encoded or decoded (bad JSON, unknown type, version, bad fields)."""
+
+
+@dataclass(frozen=True)
+class Message:
+    """Base of every bus message. Subclass it and decorate the subclass with :func:`message`."""
+
+    TYPE: ClassVar[str] = ""
+    VERSION: ClassVar[int] = 1
+    QUEUE: ClassVar[str | None] = None  # the work queue this message goes to, if any
+
+    id: str = field(default_factory=lambda: uuid.uuid4().hex, kw_only=True)
+    created: float = field(default_factory=time.time, kw_only=True)
+
+    def __post_init__(self) -> None:
+        hints = _HINTS.get(type(self))
+        if hints is None:
+            raise MessageError(f"{type(self).__name__} is not registered: decorate it with @message")
+        for name, hint in hints.items():
+            value = getattr(self, name)
+            if not _conforms(value, hint):
+                raise MessageError(
+                    f"{self.TYPE}: field {name!r} must be {_describe(hint)}, "
+                    f"got {type(value).__name__}"
+                )
+
+    def fields(self) -> dict[str, Any]:
+        """The message's own fields (without ``id`` and ``created``)."""
+        return {name: getattr(self, name) for name in _HINTS[type(self)] if name not in ("id", "created")}
+
+    def encode(self) -> bytes:
+        """Serialise to UTF-8 JSON bytes."""
+        body = {
+            "type": self.TYPE,
+            "version": self.VERSION,
+            "id": self.id,
+            "created": self.created,
+            "fields": self.fields(),
+        }
+        try:
+            return json.dumps(body, separators=(",", ":"), allow_nan=False).encode()
+        except (TypeError, ValueError) as exc:
+            raise MessageError(f"{self.TYPE}: fields are not plain JSON values: {exc}") from None
+
+    def topic(self) -> str:
+        """Topic this message is broadcast on; only event messages have one."""
+        raise MessageError(f"{self.TYPE} is not an event message: it has no topic")
+
+    @classmethod
+    def upgrade(cls, fields: dict[str, Any], version: int) -> dict[str, Any]:
+        """Turn the fields of an older ``version`` into this version's fields. Default: as is."""
+        return fields
+
+    def describe(self) -> str:
+        """Short, secret-free text for logs: ``type id``."""
+        return f"{self.TYPE} {self.id}"
+
+
+@typing.dataclass_transform(frozen_default=True, field_specifiers=(field,))
+def message(cls: type[M]) -> type[M]:
+    """Class decorator: make ``cls`` a frozen dataclass and register its ``TYPE`` for decoding."""
+    if not (isinstance(cls, type) and issubclass(cls, Message)):
+        raise TypeError("@message decorates subclasses of Message")
+    if not cls.TYPE or not isinstance(cls.TYPE, str):
+        raise TypeError(f"{cls.__name__}: set a TYPE string before registering")
+    if not isinstance(cls.VERSION, int) or cls.VERSION < 1:
+        raise TypeError(f"{cls.__name__}: VERSION must be an int >= 1")
+    other = _REGISTRY.get(cls.TYPE)
+    if other is not None and other.__qualname__ != cls.__qualname__:
+        raise TypeError(f"message type {cls.TYPE!r} is already registered by {other.__qualname__}")
+    cls = dataclass(frozen=True)(cls)
+    hints = typing.get_type_hints(cls)
+    _HINTS[cls] = {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+    clash = sorted(set(_HINTS[cls]) & _RESERVED)
+    if clash:
+        raise TypeError(f"{cls.__name__}: field name(s) {', '.join(clash)} are Message methods")
+    _REGISTRY[cls.TYPE] = cls
+    return cls
+
+
+def registered_types() -> dict[str, type[Message]]:
+    """A copy of the registry: wire type -> class."""
+    return dict(_REGISTRY)
+
+
+def decode(data: bytes | str) -> Message:
+    """Parse bytes made by :meth:`Message.encode`; raise :class:`MessageError` when they are bad."""
+    try:
+        raw = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise MessageError(f"not a JSON message: {exc}") from None
+    if not isinstance(raw, dict) or not {"type", "version", "fields"} <= raw.keys():
+        raise MessageError("a message is a JSON object with 'type', 'version' and 'fields'")
+    mtype, version, fields = raw["type"], raw["version"], raw["fields"]
+    cls = _REGISTRY.get(mtype) if isinstance(mtype, str) else None
+    if cls is None:
+        raise MessageError(f"unknown message type {mtype!r} (known: {', '.join(sorted(_REGISTRY))})")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise MessageError(f"{mtype}: bad version {version!r}")
+    if version > cls.VERSION:
+        raise MessageError(
+            f"{mtype}: version {version} is newer than this node understands ({cls.VERSION}); "
+            "upgrade biomaj on this node"
+        )
+    if not isinstance(fields, dict):
+        raise MessageError(f"{mtype}: 'fields' must be a JSON object")
+    if version < cls.VERSION:
+        fields = cls.upgrade(dict(fields), version)
+    own = {f.name: f for f in dataclasses.fields(cls) if f.name not in ("id", "created")}
+    unknown = sorted(set(fields) - own.keys())
+    if unknown:
+        raise MessageError(f"{mtype}: unknown field(s) {', '.join(unknown)}")
+    missing = sorted(
+        name
+        for name, f in own.items()
+        if name not in fields
+        and f.default is dataclasses.MISSING
+        and f.default_factory is dataclasses.MISSING
+    )
+    if missing:
+        raise MessageError(f"{mtype}: missing field(s) {', '.join(missing)}")
+    envelope: dict[str, Any] = {}
+    if "id" in raw:
+        envelope["id"] = raw["id"]
+    if "created" in raw:
+        envelope["created"] = raw["created"]
+    try:
+        return cls(**fields, **envelope)
+    except TypeError as exc:  # MessageError (a ValueError) passes through untouched
+        raise MessageError(f"{mtype}: {exc}") from None
+
+
+# --- field checking --------------------------------------------------------------------------
+
+
+def _conforms(value: Any, hint: Any) -> bool:
+    """True when ``value`` fits the annotation ``hint`` (the JSON-able subset messages use)."""
+    if hint is Any:
+        return True
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_conforms(value, arg) for arg in args)
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is list or origin is list:
+        return isinstance(value, list) and (not args or all(_conforms(v, args[0]) for v in value))
+    if hint is dict or origin is dict:
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            return False
+        return not args or all(_conforms(v, args[1]) for v in value.values())
+    return isinstance(hint, type) and isinstance(value, hint)
+
+
+def _describe(hint: Any) -> str:
+    if isinstance(hint, type):
+        return hint.__name__
+    return str(hint).replace("typing.", "")
+
+
+# --- the messages ------------------------------------------------------------------------------
+
+
+@message
+class JobRequest(Message):
+    """Ask the manager to run a bank job (``kind``: update, remove, remove-all, repair, ...)."""
+
+    TYPE = "job.request"
+    QUEUE = names.JOBS
+
+    job_id: str
+    kind: str
+    bank: str
+    options: dict[str, Any] = field(default_factory=dict)
+    user: str | None = None
+
+
+@message
+class CancelJob(Message):
+    """Ask every node to stop a job; broadcast on :data:`names.CANCEL_TOPIC`."""
+
+    TYPE = "job.cancel"
+
+    job_id: str
+    bank: str
+
+    def topic(self) -> str:
+        return names.CANCEL_TOPIC
+
+
+@message
+class JobEvent(Message):
+    """A job changed state or made progress; broadcast on ``job.<bank>``."""
+
+    TYPE = "job.event"
+
+    job_id: str
+    bank: str
+    kind: str
+    state: str  # queued, running, done, failed, cancelled
+    step: str | None = None
+    message: str = ""
+    progress: dict[str, Any] = field(default_factory=dict)
+
+    def topic(self) -> str:
+        return names.job_topic(self.bank)
+
+
+@message
+class DownloadRequest(Message):
+    """Download one remote file to ``local_path`` (resuming a partial file).
+
+    ``remote`` holds what the protocol client needs (server, remote dir, file name, params,
+    http method ...). Keep secrets out of it where the downloader can read them from the bank
+    configuration instead: messages wait in queues and dead-letter lists.
+    """
+
+    TYPE = "download.request"
+    QUEUE = names.DOWNLOAD
+
+    job_id: str
+    bank: str
+    session_id: str
+    protocol: str
+    remote: dict[str, Any]
+    local_path: str
+    size: int | None = None
+    mtime: float | None = None
+    hash: str | None = None
+
+
+@message
+class DownloadResult(Message):
+    """Outcome of one :class:`DownloadRequest` (``request_id`` is that request's id)."""
+
+    TYPE = "download.result"
+    QUEUE = names.DOWNLOAD_RESULTS
+
+    job_id: str
+    bank: str
+    session_id: str
+    request_id: str
+    local_path: str
+    ok: bool
+    size: int | None = None
+    mtime: float | None = None
+    hash: str | None = None
+    error: str = ""
+    retryable: bool = False
+    elapsed: float = 0.0
+    node_id: str = ""
+
+
+@message
+class ProcessRequest(Message):
+    """Run one pre/post/remove process of a bank: ``exe args...`` with ``env`` added."""
+
+    TYPE = "process.request"
+    QUEUE = names.PROCESS
+
+    job_id: str
+    bank: str
+    session_id: str
+    name: str
+    exe: str
+    args: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    phase: str = "postprocess"  # preprocess, postprocess, removeprocess
+    block: str = ""
+    meta: str = ""
+    log_path: str = ""
+    shell_expand: bool = False
+    timeout: float | None = None
+
+
+@message
+class ProcessResult(Message):
+    """Outcome of one :class:`ProcessRequest`; ``metadata`` holds its ``##BIOMAJ#`` lines, parsed."""
+
+    TYPE = "process.result"
+    QUEUE = names.PROCESS_RESULTS
+
+    job_id: str
+    bank: str
+    session_id: str
+    request_id: str
+    name: str
+    exit_code: int | None
+    ok: bool
+    metadata: list[dict[str, Any]] = field(default_factory=list)
+    error: str = ""
+    elapsed: float = 0.0
+    node_id: str = ""
+
+
+@message
+class NodeHeartbeat(Message):
+    """A node is alive; broadcast every few seconds on :data:`names.NODE_TOPIC`."""
+
+    TYPE = "node.heartbeat"
+
+    node_id: str
+    host: str
+    pid: int
+    roles: list[str]
+    actors: list[str]
+    version: str
+    in_flight: int
+    started: float
+    at: float
+
+    def topic(self) -> str:
+        return names.NODE_TOPIC
+
+
+@message
+class Ping(Message):
+    """Generic request, for request/reply checks and tests."""
+
+    TYPE = "ping"
+
+    payload: str = ""
+
+
+@message
+class Pong(Message):
+    """Reply to :class:`Ping`."""
+
+    TYPE = "pong"
+
+    payload: str = ""
+    node_id: str = ""

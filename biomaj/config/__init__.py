@@ -1,0 +1,1 @@
+"""Configuration: config.yml (service.py) and BioMAJ 3 properties files (properties.py, check.py)."""

@@ -1,0 +1,1 @@
+"""The actor runtime: actor base, hooks, heartbeat, and the node that hosts actors by role."""

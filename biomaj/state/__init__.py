@@ -1,0 +1,55 @@
+"""Shared short-lived state: node registry, bank locks, cancel flags, progress counters.
+
+``open_state(url)`` picks the implementation from ``state.url`` in config.yml: ``memory://``
+(or empty) for the single-binary mode, Redis (``redis://``/``rediss://``) once distributed mode
+lands. Actors only ever see a :class:`State`.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from biomaj.errors import ConfigError
+
+from .base import Clock, LockInfo, LockOwner, NodeInfo, ProgressValue, State, StateError
+from .memory import MemoryState
+
+__all__ = [
+    "Clock",
+    "LockInfo",
+    "LockOwner",
+    "MemoryState",
+    "NodeInfo",
+    "ProgressValue",
+    "State",
+    "StateError",
+    "open_state",
+]
+
+ACCEPTED = "memory:// (or empty) for the embedded state, or redis://[:password@]host:6379/0 (rediss:// for TLS) for Redis"
+
+
+def open_state(url: str | None, *, clock: Clock | None = None) -> State:
+    """Return the state store named by ``url`` (the ``state.url`` setting); :class:`ConfigError` if bad."""
+    url = (url or "").strip()
+    scheme = urlsplit(url).scheme.lower() if "://" in url else url.lower().rstrip(":")
+    if scheme in ("", "memory"):
+        return MemoryState() if clock is None else MemoryState(clock=clock)
+    if scheme in ("redis", "rediss", "unix"):
+        raise ConfigError(
+            "state.url: the Redis state store arrives with the distributed-mode issue; "
+            "use memory:// (or leave state.url empty) for now"
+        )
+    raise ConfigError(f"state.url: unsupported value {_redact(url)!r}; expected {ACCEPTED}")
+
+
+def _redact(url: str) -> str:
+    """``url`` with any password replaced by ``***``."""
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+    except ValueError:
+        return "<unparsable URL>"
+    host = parts.netloc.rsplit("@", 1)[1]
+    return parts._replace(netloc=f"{parts.username or ''}:***@{host}").geturl()

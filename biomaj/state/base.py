@@ -1,0 +1,186 @@
+"""The shared, short-lived state contract: node registry, bank locks, cancel flags, progress.
+
+Everything here may vanish on restart without harm (sessions and releases live in the store).
+The memory implementation serves the single-binary mode; a Redis one will serve distributed
+mode and must pass the same conformance suite (``tests/state``).
+
+Time-to-live semantics: an entry written at ``clock()`` with ``ttl`` seconds is alive while
+``clock() < written + ttl``. The clock is injectable (``time.time`` by default, so that lock
+expiry and ``last_seen`` are wall-clock timestamps a person can read); tests pass a fake one
+and never sleep. A Redis implementation keeps the same rule by comparing expiry timestamps
+against the caller's clock (atomically, in a script) and uses Redis TTLs only to collect garbage.
+"""
+
+from __future__ import annotations
+
+import abc
+import os
+import socket
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
+from typing import Any, Union
+
+__all__ = ["Clock", "LockInfo", "LockOwner", "NodeInfo", "ProgressValue", "State", "StateError"]
+
+Clock = Callable[[], float]
+ProgressValue = Union[int, float, str, bool, None]
+
+
+class StateError(Exception):
+    """The state store refused an operation (for example incrementing a text progress field)."""
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    """What a node says about itself in each heartbeat."""
+
+    node_id: str
+    host: str
+    pid: int
+    roles: tuple[str, ...] = ()
+    actors: tuple[str, ...] = ()
+    version: str = ""
+    in_flight: int = 0  # messages being handled right now
+    started: float = 0.0  # wall-clock start time of the node
+    last_seen: float = 0.0  # wall-clock time of this heartbeat
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready mapping (for Redis and the API)."""
+        data = asdict(self)
+        data["roles"], data["actors"] = list(self.roles), list(self.actors)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> NodeInfo:
+        """Inverse of :meth:`to_dict`."""
+        values = dict(data)
+        values["roles"] = tuple(values.get("roles", ()))
+        values["actors"] = tuple(values.get("actors", ()))
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class LockOwner:
+    """Who holds a lock: enough to find the process, and the job it runs for."""
+
+    host: str
+    pid: int
+    job_id: str
+    node_id: str
+
+    @classmethod
+    def here(cls, job_id: str, node_id: str) -> LockOwner:
+        """An owner for this process (its host name and pid)."""
+        return cls(socket.gethostname(), os.getpid(), job_id, node_id)
+
+
+@dataclass(frozen=True)
+class LockInfo:
+    """A lock that is currently held."""
+
+    name: str
+    owner: LockOwner
+    acquired: float  # clock() when first acquired
+    expires: float  # clock() after which it is free again unless renewed
+
+
+class State(abc.ABC):
+    """Node registry, bank locks, cancel flags and progress counters shared by all actors."""
+
+    # --- node registry -----------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def heartbeat(self, node: NodeInfo, ttl: float) -> None:
+        """Register or refresh ``node``; it disappears ``ttl`` seconds after its last heartbeat."""
+
+    @abc.abstractmethod
+    async def nodes(self) -> list[NodeInfo]:
+        """Live nodes (TTL not expired), sorted by node id."""
+
+    @abc.abstractmethod
+    async def forget_node(self, node_id: str) -> bool:
+        """Remove a node now (clean shutdown). True if it was registered."""
+
+    # --- locks -------------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def acquire_lock(self, name: str, owner: LockOwner, ttl: float) -> bool:
+        """Take lock ``name`` for ``ttl`` seconds. True if taken, or already held by ``owner``
+        (then it is renewed); False if someone else holds it."""
+
+    @abc.abstractmethod
+    async def renew_lock(self, name: str, owner: LockOwner, ttl: float) -> bool:
+        """Push the expiry to ``clock() + ttl``. False unless ``owner`` holds the lock now."""
+
+    @abc.abstractmethod
+    async def release_lock(self, name: str, owner: LockOwner) -> bool:
+        """Free the lock. False (and nothing changes) unless ``owner`` holds it."""
+
+    @abc.abstractmethod
+    async def get_lock(self, name: str) -> LockInfo | None:
+        """The live lock ``name``, or None."""
+
+    @abc.abstractmethod
+    async def locks(self) -> list[LockInfo]:
+        """Every live lock, sorted by name."""
+
+    @abc.abstractmethod
+    async def break_lock(self, name: str) -> bool:
+        """Free a lock whoever holds it (admin action). True if one was held."""
+
+    # --- cancel flags ------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def set_cancel(self, job_id: str, *, ttl: float | None = None) -> None:
+        """Ask the job to stop; the flag expires after ``ttl`` seconds when given."""
+
+    @abc.abstractmethod
+    async def is_cancelled(self, job_id: str) -> bool:
+        """True while the job's cancel flag is set."""
+
+    @abc.abstractmethod
+    async def clear_cancel(self, job_id: str) -> bool:
+        """Remove the flag. True if it was set."""
+
+    # --- progress counters -------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def incr_progress(self, job_id: str, field: str, n: int = 1) -> int:
+        """Add ``n`` to an integer field (missing counts as 0); return the new value."""
+
+    @abc.abstractmethod
+    async def set_progress(self, job_id: str, mapping: Mapping[str, ProgressValue]) -> None:
+        """Set several fields at once (others are kept). Values are JSON scalars."""
+
+    @abc.abstractmethod
+    async def get_progress(self, job_id: str) -> dict[str, ProgressValue]:
+        """All fields of a job's progress; ``{}`` when there are none."""
+
+    @abc.abstractmethod
+    async def clear_progress(self, job_id: str) -> None:
+        """Forget a job's progress."""
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    async def close(self) -> None:
+        """Release connections. Idempotent."""
+
+    async def __aenter__(self) -> State:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+
+def check_ttl(ttl: Any) -> float:
+    """Validate a TTL in seconds."""
+    if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not ttl > 0:
+        raise ValueError(f"ttl must be a positive number of seconds, got {ttl!r}")
+    return float(ttl)
+
+
+def check_progress_value(field: str, value: Any) -> ProgressValue:
+    """Validate one progress value (a JSON scalar, so Redis can store it faithfully)."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    raise TypeError(f"progress field {field!r}: {type(value).__name__} is not a JSON scalar")
