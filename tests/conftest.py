@@ -49,3 +49,34 @@ def biomaj_cmd() -> list[str]:
     """The installed console script, run as a user would."""
     script = Path(sys.executable).with_name("biomaj")
     return [str(script)] if script.exists() else [sys.executable, "-m", "biomaj"]
+
+
+def _port_answers(url: str) -> bool:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    try:
+        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 0), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def service_url(variable: str, default: str, service: str) -> str:
+    """URL of a real service: $variable, else `default` when it answers on loopback.
+
+    Without it the test skips on a laptop, and fails when CI=true (CI must run service tests).
+    """
+    url = os.environ.get(variable) or default
+    if url and _port_answers(url):
+        return url
+    reason = f"{service} not reachable at {url or '(no URL)'}: start it or set {variable}"
+    if IN_CI:
+        pytest.fail(f"{reason} (required when CI=true)")
+    pytest.skip(reason)
+
+
+@pytest.fixture(name="service_url", scope="session")
+def service_url_fixture():
+    """`service_url(variable, default, service)`: see :func:`service_url`."""
+    return service_url

@@ -10,6 +10,7 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from biomaj.errors import ConfigError
+from biomaj.redaction import redact_url
 
 from . import names
 from .base import Bus, BusClosed, BusError, BusTimeout, DeadLetter, Delivery, Subscription, topic_matches
@@ -50,15 +51,3 @@ def open_bus(url: str | None) -> Bus:
         )
     raise ConfigError(f"bus.url: unsupported value {redact_url(url)!r}; expected {ACCEPTED}")
 
-
-def redact_url(url: str) -> str:
-    """``url`` with any password replaced by ``***``, safe for error messages and logs."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparsable URL>"
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = parts.username or ""
-    return parts._replace(netloc=f"{user}:***@{netloc}").geturl()

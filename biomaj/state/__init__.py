@@ -10,6 +10,7 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from biomaj.errors import ConfigError
+from biomaj.redaction import redact_url
 
 from .base import Clock, LockInfo, LockOwner, NodeInfo, ProgressValue, State, StateError
 from .memory import MemoryState
@@ -40,16 +41,5 @@ def open_state(url: str | None, *, clock: Clock | None = None) -> State:
             "state.url: the Redis state store arrives with the distributed-mode issue; "
             "use memory:// (or leave state.url empty) for now"
         )
-    raise ConfigError(f"state.url: unsupported value {_redact(url)!r}; expected {ACCEPTED}")
+    raise ConfigError(f"state.url: unsupported value {redact_url(url)!r}; expected {ACCEPTED}")
 
-
-def _redact(url: str) -> str:
-    """``url`` with any password replaced by ``***``."""
-    try:
-        parts = urlsplit(url)
-        if parts.password is None:
-            return url
-    except ValueError:
-        return "<unparsable URL>"
-    host = parts.netloc.rsplit("@", 1)[1]
-    return parts._replace(netloc=f"{parts.username or ''}:***@{host}").geturl()

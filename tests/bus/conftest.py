@@ -7,7 +7,6 @@ and fails when CI=true, so CI can never silently test less.
 
 from __future__ import annotations
 
-import os
 import uuid
 
 import pytest
@@ -17,23 +16,12 @@ from biomaj.bus import Bus, MemoryBus, open_bus
 BUSES = ["memory"]  # later: pytest.param("amqp", marks=pytest.mark.service)
 
 
-def service_url(variable: str, service: str) -> str:
-    """URL of a real service from the environment; skip without it, fail in CI."""
-    url = os.environ.get(variable, "")
-    if url:
-        return url
-    reason = f"{service} not available: set {variable} to run these tests against it"
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"{reason} (required when CI=true)")
-    pytest.skip(reason)
-
-
 @pytest.fixture(params=BUSES)
 async def bus(request: pytest.FixtureRequest) -> Bus:
     if request.param == "memory":
         instance: Bus = MemoryBus()
     elif request.param == "amqp":
-        instance = open_bus(service_url("BIOMAJ_TEST_AMQP_URL", "RabbitMQ"))
+        instance = open_bus(request.getfixturevalue("service_url")("BIOMAJ_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/", "RabbitMQ"))
     else:  # pragma: no cover
         raise ValueError(request.param)
     yield instance

@@ -7,7 +7,6 @@ failure when CI=true. Both take the injected ``clock``, so TTL tests never sleep
 
 from __future__ import annotations
 
-import os
 
 import pytest
 
@@ -29,17 +28,6 @@ class FakeClock:
         self.now += seconds
 
 
-def service_url(variable: str, service: str) -> str:
-    """URL of a real service from the environment; skip without it, fail in CI."""
-    url = os.environ.get(variable, "")
-    if url:
-        return url
-    reason = f"{service} not available: set {variable} to run these tests against it"
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"{reason} (required when CI=true)")
-    pytest.skip(reason)
-
-
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
@@ -50,7 +38,7 @@ async def state(request: pytest.FixtureRequest, clock: FakeClock) -> State:
     if request.param == "memory":
         instance: State = MemoryState(clock=clock)
     elif request.param == "redis":
-        instance = open_state(service_url("BIOMAJ_TEST_REDIS_URL", "Redis"), clock=clock)
+        instance = open_state(request.getfixturevalue("service_url")("BIOMAJ_TEST_REDIS_URL", "redis://127.0.0.1:6379/15", "Redis"), clock=clock)
     else:  # pragma: no cover
         raise ValueError(request.param)
     yield instance
