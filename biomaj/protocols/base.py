@@ -1,0 +1,185 @@
+"""The contract every protocol implements: list a remote directory, stat and open a remote
+file (resuming at an offset), close. Read-only on purpose (rclone's `fs` interface, minus writes).
+
+A protocol knows nothing of banks, retries or local files: it maps its native operations and
+errors onto this module's types. Retry policy, per-host limits, resume bookkeeping, verification
+and writing to disk live in :mod:`biomaj.download`.
+
+Paths given to and returned by a protocol are relative to ``RemoteConfig.root`` (BioMAJ's
+``remote.dir``), ``/``-separated, without a leading ``/``; ``""`` is the root itself. For the
+direct protocols (one file, no listing) ``root`` is the directory of the file and the file is
+``RemoteConfig.direct_file``.
+"""
+
+from __future__ import annotations
+
+import abc
+import posixpath
+from collections.abc import AsyncIterator, Mapping
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from biomaj.errors import BiomajError
+
+# Errors ------------------------------------------------------------------------------------------
+
+
+class RemoteError(BiomajError):
+    """A remote operation failed; subclasses say whether trying again can help."""
+
+
+class RemoteNotFound(RemoteError):
+    """The remote file or directory does not exist (HTTP 404, FTP 550, ENOENT)."""
+
+
+class RetryableError(RemoteError):
+    """A transient failure (connection reset or timeout, HTTP 5xx, FTP 4xx): try again later."""
+
+
+class Throttled(RetryableError):
+    """The server asks us to slow down (HTTP 429/503, FTP 421): back off, fewer connections."""
+
+    def __init__(self, message: str, retry_after: float | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class FatalError(RemoteError):
+    """A failure that retrying will not fix: bad credentials, permission denied, bad option."""
+
+
+class UnsafePath(FatalError):
+    """A remote name that would write outside the bank's offline directory (``..``, absolute, ...)."""
+
+
+# Data --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteEntry:
+    """One entry of a remote listing.
+
+    ``mtime`` is POSIX seconds (UTC) or None when the server does not say; ``size`` is exact or
+    None (HTML indexes print ``12M``: None, the transfer tells the real size). ``hash`` is an
+    opaque token that changes when the remote file changes (BioMAJ's metadata ``hash``).
+    """
+
+    path: str
+    size: int | None = None
+    mtime: float | None = None
+    is_dir: bool = False
+    is_link: bool = False
+    hash: str | None = None
+
+    @property
+    def name(self) -> str:
+        return posixpath.basename(self.path)
+
+
+@dataclass(frozen=True)
+class Features:
+    """What a protocol can do; the downloader adapts to it."""
+
+    can_list: bool = True  # False for direct* protocols: one known file
+    resume: bool = True  # open(path, offset>0) is honoured (it may still restart at 0)
+    mtime_precision: float = 1.0  # seconds; 60 for HTML indexes without seconds
+    native_fetch: bool = False  # implements fetch() itself (rsync), open() unsupported
+
+
+@dataclass(frozen=True)
+class HttpParse:
+    """BioMAJ's ``http.parse.*`` / ``http.group.*`` settings; None fields mean "auto-detect"."""
+
+    dir_line: str | None = None
+    file_line: str | None = None
+    dir_name: int = 1
+    dir_date: int = 2
+    file_name: int = 1
+    file_date: int = 2
+    file_size: int = 3
+    file_date_format: str | None = None
+
+
+@dataclass(frozen=True)
+class RemoteConfig:
+    """Everything a protocol needs to reach one remote tree. Secrets never appear in repr()."""
+
+    protocol: str
+    host: str = ""
+    port: int | None = None
+    root: str = "/"
+    direct_file: str = ""  # direct* protocols: the file name within root
+    user: str | None = None
+    password: str | None = field(default=None, repr=False)
+    method: str = "GET"  # direct http(s): GET or POST
+    params: Mapping[str, str] = field(default_factory=dict)  # GET query or POST form
+    proxy: str | None = None  # http://host:port, socks proxies are not supported
+    proxy_auth: str | None = field(default=None, repr=False)  # user:password
+    connect_timeout: float = 60.0
+    read_timeout: float = 300.0  # longest silence while reading; no total timeout
+    options: Mapping[str, str] = field(default_factory=dict)  # BioMAJ options.* (ssl_verifypeer ...)
+    http_parse: HttpParse = field(default_factory=HttpParse)
+
+    @property
+    def address(self) -> str:
+        """``host:port`` for logs and per-host limits (no credentials)."""
+        return f"{self.host}:{self.port}" if self.port else self.host
+
+
+class RemoteStream(abc.ABC):
+    """An open remote file: an async iterator of byte chunks from ``offset`` to the end."""
+
+    offset: int = 0  # where the data starts: the offset asked for, or 0 if the server restarted
+    size: int | None = None  # total size of the remote file, when the server says
+    mtime: float | None = None  # remote modification time, when the server says
+
+    @abc.abstractmethod
+    def __aiter__(self) -> AsyncIterator[bytes]: ...
+
+
+# The contract ------------------------------------------------------------------------------------
+
+
+class Protocol(abc.ABC):
+    """One remote tree reached by one protocol. Reuses its connections until :meth:`close`.
+
+    Instances are used by one task at a time for :meth:`open`; the downloader keeps one instance
+    per worker and host, so one FTP or SFTP login serves many files.
+    """
+
+    names: ClassVar[tuple[str, ...]] = ()  # bank `protocol` values served by this class
+    features: ClassVar[Features] = Features()
+
+    def __init__(self, config: RemoteConfig):
+        self.config = config
+
+    @abc.abstractmethod
+    def list(self, path: str = "") -> AsyncIterator[RemoteEntry]:
+        """The entries of one directory (not recursive), streamed as they are parsed.
+
+        Entry paths are relative to the root (``sub/file.gz`` when listing ``sub``). ``.`` and
+        ``..`` are never yielded. RemoteNotFound when the directory does not exist.
+        """
+
+    @abc.abstractmethod
+    async def stat(self, path: str) -> RemoteEntry:
+        """Size, mtime and hash of one file (HEAD, SIZE+MDTM, stat); RemoteNotFound if absent."""
+
+    @abc.abstractmethod
+    def open(self, path: str, offset: int = 0) -> AbstractAsyncContextManager[RemoteStream]:
+        """Stream a file from ``offset`` (HTTP Range, FTP REST, SFTP seek). Leaving the context
+        early aborts the transfer and leaves the connection usable or closed, never stuck."""
+
+    async def fetch(self, path: str, dest: str, *, offset: int = 0) -> RemoteEntry:
+        """Native transfer straight to ``dest`` (protocols with ``features.native_fetch``)."""
+        raise NotImplementedError(f"{type(self).__name__} streams with open()")
+
+    async def close(self) -> None:
+        """Close every connection; the instance may not be used afterwards."""
+
+    async def __aenter__(self) -> Protocol:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
