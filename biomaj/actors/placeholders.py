@@ -48,14 +48,6 @@ class ManagerActor(_RefusingActor):
         await super().handle(delivery)
 
 
-class DownloaderActor(_RefusingActor):
-    """Downloads one file per message: arrives with the download engine."""
-
-    name = "downloader"
-    queue = names.DOWNLOAD
-    what = "downloads"
-
-
 class ProcessorActor(_RefusingActor):
     """Runs one pre/post/remove process per message: arrives with the process version."""
 

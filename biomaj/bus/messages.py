@@ -275,11 +275,12 @@ class JobEvent(Message):
 
 @message
 class DownloadRequest(Message):
-    """Download one remote file to ``local_path`` (resuming a partial file).
+    """Download one remote file to ``<offline_dir>/<save_as>``, resuming a partial file.
 
-    ``remote`` holds what the protocol client needs (server, remote dir, file name, params,
-    http method ...). Keep secrets out of it where the downloader can read them from the bank
-    configuration instead: messages wait in queues and dead-letter lists.
+    ``remote`` holds the RemoteConfig fields the protocol client needs, without secrets:
+    ``secrets`` maps a secret field (``credentials``, ``proxy_auth``) to the bank property that
+    holds it (``server.credentials`` ...), which the downloader reads from the bank file itself.
+    Messages wait in queues and dead-letter lists; passwords never travel in them.
     """
 
     TYPE = "download.request"
@@ -288,12 +289,18 @@ class DownloadRequest(Message):
     job_id: str
     bank: str
     session_id: str
-    protocol: str
     remote: dict[str, Any]
-    local_path: str
+    path: str
+    offline_dir: str
+    save_as: str
+    secrets: dict[str, str] = field(default_factory=dict)
     size: int | None = None
     mtime: float | None = None
     hash: str | None = None
+    digest: str | None = None  # compute this digest (md5, sha256) while receiving
+    check_archive: bool = True
+    stop_condition: str | None = None  # BioMAJ retry strings (options.stop_condition, .wait_policy)
+    wait_policy: str | None = None
 
 
 @message
@@ -307,11 +314,15 @@ class DownloadResult(Message):
     bank: str
     session_id: str
     request_id: str
-    local_path: str
+    save_as: str
     ok: bool
     size: int | None = None
     mtime: float | None = None
     hash: str | None = None
+    digest: str | None = None
+    transferred: int = 0
+    attempts: int = 0
+    skipped: bool = False
     error: str = ""
     retryable: bool = False
     elapsed: float = 0.0

@@ -13,7 +13,8 @@ import time
 from typing import Any, Protocol, Sequence
 
 from biomaj import __version__
-from biomaj.actors.placeholders import DownloaderActor, IdleActor, ManagerActor, ProcessorActor
+from biomaj.actors.downloader import DownloaderActor, DownloaderSettings
+from biomaj.actors.placeholders import IdleActor, ManagerActor, ProcessorActor
 from biomaj.actors.web import WebActor
 from biomaj.bus import Bus, open_bus
 from biomaj.config.service import Config
@@ -97,7 +98,10 @@ class Node:
         if name == "manager":
             return ManagerActor(self.bus, ActorSettings(concurrency=limits.jobs, grace=grace))
         if name == "downloader":
-            return DownloaderActor(self.bus, ActorSettings(concurrency=limits.downloads, grace=grace))
+            settings = DownloaderSettings(
+                concurrency=limits.downloads, grace=grace, per_host=limits.downloads_per_host, node_id=self.node_id
+            )
+            return DownloaderActor(self.bus, settings, state=self.state, read_secret=self.read_bank_secret)
         if name == "processor":
             return ProcessorActor(self.bus, ActorSettings(concurrency=limits.processes, grace=grace))
         if name == "web":
@@ -109,6 +113,13 @@ class Node:
             "ftp": "read-only FTP view of published releases",
         }
         return IdleActor(name, descriptions[name])
+
+    def read_bank_secret(self, bank: str, key: str) -> str | None:
+        """A secret property (server.credentials ...) read from the bank file on this node, so
+        that passwords never travel in bus messages."""
+        from biomaj.config.properties import BankProperties
+
+        return BankProperties.load(self.config.global_properties, bank).get(key)
 
     def in_flight(self) -> int:
         return sum(getattr(actor, "in_flight", 0) for actor in self.actors)

@@ -1,0 +1,181 @@
+"""The downloader actor: one message per file from the `download` queue.
+
+Each DownloadRequest is fetched with the shared engine (client pool per host, retries, resume,
+verification); its DownloadResult is published to the results queue before the request is acked,
+so a downloader that dies mid-file leaves the request unacked and another one resumes the part
+file. A cancelled job's in-flight transfers are stopped at once (CancelJob broadcasts and the
+state's cancel flag); their part files stay for a later resume.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from biomaj.bus import Delivery, names
+from biomaj.bus.messages import CancelJob, DownloadRequest, DownloadResult, JobEvent
+from biomaj.download.engine import ClientPool, FetchFailed, Fetcher, FetchSettings
+from biomaj.download.paths import safe_join
+from biomaj.download.remote import from_message
+from biomaj.download.retry import RetryPolicy
+from biomaj.errors import BiomajError
+from biomaj.protocols.base import RemoteEntry
+from biomaj.runtime.actor import Actor, ActorSettings
+from biomaj.state import State
+
+log = logging.getLogger(__name__)
+
+PROGRESS_INTERVAL = 0.5  # seconds between two byte-counter updates of one file
+
+
+@dataclass(frozen=True, kw_only=True)
+class DownloaderSettings(ActorSettings):
+    """`concurrency` files at once; at most `per_host` connections to one server."""
+
+    per_host: int = 4
+    node_id: str = ""
+
+
+#: reads a secret bank property: (bank, property) -> value
+SecretReader = Callable[[str, str], "str | None"]
+
+
+class DownloaderActor(Actor):
+    """Fetches files for bank workflows."""
+
+    name = "downloader"
+    queue = names.DOWNLOAD
+    settings_class = DownloaderSettings
+
+    def __init__(self, bus, settings: DownloaderSettings | None = None, *, state: State | None = None,
+                 read_secret: SecretReader | None = None, hooks=()):
+        super().__init__(bus, settings, hooks=hooks)
+        self.state = state
+        self.read_secret = read_secret or (lambda bank, key: None)
+        self.pool = ClientPool(per_host=self.settings.per_host)
+        self._jobs: dict[str, set[asyncio.Task]] = {}
+        self._cancel_listener: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        await self.bus.declare_queue(names.DOWNLOAD_RESULTS)
+        subscription = await self.bus.subscribe(names.CANCEL_TOPIC)
+        self._cancel_listener = asyncio.create_task(self._listen_for_cancels(subscription), name="downloader-cancels")
+        await super().start()
+
+    async def stop(self, grace: float | None = None) -> None:
+        await super().stop(grace)
+        if self._cancel_listener is not None:
+            self._cancel_listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._cancel_listener
+            self._cancel_listener = None
+        await self.pool.close()
+
+    async def _listen_for_cancels(self, subscription) -> None:
+        async with subscription:
+            async for message in subscription:
+                if isinstance(message, CancelJob):
+                    for task in list(self._jobs.get(message.job_id, ())):
+                        task.cancel()
+
+    async def handle(self, delivery: Delivery) -> None:
+        request = delivery.message
+        if not isinstance(request, DownloadRequest):
+            await delivery.nack(requeue=False, reason=f"downloader cannot handle {request.TYPE}")
+            return
+        if self.state is not None and await self.state.is_cancelled(request.job_id):
+            await self._publish(request, ok=False, error="cancelled", retryable=False)
+            return
+        task = asyncio.create_task(self._fetch(request), name=f"fetch-{request.save_as}")
+        self._jobs.setdefault(request.job_id, set()).add(task)
+        try:
+            result = await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if not task.cancelled():  # this actor is stopping: stop the transfer, keep the message
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+                raise
+            result = dict(ok=False, error="cancelled", retryable=False)
+        finally:
+            self._jobs.get(request.job_id, set()).discard(task)
+            if not self._jobs.get(request.job_id):
+                self._jobs.pop(request.job_id, None)
+        await self._publish(request, **result)
+
+    async def _fetch(self, request: DownloadRequest) -> dict:
+        """Fetch one file; returns DownloadResult fields."""
+        started = time.monotonic()
+        try:
+            config = from_message(request.remote, request.secrets, lambda key: self.read_secret(request.bank, key))
+            dest = safe_join(Path(request.offline_dir), request.save_as)
+            retry = RetryPolicy.parse(request.stop_condition, request.wait_policy)
+            fetcher = Fetcher(self.pool, FetchSettings(retry=retry, check_archives=request.check_archive))
+            entry = RemoteEntry(request.path, request.size, request.mtime, hash=request.hash)
+            progress = _Progress(self.state, request.job_id)
+            try:
+                result = await fetcher.fetch(config, entry, dest, digest=request.digest, on_bytes=progress.add)
+            finally:
+                await progress.flush()
+        except FetchFailed as exc:
+            return dict(ok=False, error=str(exc), retryable=exc.retryable, elapsed=time.monotonic() - started)
+        except BiomajError as exc:
+            return dict(ok=False, error=str(exc), retryable=False, elapsed=time.monotonic() - started)
+        return dict(
+            ok=True, size=result.size, mtime=result.mtime, digest=result.digest, transferred=result.transferred,
+            attempts=result.attempts, skipped=result.skipped, elapsed=result.elapsed,
+        )
+
+    async def _publish(self, request: DownloadRequest, **fields) -> None:
+        result = DownloadResult(
+            job_id=request.job_id, bank=request.bank, session_id=request.session_id, request_id=request.id,
+            save_as=request.save_as, hash=request.hash, node_id=self.settings.node_id, **fields,
+        )
+        await self.bus.publish(names.DOWNLOAD_RESULTS, result)
+        elapsed = fields.get("elapsed") or 0.0
+        transferred = fields.get("transferred") or 0
+        event = JobEvent(
+            job_id=request.job_id, bank=request.bank, kind="download",
+            state="done" if result.ok else "failed", step="download",
+            message=f"{request.save_as}: {'ok' if result.ok else result.error}",
+            progress={"file": request.save_as, "bytes": transferred,
+                      "rate": transferred / elapsed if elapsed > 0 else 0.0, "skipped": result.skipped},
+        )
+        await self.bus.broadcast(event.topic(), event)
+        if not result.ok:
+            log.warning("download failed", extra={"bank": request.bank, "file": request.save_as, "error": result.error})
+
+
+class _Progress:
+    """Bytes received for a job, pushed to the state at most every PROGRESS_INTERVAL seconds."""
+
+    def __init__(self, state: State | None, job_id: str):
+        self.state = state
+        self.job_id = job_id
+        self.pending = 0
+        self.last = time.monotonic()
+        self._tasks: set[asyncio.Task] = set()
+
+    def add(self, n: int) -> None:
+        self.pending += n
+        now = time.monotonic()
+        if self.state is not None and now - self.last >= PROGRESS_INTERVAL:
+            self.last = now
+            self._push()
+
+    def _push(self) -> None:
+        count, self.pending = self.pending, 0
+        if count and self.state is not None:
+            task = asyncio.get_running_loop().create_task(self.state.incr_progress(self.job_id, "bytes", count))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def flush(self) -> None:
+        self._push()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -1,0 +1,350 @@
+"""Fetch one remote file into the offline directory: resumable, verified, retried, polite.
+
+A file is written to ``<dest>.biomaj-part`` and renamed to ``<dest>`` only when it is complete and
+verified, so a half-downloaded file never looks finished. A partial file left by a cut connection,
+a crash or a restart is resumed from its size when the protocol can (HTTP Range, FTP REST, SFTP
+offset, rsync --partial). Writing happens in a worker thread while the next chunk is received;
+small files are written with a single thread hop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from biomaj.download.limits import HostLimit
+from biomaj.download.retry import RetryPolicy
+from biomaj.download.verify import VerificationFailed, test_archive
+from biomaj.protocols import open_protocol
+from biomaj.protocols.base import (
+    FatalError,
+    Protocol,
+    RemoteConfig,
+    RemoteEntry,
+    RemoteError,
+    RemoteStream,
+    RetryableError,
+    Throttled,
+)
+
+log = logging.getLogger(__name__)
+
+PART_SUFFIX = ".biomaj-part"
+FLUSH_SIZE = 1024 * 1024  # bytes gathered before one write in the worker thread
+
+
+class FetchFailed(RemoteError):
+    """A file could not be fetched; the message says why and after how many attempts."""
+
+    def __init__(self, message: str, *, retryable: bool):
+        super().__init__(message)
+        self.retryable = retryable
+
+
+@dataclass(frozen=True)
+class FetchResult:
+    """What one fetch did."""
+
+    path: Path
+    size: int
+    mtime: float | None
+    transferred: int  # bytes received in this fetch (0 when the file was already there)
+    resumed_from: int  # offset of the first attempt (0: from the start)
+    attempts: int
+    elapsed: float
+    digest: str | None = None  # hex digest when one was asked for
+    skipped: bool = False  # already complete in the offline directory
+
+
+@dataclass
+class FetchSettings:
+    """How hard to try and what to check."""
+
+    retry: RetryPolicy = field(default_factory=RetryPolicy.parse)
+    check_archives: bool = True  # BioMAJ's archive test; option skip_check_uncompress disables it
+    per_host: int = 4
+
+
+def _client_key(config: RemoteConfig) -> tuple:
+    return (
+        config.protocol, config.host, config.port, config.root, config.direct_file, config.user,
+        config.method, tuple(sorted(config.params.items())), tuple(sorted(config.options.items())),
+        config.proxy,
+    )
+
+
+class ClientPool:
+    """Protocol clients kept open and reused (one login serves many files), with at most
+    `per_host` of them busy per remote host."""
+
+    def __init__(self, per_host: int = 4):
+        self.per_host = per_host
+        self._idle: dict[tuple, list[Protocol]] = {}
+        self._limits: dict[str, HostLimit] = {}
+        self._closed = False
+
+    def limit_for(self, config: RemoteConfig) -> HostLimit:
+        key = config.address or f"{config.protocol}:{config.root}"
+        if key not in self._limits:
+            self._limits[key] = HostLimit(key, self.per_host)
+        return self._limits[key]
+
+    @asynccontextmanager
+    async def client(self, config: RemoteConfig) -> AsyncIterator[Protocol]:
+        """A connected-or-connectable client for `config`, returned to the pool afterwards;
+        a client that failed with a transient error is closed rather than reused."""
+        if self._closed:
+            raise RuntimeError("client pool is closed")
+        limit = self.limit_for(config)
+        key = _client_key(config)
+        async with limit.slot():
+            idle = self._idle.setdefault(key, [])
+            client = idle.pop() if idle else open_protocol(config)
+            healthy = False
+            try:
+                yield client
+                healthy = True
+            except Throttled:
+                limit.throttled()
+                raise
+            finally:
+                if healthy and not self._closed:
+                    idle.append(client)
+                else:
+                    await _close_quietly(client)
+
+    async def close(self) -> None:
+        self._closed = True
+        clients = [c for idle in self._idle.values() for c in idle]
+        self._idle.clear()
+        await asyncio.gather(*(_close_quietly(c) for c in clients))
+
+
+async def _close_quietly(client: Protocol) -> None:
+    try:
+        await client.close()
+    except Exception:  # noqa: BLE001 - a client we drop anyway
+        log.debug("closing %s client failed", client.config.protocol, exc_info=True)
+
+
+class _PartWriter:
+    """Writes a stream to the part file from a worker thread, one flush behind the network."""
+
+    def __init__(self, part: Path, offset: int, digest: str | None, on_bytes: Callable[[int], None] | None):
+        self.part = part
+        self.offset = offset
+        self.hash = hashlib.new(digest) if digest else None
+        self.on_bytes = on_bytes
+        self.received = 0
+        self._buffer: list[bytes] = []
+        self._buffered = 0
+        self._fd: int | None = None
+        self._pending: asyncio.Future | None = None
+
+    def _open(self) -> None:
+        self._fd = os.open(self.part, os.O_WRONLY | os.O_CREAT, 0o644)
+        os.ftruncate(self._fd, self.offset)
+        os.lseek(self._fd, self.offset, os.SEEK_SET)
+        if self.hash is not None and self.offset:
+            with self.part.open("rb") as existing:  # resumed: the digest covers the whole file
+                remaining = self.offset
+                while remaining:
+                    block = existing.read(min(remaining, FLUSH_SIZE))
+                    if not block:
+                        break
+                    self.hash.update(block)
+                    remaining -= len(block)
+
+    def _write(self, data: bytes, final: bool) -> None:
+        if self._fd is None:
+            self._open()
+        view = memoryview(data)
+        while view:
+            written = os.write(self._fd, view)
+            view = view[written:]
+        if self.hash is not None:
+            self.hash.update(data)
+        if final:
+            os.close(self._fd)
+            self._fd = None
+
+    async def _flush(self, final: bool) -> None:
+        if self._pending is not None:
+            await self._pending
+            self._pending = None
+        data = b"".join(self._buffer) if len(self._buffer) != 1 else self._buffer[0]
+        self._buffer, self._buffered = [], 0
+        if final:
+            await asyncio.to_thread(self._write, data, True)
+        else:
+            self._pending = asyncio.get_running_loop().run_in_executor(None, self._write, data, False)
+
+    async def add(self, chunk: bytes) -> None:
+        self._buffer.append(chunk)
+        self._buffered += len(chunk)
+        self.received += len(chunk)
+        if self.on_bytes is not None:
+            self.on_bytes(len(chunk))
+        if self._buffered >= FLUSH_SIZE:
+            await self._flush(final=False)
+
+    async def finish(self) -> None:
+        await self._flush(final=True)
+
+    def abort(self) -> None:
+        """Stop after an error: wait for nothing, close the descriptor, keep what was written."""
+        if self._pending is not None and not self._pending.done():
+            self._pending.add_done_callback(lambda _f: self._close_fd())
+        else:
+            self._close_fd()
+
+    def _close_fd(self) -> None:
+        if self._fd is not None:
+            try:
+                os.close(self._fd)
+            except OSError:
+                pass
+            self._fd = None
+
+
+async def _chunks(stream: RemoteStream, read_timeout: float) -> AsyncIterator[bytes]:
+    """The stream's chunks, each one awaited for at most `read_timeout` seconds."""
+    iterator = stream.__aiter__()
+    while True:
+        try:
+            async with asyncio.timeout(read_timeout):
+                chunk = await anext(iterator)
+        except StopAsyncIteration:
+            return
+        except TimeoutError:
+            raise RetryableError(f"no data for {read_timeout:g}s") from None
+        yield chunk
+
+
+class Fetcher:
+    """Fetches files with a shared client pool, retry policy and checks."""
+
+    def __init__(self, pool: ClientPool, settings: FetchSettings | None = None):
+        self.pool = pool
+        self.settings = settings or FetchSettings()
+
+    async def fetch(
+        self,
+        config: RemoteConfig,
+        entry: RemoteEntry,
+        dest: Path,
+        *,
+        digest: str | None = None,
+        on_bytes: Callable[[int], None] | None = None,
+        check_archive: bool | None = None,
+    ) -> FetchResult:
+        """Fetch `entry` to `dest` (whose folder must be inside the offline directory: the caller
+        builds it with :func:`biomaj.download.paths.safe_join`)."""
+        started = time.monotonic()
+        if await asyncio.to_thread(_already_complete, dest, entry):
+            return FetchResult(dest, entry.size or 0, entry.mtime, 0, 0, 0, 0.0, None, skipped=True)
+        part = dest.with_name(dest.name + PART_SUFFIX)
+        await asyncio.to_thread(dest.parent.mkdir, parents=True, exist_ok=True)
+        check = self.settings.check_archives if check_archive is None else check_archive
+        policy = self.settings.retry
+        attempt, transferred, first_offset = 0, 0, None
+        while True:
+            attempt += 1
+            try:
+                offset = await asyncio.to_thread(_resume_offset, part, entry, config)
+                if first_offset is None:
+                    first_offset = offset
+                size, mtime, got, hexdigest = await self._attempt(config, entry, part, offset, digest, on_bytes)
+                transferred += got
+                if entry.size is not None and size != entry.size:
+                    await asyncio.to_thread(part.unlink, missing_ok=True)
+                    raise VerificationFailed(f"size mismatch: listed {entry.size} bytes, received {size}")
+                if check:
+                    try:
+                        await asyncio.to_thread(test_archive, part, dest.name)
+                    except VerificationFailed:
+                        await asyncio.to_thread(part.unlink, missing_ok=True)
+                        raise
+                await asyncio.to_thread(_finish, part, dest, mtime)
+                return FetchResult(dest, size, mtime, transferred, first_offset or 0, attempt,
+                                   time.monotonic() - started, hexdigest)
+            except (RetryableError, VerificationFailed) as exc:
+                elapsed = time.monotonic() - started
+                if policy.stop(attempt, elapsed):
+                    raise FetchFailed(
+                        f"{entry.path}: {exc} (gave up after {attempt} attempt(s): {policy.description})",
+                        retryable=True,
+                    ) from exc
+                wait = policy.wait(attempt)
+                if isinstance(exc, Throttled) and exc.retry_after is not None:
+                    wait = max(wait, exc.retry_after)
+                log.warning("%s: attempt %d failed (%s); retrying in %.1fs", entry.path, attempt, exc, wait)
+                await asyncio.sleep(wait)
+            except FatalError as exc:
+                raise FetchFailed(f"{entry.path}: {exc}", retryable=False) from exc
+            except RemoteError as exc:  # not found and other definitive answers
+                raise FetchFailed(f"{entry.path}: {exc}", retryable=False) from exc
+
+    async def _attempt(self, config, entry, part, offset, digest, on_bytes):
+        async with self.pool.client(config) as client:
+            if type(client).features.native_fetch:
+                fetched = await client.fetch(entry.path, str(part), offset=offset)
+                size = (await asyncio.to_thread(part.stat)).st_size
+                hexdigest = None
+                if digest:
+                    from biomaj.download.verify import file_digest
+
+                    hexdigest = await asyncio.to_thread(file_digest, part, digest)
+                if on_bytes is not None:
+                    on_bytes(size - offset)
+                return size, fetched.mtime or entry.mtime, size - offset, hexdigest
+            async with client.open(entry.path, offset) as stream:
+                writer = _PartWriter(part, stream.offset, digest, on_bytes)
+                try:
+                    async for chunk in _chunks(stream, config.read_timeout):
+                        await writer.add(chunk)
+                    await writer.finish()
+                except BaseException:
+                    writer.abort()
+                    raise
+                size = stream.offset + writer.received
+                mtime = entry.mtime if entry.mtime is not None else stream.mtime
+                hexdigest = writer.hash.hexdigest() if writer.hash is not None else None
+                return size, mtime, writer.received, hexdigest
+
+
+def _already_complete(dest: Path, entry: RemoteEntry) -> bool:
+    """BioMAJ's offline resume: a file already there with the same size and date is kept."""
+    try:
+        st = dest.stat()
+    except FileNotFoundError:
+        return False
+    if entry.size is None or st.st_size != entry.size:
+        return False
+    if entry.mtime is None:
+        return True
+    return time.gmtime(st.st_mtime)[:3] == time.gmtime(entry.mtime)[:3]
+
+
+def _resume_offset(part: Path, entry: RemoteEntry, config: RemoteConfig) -> int:
+    try:
+        size = part.stat().st_size
+    except FileNotFoundError:
+        return 0
+    if entry.size is not None and size > entry.size:
+        part.unlink()
+        return 0
+    return size
+
+
+def _finish(part: Path, dest: Path, mtime: float | None) -> None:
+    if mtime is not None:
+        os.utime(part, (mtime, mtime))
+    os.replace(part, dest)
