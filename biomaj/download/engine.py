@@ -21,7 +21,7 @@ from pathlib import Path
 
 from biomaj.download.limits import HostLimit
 from biomaj.download.retry import RetryPolicy
-from biomaj.download.verify import VerificationFailed, test_archive
+from biomaj.download.verify import VerificationFailed, check_archive
 from biomaj.protocols import open_protocol
 from biomaj.protocols.base import (
     FatalError,
@@ -268,7 +268,7 @@ class Fetcher:
                     raise VerificationFailed(f"size mismatch: listed {entry.size} bytes, received {size}")
                 if check:
                     try:
-                        await asyncio.to_thread(test_archive, part, dest.name)
+                        await asyncio.to_thread(check_archive, part, dest.name)
                     except VerificationFailed:
                         await asyncio.to_thread(part.unlink, missing_ok=True)
                         raise

@@ -38,7 +38,7 @@ def archive_kind(name: str) -> str | None:
     return None
 
 
-def test_archive(path: Path, name: str | None = None) -> None:
+def check_archive(path: Path, name: str | None = None) -> None:
     """Read the whole archive `path` (named `name`, default its own) and raise VerificationFailed
     if it is truncated or corrupt. Files that are not archives pass. Runs in a worker thread."""
     kind = archive_kind(name or path.name)
