@@ -21,7 +21,8 @@ from pathlib import Path
 
 from biomaj.download.limits import HostLimit
 from biomaj.download.retry import RetryPolicy
-from biomaj.download.verify import VerificationFailed, check_archive
+from biomaj.download import verify
+from biomaj.download.verify import VerificationFailed
 from biomaj.protocols import open_protocol
 from biomaj.protocols.base import (
     FatalError,
@@ -268,7 +269,7 @@ class Fetcher:
                     raise VerificationFailed(f"size mismatch: listed {entry.size} bytes, received {size}")
                 if check:
                     try:
-                        await asyncio.to_thread(check_archive, part, dest.name)
+                        await asyncio.to_thread(verify.check_archive, part, dest.name)
                     except VerificationFailed:
                         await asyncio.to_thread(part.unlink, missing_ok=True)
                         raise
@@ -299,9 +300,7 @@ class Fetcher:
                 size = (await asyncio.to_thread(part.stat)).st_size
                 hexdigest = None
                 if digest:
-                    from biomaj.download.verify import file_digest
-
-                    hexdigest = await asyncio.to_thread(file_digest, part, digest)
+                    hexdigest = await asyncio.to_thread(verify.file_digest, part, digest)
                 if on_bytes is not None:
                     on_bytes(size - offset)
                 return size, fetched.mtime or entry.mtime, size - offset, hexdigest
