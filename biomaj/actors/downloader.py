@@ -59,6 +59,7 @@ class DownloaderActor(Actor):
         self.read_secret = read_secret or (lambda bank, key: None)
         self.pool = ClientPool(per_host=self.settings.per_host)
         self._jobs: dict[str, set[asyncio.Task]] = {}
+        self.bytes_received = 0  # over every fetch of this actor
         self._cancel_listener: asyncio.Task | None = None
 
     async def start(self) -> None:
@@ -117,7 +118,7 @@ class DownloaderActor(Actor):
             retry = RetryPolicy.parse(request.stop_condition, request.wait_policy)
             fetcher = Fetcher(self.pool, FetchSettings(retry=retry, check_archives=request.check_archive))
             entry = RemoteEntry(request.path, request.size, request.mtime, hash=request.hash)
-            progress = _Progress(self.state, request.job_id)
+            progress = _Progress(self.state, request.job_id, self)
             try:
                 result = await fetcher.fetch(config, entry, dest, digest=request.digest, on_bytes=progress.add)
             finally:
@@ -154,8 +155,9 @@ class DownloaderActor(Actor):
 class _Progress:
     """Bytes received for a job, pushed to the state at most every PROGRESS_INTERVAL seconds."""
 
-    def __init__(self, state: State | None, job_id: str):
+    def __init__(self, state: State | None, job_id: str, actor: DownloaderActor):
         self.state = state
+        self.actor = actor
         self.job_id = job_id
         self.pending = 0
         self.last = time.monotonic()
@@ -163,6 +165,7 @@ class _Progress:
 
     def add(self, n: int) -> None:
         self.pending += n
+        self.actor.bytes_received += n
         now = time.monotonic()
         if self.state is not None and now - self.last >= PROGRESS_INTERVAL:
             self.last = now

@@ -200,11 +200,24 @@ class _PartWriter:
         await self._flush(final=True)
 
     def abort(self) -> None:
-        """Stop after an error: wait for nothing, close the descriptor, keep what was written."""
+        """Stop after an error or a cancel: put what was received on disk (a resume continues
+        from there), then close. Runs on the event loop; at most FLUSH_SIZE bytes to write."""
+        data = b"".join(self._buffer)
+        self._buffer, self._buffered = [], 0
+
+        def write_rest(_future=None) -> None:
+            try:
+                if data:
+                    self._write(data, final=False)
+            except OSError:
+                log.warning("could not keep %d received bytes of %s", len(data), self.part, exc_info=True)
+            finally:
+                self._close_fd()
+
         if self._pending is not None and not self._pending.done():
-            self._pending.add_done_callback(lambda _f: self._close_fd())
+            self._pending.add_done_callback(write_rest)
         else:
-            self._close_fd()
+            write_rest()
 
     def _close_fd(self) -> None:
         if self._fd is not None:

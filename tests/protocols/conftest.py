@@ -31,7 +31,7 @@ PROTOCOLS: dict[str, str] = {
 
 #: What a protocol cannot do, by design; tests consult this instead of forking.
 GAPS: dict[str, set[str]] = {
-    "local": {"faults"},  # no server between us and the files: nothing to break
+    "local": {"faults", "evil_names"},  # no server between us and the files: nothing to break or inject
     "rsync": {"stream", "evil_names"},  # rsync writes files itself; rsync never lists '..' or '/'
     "http": set(),
     "https": set(),
