@@ -22,7 +22,11 @@ run: $(BIN)/.installed
 	$(BIN)/biomaj -c $(ROOT)/config.yml ctl check example
 	exec $(BIN)/biomaj -c $(ROOT)/config.yml serve --all
 
+# The rsync protocol's tests run the rsync program (a Debian package).
 test: $(BIN)/.installed
+	@command -v rsync >/dev/null || { echo "installing rsync for the rsync protocol tests"; \
+	  (apt-get update -qq && apt-get install -y -qq rsync) >/dev/null || \
+	  { echo "rsync is missing: install it (apt-get install rsync)"; exit 1; }; }
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 clean:

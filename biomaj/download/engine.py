@@ -174,15 +174,12 @@ class _PartWriter:
             os.close(self._fd)
             self._fd = None
 
-    async def _flush(self, final: bool) -> None:
+    async def _flush(self) -> None:
         if self._pending is not None:
             await self._pending
             self._pending = None
         chunks, self._buffer, self._buffered = self._buffer, [], 0
-        if final:
-            await asyncio.to_thread(self._write, chunks, True)
-        else:
-            self._pending = asyncio.get_running_loop().run_in_executor(None, self._write, chunks, False)
+        self._pending = asyncio.get_running_loop().run_in_executor(None, self._write, chunks, False)
 
     async def add(self, chunk: bytes) -> None:
         self._buffer.append(chunk)
@@ -191,10 +188,21 @@ class _PartWriter:
         if self.on_bytes is not None:
             self.on_bytes(len(chunk))
         if self._buffered >= FLUSH_SIZE:
-            await self._flush(final=False)
+            await self._flush()
 
-    async def finish(self) -> None:
-        await self._flush(final=True)
+    async def finish(self, then: Callable[[], None]) -> None:
+        """Write the rest, close, and run `then` in the same worker-thread trip (a small file
+        costs one trip for open, write, close, checks and rename)."""
+        if self._pending is not None:
+            await self._pending
+            self._pending = None
+        chunks, self._buffer, self._buffered = self._buffer, [], 0
+
+        def last_trip() -> None:
+            self._write(chunks, True)
+            then()
+
+        await asyncio.to_thread(last_trip)
 
     def abort(self) -> None:
         """Stop after an error or a cancel: put what was received on disk (a resume continues
@@ -258,6 +266,7 @@ class Fetcher:
     def __init__(self, pool: ClientPool, settings: FetchSettings | None = None):
         self.pool = pool
         self.settings = settings or FetchSettings()
+        self._dirs: set[Path] = set()  # folders known to exist: no mkdir trip for the next file
 
     async def fetch(
         self,
@@ -272,32 +281,25 @@ class Fetcher:
         """Fetch `entry` to `dest` (whose folder must be inside the offline directory: the caller
         builds it with :func:`biomaj.download.paths.safe_join`)."""
         started = time.monotonic()
-        if await asyncio.to_thread(_already_complete, dest, entry):
-            return FetchResult(dest, entry.size or 0, entry.mtime, 0, 0, 0, 0.0, None, skipped=True)
         part = dest.with_name(dest.name + PART_SUFFIX)
-        await asyncio.to_thread(dest.parent.mkdir, parents=True, exist_ok=True)
+        make_dir = dest.parent not in self._dirs
+        complete, offset = await asyncio.to_thread(_prepare, dest, part, entry, make_dir)
+        self._dirs.add(dest.parent)
+        if complete:
+            return FetchResult(dest, entry.size or 0, entry.mtime, 0, 0, 0, 0.0, None, skipped=True)
         check = self.settings.check_archives if check_archive is None else check_archive
+        archive_name = dest.name if check and verify.archive_kind(dest.name) else None
         policy = self.settings.retry
-        attempt, transferred, first_offset = 0, 0, None
+        attempt, transferred, first_offset = 0, 0, offset
         while True:
             attempt += 1
             try:
-                offset = await asyncio.to_thread(_resume_offset, part, entry, config)
-                if first_offset is None:
-                    first_offset = offset
-                size, mtime, got, hexdigest = await self._attempt(config, entry, part, offset, digest, on_bytes)
+                if attempt > 1:
+                    offset = await asyncio.to_thread(_resume_offset, part, entry)
+                finisher = _Finisher(part, dest, entry.size, archive_name)
+                size, mtime, got, hexdigest = await self._attempt(config, entry, part, offset, digest, on_bytes, finisher)
                 transferred += got
-                if entry.size is not None and size != entry.size:
-                    await asyncio.to_thread(part.unlink, missing_ok=True)
-                    raise VerificationFailed(f"size mismatch: listed {entry.size} bytes, received {size}")
-                if check:
-                    try:
-                        await asyncio.to_thread(verify.check_archive, part, dest.name)
-                    except VerificationFailed:
-                        await asyncio.to_thread(part.unlink, missing_ok=True)
-                        raise
-                await asyncio.to_thread(_finish, part, dest, mtime)
-                return FetchResult(dest, size, mtime, transferred, first_offset or 0, attempt,
+                return FetchResult(dest, size, mtime, transferred, first_offset, attempt,
                                    time.monotonic() - started, hexdigest)
             except (RetryableError, VerificationFailed) as exc:
                 elapsed = time.monotonic() - started
@@ -316,34 +318,71 @@ class Fetcher:
             except RemoteError as exc:  # not found and other definitive answers
                 raise FetchFailed(f"{entry.path}: {exc}", retryable=False) from exc
 
-    async def _attempt(self, config, entry, part, offset, digest, on_bytes):
+    async def _attempt(self, config, entry, part, offset, digest, on_bytes, finisher: _Finisher):
         async with self.pool.client(config) as client:
             if type(client).features.native_fetch:
                 fetched = await client.fetch(entry.path, str(part), offset=offset)
-                size = (await asyncio.to_thread(part.stat)).st_size
-                hexdigest = None
-                if digest:
-                    hexdigest = await asyncio.to_thread(verify.file_digest, part, digest)
+                mtime = fetched.mtime or entry.mtime
+                size = await asyncio.to_thread(finisher.run_native, mtime)
+                hexdigest = await asyncio.to_thread(verify.file_digest, finisher.dest, digest) if digest else None
                 if on_bytes is not None:
                     on_bytes(size - offset)
-                return size, fetched.mtime or entry.mtime, size - offset, hexdigest
+                return size, mtime, size - offset, hexdigest
             async with client.open(entry.path, offset) as stream:
                 writer = _PartWriter(part, stream.offset, digest, on_bytes)
                 try:
                     async for chunk in _chunks(stream, config.read_timeout):
                         await writer.add(chunk)
-                    await writer.finish()
+                    size = stream.offset + writer.received
+                    mtime = entry.mtime if entry.mtime is not None else stream.mtime
+                    await writer.finish(lambda: finisher.run(size, mtime))
                 except BaseException:
                     writer.abort()
                     raise
-                size = stream.offset + writer.received
-                mtime = entry.mtime if entry.mtime is not None else stream.mtime
                 hexdigest = writer.hash.hexdigest() if writer.hash is not None else None
                 return size, mtime, writer.received, hexdigest
 
 
+class _Finisher:
+    """The last steps of a fetch, run in the writer's thread right after the last write: size
+    check, archive test, mtime, rename. On a failed check the part file is removed."""
+
+    def __init__(self, part: Path, dest: Path, expected_size: int | None, archive_name: str | None):
+        self.part = part
+        self.dest = dest
+        self.expected_size = expected_size
+        self.archive_name = archive_name
+
+    def run(self, size: int, mtime: float | None) -> None:
+        try:
+            if self.expected_size is not None and size != self.expected_size:
+                raise VerificationFailed(f"size mismatch: listed {self.expected_size} bytes, received {size}")
+            if self.archive_name is not None:
+                verify.check_archive(self.part, self.archive_name)
+        except VerificationFailed:
+            self.part.unlink(missing_ok=True)
+            raise
+        if mtime is not None:
+            os.utime(self.part, (mtime, mtime))
+        os.replace(self.part, self.dest)
+
+    def run_native(self, mtime: float | None) -> int:
+        size = self.part.stat().st_size
+        self.run(size, mtime)
+        return size
+
+
+def _prepare(dest: Path, part: Path, entry: RemoteEntry, make_dir: bool) -> tuple[bool, int]:
+    """One trip to a worker thread before a fetch: is the file already complete (BioMAJ's
+    offline resume: same size and date), else from which offset to resume."""
+    if make_dir:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+    if _already_complete(dest, entry):
+        return True, 0
+    return False, _resume_offset(part, entry)
+
+
 def _already_complete(dest: Path, entry: RemoteEntry) -> bool:
-    """BioMAJ's offline resume: a file already there with the same size and date is kept."""
     try:
         st = dest.stat()
     except FileNotFoundError:
@@ -355,7 +394,7 @@ def _already_complete(dest: Path, entry: RemoteEntry) -> bool:
     return time.gmtime(st.st_mtime)[:3] == time.gmtime(entry.mtime)[:3]
 
 
-def _resume_offset(part: Path, entry: RemoteEntry, config: RemoteConfig) -> int:
+def _resume_offset(part: Path, entry: RemoteEntry) -> int:
     try:
         size = part.stat().st_size
     except FileNotFoundError:
@@ -364,9 +403,3 @@ def _resume_offset(part: Path, entry: RemoteEntry, config: RemoteConfig) -> int:
         part.unlink()
         return 0
     return size
-
-
-def _finish(part: Path, dest: Path, mtime: float | None) -> None:
-    if mtime is not None:
-        os.utime(part, (mtime, mtime))
-    os.replace(part, dest)

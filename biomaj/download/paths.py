@@ -27,13 +27,26 @@ def safe_relative(name: str) -> str:
     return posixpath.join(*parts)
 
 
-def safe_join(base: Path, name: str) -> Path:
-    """`base / name` for a remote `name`, guaranteed to stay under `base` (symlinks included)."""
+def _real(folder: Path, cache: dict[Path, Path] | None) -> Path:
+    if cache is None:
+        return folder.resolve()
+    real = cache.get(folder)
+    if real is None:
+        real = cache[folder] = folder.resolve()
+    return real
+
+
+def safe_join(base: Path, name: str, cache: dict[Path, Path] | None = None) -> Path:
+    """`base / name` for a remote `name`, guaranteed to stay under `base` (symlinks included).
+
+    `cache` (a dict the caller keeps for one pass over a file list) saves resolving the same
+    folders again; do not keep it across steps that may create links (archive extraction).
+    """
     relative = safe_relative(name)
     target = base / relative
-    resolved_base = base.resolve()
+    resolved_base = _real(base, cache)
     # A symlink planted inside base (by an archive or an earlier run) must not redirect the write.
-    resolved_parent = target.parent.resolve()
+    resolved_parent = _real(target.parent, cache)
     if resolved_parent != resolved_base and resolved_base not in resolved_parent.parents:
         raise UnsafePath(f"unsafe remote name {name!r}: resolves outside {base}")
     if target.is_symlink():

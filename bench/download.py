@@ -1,0 +1,680 @@
+#!/usr/bin/env python3
+"""biomaj's download benchmark: biomaj's engine against the usual mirroring tools, measured in
+one run on this machine, over loopback, with real servers (Apache 2.4 autoindex, vsftpd).
+
+    bash bench/setup.sh                 # once, as root: Debian packages + BioMAJ 3's venv
+    python bench/download.py            # data sets, servers, runs, report (stdlib only)
+
+Options: --reps N (default 3) interleaved repetitions after one warm-up round (--no-warmup),
+--only big,small,many (data sets), --tools cp,curl,wget,lftp,biomaj3,biomaj,aiohttp,ls,
+--protos http,ftp, --timeout S per run, --per-host / --concurrency for biomaj,
+--report RAW.tsv to rebuild a report from an earlier run's raw data.
+
+Every run: rm -rf the output, sync (untimed), then the tool under GNU `time -v` (peak RSS), wall
+time around it, then a check that the output holds exactly the source tree (every path with its
+size) or, for listings, that all 100,000 entries came back. A run that fails the check does not
+count. Runs are interleaved (rep 1 of every tool, then rep 2, ...) after one warm-up round that is
+left out, so drift on the machine hits every tool alike; ratios compare medians measured in the
+same run. Data, servers, outputs and results live under $BENCH_ROOT (default /tmp/biomaj-bench);
+the report is written to $BENCH_ROOT/results/latest.md (and a dated copy) and printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import csv
+import datetime
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+ROOT = Path(os.environ.get("BENCH_ROOT", "/tmp/biomaj-bench"))
+DATA = ROOT / "data"
+OUT = ROOT / "out"
+RESULTS = ROOT / "results"
+V3_PY = ROOT / "venv3" / "bin" / "python"
+HTTP = "127.0.0.1:" + os.environ.get("BENCH_HTTP_PORT", "18080")
+FTP = "127.0.0.1:" + os.environ.get("BENCH_FTP_PORT", "12121")
+GNU_TIME = "/usr/bin/time"
+MiB = 1 << 20
+DATASETS = ("big", "small", "many")
+ALL_TOOLS = ("cp", "ls", "curl", "wget", "lftp", "biomaj3", "biomaj", "aiohttp")
+WGET_ARTIFACTS = re.compile(r"^(index\.html.*|\.listing)$")
+
+# Targets (the project's goals for its downloader).
+TARGET_BIG_VS_CURL = 0.95  # biomaj MiB/s >= 0.95 x one curl stream
+TARGET_SMALL_VS_LFTP = 1.25  # biomaj files/s >= 1.25 x lftp mirror --parallel=4
+TARGET_SMALL_VS_BIOMAJ3 = 3.0  # biomaj files/s >= 3 x BioMAJ 3
+TARGET_LIST_SECONDS = 3.0  # 100,000-entry listing in < 3 s
+TARGET_LIST_MB = 150.0  # ... and < 150 MB peak RSS (10^6 bytes)
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+# Runs --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    tool: str  # row key: cp ls curl wget lftp biomaj3 biomaj biomaj+match aiohttp
+    proto: str  # local http ftp
+    ds: str
+    kind: str  # mirror | list
+    cmd: list[str]
+    label: str
+    json_out: bool = False  # the command prints a JSON line with "files" and "seconds"
+
+    @property
+    def key(self) -> tuple[str, str, str, str]:
+        return (self.tool, self.proto, self.ds, self.kind)
+
+    @property
+    def slug(self) -> str:
+        return f"{self.tool.replace('+', '-')}-{self.proto}-{self.ds}"
+
+
+@dataclass
+class Env:
+    project_py: str
+    tools: set[str]
+    protos: set[str]
+    per_host: int
+    concurrency: int
+    skipped: dict[str, str] = field(default_factory=dict)  # tool/proto -> why it does not run
+
+
+def mirror_runs(ds: str, env: Env) -> list[Run]:
+    out = OUT
+    py, me = env.project_py, str(BENCH / "biomaj_mirror.py")
+    knobs = ["--per-host", str(env.per_host), "--concurrency", str(env.concurrency)]
+    runs = [Run("cp", "local", ds, "mirror", ["cp", "-r", str(DATA / ds), str(out / "cp") + "/"], "cp -r (local disk)")]
+    if ds == "big":  # one curl process, one stream, the files one after the other
+        files = sorted(p.relative_to(DATA).as_posix() for p in (DATA / ds).rglob("*") if p.is_file())
+        for proto, base in (("http", f"http://{HTTP}"), ("ftp", f"ftp://{FTP}")):
+            args = ["curl", "-sS", "--fail", "--create-dirs"]
+            for f in files:
+                args += ["-o", str(out / "curl" / f), f"{base}/{f}"]
+            runs.append(Run("curl", proto, ds, "mirror", args, "curl, 1 stream"))
+    runs += [
+        Run("wget", "http", ds, "mirror", ["wget", "-m", "-np", "-nH", "-q", "-R", "index.html*",
+                                           "--reject-regex", "[?]C=", f"http://{HTTP}/{ds}/"], "wget --mirror"),
+        Run("wget", "ftp", ds, "mirror", ["wget", "-m", "-np", "-nH", "-q", f"ftp://{FTP}/{ds}/"], "wget --mirror"),
+        Run("lftp", "http", ds, "mirror", ["lftp", "-c", f"open http://{HTTP}; mirror --parallel=4 /{ds}/ {out}/lftp/{ds}"],
+            "lftp mirror --parallel=4"),
+        Run("lftp", "ftp", ds, "mirror", ["lftp", "-c", f"open ftp://{FTP}; mirror --parallel=4 /{ds} {out}/lftp/{ds}"],
+            "lftp mirror --parallel=4"),
+    ]
+    for proto, hp in (("http", HTTP), ("ftp", FTP)):
+        runs.append(Run("biomaj3", proto, ds, "mirror",
+                        [str(V3_PY), str(BENCH / "biomaj3_driver.py"), "mirror", proto, hp, f"/{ds}/", f"{out}/biomaj3/{ds}", "4"],
+                        "BioMAJ 3 CurlDownload, 4 threads", True))
+    for proto, hp in (("http", HTTP), ("ftp", FTP)):
+        runs.append(Run("biomaj", proto, ds, "mirror",
+                        [py, me, "mirror", proto, hp, f"/{ds}/", f"{out}/biomaj/{ds}", *knobs],
+                        f"**biomaj** (engine, {env.concurrency} tasks, {env.per_host}/host)", True))
+    runs.append(Run("aiohttp", "http", ds, "mirror",
+                    [py, str(BENCH / "aiohttp_mirror.py"), "mirror", f"http://{HTTP}/{ds}/", f"{out}/aiohttp/{ds}", "4"],
+                    "aiohttp, 4 tasks (extra)", True))
+    return runs
+
+
+def list_runs(ds: str, env: Env) -> list[Run]:
+    py, me = env.project_py, str(BENCH / "biomaj_mirror.py")
+    sh = lambda c: ["bash", "-c", c]  # noqa: E731
+    runs = [
+        Run("ls", "local", ds, "list", sh(f"ls -1 {DATA / ds} | wc -l"), "ls -1 \\| wc -l (local dir)"),
+        Run("curl", "http", ds, "list", sh(f"curl -sS --fail http://{HTTP}/{ds}/ | wc -l"), "curl index page \\| wc -l"),
+        Run("curl", "ftp", ds, "list", sh(f"curl -sS --fail ftp://{FTP}/{ds}/ | wc -l"), "curl LIST \\| wc -l"),
+        Run("lftp", "http", ds, "list", sh(f"lftp -c 'open http://{HTTP}; cls -1 /{ds}/' | wc -l"), "lftp cls -1 \\| wc -l"),
+        Run("lftp", "ftp", ds, "list", sh(f"lftp -c 'open ftp://{FTP}; cls -1 /{ds}/' | wc -l"), "lftp cls -1 \\| wc -l"),
+    ]
+    for proto, hp in (("http", HTTP), ("ftp", FTP)):
+        runs.append(Run("biomaj3", proto, ds, "list", [str(V3_PY), str(BIOMAJ3_DRIVER), "list", proto, hp, f"/{ds}/"],
+                        "BioMAJ 3 CurlDownload.list()", True))
+    for proto, hp in (("http", HTTP), ("ftp", FTP)):
+        runs.append(Run("biomaj", proto, ds, "list", [py, me, "list", proto, hp, f"/{ds}/"],
+                        "**biomaj** list() (streamed, counted)", True))
+    for proto, hp in (("http", HTTP), ("ftp", FTP)):
+        runs.append(Run("biomaj+match", proto, ds, "list", [py, me, "list", proto, hp, f"/{ds}/", "--match"],
+                        "biomaj match_files('\\*\\*/\\*') (extra)", True))
+    runs.append(Run("aiohttp", "http", ds, "list", [py, str(BENCH / "aiohttp_mirror.py"), "list", f"http://{HTTP}/{ds}/"],
+                    "aiohttp GET + regex (extra)", True))
+    return runs
+
+
+BIOMAJ3_DRIVER = BENCH / "biomaj3_driver.py"
+
+
+def selected(run: Run, env: Env) -> bool:
+    base = run.tool.split("+")[0]
+    if base not in env.tools:
+        return False
+    if run.proto != "local" and run.proto not in env.protos:
+        return False
+    return f"{base}/{run.proto}" not in env.skipped and f"{base}/*" not in env.skipped
+
+
+# Measuring ---------------------------------------------------------------------------------------
+
+
+def source_tree(ds: str) -> dict[str, int]:
+    root = DATA / ds
+    out = {}
+    for d, _, files in os.walk(root):
+        for f in files:
+            p = os.path.join(d, f)
+            out[os.path.relpath(p, root)] = os.path.getsize(p)
+    return out
+
+
+def output_tree(root: Path) -> dict[str, int]:
+    out = {}
+    for d, _, files in os.walk(root):
+        for f in files:
+            if WGET_ARTIFACTS.match(f):
+                continue
+            p = os.path.join(d, f)
+            out[os.path.relpath(p, root)] = os.path.getsize(p)
+    return out
+
+
+def rm_tree(path: Path) -> None:
+    if path.exists():
+        subprocess.run(["rm", "-rf", str(path)], check=False)
+
+
+RAW_FIELDS = ["tool", "proto", "dataset", "kind", "rep", "seconds", "maxrss_kb", "rc", "ok", "files", "bytes",
+              "expected_files", "expected_bytes", "inner_seconds", "cpu_seconds", "label", "note"]
+
+
+def run_one(run: Run, rep: int, expected: dict[str, int], logs: Path, timeout: float) -> dict:
+    od = OUT / run.tool.replace("+", "-")
+    rm_tree(od)
+    od.mkdir(parents=True)
+    os.sync()
+    lg, tf = logs / f"{run.slug}-{rep}.log", logs / f"{run.slug}-{rep}.time"
+    with open(lg, "wb") as fh:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen([GNU_TIME, "-v", "-o", str(tf), *run.cmd], cwd=od, stdout=fh, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+        try:
+            rc = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)  # the group this run started, nothing else
+            rc = proc.wait()
+            rc = 124
+        secs = time.perf_counter() - t0
+    text = lg.read_text(errors="replace")
+    rss, cpu = 0, ""
+    try:
+        timing = tf.read_text()
+        found = re.search(r"Maximum resident set size \(kbytes\): (\d+)", timing)
+        rss = int(found.group(1)) if found else 0
+        user = re.search(r"User time \(seconds\): ([\d.]+)", timing)
+        system = re.search(r"System time \(seconds\): ([\d.]+)", timing)
+        if user and system:
+            cpu = "%.2f" % (float(user.group(1)) + float(system.group(1)))
+    except OSError:
+        pass
+    inner = ""
+    note = ""
+    exp_files, exp_bytes = len(expected), sum(expected.values())
+    if run.kind == "mirror":
+        got = output_tree(od / run.ds)
+        nf, nb = len(got), sum(got.values())
+        ok = got == expected
+        if not ok:
+            missing = len(set(expected) - set(got))
+            extra = len(set(got) - set(expected))
+            wrong = sum(1 for k in set(got) & set(expected) if got[k] != expected[k])
+            note = f"{missing} missing, {extra} unexpected, {wrong} wrong size"
+    else:
+        nb = 0
+        nf = -1
+        lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+        for ln in reversed(lines):
+            if ln.startswith("{"):
+                try:
+                    nf = int(json.loads(ln).get("files", -1))
+                except (ValueError, TypeError):
+                    pass
+                break
+            if ln.isdigit():
+                nf = int(ln)
+                break
+        # JSON drivers report entries: exactly the tree; `| wc -l` counts lines: at least the tree
+        ok = nf == exp_files if run.json_out else nf >= exp_files
+        if not ok:
+            note = f"{nf} entries"
+    for ln in reversed(text.splitlines()):
+        if ln.startswith("{") and '"seconds"' in ln:
+            try:
+                inner = "%.3f" % float(json.loads(ln)["seconds"])
+            except (ValueError, KeyError, TypeError):
+                pass
+            break
+    if rc != 0:
+        ok = False
+        note = (note + "; " if note else "") + f"exit {rc}"
+    if not ok and not note:
+        note = "check failed"
+    rm_tree(od)
+    return {"tool": run.tool, "proto": run.proto, "dataset": run.ds, "kind": run.kind, "rep": rep,
+            "seconds": "%.3f" % secs, "maxrss_kb": rss, "rc": rc, "ok": int(ok), "files": nf, "bytes": nb,
+            "expected_files": exp_files, "expected_bytes": exp_bytes, "inner_seconds": inner, "cpu_seconds": cpu,
+            "label": run.label,
+            "note": note}
+
+
+# Report ------------------------------------------------------------------------------------------
+
+
+def sh(cmd: str) -> str:
+    try:
+        p = subprocess.run(cmd, shell=True, capture_output=True, text=True, timeout=30)
+        return (p.stdout or p.stderr).strip()
+    except Exception as exc:  # noqa: BLE001
+        return f"({exc})"
+
+
+def versions(project_py: str, meta: dict) -> dict[str, str]:
+    v = collections.OrderedDict()
+    v["curl"] = sh("curl --version | head -1")
+    v["wget"] = sh("wget --version | head -1")
+    v["lftp"] = sh("lftp --version | head -1")
+    v["HTTP server"] = sh("apache2 -v | sed -n 's/^Server version: //p'") + " (mod_autoindex FancyIndexing, sendfile)"
+    v["FTP server"] = sh(f"cat {ROOT}/srv/ftp-server.txt 2>/dev/null") or "(unknown)"
+    v["python (project venv)"] = sh(f"{project_py} -c 'import sys; print(sys.version.split()[0])'")
+    v["biomaj"] = sh(f"{project_py} -c 'import biomaj; print(biomaj.__version__)' 2>/dev/null") or "?"
+    start, end = meta.get("source_start"), meta.get("source_end")
+    v["biomaj source measured"] = (start or source_fingerprint()) + (
+        "" if not end or end == start else f"; **changed during the run**, at the end: {end}")
+    for mod in ("uvloop", "aiohttp", "aioftp"):
+        v[mod] = sh(f"{project_py} -c 'import {mod}; print({mod}.__version__)' 2>/dev/null") or "not installed"
+    mv = "import importlib.metadata as m; print(m.version(%r))"
+    v["biomaj-download (BioMAJ 3)"] = sh(f"{V3_PY} -c \"{mv % 'biomaj-download'}\" 2>/dev/null") or "not installed"
+    v["pycurl (BioMAJ 3 venv)"] = sh(f"{V3_PY} -c 'import pycurl; print(pycurl.version)' 2>/dev/null") or "not installed"
+    return v
+
+
+def source_fingerprint() -> str:
+    """sha256 of biomaj's Python sources (the tree is a work in progress: say which one ran), and
+    the modification times of the modules on the measured path."""
+    import hashlib
+    h = hashlib.sha256()
+    for p in sorted((REPO / "biomaj").rglob("*.py")):
+        h.update(p.relative_to(REPO).as_posix().encode() + b"\0" + p.read_bytes())
+    stamps = []
+    for rel in ("protocols/http.py", "protocols/ftp.py", "protocols/html_index.py", "protocols/ftp_listing.py",
+                "download/engine.py", "download/matching.py"):
+        p = REPO / "biomaj" / rel
+        if p.exists():
+            stamps.append(f"{rel} {datetime.datetime.fromtimestamp(p.stat().st_mtime).strftime('%H:%M:%S')}")
+    return f"sha256 {h.hexdigest()[:12]} of biomaj/**/*.py (modified: {', '.join(stamps)})"
+
+
+def machine(meta: dict[str, str]) -> dict[str, str]:
+    f = collections.OrderedDict()
+    if meta.get("started"):
+        f["measured"] = f"{meta['started']} to {meta.get('finished', '?')} ({meta.get('wall_seconds', '?')} s)"
+    f["nproc"] = sh("nproc")
+    f["cpu"] = sh("lscpu | sed -n 's/^Model name: *//p' | head -1")
+    f["kernel"] = sh("uname -sr")
+    try:
+        f["os"] = platform.freedesktop_os_release().get("PRETTY_NAME", "?")
+    except (OSError, AttributeError):
+        f["os"] = platform.platform()
+    f["memory"] = sh("free -h | awk '/^Mem:/ {print $2\" total, \"$7\" available\"}'")
+    f["load average at start / end"] = f"{meta.get('load_start', '?')} / {meta.get('load_end', '?')}"
+    f["settings"] = meta.get("settings", "?")
+    return f
+
+
+def fmt_s(x: float) -> str:
+    return "%.2f" % x if x < 100 else "%.0f" % x
+
+
+ORDER_TOOL = ["cp", "ls", "curl", "wget", "lftp", "biomaj3", "biomaj", "biomaj+match", "aiohttp"]
+ORDER_PROTO = ["local", "http", "ftp"]
+
+
+def build_report(raw: list[dict], meta: dict[str, str], project_py: str, skipped: dict[str, str]) -> tuple[str, str]:
+    """(markdown report, short text for stdout)."""
+    rows: dict[tuple, list[dict]] = collections.OrderedDict()
+    for r in raw:
+        if int(r["rep"]) == 0:  # warm-up
+            continue
+        rows.setdefault((r["tool"], r["proto"], r["dataset"], r["kind"]), []).append(r)
+    stats = {}
+    for k, rs in rows.items():
+        ok = [r for r in rs if str(r["ok"]) == "1"]
+        secs = [float(r["seconds"]) for r in ok]
+        inner = [float(r["inner_seconds"]) for r in ok if r.get("inner_seconds")]
+        stats[k] = {
+            "n": len(rs), "nok": len(ok), "label": rs[0]["label"],
+            "med": statistics.median(secs) if secs else None,
+            "min": min(secs) if secs else None, "max": max(secs) if secs else None,
+            "rss": max(int(r["maxrss_kb"]) for r in ok) / 1024 if ok else None,
+            "files": int(rs[0]["expected_files"]), "bytes": int(rs[0]["expected_bytes"]),
+            "inner": statistics.median(inner) if inner and len(inner) == len(ok) else None,
+            "cpu": statistics.median(float(r["cpu_seconds"]) for r in ok) if ok and all(r.get("cpu_seconds") for r in ok) else None,
+            "by_rep": {int(r["rep"]): float(r["seconds"]) for r in ok},
+            "notes": sorted({r["note"] for r in rs if str(r["ok"]) != "1" and r["note"]}),
+        }
+
+    def med(tool, proto, ds, kind="mirror"):
+        s = stats.get((tool, proto, ds, kind))
+        return s["med"] if s else None
+
+    def paired(a_key, b_key):
+        """per-repetition ratios b_time / a_time (= a's speed / b's speed), min-max."""
+        a, b = stats.get(a_key), stats.get(b_key)
+        if not a or not b:
+            return None
+        ratios = [b["by_rep"][r] / a["by_rep"][r] for r in a["by_rep"] if r in b["by_rep"]]
+        return (min(ratios), max(ratios)) if ratios else None
+
+    def sort_key(k):
+        t, p, d, _ = k
+        return (DATASETS.index(d) if d in DATASETS else 9, ORDER_PROTO.index(p), ORDER_TOOL.index(t) if t in ORDER_TOOL else 99)
+
+    reps = sorted({int(r["rep"]) for r in raw if int(r["rep"]) > 0})
+    out: list[str] = []
+    w = out.append
+    w("# biomaj download benchmark")
+    w("")
+    warm = "after one warm-up round, left out" if any(int(r["rep"]) == 0 for r in raw) else "no warm-up round"
+    w(f"`python bench/download.py` — every number is the **median of {len(reps)} interleaved runs** "
+      f"({warm}). Client and servers share the machine's cores over loopback; "
+      "compare tools through the ratios measured in this same run, not through absolute times.")
+    w("")
+    w("## Machine")
+    w("")
+    for k, v in machine(meta).items():
+        w(f"- {k}: {v}")
+    w("")
+    w("## Versions")
+    w("")
+    for k, v in versions(project_py, meta).items():
+        w(f"- {k}: {v}")
+    w("")
+    w("## Results")
+    w("")
+    w("Data sets (`bench/datasets.sh`, seeded random bytes): **big** = 2 x 512 MiB; **small** = 2,000 x 64 KiB "
+      "in 20 directories (125 MiB); **many** = 100,000 x 100 B in one directory, listing only.")
+    w("Times are wall-clock of the whole process (interpreter start-up and imports included); "
+      "in-proc s = the Python drivers' own time after imports. min-max = fastest and slowest "
+      "successful run; peak RSS = largest max-RSS over the runs (GNU time); CPU s = median user+sys "
+      "seconds of the client process tree (the servers' CPU not included). x local = median / "
+      "median of `cp -r` (`ls` for many); x curl = median / one curl stream on the same protocol "
+      "(big). > 1 means slower.")
+    w("")
+    header = "| tool | proto | data | median s | min-max s | MiB/s | files/s | peak RSS MiB | x local | x curl | in-proc s | CPU s |"
+    w(header)
+    w("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    table_start = len(out) - 2
+    for k in sorted(stats, key=sort_key):
+        t, p, d, kind = k
+        s = stats[k]
+        if s["med"] is None:
+            w(f"| {s['label']} | {p} | {d} | FAILED ({s['nok']}/{s['n']} ok: {'; '.join(s['notes'])[:120]}) | | | | | | | | |")
+            continue
+        m = s["med"]
+        mibs = "%.0f" % (s["bytes"] / MiB / m) if kind == "mirror" else "-"
+        fps = "%.0f" % (s["files"] / m)
+        base = med("cp", "local", d) if kind == "mirror" else med("ls", "local", d, "list")
+        xl = "1" if t in ("cp", "ls") else ("%.2f" % (m / base) if base else "-")
+        xc = "-"
+        if d == "big" and kind == "mirror" and p != "local" and med("curl", p, d):
+            xc = "%.2f" % (m / med("curl", p, d))
+        note = "" if s["nok"] == s["n"] else f" ({s['nok']}/{s['n']} ok)"
+        inner = fmt_s(s["inner"]) if s["inner"] is not None else "-"
+        cpu = "%.2f" % s["cpu"] if s["cpu"] is not None else "-"
+        w(f"| {s['label']} | {p} | {d} | {fmt_s(m)}{note} | {fmt_s(s['min'])}-{fmt_s(s['max'])} | {mibs} | {fps} | "
+          f"{s['rss']:.0f} | {xl} | {xc} | {inner} | {cpu} |")
+    table = out[table_start:]
+    w("")
+    failed = [(k, s) for k, s in stats.items() if s["nok"] < s["n"]]
+    if failed:
+        w("Runs that failed their check (not counted): " + "; ".join(
+            f"{k[0]}/{k[1]}/{k[2]}: {s['n'] - s['nok']} of {s['n']} ({', '.join(s['notes'])})" for k, s in failed)
+          + f". Logs: `{meta.get('results', RESULTS)}/logs/`.")
+        w("")
+    if skipped:
+        w("Not run: " + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
+        w("")
+
+    # Targets
+    verdicts: list[str] = []
+    v = verdicts.append
+    v("| target | proto | measured (ratio of medians) | per-rep ratios min-max | in-proc ratio | verdict |")
+    v("|---|---|---:|---:|---:|---|")
+
+    def verdict(ok):
+        return "n/a" if ok is None else ("**met**" if ok else "**missed**")
+
+    for p in ("http", "ftp"):
+        b, c = stats.get(("biomaj", p, "big", "mirror")), stats.get(("curl", p, "big", "mirror"))
+        if b and c and b["med"] and c["med"]:
+            r = c["med"] / b["med"]
+            pr = paired(("curl", p, "big", "mirror"), ("biomaj", p, "big", "mirror"))
+            pr = "%.2f-%.2f" % (1 / pr[1], 1 / pr[0]) if pr else "-"
+            # speed ratio = curl time / biomaj time; paired() gives biomaj/curl times
+            v(f"| big: biomaj MiB/s >= {TARGET_BIG_VS_CURL} x curl | {p} | {r:.2f} x ({b['bytes'] / MiB / b['med']:.0f} vs "
+              f"{c['bytes'] / MiB / c['med']:.0f} MiB/s) | {pr} | "
+              f"{'%.2f' % (c['med'] / b['inner']) if b['inner'] else '-'} (curl wall / biomaj in-proc) | {verdict(r >= TARGET_BIG_VS_CURL)} |")
+        else:
+            v(f"| big: biomaj MiB/s >= {TARGET_BIG_VS_CURL} x curl | {p} | not measured | | | n/a |")
+    for other, target in (("lftp", TARGET_SMALL_VS_LFTP), ("biomaj3", TARGET_SMALL_VS_BIOMAJ3)):
+        for p in ("http", "ftp"):
+            b, o = stats.get(("biomaj", p, "small", "mirror")), stats.get((other, p, "small", "mirror"))
+            name = "lftp" if other == "lftp" else "BioMAJ 3"
+            if b and o and b["med"] and o["med"]:
+                r = o["med"] / b["med"]
+                pr = paired((other, p, "small", "mirror"), ("biomaj", p, "small", "mirror"))
+                pr = "%.2f-%.2f" % (1 / pr[1], 1 / pr[0]) if pr else "-"
+                inner = "-"
+                if b["inner"]:
+                    inner = "%.2f" % ((o["inner"] or o["med"]) / b["inner"])
+                    inner += " (both in-proc)" if o["inner"] else f" ({name} wall / biomaj in-proc)"
+                v(f"| small: biomaj files/s >= {target:g} x {name} | {p} | {r:.2f} x ({b['files'] / b['med']:.0f} vs "
+                  f"{o['files'] / o['med']:.0f} files/s) | {pr} | {inner} | {verdict(r >= target)} |")
+            else:
+                v(f"| small: biomaj files/s >= {target:g} x {name} | {p} | not measured | | | n/a |")
+    for p in ("http", "ftp"):
+        b = stats.get(("biomaj", p, "many", "list"))
+        if b and b["med"]:
+            mb = b["rss"] * MiB / 1e6
+            v(f"| many: 100,000-entry listing < {TARGET_LIST_SECONDS:g} s | {p} | {b['med']:.2f} s (max {b['max']:.2f}) | - | "
+              f"{fmt_s(b['inner']) if b['inner'] is not None else '-'} s | {verdict(b['med'] < TARGET_LIST_SECONDS)} |")
+            v(f"| many: listing peak RSS < {TARGET_LIST_MB:g} MB | {p} | {mb:.0f} MB ({b['rss']:.0f} MiB) | - | - | "
+              f"{verdict(mb < TARGET_LIST_MB)} |")
+        else:
+            v(f"| many: 100,000-entry listing < {TARGET_LIST_SECONDS:g} s, < {TARGET_LIST_MB:g} MB | {p} | not measured | | | n/a |")
+    w("## Targets")
+    w("")
+    w("Speed ratios: > 1 means biomaj is faster. The verdict uses the ratio of the whole-process "
+      "medians; per-rep ratios pair the runs of one repetition (same minute on the machine).")
+    w("")
+    out.extend(verdicts)
+    w("")
+    w("## How it was measured")
+    w("")
+    w(f"- Servers: a private Apache 2.4 (mod_autoindex, classic FancyIndexing `<pre>` layout, keep-alive, "
+      f"sendfile, no access log) on {HTTP} and a private vsftpd (anonymous, passive, sendfile) on {FTP}, "
+      f"both serving `{DATA}` on loopback (`bench/servers.sh`).")
+    w("- Each run: `rm -rf` the output directory and `sync` (untimed), then the command under "
+      "`/usr/bin/time -v`; wall time around it. The output must then hold exactly the source tree "
+      "(every relative path with its size; wget's `index.html*`/`.listing` files ignored); a "
+      "listing must return all 100,000 entries (`| wc -l` rows: at least that many lines). "
+      "Failed runs are left out of the medians.")
+    w("- Source tree warm in the page cache; outputs land in the page cache and are deleted before "
+      "writeback: these are the tools' CPU and syscall costs, not disk speed. No tool fsyncs.")
+    w("- Interleaved: repetition 1 of every tool, then repetition 2, ...; one warm-up round first.")
+    w("- biomaj (`bench/biomaj_mirror.py`): one `ClientPool(per_host)`, one `Fetcher` with the default "
+      "retry policy and archive checks; `match_files(client, '**/*')` through a pooled client, then "
+      "N tasks call `Fetcher.fetch(config, entry, safe_join(out, save_as))`; uvloop when installed. "
+      "list: one client, `list('')` streamed and counted; the extra match_files row keeps every "
+      "entry and builds the MatchedFile list as an update does.")
+    w("- BioMAJ 3 (`bench/biomaj3_driver.py`, biomaj-download from PyPI in its own venv): "
+      "`CurlDownload.list()` + `match(['**/*'])`, then 4 `DownloadThread`s, a fresh pycurl handle "
+      "per file, as BioMAJ 3's monolithic `wf_download` does. Departures (see the driver): HTTP "
+      "uses the ISO-date variant of BioMAJ 3's `http.parse.*` regexes (its stock ones match nothing "
+      "on Apache 2.4); a lock around `simpleeval`'s `ast.parse` (python/cpython#106905 loses files "
+      "under its 4 threads otherwise).")
+    w("- Commands: `cp -r`; `curl -sS --fail --create-dirs -o F1 URL1 -o F2 URL2` (one process, "
+      "one stream); `wget -m -np -nH -q` (+ `-R 'index.html*' --reject-regex '[?]C='` on HTTP); "
+      "`lftp -c 'open URL; mirror --parallel=4 /D OUT'`; listings: `curl URL | wc -l`, "
+      "`lftp -c 'open URL; cls -1 /many/' | wc -l`, `ls -1 | wc -l`.")
+    w("")
+    text = "\n".join(table) + "\n\n" + "\n".join(verdicts)
+    return "\n".join(out) + "\n", text
+
+
+def read_raw(path: Path) -> list[dict]:
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh, delimiter="\t"))
+
+
+# Main --------------------------------------------------------------------------------------------
+
+
+def preflight(env: Env, datasets: list[str]) -> None:
+    for t, binary in (("curl", "curl"), ("wget", "wget"), ("lftp", "lftp")):
+        if t in env.tools and not shutil.which(binary):
+            env.skipped[f"{t}/*"] = f"{binary} not installed (run bench/setup.sh)"
+    if not os.access(GNU_TIME, os.X_OK):
+        raise SystemExit(f"{GNU_TIME} (Debian package 'time') is missing: run bench/setup.sh")
+    if "biomaj3" in env.tools:
+        probe = subprocess.run([str(V3_PY), "-W", "ignore", "-c", "import pycurl, biomaj_download.download.curl"],
+                               capture_output=True, text=True) if V3_PY.exists() else None
+        if probe is None or probe.returncode:
+            err = ROOT / "venv3" / "INSTALL-ERRORS.txt"
+            why = err.read_text().strip().splitlines()[-1:] if err.exists() else []
+            env.skipped["biomaj3/*"] = ("BioMAJ 3's biomaj-download cannot be imported from " + str(V3_PY)
+                                        + (": " + why[0] if why else (": " + probe.stderr.strip().splitlines()[-1]
+                                                                       if probe and probe.stderr.strip() else " (run bench/setup.sh)")))
+    if "biomaj" in env.tools or "aiohttp" in env.tools:
+        for proto in sorted(env.protos):
+            probe = subprocess.run([env.project_py, "-c", f"from biomaj.protocols import protocol_class; protocol_class({proto!r})"],
+                                   capture_output=True, text=True, cwd=REPO)
+            if probe.returncode:
+                last = (probe.stderr.strip().splitlines() or ["?"])[-1]
+                env.skipped[f"biomaj/{proto}"] = f"biomaj's {proto} protocol is not usable: {last}"
+    for k, why in env.skipped.items():
+        log(f"skipping {k}: {why}")
+    subprocess.run(["bash", str(BENCH / "datasets.sh"), *datasets], check=True)
+
+
+def servers_up() -> bool:
+    p = subprocess.run(["bash", str(BENCH / "servers.sh"), "status"], capture_output=True, text=True)
+    return "HTTP up" in p.stdout and "FTP up" in p.stdout
+
+
+def main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(description="biomaj's download benchmark (see bench/README.md)")
+    ap.add_argument("--reps", type=int, default=3, help="measured repetitions (default 3)")
+    ap.add_argument("--no-warmup", action="store_true", help="skip the warm-up round (rep 0)")
+    ap.add_argument("--only", default="big,small,many", help="data sets, comma-separated")
+    ap.add_argument("--tools", default=",".join(ALL_TOOLS), help="tools, comma-separated: " + ",".join(ALL_TOOLS))
+    ap.add_argument("--protos", default="http,ftp")
+    ap.add_argument("--timeout", type=float, default=300, help="seconds per run before it is killed")
+    ap.add_argument("--per-host", type=int, default=4, help="biomaj: connections per host (default 4)")
+    ap.add_argument("--concurrency", type=int, default=8, help="biomaj: concurrent fetches (default 8)")
+    ap.add_argument("--python", default=None, help="python of the project venv (default: ../.venv/bin/python)")
+    ap.add_argument("--keep-servers", action="store_true", help="leave the servers running afterwards")
+    ap.add_argument("--report", metavar="RAW_TSV", help="only rebuild the report from an earlier raw.tsv")
+    a = ap.parse_args(argv)
+
+    project_py = a.python or (str(REPO / ".venv" / "bin" / "python") if (REPO / ".venv" / "bin" / "python").exists() else sys.executable)
+    datasets = [d for d in a.only.split(",") if d]
+    for d in datasets:
+        if d not in DATASETS:
+            ap.error(f"unknown data set {d!r} (known: {', '.join(DATASETS)})")
+    tools = {t for t in a.tools.split(",") if t}
+    if tools - set(ALL_TOOLS):
+        ap.error(f"unknown tool(s) {', '.join(sorted(tools - set(ALL_TOOLS)))} (known: {', '.join(ALL_TOOLS)})")
+    env = Env(project_py, tools, {p for p in a.protos.split(",") if p}, a.per_host, a.concurrency)
+
+    if a.report:
+        raw_path = Path(a.report)
+        meta_path = raw_path.with_name("meta.json")
+        meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+        report, text = build_report(read_raw(raw_path), meta, project_py, meta.get("skipped", {}))
+        dest = raw_path.with_name("report.md")
+        dest.write_text(report)
+        print(text)
+        print(f"\nreport: {dest}")
+        return 0
+
+    preflight(env, datasets)
+    started_servers = False
+    if not servers_up():
+        subprocess.run(["bash", str(BENCH / "servers.sh"), "start"], check=True)
+        started_servers = True
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    res = RESULTS / stamp
+    logs = res / "logs"
+    logs.mkdir(parents=True)
+    (ROOT / "home").mkdir(parents=True, exist_ok=True)
+    os.environ["HOME"] = str(ROOT / "home")  # lftp/wget state files stay under the bench root
+    meta = {"started": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
+            "load_start": " ".join(open("/proc/loadavg").read().split()[:3]), "results": str(res),
+            "source_start": source_fingerprint(),
+            "settings": f"reps={a.reps} warm-up={'no' if a.no_warmup else 'yes'} data={','.join(datasets)} "
+                        f"biomaj per_host={a.per_host} concurrency={a.concurrency} timeout={a.timeout:g}s"}
+    raw_path = res / "raw.tsv"
+    raw: list[dict] = []
+    t_start = time.time()
+    try:
+        with open(raw_path, "w", newline="") as fh:
+            writer = csv.DictWriter(fh, RAW_FIELDS, delimiter="\t")
+            writer.writeheader()
+            first_rep = 1 if a.no_warmup else 0
+            for ds in datasets:
+                runs = [r for r in (list_runs(ds, env) if ds == "many" else mirror_runs(ds, env)) if selected(r, env)]
+                expected = source_tree(ds)
+                log(f"{ds}: {len(runs)} commands x {a.reps + 1 - first_rep} rounds ({len(expected)} files in the tree)")
+                for rep in range(first_rep, a.reps + 1):
+                    for run in runs:
+                        row = run_one(run, rep, expected, logs, a.timeout)
+                        writer.writerow(row)
+                        fh.flush()
+                        raw.append(row)
+                        log("%-13s %-5s %-5s rep %d: %8.3f s  rss %7.1f MiB  %s%s" % (
+                            run.tool, run.proto, ds, rep, float(row["seconds"]), row["maxrss_kb"] / 1024,
+                            "ok" if row["ok"] else "FAILED", "" if row["ok"] else f" ({row['note']})"))
+    finally:
+        if started_servers and not a.keep_servers:
+            subprocess.run(["bash", str(BENCH / "servers.sh"), "stop"], check=False)
+    meta.update(finished=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
+                wall_seconds=str(round(time.time() - t_start)), load_end=" ".join(open("/proc/loadavg").read().split()[:3]),
+                skipped=env.skipped, source_end=source_fingerprint())
+    (res / "meta.json").write_text(json.dumps(meta, indent=1))
+    log(f"all runs done in {meta['wall_seconds']} s")
+    report, text = build_report(raw, meta, project_py, env.skipped)
+    (res / "report.md").write_text(report)
+    latest = RESULTS / "latest.md"
+    latest.write_text(report)
+    print()
+    print(text)
+    print(f"\nreport: {latest} (also {res / 'report.md'}; raw data {raw_path})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
