@@ -321,12 +321,10 @@ class Fetcher:
     async def _attempt(self, config, entry, part, offset, digest, on_bytes, finisher: _Finisher):
         async with self.pool.client(config) as client:
             if type(client).features.native_fetch:
-                fetched = await client.fetch(entry.path, str(part), offset=offset)
+                fetched = await client.fetch(entry.path, str(part), offset=offset, on_bytes=on_bytes)
                 mtime = fetched.mtime or entry.mtime
                 size = await asyncio.to_thread(finisher.run_native, mtime)
                 hexdigest = await asyncio.to_thread(verify.file_digest, finisher.dest, digest) if digest else None
-                if on_bytes is not None:
-                    on_bytes(size - offset)
                 return size, mtime, size - offset, hexdigest
             async with client.open(entry.path, offset) as stream:
                 writer = _PartWriter(part, stream.offset, digest, on_bytes)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import abc
 import posixpath
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import ClassVar
@@ -171,8 +171,11 @@ class Protocol(abc.ABC):
         """Stream a file from ``offset`` (HTTP Range, FTP REST, SFTP seek). Leaving the context
         early aborts the transfer and leaves the connection usable or closed, never stuck."""
 
-    async def fetch(self, path: str, dest: str, *, offset: int = 0) -> RemoteEntry:
-        """Native transfer straight to ``dest`` (protocols with ``features.native_fetch``)."""
+    async def fetch(
+        self, path: str, dest: str, *, offset: int = 0, on_bytes: Callable[[int], None] | None = None
+    ) -> RemoteEntry:
+        """Native transfer straight to ``dest`` (protocols with ``features.native_fetch``),
+        resuming a partial ``dest``; ``on_bytes(n)`` is told of progress as it happens."""
         raise NotImplementedError(f"{type(self).__name__} streams with open()")
 
     async def close(self) -> None:

@@ -1,0 +1,683 @@
+"""FTP and FTPS, and their direct variants: one control connection and one login per instance.
+
+Options (BioMAJ ``options.*``):
+
+- ``ssl_verifypeer`` / ``ssl_verifyhost`` (default true): verify the server's certificate chain /
+  that it names the host; ``ssl_server_cert``: a CA file (PEM) to verify it with;
+- ``ftps_mode``: ``implicit`` (default: TLS from the first byte, port 990, what curl's ``ftps://``
+  does, hence BioMAJ 3) or ``explicit`` (``AUTH TLS`` on port 21, what most FTPS servers offer);
+- ``ftp_method``: ``default``/``singlecwd`` (one ``CWD`` to the directory, then relative names),
+  ``multicwd`` (one ``CWD`` per path component) or ``nocwd`` (full paths in every command; a
+  missing directory may then list as empty: vsftpd answers ``LIST missing`` with 226);
+- ``ftp_listing``: ``mlsd`` (default: MLSD, LIST when the server refuses it) or ``list`` (LIST
+  only: listing hashes are then BioMAJ 3's, which always used LIST);
+- ``tcp_keepalive``: seconds; keeps the control connection alive through NATs during long transfers.
+
+As with curl, ``root`` is relative to the login directory (``PWD``): ``/`` for anonymous logins.
+Names are UTF-8; other bytes survive the round trip (surrogateescape).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import hashlib
+import logging
+import posixpath
+import re
+import socket
+import ssl
+import time
+from collections.abc import AsyncIterator
+from functools import partial
+
+from biomaj.protocols.base import (
+    FatalError, Features, Protocol, RemoteConfig, RemoteEntry, RemoteError, RemoteNotFound, RemoteStream,
+    RetryableError, Throttled, UnsafePath,
+)
+from biomaj.protocols.ftp_listing import fact, line_hash, parse_list_line, parse_mlsd_line, parse_mlsx_time, split_lines
+
+log = logging.getLogger(__name__)
+
+# Options -----------------------------------------------------------------------------------------
+
+BLOCK = 1024 * 1024  # data connections are read into blocks of this size (one copy per block)
+QUEUED_BLOCKS = 4  # blocks read ahead of the consumer before the data connection is paused
+NUDGE = 0.05  # seconds a waiting consumer waits for a block to fill before getting what came
+RESYNC_TIMEOUT = 10.0  # seconds to resynchronise the control connection after an early exit
+ANONYMOUS = ("anonymous", "ftp@example.com")  # curl's anonymous login
+UNSUPPORTED = (500, 502, 504)  # "command unknown / not implemented"
+FTP_METHODS = ("default", "singlecwd", "multicwd", "nocwd")
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+_PERMISSION = re.compile(r"permission|access denied|not permitted|forbidden", re.I)
+_TOO_MANY = re.compile(r"too many|maximum number|max.*(client|connection|user|login)", re.I)
+
+
+def _choice(options, name: str, allowed: tuple[str, ...]) -> str:
+    value = (options.get(name) or allowed[0]).strip().lower()
+    if value not in allowed:
+        raise FatalError(f"options.{name}={value!r}: expected one of {', '.join(allowed)}")
+    return value
+
+
+def _flag(options, name: str, default: bool) -> bool:
+    value = str(options.get(name, "")).strip().lower()
+    if value and value not in _TRUE + _FALSE:  # a typo must not turn certificate checks off
+        raise FatalError(f"options.{name}={value!r}: expected true or false")
+    return value in _TRUE if value else default
+
+
+def _checked(path: str) -> str:
+    """``path`` without surrounding ``/``; UnsafePath when it climbs out of the root or breaks lines."""
+    if any(c in path for c in "\x00\r\n") or ".." in path.split("/"):
+        raise UnsafePath(f"unsafe remote path {path!r}: '..', NUL or line break")
+    return path.strip("/")
+
+
+class _FtpError(Exception):
+    """An FTP reply other than the expected one."""
+
+    def __init__(self, command: str, code: int, text: str):
+        super().__init__(f"{command}: {code} {text}")
+        self.command, self.code, self.text = command, code, text
+
+
+# The protocol ------------------------------------------------------------------------------------
+
+
+class FtpProtocol(Protocol):
+    """A remote tree over FTP or FTPS; one login serves every list, stat and open of this instance
+    (a second one only while a listing is left suspended and another call comes in)."""
+
+    names = ("ftp", "ftps")
+    # LIST dates are to the minute (to the day for old files), MLSD's to the second; a class
+    # attribute cannot depend on the server, so the coarser precision is declared.
+    features = Features(can_list=True, resume=True, mtime_precision=60.0)
+    direct = False
+
+    def __init__(self, config: RemoteConfig):
+        super().__init__(config)
+        options = config.options
+        ftps = config.protocol.endswith("ftps")
+        self._tls = _choice(options, "ftps_mode", ("implicit", "explicit")) if ftps else None
+        self._method = _choice(options, "ftp_method", FTP_METHODS)
+        self._verify_peer = _flag(options, "ssl_verifypeer", True)
+        self._verify_host = _flag(options, "ssl_verifyhost", True)
+        self._ca_file = options.get("ssl_server_cert") or None
+        try:
+            self._keepalive = int(options.get("tcp_keepalive") or 0)
+        except ValueError:
+            raise FatalError(f"options.tcp_keepalive={options.get('tcp_keepalive')!r}: expected seconds") from None
+        # What the server answered once is not asked again (None: not known yet).
+        self._mlsd: bool | None = None if _choice(options, "ftp_listing", ("mlsd", "list")) == "mlsd" else False
+        self._mlst: bool | None = None
+        self._idle: list[_Control] = []  # logged-in connections waiting for the next call
+        self._open: set[_Control] = set()
+        self._closed = False
+
+    # Connection helpers --------------------------------------------------------------------------
+
+    def _ssl_context(self) -> ssl.SSLContext:
+        try:
+            context = ssl.create_default_context(cafile=self._ca_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise FatalError(f"options.ssl_server_cert={self._ca_file!r}: {exc}") from None
+        context.check_hostname = self._verify_host and self._verify_peer
+        if not self._verify_peer:
+            context.verify_mode = ssl.CERT_NONE
+        return context
+
+    async def _connect(self) -> _Control:
+        config = self.config
+        context = self._ssl_context() if self._tls else None
+        implicit = self._tls == "implicit"
+        async with asyncio.timeout(config.connect_timeout):
+            reader, writer = await asyncio.open_connection(
+                config.host, config.port or (990 if implicit else 21), limit=1 << 20,
+                ssl=context if implicit else None, server_hostname=config.host if implicit else None,
+            )
+        ctl = _Control(reader, writer, config, context, self._keepalive)
+        self._open = {c for c in self._open if not c.broken} | {ctl}
+        try:
+            await ctl.expect(None, 220)
+            if self._tls == "explicit":
+                await ctl.expect("AUTH TLS", 234)
+                async with asyncio.timeout(config.connect_timeout):
+                    await writer.start_tls(context, server_hostname=config.host)
+            await ctl.login(*((config.user, config.password or "") if config.user else ANONYMOUS))
+            if self._tls:
+                await ctl.expect("PBSZ 0", 200)
+                code, text = await ctl.command("PROT P")
+                if code // 100 != 2 and self._tls == "explicit":
+                    raise _FtpError("PROT P", code, text)  # never clear-text data for an ftps bank
+            await ctl.expect("TYPE I", 200)
+            code, text = await ctl.command("PWD")
+            home = text.split('"')[1] if code == 257 and text.count('"') >= 2 else "/"
+            ctl.base = posixpath.normpath(posixpath.join(home or "/", config.root.lstrip("/")))
+        except BaseException:
+            ctl.close()
+            raise
+        return ctl
+
+    async def _acquire(self) -> _Control:
+        """An idle logged-in connection, or a new one; the caller owns it until :meth:`_release`."""
+        if self._closed:
+            raise FatalError(f"ftp {self.config.address}: client already closed")
+        while self._idle:
+            ctl = self._idle.pop()
+            if not ctl.broken:
+                ctl.reused, ctl.sent = True, 0
+                return ctl
+        return await self._connect()
+
+    def _release(self, ctl: _Control) -> None:
+        if ctl.broken or self._closed:
+            ctl.close()
+        elif ctl not in self._idle:
+            self._idle.append(ctl)
+
+    async def _run(self, what: str, step):
+        """``(ctl, await step(ctl))`` on an acquired connection. A reused connection whose first
+        command meets EOF, a reset or 421 was closed by the server while idle: it is replaced
+        once, transparently. Errors are translated (see :meth:`_failed`)."""
+        ctl = None
+        try:
+            ctl = await self._acquire()
+            try:
+                return ctl, await step(ctl)
+            except (OSError, EOFError, _FtpError) as exc:
+                stale = exc.code == 421 if isinstance(exc, _FtpError) else ctl.broken
+                if not (ctl.reused and stale and ctl.sent <= 1):
+                    raise
+                log.debug("ftp %s: connection closed while idle, logging in again", self.config.address)
+                ctl.close()
+                ctl = await self._connect()
+                return ctl, await step(ctl)
+        except BaseException as exc:
+            raise self._failed(ctl, exc, what) from None
+
+    def _failed(self, ctl: _Control | None, exc: BaseException, what: str) -> BaseException:
+        """The error to raise for ``exc``. ``ctl`` goes back to the pool when the server merely
+        refused a command (it is still in sync), else it is closed."""
+        if ctl is not None:
+            if isinstance(exc, (_FtpError, RemoteError)):
+                self._release(ctl)  # closes it when broken (421)
+            else:
+                ctl.close()
+        if isinstance(exc, Exception):
+            return _translate_error(exc, f"ftp {self.config.address} {what}") or exc
+        return exc
+
+    async def _target(self, ctl: _Control, path: str, is_dir: bool = False) -> str:
+        """How commands name ``path``: relative to the directory we CWD to (``""`` for that
+        directory itself), or in full with ``nocwd``."""
+        full = posixpath.join(ctl.base, path)
+        if self._method == "nocwd":
+            return full
+        directory, name = (full, "") if is_dir else posixpath.split(full)
+        if ctl.cwd != directory:
+            ctl.cwd = None
+            steps = ["/", *(p for p in directory.split("/") if p)] if self._method == "multicwd" else [directory]
+            for step in steps:
+                await ctl.expect(f"CWD {step}", 250, 200)
+            ctl.cwd = directory
+        return name
+
+    async def _transfer(self, ctl: _Control, command: str, offset: int = 0):
+        """A passive data connection (EPSV, else PASV) to the control connection's peer (a PASV
+        address may be private, a host name may resolve to several servers), then ``REST`` and
+        ``command``. Returns (channel, offset) on 125/150, else the reply (code, text)."""
+        port = None
+        if ctl.epsv:
+            code, text = await ctl.command("EPSV")
+            if code == 229 and (found := re.search(r"\(([^\d])\1\1(\d+)\1\)", text)):
+                port = int(found.group(2))
+            elif code // 100 == 5:
+                ctl.epsv = False
+            else:
+                raise _FtpError("EPSV", code, text)
+        if port is None:
+            code, text = await ctl.command("PASV")
+            if code != 227 or not (found := re.search(r"(\d+),(\d+),(\d+),(\d+),(\d+),(\d+)", text)):
+                raise _FtpError("PASV", code, text)
+            port = int(found.group(5)) * 256 + int(found.group(6))
+        channel = _DataChannel(self.config.read_timeout)
+        loop = asyncio.get_running_loop()
+        async with asyncio.timeout(self.config.connect_timeout):
+            await loop.create_connection(lambda: channel, ctl.peer, port)
+        try:
+            _keepalive(channel.transport.get_extra_info("socket"), self._keepalive)
+            if offset and (code := (await ctl.command(f"REST {offset}"))[0]) != 350:
+                log.info("ftp %s: REST refused (%s), restarting at 0", self.config.address, code)
+                offset = 0
+            code, text = await ctl.command(command)
+            if code not in (125, 150):
+                channel.abort()
+                return code, text
+            if (context := ctl.data_context()) is not None:
+                # Servers start TLS on the data connection only once the command came (vsftpd).
+                async with asyncio.timeout(self.config.connect_timeout):
+                    channel.transport = await loop.start_tls(channel.transport, channel, context,
+                                                             server_hostname=self.config.host)
+        except BaseException:
+            channel.abort()
+            raise
+        return channel, offset
+
+    # list / stat / open --------------------------------------------------------------------------
+
+    async def list(self, path: str = "") -> AsyncIterator[RemoteEntry]:
+        path = _checked(path)
+        what, prefix, now = f"list {path or '/'}", (path + "/" if path else ""), time.time()
+        ctl, (channel, mlsd) = await self._run(what, lambda ctl: self._start_listing(ctl, path))
+        parse = partial(parse_mlsd_line, prefix=prefix) if mlsd else partial(parse_list_line, prefix=prefix, now=now)
+        try:
+            pending = b""
+            while (chunk := await channel.read()) is not None:
+                lines, pending = split_lines(pending, chunk)
+                for raw in lines:
+                    if (entry := parse(raw)) is not None:
+                        yield entry
+            if pending and (entry := parse(pending.rstrip(b"\r"))) is not None:
+                yield entry
+            await ctl.expect(None, 226, 250, 200)
+        except GeneratorExit:  # left early: the rest of the listing is still on its way
+            channel.abort()
+            ctl.close()
+            raise
+        except BaseException as exc:
+            channel.abort()
+            raise self._failed(ctl, exc, what) from None
+        self._release(ctl)
+
+    async def _start_listing(self, ctl: _Control, path: str) -> tuple[_DataChannel, bool]:
+        argument = await self._target(ctl, path, is_dir=True)
+        argument = " " + argument if argument else ""
+        if self._mlsd is not False:
+            result = await self._transfer(ctl, "MLSD" + argument)
+            if isinstance(result[0], _DataChannel):
+                self._mlsd = True
+                return result[0], True
+            if result[0] not in UNSUPPORTED or self._mlsd:
+                raise _FtpError("MLSD", *result)
+            self._mlsd = False
+        result = await self._transfer(ctl, "LIST" + argument)
+        if not isinstance(result[0], _DataChannel):
+            raise _FtpError("LIST", *result)
+        return result[0], False
+
+    async def stat(self, path: str) -> RemoteEntry:
+        path = _checked(path)
+        ctl, entry = await self._run(f"stat {path}", lambda ctl: self._stat(ctl, path))
+        self._release(ctl)
+        return entry
+
+    async def _stat(self, ctl: _Control, path: str) -> RemoteEntry:
+        target = await self._target(ctl, path)
+        if self._mlst is not False and not self.direct:
+            code, text = await ctl.command(f"MLST {target}")
+            if code == 250 and (entry := _mlst_entry(text, path)) is not None:
+                self._mlst = True
+                return entry
+            if code not in UNSUPPORTED or self._mlst:
+                raise _FtpError("MLST", code, text)
+            self._mlst = False
+        size_code, size_text = await ctl.command(f"SIZE {target}")
+        mdtm_code, mdtm_text = await ctl.command(f"MDTM {target}")
+        if size_code != 213 and mdtm_code != 213:
+            for command, code, text in (("SIZE", size_code, size_text), ("MDTM", mdtm_code, mdtm_text)):
+                if code not in UNSUPPORTED:  # 550: no such file
+                    raise _FtpError(command, code, text)
+            return RemoteEntry(path)  # neither command exists: the name is all we know
+        size = int(size_text) if size_code == 213 and size_text.strip().isdigit() else None
+        stamp = mdtm_text.strip() if mdtm_code == 213 else ""
+        # direct*: md5 of the MDTM timestamp, as BioMAJ 3; otherwise the size counts too
+        token = stamp if self.direct else f"{stamp} {size}"
+        return RemoteEntry(path, size, parse_mlsx_time(stamp), hash=hashlib.md5(token.encode()).hexdigest())
+
+    @contextlib.asynccontextmanager
+    async def open(self, path: str, offset: int = 0) -> AsyncIterator[RemoteStream]:
+        path = _checked(path)
+        ctl, stream = await self._run(f"RETR {path}", lambda ctl: self._start_retr(ctl, path, offset))
+        try:
+            yield stream
+        except asyncio.CancelledError:
+            if stream.state == "open":  # no resync while cancelled: that could take seconds
+                stream.state = "aborted"
+                stream.channel.abort()
+                ctl.close()
+            raise
+        finally:
+            if stream.state == "done":
+                self._release(ctl)
+            elif stream.state == "open":
+                await self._abort(stream)
+
+    async def _start_retr(self, ctl: _Control, path: str, offset: int) -> _FtpStream:
+        target = await self._target(ctl, path)
+        code, text = await ctl.command(f"SIZE {target}")
+        size = int(text) if code == 213 and text.strip().isdigit() else None
+        result = await self._transfer(ctl, f"RETR {target}", offset)
+        if not isinstance(result[0], _DataChannel):
+            raise _FtpError("RETR", *result)
+        return _FtpStream(self, ctl, result[0], path, result[1], size)
+
+    async def _abort(self, stream: _FtpStream) -> None:
+        """Leave a transfer early: close the data connection, send ABOR and NOOP and skip every
+        reply up to NOOP's 200. A server that does not answer in time loses the connection."""
+        stream.channel.abort()
+        ctl, stream.state = stream.ctl, "aborted"
+        try:
+            async with asyncio.timeout(min(RESYNC_TIMEOUT, self.config.read_timeout)):
+                ctl.send("ABOR")
+                ctl.send("NOOP")
+                while (await ctl.reply())[0] != 200:
+                    pass
+        except Exception as exc:
+            log.debug("ftp %s: no clean abort (%r), closing the connection", self.config.address, exc)
+            ctl.close()
+        finally:
+            self._release(ctl)  # closes it when broken or cancelled
+
+    async def close(self) -> None:
+        self._closed = True
+        idle, self._idle = self._idle, []
+        for ctl in idle:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(2):
+                    await ctl.command("QUIT")
+        for ctl in self._open:
+            ctl.close()
+        self._open.clear()
+
+
+class DirectFtpProtocol(FtpProtocol):
+    """``directftp``/``directftps``: the single file ``config.direct_file`` of directory ``root``.
+    ``list("")`` yields it from SIZE and MDTM, hashed as BioMAJ 3 does (md5 of the MDTM timestamp)."""
+
+    names = ("directftp", "directftps")
+    features = Features(can_list=False, resume=True, mtime_precision=1.0)
+    direct = True
+
+    async def list(self, path: str = "") -> AsyncIterator[RemoteEntry]:
+        if _checked(path):
+            raise FatalError(f"{self.config.protocol} lists only its file {self.config.direct_file!r}")
+        yield await self.stat(self.config.direct_file)
+
+
+def _mlst_entry(text: str, path: str) -> RemoteEntry | None:
+    """The entry of an MLST reply, hashed as MLSD's line for the same file would be."""
+    for line in text.split("\n"):
+        if line.startswith(" "):
+            facts = line[1:].partition(" ")[0].encode("utf-8", "surrogateescape")
+            raw = facts + b" " + posixpath.basename(path).encode("utf-8", "surrogateescape")
+            if fact(facts, b"type=") in (b"cdir", b"pdir"):  # MLST of a directory itself
+                mtime = parse_mlsx_time(fact(facts, b"modify="))
+                return RemoteEntry(path, mtime=mtime, is_dir=True, hash=line_hash(raw))
+            entry = parse_mlsd_line(raw)
+            return entry and RemoteEntry(path, entry.size, entry.mtime, entry.is_dir, entry.is_link, entry.hash)
+    return None
+
+
+# Connections -------------------------------------------------------------------------------------
+
+
+class _Control:
+    """One control connection: commands, replies, and what we know of its state."""
+
+    def __init__(self, reader, writer, config: RemoteConfig, context: ssl.SSLContext | None, keepalive: int):
+        self.reader, self.writer, self.context = reader, writer, context
+        self.read_timeout = config.read_timeout
+        self.peer = writer.get_extra_info("peername")[0]
+        self.base = "/"  # the root, absolute (login directory + config.root)
+        self.cwd: str | None = None
+        self.epsv = True
+        self.broken = False
+        self.reused = False  # served an earlier call: the server may have closed it meanwhile
+        self.sent, self.last = 0, "greeting"  # commands sent by the current call, the last one
+        _keepalive(writer.get_extra_info("socket"), keepalive)
+
+    def send(self, command: str) -> None:
+        self.sent, self.last = self.sent + 1, command.split(" ", 1)[0]
+        log.debug("ftp > %s", "PASS ****" if command.startswith("PASS ") else command)
+        self.writer.write(command.encode("utf-8", "surrogateescape") + b"\r\n")
+
+    async def reply(self) -> tuple[int, str]:
+        """The next reply: code and text (lines of a multi-line reply joined by newlines)."""
+        try:
+            async with asyncio.timeout(self.read_timeout):
+                first = _line(await self.reader.readline())
+                code, lines = first[:3], [first[4:]]
+                if not code.isdigit():
+                    raise ConnectionResetError(f"not an FTP reply: {first[:80]!r}")
+                if first[3:4] == "-":
+                    while not (line := _line(await self.reader.readline())).startswith(code + " "):
+                        lines.append(line)
+                    lines.append(line[4:])
+        except BaseException:
+            self.broken = True
+            raise
+        log.debug("ftp < %s %s", code, lines[0] if len(lines) == 1 else f"({len(lines)} lines)")
+        if code == "421":  # the server closes the connection, whatever the command was
+            self.broken = True
+            raise _FtpError(self.last, 421, "\n".join(lines))
+        return int(code), "\n".join(lines)
+
+    async def command(self, command: str) -> tuple[int, str]:
+        self.send(command)
+        return await self.reply()
+
+    async def expect(self, command: str | None, *codes: int) -> str:
+        """Send ``command`` (None: just read a reply) and fail unless the final reply is in ``codes``."""
+        if command:
+            self.send(command)
+        code, text = await self.reply()
+        while 100 <= code < 200 and code not in codes:  # "120 ready in n minutes" and the like
+            code, text = await self.reply()
+        if code not in codes:
+            raise _FtpError(command.split(" ", 1)[0] if command else "reply", code, text)
+        return text
+
+    async def login(self, user: str, password: str) -> None:
+        code, text = await self.command(f"USER {user}")
+        if code == 331:
+            code, text = await self.command(f"PASS {password}")
+        if code not in (230, 202):
+            raise _FtpError("login", code, text)
+
+    def data_context(self) -> ssl.SSLContext | None:
+        if self.context is None:
+            return None
+        session = self.writer.get_extra_info("ssl_object").session
+        return _Resuming(self.context, session) if session is not None else self.context
+
+    def close(self) -> None:
+        self.broken = True
+        self.writer.close()
+
+
+def _line(raw: bytes) -> str:
+    if not raw.endswith(b"\n"):
+        raise ConnectionResetError("control connection closed by the server")
+    return raw.rstrip(b"\r\n").decode("utf-8", "surrogateescape")
+
+
+def _keepalive(sock, seconds: int) -> None:
+    """BioMAJ's tcp_keepalive: probes after 2 x seconds idle, then every ``seconds``."""
+    if seconds and sock is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        if hasattr(socket, "TCP_KEEPIDLE"):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 2 * seconds)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, seconds)
+
+
+class _Resuming(ssl.SSLContext):
+    """``context`` whose connections resume ``session``: vsftpd and ProFTPD refuse data
+    connections that do not reuse the control connection's TLS session; asyncio takes no session."""
+
+    def __new__(cls, context: ssl.SSLContext, session: ssl.SSLSession):
+        self = super().__new__(cls, ssl.PROTOCOL_TLS_CLIENT)
+        self._context, self._session = context, session
+        return self
+
+    def __init__(self, context: ssl.SSLContext, session: ssl.SSLSession):
+        pass
+
+    def wrap_bio(self, incoming, outgoing, server_side=False, server_hostname=None, session=None):
+        return self._context.wrap_bio(incoming, outgoing, server_side, server_hostname, session=self._session)
+
+
+class _DataChannel(asyncio.BufferedProtocol):
+    """A data connection received straight into BLOCK-sized buffers, each handed over as one bytes
+    object; a consumer left waiting NUDGE seconds gets a partial block (slow links, stalls).
+    ``read`` fails with TimeoutError after ``read_timeout`` seconds without a byte while we were
+    ready to receive."""
+
+    def __init__(self, read_timeout: float):
+        self._timeout = read_timeout
+        self._loop = asyncio.get_running_loop()
+        self._view = memoryview(bytearray(BLOCK))
+        self._used = 0
+        self._blocks: collections.deque[bytes] = collections.deque()
+        self._ended, self._error = False, None
+        self._waiter: asyncio.Future | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._nudge: asyncio.TimerHandle | None = None
+        self._paused = False
+        self._last = self._loop.time()
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._view[self._used :]
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self._used += nbytes
+        self._last = self._loop.time()
+        if self._used == BLOCK:
+            self._flush()
+            if len(self._blocks) >= QUEUED_BLOCKS and not self._paused:
+                self._paused = True
+                self.transport.pause_reading()
+        elif self._waiter is not None and self._nudge is None:
+            self._nudge = self._loop.call_later(NUDGE, self._flush_waiting)
+
+    def eof_received(self) -> bool:
+        self._end(None)
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._end(exc)
+
+    def _flush(self) -> None:
+        if self._used:
+            self._blocks.append(bytes(self._view[: self._used]))
+            self._used = 0
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def _flush_waiting(self) -> None:
+        self._nudge = None
+        if self._waiter is not None:
+            self._flush()
+
+    def _end(self, error: BaseException | None) -> None:
+        if not self._ended:
+            self._ended, self._error = True, error
+            self._flush()  # what arrived before the end still counts
+
+    async def read(self) -> bytes | None:
+        """The next block, None at the end of the data."""
+        while not self._blocks:
+            if self._ended:
+                if self._error is not None:
+                    raise self._error
+                return None
+            self._waiter = self._loop.create_future()
+            self._timer = self._loop.call_at(self._last + self._timeout, self._check_silence)
+            if self._used and self._nudge is None:
+                self._nudge = self._loop.call_later(NUDGE, self._flush_waiting)
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+                self._timer.cancel()
+        if self._paused and len(self._blocks) <= QUEUED_BLOCKS // 2:
+            self._paused = False
+            self._last = self._loop.time()  # we were not listening: that silence was ours
+            self.transport.resume_reading()
+        return self._blocks.popleft()
+
+    def _check_silence(self) -> None:
+        if self._loop.time() - self._last < self._timeout:
+            self._timer = self._loop.call_at(self._last + self._timeout, self._check_silence)
+        else:
+            self._end(TimeoutError(f"no data for {self._timeout:g} s"))
+            self.abort()
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+
+class _FtpStream(RemoteStream):
+    """An open RETR: the data connection's blocks, then the transfer's final reply."""
+
+    def __init__(self, owner: FtpProtocol, ctl: _Control, channel: _DataChannel, path: str, offset: int, size):
+        self.owner, self.ctl, self.channel, self.path = owner, ctl, channel, path
+        self.offset, self.size = offset, size
+        self.state = "open"  # "done": final reply read, in sync; "failed"/"aborted": connection given back
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        expected = None if self.size is None else self.size - self.offset
+        received = 0
+        try:
+            while (block := await self.channel.read()) is not None:
+                received += len(block)
+                yield block
+            try:
+                code, text = await self.ctl.reply()
+            except OSError:
+                if received != expected:
+                    raise
+                self.ctl.close()  # every byte came; only the control connection was lost (a NAT forgot it)
+                code, text = 226, ""
+            self.state = "done"
+            if code not in (226, 250):
+                raise _FtpError("RETR", code, text)
+            if expected is not None and received < expected:
+                raise RetryableError(f"ftp {self.owner.config.address} RETR {self.path}: "
+                                     f"short transfer, {received} of {expected} bytes")
+        except (Exception, asyncio.CancelledError) as exc:
+            self.channel.abort()
+            self.state = "failed"
+            raise self.owner._failed(self.ctl, exc, f"RETR {self.path}") from None
+
+
+# Errors ------------------------------------------------------------------------------------------
+
+
+def _translate_error(exc: BaseException, what: str) -> RemoteError | None:
+    """The shared error for an FTP reply or a network failure; None for anything else (a bug)."""
+    if isinstance(exc, RemoteError):
+        return exc
+    if isinstance(exc, _FtpError):
+        code, text = exc.code, exc.text.strip().split("\n")[0]
+        message = f"{what}: {exc.command} answered {code} {text}"
+        if code == 421 or (code in (530, 332) and _TOO_MANY.search(text)):
+            return Throttled(message)
+        if code in (530, 532, 332) or (code in (550, 553, 450) and _PERMISSION.search(text)):
+            return FatalError(message)
+        if code in (550, 553) or (code == 450 and "no such" in text.lower()):
+            return RemoteNotFound(message)
+        return RetryableError(message) if 400 <= code < 500 else FatalError(message)
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return FatalError(f"{what}: TLS certificate refused ({exc.verify_message or exc})")
+    if isinstance(exc, TimeoutError):
+        return RetryableError(f"{what}: timed out ({exc or 'no answer'})")
+    if isinstance(exc, (OSError, EOFError)):  # resets, refused connections, DNS, TLS alerts
+        return RetryableError(f"{what}: {type(exc).__name__}: {exc}")
+    return None
