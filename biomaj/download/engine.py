@@ -326,7 +326,7 @@ class Fetcher:
                 size = await asyncio.to_thread(finisher.run_native, mtime)
                 hexdigest = await asyncio.to_thread(verify.file_digest, finisher.dest, digest) if digest else None
                 return size, mtime, size - offset, hexdigest
-            async with client.open(entry.path, offset) as stream:
+            async with client.open(entry.path, offset, size=entry.size) as stream:
                 writer = _PartWriter(part, stream.offset, digest, on_bytes)
                 try:
                     async for chunk in _chunks(stream, config.read_timeout):

@@ -167,8 +167,11 @@ class Protocol(abc.ABC):
         """Size, mtime and hash of one file (HEAD, SIZE+MDTM, stat); RemoteNotFound if absent."""
 
     @abc.abstractmethod
-    def open(self, path: str, offset: int = 0) -> AbstractAsyncContextManager[RemoteStream]:
-        """Stream a file from ``offset`` (HTTP Range, FTP REST, SFTP seek). Leaving the context
+    def open(
+        self, path: str, offset: int = 0, *, size: int | None = None
+    ) -> AbstractAsyncContextManager[RemoteStream]:
+        """Stream a file from ``offset`` (HTTP Range, FTP REST, SFTP seek). ``size`` is the
+        listing's size when known (a protocol may skip asking for it). Leaving the context
         early aborts the transfer and leaves the connection usable or closed, never stuck."""
 
     async def fetch(

@@ -242,7 +242,7 @@ class FtpProtocol(Protocol):
             if code != 227 or not (found := re.search(r"(\d+),(\d+),(\d+),(\d+),(\d+),(\d+)", text)):
                 raise _FtpError("PASV", code, text)
             port = int(found.group(5)) * 256 + int(found.group(6))
-        channel = _DataChannel(self.config.read_timeout)
+        channel = _DataChannel(self.config.read_timeout, ctl.receive_buffer())
         loop = asyncio.get_running_loop()
         async with asyncio.timeout(self.config.connect_timeout):
             await loop.create_connection(lambda: channel, ctl.peer, port)
@@ -337,9 +337,9 @@ class FtpProtocol(Protocol):
         return RemoteEntry(path, size, parse_mlsx_time(stamp), hash=hashlib.md5(token.encode()).hexdigest())
 
     @contextlib.asynccontextmanager
-    async def open(self, path: str, offset: int = 0) -> AsyncIterator[RemoteStream]:
+    async def open(self, path: str, offset: int = 0, *, size: int | None = None) -> AsyncIterator[RemoteStream]:
         path = _checked(path)
-        ctl, stream = await self._run(f"RETR {path}", lambda ctl: self._start_retr(ctl, path, offset))
+        ctl, stream = await self._run(f"RETR {path}", lambda ctl: self._start_retr(ctl, path, offset, size))
         try:
             yield stream
         except asyncio.CancelledError:
@@ -354,14 +354,16 @@ class FtpProtocol(Protocol):
             elif stream.state == "open":
                 await self._abort(stream)
 
-    async def _start_retr(self, ctl: _Control, path: str, offset: int) -> _FtpStream:
+    async def _start_retr(self, ctl: _Control, path: str, offset: int, size: int | None) -> _FtpStream:
         target = await self._target(ctl, path)
-        code, text = await ctl.command(f"SIZE {target}")
-        size = int(text) if code == 213 and text.strip().isdigit() else None
+        from_server = size is None  # the listing's size saves a round trip per file
+        if from_server:
+            code, text = await ctl.command(f"SIZE {target}")
+            size = int(text) if code == 213 and text.strip().isdigit() else None
         result = await self._transfer(ctl, f"RETR {target}", offset)
         if not isinstance(result[0], _DataChannel):
             raise _FtpError("RETR", *result)
-        return _FtpStream(self, ctl, result[0], path, result[1], size)
+        return _FtpStream(self, ctl, result[0], path, result[1], size, short_is_error=from_server)
 
     async def _abort(self, stream: _FtpStream) -> None:
         """Leave a transfer early: close the data connection, send ABOR and NOOP and skip every
@@ -436,7 +438,15 @@ class _Control:
         self.broken = False
         self.reused = False  # served an earlier call: the server may have closed it meanwhile
         self.sent, self.last = 0, "greeting"  # commands sent by the current call, the last one
+        self._buffer: memoryview | None = None
         _keepalive(writer.get_extra_info("socket"), keepalive)
+
+    def receive_buffer(self) -> memoryview:
+        """The block buffer of this connection's data channels (one transfer at a time), made
+        once: a fresh zeroed megabyte per small file cost more than the file."""
+        if self._buffer is None:
+            self._buffer = memoryview(bytearray(BLOCK))
+        return self._buffer
 
     def send(self, command: str) -> None:
         self.sent, self.last = self.sent + 1, command.split(" ", 1)[0]
@@ -534,10 +544,10 @@ class _DataChannel(asyncio.BufferedProtocol):
     ``read`` fails with TimeoutError after ``read_timeout`` seconds without a byte while we were
     ready to receive."""
 
-    def __init__(self, read_timeout: float):
+    def __init__(self, read_timeout: float, buffer: memoryview):
         self._timeout = read_timeout
         self._loop = asyncio.get_running_loop()
-        self._view = memoryview(bytearray(BLOCK))
+        self._view = buffer
         self._used = 0
         self._blocks: collections.deque[bytes] = collections.deque()
         self._ended, self._error = False, None
@@ -626,9 +636,13 @@ class _DataChannel(asyncio.BufferedProtocol):
 class _FtpStream(RemoteStream):
     """An open RETR: the data connection's blocks, then the transfer's final reply."""
 
-    def __init__(self, owner: FtpProtocol, ctl: _Control, channel: _DataChannel, path: str, offset: int, size):
+    def __init__(self, owner: FtpProtocol, ctl: _Control, channel: _DataChannel, path: str, offset: int, size,
+                 *, short_is_error: bool = True):
         self.owner, self.ctl, self.channel, self.path = owner, ctl, channel, path
         self.offset, self.size = offset, size
+        # With the server's own SIZE a short transfer is an error here; with the listing's size
+        # (which may be stale) the downloader's size check reports it.
+        self.short_is_error = short_is_error
         self.state = "open"  # "done": final reply read, in sync; "failed"/"aborted": connection given back
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
@@ -648,7 +662,7 @@ class _FtpStream(RemoteStream):
             self.state = "done"
             if code not in (226, 250):
                 raise _FtpError("RETR", code, text)
-            if expected is not None and received < expected:
+            if self.short_is_error and expected is not None and received < expected:
                 raise RetryableError(f"ftp {self.owner.config.address} RETR {self.path}: "
                                      f"short transfer, {received} of {expected} bytes")
         except (Exception, asyncio.CancelledError) as exc:

@@ -242,7 +242,7 @@ class HttpProtocol(Protocol):
                 response.close()
 
     @asynccontextmanager
-    async def open(self, path: str, offset: int = 0) -> AsyncIterator[RemoteStream]:
+    async def open(self, path: str, offset: int = 0, *, size: int | None = None) -> AsyncIterator[RemoteStream]:
         url = self._file_url(path)
         method, kwargs = self._transfer()
         headers = {"Range": f"bytes={offset}-"} if offset > 0 else {}

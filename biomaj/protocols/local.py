@@ -95,7 +95,7 @@ class LocalProtocol(Protocol):
             raise _translate_error(exc, path) from exc
 
     @contextlib.asynccontextmanager
-    async def open(self, path: str, offset: int = 0) -> AsyncIterator[RemoteStream]:
+    async def open(self, path: str, offset: int = 0, *, size: int | None = None) -> AsyncIterator[RemoteStream]:
         """The file from ``offset``, in chunks of ``CHUNK`` bytes read by a worker thread."""
         path = _checked(path)
         try:

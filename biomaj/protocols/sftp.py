@@ -241,7 +241,7 @@ class SftpProtocol(Protocol):
         return self._entry(path, attrs)
 
     @contextlib.asynccontextmanager
-    async def open(self, path: str, offset: int = 0) -> AsyncIterator[RemoteStream]:
+    async def open(self, path: str, offset: int = 0, *, size: int | None = None) -> AsyncIterator[RemoteStream]:
         """Read the file from ``offset`` with many read requests in flight (pipelined)."""
         path = _checked(path)
         sftp = await self._session()
