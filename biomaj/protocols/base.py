@@ -53,6 +53,17 @@ class UnsafePath(FatalError):
     """A remote name that would write outside the bank's offline directory (``..``, absolute, ...)."""
 
 
+def checked_path(path: str, *, forbid: str = "\x00", no_dash: bool = False) -> str:
+    """A path given to a protocol, without surrounding ``/``; UnsafePath when a component is
+    ``..`` (it would climb out of the root), when it holds one of `forbid` (NUL always; line breaks
+    for line-based protocols), or, with `no_dash`, when a component starts with ``-`` (it could be
+    read as an option by a program)."""
+    parts = path.strip("/").split("/")
+    if ".." in parts or any(c in path for c in forbid) or (no_dash and any(p.startswith("-") for p in parts)):
+        raise UnsafePath(f"unsafe remote path {path!r}: '..', a control character or a leading '-'")
+    return path.strip("/")
+
+
 # Data --------------------------------------------------------------------------------------------
 
 

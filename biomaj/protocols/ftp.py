@@ -33,6 +33,7 @@ from collections.abc import AsyncIterator
 from functools import partial
 
 from biomaj.protocols.base import (
+    checked_path,
     FatalError, Features, Protocol, RemoteConfig, RemoteEntry, RemoteError, RemoteNotFound, RemoteStream,
     RetryableError, Throttled, UnsafePath,
 )
@@ -66,13 +67,6 @@ def _flag(options, name: str, default: bool) -> bool:
     if value and value not in _TRUE + _FALSE:  # a typo must not turn certificate checks off
         raise FatalError(f"options.{name}={value!r}: expected true or false")
     return value in _TRUE if value else default
-
-
-def _checked(path: str) -> str:
-    """``path`` without surrounding ``/``; UnsafePath when it climbs out of the root or breaks lines."""
-    if any(c in path for c in "\x00\r\n") or ".." in path.split("/"):
-        raise UnsafePath(f"unsafe remote path {path!r}: '..', NUL or line break")
-    return path.strip("/")
 
 
 class _FtpError(Exception):
@@ -268,7 +262,7 @@ class FtpProtocol(Protocol):
     # list / stat / open --------------------------------------------------------------------------
 
     async def list(self, path: str = "") -> AsyncIterator[RemoteEntry]:
-        path = _checked(path)
+        path = checked_path(path, forbid="\x00\r\n")
         what, prefix, now = f"list {path or '/'}", (path + "/" if path else ""), time.time()
         ctl, (channel, mlsd) = await self._run(what, lambda ctl: self._start_listing(ctl, path))
         parse = partial(parse_mlsd_line, prefix=prefix) if mlsd else partial(parse_list_line, prefix=prefix, now=now)
@@ -308,7 +302,7 @@ class FtpProtocol(Protocol):
         return result[0], False
 
     async def stat(self, path: str) -> RemoteEntry:
-        path = _checked(path)
+        path = checked_path(path, forbid="\x00\r\n")
         ctl, entry = await self._run(f"stat {path}", lambda ctl: self._stat(ctl, path))
         self._release(ctl)
         return entry
@@ -338,7 +332,7 @@ class FtpProtocol(Protocol):
 
     @contextlib.asynccontextmanager
     async def open(self, path: str, offset: int = 0, *, size: int | None = None) -> AsyncIterator[RemoteStream]:
-        path = _checked(path)
+        path = checked_path(path, forbid="\x00\r\n")
         ctl, stream = await self._run(f"RETR {path}", lambda ctl: self._start_retr(ctl, path, offset, size))
         try:
             yield stream
@@ -403,7 +397,7 @@ class DirectFtpProtocol(FtpProtocol):
     direct = True
 
     async def list(self, path: str = "") -> AsyncIterator[RemoteEntry]:
-        if _checked(path):
+        if checked_path(path, forbid="\x00\r\n"):
             raise FatalError(f"{self.config.protocol} lists only its file {self.config.direct_file!r}")
         yield await self.stat(self.config.direct_file)
 

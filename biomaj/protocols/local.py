@@ -17,6 +17,7 @@ import stat as stat_module
 from collections.abc import AsyncIterator
 
 from biomaj.protocols.base import (
+    checked_path,
     FatalError,
     Features,
     Protocol,
@@ -34,13 +35,6 @@ log = logging.getLogger(__name__)
 
 BATCH = 1000  # directory entries stat-ed per thread hop
 CHUNK = 1024 * 1024  # bytes per read
-
-
-def _checked(path: str) -> str:
-    """``path`` without surrounding ``/``; UnsafePath when it climbs out of the root."""
-    if "\x00" in path or ".." in path.split("/"):
-        raise UnsafePath(f"unsafe remote path {path!r}: '..' or NUL")
-    return path.strip("/")
 
 
 def entry_hash(name: str, st: os.stat_result) -> str:
@@ -68,7 +62,7 @@ class LocalProtocol(Protocol):
 
     async def list(self, path: str = "") -> AsyncIterator[RemoteEntry]:
         """``os.scandir`` in a worker thread, entries handed over ``BATCH`` at a time."""
-        path = _checked(path)
+        path = checked_path(path)
         prefix = f"{path}/" if path else ""
         try:
             entries = await asyncio.to_thread(os.scandir, self._local(path))
@@ -88,7 +82,7 @@ class LocalProtocol(Protocol):
             entries.close()
 
     async def stat(self, path: str) -> RemoteEntry:
-        path = _checked(path)
+        path = checked_path(path)
         try:
             return await asyncio.to_thread(_stat, self._local(path), path)
         except OSError as exc:
@@ -97,7 +91,7 @@ class LocalProtocol(Protocol):
     @contextlib.asynccontextmanager
     async def open(self, path: str, offset: int = 0, *, size: int | None = None) -> AsyncIterator[RemoteStream]:
         """The file from ``offset``, in chunks of ``CHUNK`` bytes read by a worker thread."""
-        path = _checked(path)
+        path = checked_path(path)
         try:
             fd, st = await asyncio.to_thread(_open, self._local(path))
         except OSError as exc:

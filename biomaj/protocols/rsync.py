@@ -30,6 +30,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 
 from biomaj.protocols.base import (
+    checked_path,
     FatalError,
     Features,
     Protocol,
@@ -58,14 +59,6 @@ _LINE = re.compile(
 )
 _ESCAPE = re.compile(rb"\\#([0-7]{3})")
 _GLOB = re.compile(r"([*?\[\]\\])")
-
-
-def _checked(path: str) -> str:
-    """``path`` without surrounding ``/``; UnsafePath for ``..``, NUL or a name starting with '-'."""
-    parts = path.strip("/").split("/")
-    if "\x00" in path or ".." in parts or any(part.startswith("-") for part in parts):
-        raise UnsafePath(f"unsafe remote name {path!r}: '..', NUL or a name starting with '-'")
-    return path.strip("/")
 
 
 def entry_hash(name: str, mtime: float | None, size: int | None) -> str:
@@ -217,7 +210,7 @@ class RsyncProtocol(Protocol):
 
     async def list(self, path: str = "") -> AsyncIterator[RemoteEntry]:
         """``rsync --list-only`` of the directory, entries yielded as its lines arrive."""
-        path = _checked(path)
+        path = checked_path(path, no_dash=True)
         source = self._source(path, directory=True)
         async with contextlib.aclosing(self._list_only(source, path, f"list {path or '/'}")) as entries:
             async for entry in entries:
@@ -237,7 +230,7 @@ class RsyncProtocol(Protocol):
 
     async def stat(self, path: str) -> RemoteEntry:
         """``rsync --list-only`` of the file itself."""
-        path = _checked(path)
+        path = checked_path(path, no_dash=True)
         if not path:
             raise FatalError("rsync: stat of the root itself is not supported")
         source = self._source(path)
@@ -256,7 +249,7 @@ class RsyncProtocol(Protocol):
         """rsync one file to `dest` (``--partial --inplace``: a partial `dest` is completed by
         rsync's own delta transfer, so `offset` needs no handling). `on_bytes(n)`, when given, is
         told how much `dest` grew, a few times a second."""
-        path = _checked(path)
+        path = checked_path(path, no_dash=True)
         target = dest if not dest.startswith("-") else f"./{dest}"
         command = self._command("--times", "--partial", "--inplace", "--", self._source(path), target)
         progress = _Progress(dest, on_bytes) if on_bytes is not None else None

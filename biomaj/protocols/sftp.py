@@ -25,6 +25,7 @@ from collections.abc import AsyncIterator
 import asyncssh
 
 from biomaj.protocols.base import (
+    checked_path,
     FatalError,
     Features,
     Protocol,
@@ -59,13 +60,6 @@ CIPHERS = [
 
 def _encode(path: str) -> bytes:
     return path.encode("utf-8", "surrogateescape")
-
-
-def _checked(path: str) -> str:
-    """``path`` without surrounding ``/``; UnsafePath when it climbs out of the root."""
-    if "\x00" in path or ".." in path.split("/"):
-        raise UnsafePath(f"unsafe remote path {path!r}: '..' or NUL")
-    return path.strip("/")
 
 
 # The protocol ------------------------------------------------------------------------------------
@@ -186,7 +180,7 @@ class SftpProtocol(Protocol):
 
     async def list(self, path: str = "") -> AsyncIterator[RemoteEntry]:
         """Stream the directory with SFTP readdir (entries are yielded as each batch arrives)."""
-        path = _checked(path)
+        path = checked_path(path)
         prefix = f"{path}/" if path else ""
         what = f"listing {path or '/'}"
         sftp = await self._session()
@@ -232,7 +226,7 @@ class SftpProtocol(Protocol):
 
     async def stat(self, path: str) -> RemoteEntry:
         """lstat, then stat when the path is a symbolic link."""
-        path = _checked(path)
+        path = checked_path(path)
         sftp = await self._session()
         attrs = await self._timed(sftp.lstat(self._remote(path)), f"stat {path}")
         if attrs.type == asyncssh.FILEXFER_TYPE_SYMLINK:
@@ -243,7 +237,7 @@ class SftpProtocol(Protocol):
     @contextlib.asynccontextmanager
     async def open(self, path: str, offset: int = 0, *, size: int | None = None) -> AsyncIterator[RemoteStream]:
         """Read the file from ``offset`` with many read requests in flight (pipelined)."""
-        path = _checked(path)
+        path = checked_path(path)
         sftp = await self._session()
         # block_size=0: plain read requests; the pipelining is ours, so we can cancel it cleanly.
         try:
