@@ -32,7 +32,9 @@ PROTOCOLS: dict[str, str] = {
 #: What a protocol cannot do, by design; tests consult this instead of forking.
 GAPS: dict[str, set[str]] = {
     "local": {"faults", "evil_names"},  # no server between us and the files: nothing to break or inject
-    "rsync": {"stream", "evil_names"},  # rsync writes files itself; rsync never lists '..' or '/'
+    # rsync writes files itself and never lists '..' or '/'; what it received reaches the disk
+    # (where its progress is seen) at rsync's own pace, so a cancel cannot be staged mid-file.
+    "rsync": {"stream", "evil_names", "midfile_cancel"},
     "http": set(),
     "https": set(),
     "ftp": set(),

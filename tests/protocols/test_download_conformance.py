@@ -189,7 +189,7 @@ async def test_remote_names_never_escape_the_offline_directory(remote, tmp_path)
     assert outside == []
 
 
-@pytest.mark.needs("faults")
+@pytest.mark.needs("faults", "midfile_cancel")
 async def test_cancelled_fetch_keeps_its_part_and_resumes(remote, tmp_path):
     remote.faults.stall["big.bin"] = 30.0
     async with remote.client() as client:
