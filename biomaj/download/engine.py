@@ -30,7 +30,6 @@ from biomaj.protocols.base import (
     RemoteConfig,
     RemoteEntry,
     RemoteError,
-    RemoteStream,
     RetryableError,
     Throttled,
 )
@@ -246,20 +245,6 @@ def _write_all(fd: int, chunks: list[bytes]) -> None:
                 written = 0
 
 
-async def _chunks(stream: RemoteStream, read_timeout: float) -> AsyncIterator[bytes]:
-    """The stream's chunks, each one awaited for at most `read_timeout` seconds."""
-    iterator = stream.__aiter__()
-    while True:
-        try:
-            async with asyncio.timeout(read_timeout):
-                chunk = await anext(iterator)
-        except StopAsyncIteration:
-            return
-        except TimeoutError:
-            raise RetryableError(f"no data for {read_timeout:g}s") from None
-        yield chunk
-
-
 class Fetcher:
     """Fetches files with a shared client pool, retry policy and checks."""
 
@@ -329,7 +314,9 @@ class Fetcher:
             async with client.open(entry.path, offset, size=entry.size) as stream:
                 writer = _PartWriter(part, stream.offset, digest, on_bytes)
                 try:
-                    async for chunk in _chunks(stream, config.read_timeout):
+                    # Each protocol bounds the silence between chunks (config.read_timeout) itself,
+                    # without a timer per chunk here.
+                    async for chunk in stream:
                         await writer.add(chunk)
                     size = stream.offset + writer.received
                     mtime = entry.mtime if entry.mtime is not None else stream.mtime

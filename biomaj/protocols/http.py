@@ -52,7 +52,6 @@ log = logging.getLogger(__name__)
 
 # Options -----------------------------------------------------------------------------------------
 
-CHUNK_SIZE = 1024 * 1024  # largest chunk handed to the downloader (what is already buffered, up to this)
 READ_BUFSIZE = 1024 * 1024  # aiohttp's per-response buffer: fewer pauses of the socket on fast links
 CONNECTIONS = 8  # per instance; the downloader keeps one instance per worker and host
 MAX_REDIRECTS = 10
@@ -300,7 +299,7 @@ class DirectHttpProtocol(HttpProtocol):
 
 
 class _HttpStream(RemoteStream):
-    """The body of one response, in chunks of what is buffered (up to CHUNK_SIZE)."""
+    """The body of one response, in the chunks aiohttp received."""
 
     def __init__(self, response: aiohttp.ClientResponse | None, url: URL, offset: int,
                  size: int | None, mtime: float | None):
@@ -316,21 +315,10 @@ class _HttpStream(RemoteStream):
             return
         content = self._response.content
         try:
-            while True:
-                chunk = await content.readany()
-                if not chunk:
-                    break
-                parts, size = [chunk], len(chunk)
-                while size < CHUNK_SIZE:
-                    try:
-                        more = content.read_nowait(CHUNK_SIZE - size)
-                    except Exception:  # noqa: BLE001 - the error comes again from readany()
-                        break
-                    if not more:
-                        break
-                    parts.append(more)
-                    size += len(more)
-                yield parts[0] if len(parts) == 1 else b"".join(parts)
+            # Chunks as aiohttp buffered them: the downloader writes lists of chunks at once
+            # (writev), so joining them here would only add a copy.
+            while chunk := await content.readany():
+                yield chunk
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
             raise _translate_error(exc, self._url) from exc
         self.finished = True
