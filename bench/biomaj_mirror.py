@@ -33,6 +33,7 @@ from pathlib import Path
 from biomaj.download.engine import ClientPool, FetchFailed, Fetcher, FetchSettings
 from biomaj.download.matching import match_files
 from biomaj.download.paths import safe_join
+from biomaj.runtime.memory import tune_malloc
 from biomaj.download.retry import RetryPolicy
 from biomaj.protocols import open_protocol, protocol_class
 from biomaj.protocols.base import RemoteConfig
@@ -123,6 +124,7 @@ def main(argv: list[str]) -> int:
     a = ap.parse_args(argv)
     if a.mode == "mirror" and not a.local_dir:
         ap.error("mirror needs LOCAL_DIR")
+    tune_malloc()  # as `biomaj serve` does at start
     config = remote_config(a.proto, a.server, a.remote_dir)
     protocol_class(a.proto)  # import the protocol module now: its import is not in "seconds"
     factory, loop_name = loop_factory(a.loop)

@@ -8,6 +8,7 @@ import logging
 import click
 
 from biomaj.cli.context import CliContext, config_option
+from biomaj.runtime.memory import tune_malloc
 from biomaj.runtime.node import ROLES, Node, parse_roles, serve_until_signalled
 
 log = logging.getLogger(__name__)
@@ -31,4 +32,5 @@ def serve(obj: CliContext, all_roles: bool, role_spec: str | None) -> None:
     """Run the service until SIGINT or SIGTERM."""
     roles = parse_roles(all_roles, role_spec)
     node = Node(obj.config(), roles)
+    tune_malloc()
     _run(serve_until_signalled(node))
