@@ -1,0 +1,77 @@
+"""RemoteConfig from BioMAJ 3 bank files, and download messages that carry no secret."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from biomaj.config.properties import BankProperties
+from biomaj.download.remote import from_message, remote_config, split_server, to_message
+from biomaj.errors import ConfigError
+
+
+@pytest.fixture
+def load(tmp_path, fixtures_dir):
+    def load(text: str | None = None, bank: str | None = None, global_file: str = "global.properties.example"):
+        path = fixtures_dir / bank if bank else tmp_path / "bank.properties"
+        if text is not None:
+            path.write_text("[GENERAL]\n" + text)
+        return BankProperties.load(fixtures_dir / global_file, path, environ={})
+
+    return load
+
+
+def test_direct_protocol_splits_the_file_path(load):
+    config = remote_config(load(bank="upstream-tests/directhttp.properties"))
+    assert (config.protocol, config.host, config.root, config.direct_file) == (
+        "directhttp", "ftp2.fr.debian.org", "/debian", "README.html")
+    release = remote_config(load(bank="upstream-tests/directhttp.properties"), prefix="release.")
+    assert release.direct_file == "README"
+
+
+def test_biomaj_stock_index_regexps_mean_auto_detection(load):
+    for global_file in ("global.properties.example", "upstream-tests/global.properties"):
+        parse = remote_config(load(bank="upstream-tests/testhttp.properties", global_file=global_file)).http_parse
+        assert parse.dir_line is None and parse.file_line is None
+
+
+def test_a_bank_regexp_is_used_as_is(load):
+    config = remote_config(load("protocol=http\nserver=h\nremote.dir=/d/\nhttp.parse.file.line=<a href=\"(.*)\">\nhttp.group.file.size=-1\n"))
+    assert config.http_parse.file_line == '<a href="(.*)">' and config.http_parse.file_size == -1
+
+
+def test_server_port_credentials_params_options_timeout(load):
+    config = remote_config(load(
+        "protocol=directhttps\nserver=127.0.0.1:8443\nremote.dir=/api/get\nserver.credentials=ada:pa:ss\n"
+        "url.method=post\nurl.params=a,b\na.value=1\nb.value=two\noptions.names=ssl_verifypeer\n"
+        "options.ssl_verifypeer=false\ntimeout.download=120\n"
+    ))
+    assert (config.host, config.port, config.user, config.password) == ("127.0.0.1", 8443, "ada", "pa:ss")
+    assert config.method == "POST" and dict(config.params) == {"a": "1", "b": "two"}
+    assert dict(config.options) == {"ssl_verifypeer": "false"} and config.read_timeout == 120
+    assert "pa:ss" not in repr(config)
+
+
+def test_messages_carry_no_secret_and_the_downloader_reads_it_back(load):
+    config = remote_config(load("protocol=ftp\nserver=h\nremote.dir=/d/\nserver.credentials=ada:s3cr3t\nproxy_auth=u:pw\n"))
+    doc = to_message(config)
+    assert "s3cr3t" not in json.dumps(doc) and "pw" not in json.dumps(doc)
+    read = []
+
+    def read_secret(key):
+        read.append(key)
+        return {"server.credentials": "ada:s3cr3t", "proxy_auth": "u:pw"}[key]
+
+    back = from_message(doc, {"credentials": "server.credentials", "proxy_auth": "proxy_auth"}, read_secret)
+    assert back == config and read == ["server.credentials", "proxy_auth"]
+
+
+@pytest.mark.parametrize("server", ["h:0", "h:70000", "h:x"])
+def test_bad_ports(server):
+    with pytest.raises(ConfigError, match="expected host or host:port"):
+        split_server(server)
+
+
+def test_ipv6_server():
+    assert split_server("[::1]:2121") == ("::1", 2121)
