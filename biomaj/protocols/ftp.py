@@ -35,7 +35,7 @@ from functools import partial
 from biomaj.protocols.base import (
     checked_path,
     FatalError, Features, Protocol, RemoteConfig, RemoteEntry, RemoteError, RemoteNotFound, RemoteStream,
-    RetryableError, Throttled, UnsafePath,
+    RetryableError, Throttled,
 )
 from biomaj.protocols.ftp_listing import fact, line_hash, parse_list_line, parse_mlsd_line, parse_mlsx_time, split_lines
 

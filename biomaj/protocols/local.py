@@ -26,7 +26,6 @@ from biomaj.protocols.base import (
     RemoteNotFound,
     RemoteStream,
     RetryableError,
-    UnsafePath,
 )
 
 log = logging.getLogger(__name__)

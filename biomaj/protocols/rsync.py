@@ -40,7 +40,6 @@ from biomaj.protocols.base import (
     RemoteNotFound,
     RetryableError,
     Throttled,
-    UnsafePath,
 )
 
 log = logging.getLogger(__name__)
