@@ -8,7 +8,6 @@ from __future__ import annotations
 import logging
 
 from biomaj.bus import Delivery, names
-from biomaj.bus.messages import JobEvent, JobRequest
 from biomaj.runtime.actor import Actor
 
 log = logging.getLogger(__name__)
@@ -25,27 +24,6 @@ class _RefusingActor(Actor):
         reason = f"{self.what}: {NOT_YET}"
         log.warning("actor %s refused %s: %s", self.name, delivery.message.describe(), reason)
         await delivery.nack(requeue=False, reason=reason)
-
-
-class ManagerActor(_RefusingActor):
-    """Runs bank workflows (update, remove, repair ...): arrives with the workflow version."""
-
-    name = "manager"
-    queue = names.JOBS
-    what = "bank workflows"
-
-    async def handle(self, delivery: Delivery) -> None:
-        message = delivery.message
-        if isinstance(message, JobRequest):
-            event = JobEvent(
-                job_id=message.job_id,
-                bank=message.bank,
-                kind=message.kind,
-                state="failed",
-                message=f"{message.kind}: {self.what} are {NOT_YET}",
-            )
-            await self.bus.broadcast(event.topic(), event)
-        await super().handle(delivery)
 
 
 class ProcessorActor(_RefusingActor):

@@ -23,6 +23,7 @@ class CliContext:
 
     config_option: str | None = None
     json_output: bool = False
+    console_level: str | None = None  # ctl commands print their own results: only warnings on stderr
     _config: Config | None = field(default=None, repr=False)
 
     @property
@@ -36,6 +37,9 @@ class CliContext:
             logging_settings = self._config.settings.logging
             log_file = self._config.resolve(logging_settings.file) if logging_settings.file else None
             setup_logging(logging_settings.level, logging_settings.format, logging_settings.levels, log_file)
+            if self.console_level and not log_file:
+                for handler in logging.getLogger().handlers:
+                    handler.setLevel(self.console_level)
             for warning in self._config.warnings:
                 log.warning(warning)
         return self._config

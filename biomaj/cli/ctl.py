@@ -24,8 +24,11 @@ from biomaj.storage import open_store
 @click.group()
 @config_option
 @json_option
-def ctl() -> None:
+@click.option("-v", "--verbose", is_flag=True, help="Show the application log (info level) on stderr.")
+@click.pass_context
+def ctl(ctx: click.Context, verbose: bool) -> None:
     """Operate banks and inspect the service."""
+    ctx.ensure_object(CliContext).console_level = None if verbose else "WARNING"
 
 
 def _conf_dir(cfg) -> Path:
@@ -200,3 +203,13 @@ def nodes(obj: CliContext) -> None:
             for n in node_list
         ],
     )
+
+
+def _register_bank_commands() -> None:
+    from biomaj.cli import bank_ops, bank_reports
+
+    bank_ops.register(ctl)
+    bank_reports.register(ctl)
+
+
+_register_bank_commands()

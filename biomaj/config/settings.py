@@ -144,7 +144,7 @@ IDENTITY = (
     _b("keep.old.version", "1", "int", "Number of previous releases kept after a successful update (0 deletes every unfrozen, unpublished one).", builtin=True),
     _b("keep.old.sessions", "0", "bool", "Never purge sessions; removed sessions only get a deletion date.", builtin=True),
     _b("auto_publish", "0", "bool", "Publish (move `current`) automatically at the end of every update.", builtin=True),
-    _b("use_hardlinks", "0", "bool", "Hard-link instead of copy when reusing files from a previous release or a dependency.", builtin=True),
+    _b("use_hardlinks", "1", "bool", "Hard-link (1) or copy (0) the unchanged files reused from the previous release or copied from a dependency; a filesystem that refuses links gets copies. biomaj defaults to 1 (releases are immutable); BioMAJ 3 defaults to 0.", builtin=True),
     _b("copy.skip", "false", "bool", "Never reuse files of the previous release: download everything."),
     _b("no.extract", None, "str", "Archives are extracted only when this is unset or exactly 'false'; any other value disables extraction."),
 )

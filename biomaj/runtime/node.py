@@ -14,7 +14,8 @@ from typing import Any, Protocol, Sequence
 
 from biomaj import __version__
 from biomaj.actors.downloader import DownloaderActor, DownloaderSettings
-from biomaj.actors.placeholders import IdleActor, ManagerActor, ProcessorActor
+from biomaj.actors.manager import ManagerActor, ManagerSettings
+from biomaj.actors.placeholders import IdleActor, ProcessorActor
 from biomaj.actors.web import WebActor
 from biomaj.bus import Bus, open_bus
 from biomaj.config.service import Config
@@ -96,7 +97,12 @@ class Node:
         grace = self.config.settings.node.stop_grace
         assert self.bus is not None
         if name == "manager":
-            return ManagerActor(self.bus, ActorSettings(concurrency=limits.jobs, grace=grace))
+            from biomaj.runtime.embedded import admins_of
+
+            assert self.store is not None
+            settings = ManagerSettings(concurrency=limits.jobs, grace=grace, node_id=self.node_id)
+            return ManagerActor(self.bus, settings, store=self.store, state=self.state,
+                                global_properties=self.config.global_properties, admins=admins_of(self.config))
         if name == "downloader":
             settings = DownloaderSettings(
                 concurrency=limits.downloads, grace=grace, per_host=limits.downloads_per_host, node_id=self.node_id
@@ -117,9 +123,9 @@ class Node:
     def read_bank_secret(self, bank: str, key: str) -> str | None:
         """A secret property (server.credentials ...) read from the bank file on this node, so
         that passwords never travel in bus messages."""
-        from biomaj.config.properties import BankProperties
+        from biomaj.runtime.embedded import secret_reader
 
-        return BankProperties.load(self.config.global_properties, bank).get(key)
+        return secret_reader(self.config)(bank, key)
 
     def in_flight(self) -> int:
         return sum(getattr(actor, "in_flight", 0) for actor in self.actors)

@@ -351,8 +351,9 @@ class Store(abc.ABC):
         """At most ``limit`` jobs (None: all), newest first, filtered by state(s) and bank."""
 
     @abc.abstractmethod
-    async def claim_job(self, worker: str) -> Doc | None:
-        """Move the oldest queued job to ``running`` for ``worker`` and return it, or None.
+    async def claim_job(self, worker: str, job_id: str | None = None) -> Doc | None:
+        """Move the oldest queued job (or the queued job ``job_id``) to ``running`` for
+        ``worker`` and return it, or None when there is none (or ``job_id`` is not queued).
 
         Sets ``worker``, ``started`` and increments ``attempts``. A job is never handed to two
         claimers, even from two stores on the same database.

@@ -682,11 +682,12 @@ class SQLiteStore(Store):
         )
         return [self._job_doc(r) for r in rows]
 
-    async def claim_job(self, worker: str) -> Doc | None:
+    async def claim_job(self, worker: str, job_id: str | None = None) -> Doc | None:
+        sql, params = f"{self._JOB_SELECT} WHERE state = ?", [JOB_QUEUED]
+        if job_id is not None:
+            sql, params = sql + " AND id = ?", [*params, job_id]
         async with self._tx(write=True) as db:
-            row = await self._one(
-                db, f"{self._JOB_SELECT} WHERE state = ? ORDER BY seq LIMIT 1", (JOB_QUEUED,)
-            )
+            row = await self._one(db, sql + " ORDER BY seq LIMIT 1", params)
             if row is None:
                 return None
             job = self._job_doc(row)

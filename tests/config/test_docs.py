@@ -41,7 +41,7 @@ TABLE_1_2 = {
     "keep.old.sessions": "0",
     "docker.sudo": "1",
     "auto_publish": "0",
-    "use_hardlinks": "0",
+    "use_hardlinks": "1",  # deliberate: biomaj hard-links unchanged files by default
     "wait_policy": "wait_fixed(3)",
     "stop_condition": "stop_after_attempt(3)",
     "ssh_hosts_file": "~/.ssh/known_hosts",

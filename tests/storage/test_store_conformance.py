@@ -439,6 +439,15 @@ async def test_claim_is_fifo_and_finish(store: Store) -> None:
     assert await store.claim_job("w1") is None
 
 
+async def test_claim_a_given_job(store: Store) -> None:
+    first, second = await store.add_job(job("a")), await store.add_job(job("b"))
+    claimed = await store.claim_job("w1", second)
+    assert claimed["id"] == second and claimed["state"] == "running"
+    assert await store.claim_job("w2", second) is None  # already running
+    assert await store.claim_job("w2", "missing") is None
+    assert (await store.claim_job("w2"))["id"] == first
+
+
 async def test_a_job_is_never_claimed_twice(store: Store, other_store: Store) -> None:
     ids = {await store.add_job(job(f"b{i}")) for i in range(5)}
     claims = await asyncio.gather(

@@ -1,0 +1,228 @@
+"""The manager actor: runs bank jobs (update, remove, remove-all, remove-pending, repair,
+release-check) from the durable job queue.
+
+A job is recorded in the store before its JobRequest is published (:func:`submit_job`), claimed
+by exactly one manager, and finished in the store with its outcome; a manager that starts again
+after a crash puts the jobs it left running back in the queue and republishes what is queued,
+so a restart neither loses nor repeats a job (a requeued update resumes its session). One
+workflow runs per bank at a time (an in-process lock here, the bank lock file across
+processes); different banks run in parallel, up to the actor's concurrency.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from biomaj.bus import Bus, Delivery, names
+from biomaj.bus.messages import CancelJob, JobEvent, JobRequest
+from biomaj.errors import BiomajError
+from biomaj.runtime.actor import Actor, ActorSettings
+from biomaj.state import State
+from biomaj.storage.base import (
+    JOB_CANCELLED, JOB_DONE, JOB_FAILED, JOB_QUEUED, Store,
+)
+from biomaj.workflow import runner
+from biomaj.workflow.bank import RunContext
+from biomaj.workflow.downloads import Downloads
+from biomaj.workflow.update import UpdateOptions
+
+log = logging.getLogger(__name__)
+
+JOB_KINDS = ("update", "remove", "remove-all", "remove-pending", "repair", "release-check")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ManagerSettings(ActorSettings):
+    """``recover``: at start, requeue this node's jobs left running and republish queued ones
+    (off for the one-shot manager of an in-process ``biomaj ctl`` command)."""
+
+    node_id: str = ""
+    recover: bool = True
+    cancel_check: float = 1.0  # seconds between two looks at a running job's cancel request in the store
+
+
+async def submit_job(store: Store, bus: Bus, kind: str, bank: str, options: dict[str, Any] | None = None,
+                     user: str | None = None) -> str:
+    """Record a job and queue it; DuplicateJob (with the active job's id) if the same kind of
+    job is already queued or running on that bank."""
+    if kind not in JOB_KINDS:
+        raise BiomajError(f"unknown job kind {kind!r}; expected one of {', '.join(JOB_KINDS)}")
+    options = {k: v for k, v in (options or {}).items() if v not in (None, False, "")}
+    job_id = await store.add_job({"kind": kind, "bank": bank, "options": options, "user": user},
+                                 dedup_key=f"{kind}:{bank}")
+    await bus.declare_queue(names.JOBS)
+    await bus.publish(names.JOBS, JobRequest(job_id=job_id, kind=kind, bank=bank, options=options, user=user))
+    await bus.broadcast(names.job_topic(bank), JobEvent(job_id=job_id, bank=bank, kind=kind, state=JOB_QUEUED,
+                                                         message=f"{kind} of {bank} queued"))
+    return job_id
+
+
+async def request_cancel(store: Store, bus: Bus, state: State | None, job_id: str) -> dict:
+    """Cancel a job: a queued one at once, a running one through its manager."""
+    job = await store.cancel_job(job_id)
+    if state is not None:
+        await state.set_cancel(job_id, ttl=24 * 3600)
+    await bus.broadcast(names.CANCEL_TOPIC, CancelJob(job_id=job_id, bank=job["bank"]))
+    if job["state"] == JOB_CANCELLED:
+        await bus.broadcast(names.job_topic(job["bank"]), JobEvent(
+            job_id=job_id, bank=job["bank"], kind=job["kind"], state=JOB_CANCELLED, message="cancelled before it started"))
+    return job
+
+
+class ManagerActor(Actor):
+    """Runs bank workflows."""
+
+    name = "manager"
+    queue = names.JOBS
+    settings_class = ManagerSettings
+
+    def __init__(self, bus: Bus, settings: ManagerSettings | None = None, *, store: Store, state: State | None,
+                 global_properties: Path, admins: frozenset[str] = frozenset(), processes: Any = None, hooks=()):
+        super().__init__(bus, settings, hooks=hooks)
+        self.store = store
+        self.state = state
+        self.global_properties = Path(global_properties)
+        self.admins = admins
+        self.processes = processes
+        self.downloads = Downloads(bus)
+        self._bank_locks: dict[str, asyncio.Lock] = {}
+        self._running: dict[str, RunContext] = {}
+        self._cancel_listener: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        await self.downloads.start()
+        subscription = await self.bus.subscribe(names.CANCEL_TOPIC)
+        self._cancel_listener = asyncio.create_task(self._listen_for_cancels(subscription), name="manager-cancels")
+        await super().start()
+        if self.settings.recover:
+            await self.recover()
+
+    async def stop(self, grace: float | None = None) -> None:
+        await super().stop(grace)
+        if self._cancel_listener is not None:
+            self._cancel_listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._cancel_listener
+            self._cancel_listener = None
+        await self.downloads.stop()
+
+    async def recover(self) -> None:
+        """Requeue the jobs this node left running (it died) and republish every queued job."""
+        requeued = await self.store.requeue_running(self.settings.node_id or None)
+        if requeued:
+            log.warning("requeued %d job(s) left running by an earlier run of this node", len(requeued))
+        for job in reversed(await self.store.list_jobs(state=JOB_QUEUED, limit=None)):
+            await self.bus.publish(names.JOBS, JobRequest(job_id=job["id"], kind=job["kind"], bank=job["bank"],
+                                                          options=job.get("options") or {}, user=job.get("user")))
+
+    async def _listen_for_cancels(self, subscription) -> None:
+        async with subscription:
+            async for message in subscription:
+                if isinstance(message, CancelJob) and message.job_id in self._running:
+                    self._running[message.job_id].cancelled.set()
+
+    async def handle(self, delivery: Delivery) -> None:
+        request = delivery.message
+        if not isinstance(request, JobRequest):
+            await delivery.nack(requeue=False, reason=f"manager cannot handle {request.TYPE}")
+            return
+        lock = self._bank_locks.setdefault(request.bank, asyncio.Lock())
+        async with lock:  # one workflow per bank in this manager; the lock file guards across managers
+            job = await self.store.claim_job(self.settings.node_id or "manager", request.job_id)
+            if job is None:
+                current = await self.store.get_job(request.job_id)
+                log.info("job %s not run: it is %s", request.job_id, current["state"] if current else "unknown")
+                return
+            await self._run(job)
+
+    async def _run(self, job: dict) -> None:
+        run = RunContext(
+            store=self.store, global_properties=self.global_properties, job_id=job["id"], user=job.get("user"),
+            admins=self.admins, downloads=self.downloads, processes=self.processes, emit=self._emit, kind=job["kind"],
+        )
+        self._running[job["id"]] = run
+        watcher = asyncio.create_task(self._watch_cancel(run))
+        await run.event(job["bank"], "running", message=f"{job['kind']} of {job['bank']} started")
+        state, result, error = JOB_FAILED, None, None
+        try:
+            outcome = await self._dispatch(run, job)
+            result = outcome.to_dict()
+            if outcome.cancelled:
+                state, error = JOB_CANCELLED, "cancelled"
+            elif outcome.ok:
+                state = JOB_DONE
+            else:
+                error = f"{outcome.failed_task}: {outcome.error}" if outcome.failed_task else outcome.error
+        except BiomajError as exc:
+            error = str(exc)
+        except Exception as exc:  # a bug: the job fails with the reason, the manager goes on
+            log.exception("job %s (%s of %s) crashed", job["id"], job["kind"], job["bank"])
+            error = f"{type(exc).__name__}: {exc}"
+        finally:
+            watcher.cancel()
+            self._running.pop(job["id"], None)
+        await self.store.finish_job(job["id"], state, result=result, error=error)
+        if self.state is not None:
+            await self.state.clear_cancel(job["id"])
+        message = error or _done_message(job, result)
+        await run.event(job["bank"], state, message=message, result=result or {})
+        (log.info if state == JOB_DONE else log.warning)("job %s: %s of %s %s: %s", job["id"], job["kind"],
+                                                         job["bank"], state, message)
+
+    async def _dispatch(self, run: RunContext, job: dict) -> runner.Outcome:
+        options, bank = job.get("options") or {}, job["bank"]
+        kind = job["kind"]
+        if kind == "update":
+            return await runner.update_bank(run, bank, UpdateOptions.from_dict(options),
+                                            resume_job=job.get("attempts", 1) > 1)
+        if kind == "remove":
+            if not options.get("release"):
+                raise BiomajError("remove needs a release (--release R)")
+            return await runner.remove_bank_release(run, bank, options["release"])
+        if kind == "remove-all":
+            return await runner.remove_all(run, bank, force=bool(options.get("force")))
+        if kind == "remove-pending":
+            return await runner.remove_pending(run, bank, options.get("release"))
+        if kind == "repair":
+            return await runner.repair(run, bank, options.get("release"))
+        if kind == "release-check":
+            return await runner.release_check(run, bank)
+        raise BiomajError(f"unknown job kind {kind!r}")
+
+    async def _watch_cancel(self, run: RunContext) -> None:
+        """A cancel asked from another process reaches this one through the job record."""
+        while not run.cancelled.is_set():
+            await asyncio.sleep(self.settings.cancel_check)
+            job = await self.store.get_job(run.job_id)
+            cancelled_flag = self.state is not None and await self.state.is_cancelled(run.job_id)
+            if (job and job.get("cancel_requested")) or cancelled_flag:
+                run.cancelled.set()
+        if self.state is not None:
+            await self.state.set_cancel(run.job_id, ttl=3600)
+
+    async def _emit(self, event: JobEvent) -> None:
+        await self.bus.broadcast(event.topic(), event)
+        if self.state is not None and event.progress:
+            values = {k: v for k, v in event.progress.items() if isinstance(v, (int, float, str)) and not isinstance(v, bool)}
+            if event.step:
+                values["step"] = event.step
+            if values:
+                await self.state.set_progress(event.job_id, values)
+
+
+def _done_message(job: dict, result: dict | None) -> str:
+    result = result or {}
+    if job["kind"] == "update":
+        if result.get("stopped"):
+            return f"stopped as asked at release {result.get('release')}; the next update resumes it"
+        if result.get("updated"):
+            return f"release {result.get('release')} updated"
+        return f"no need to update: release {result.get('release')} is current"
+    if job["kind"] == "release-check":
+        return f"remote release {result.get('release')}"
+    return f"{job['kind']} done"

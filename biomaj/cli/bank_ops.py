@@ -1,0 +1,334 @@
+"""`biomaj ctl` commands that act on banks: update, remove*, repair, publish, freeze, cancel,
+unlock, release-check. In-process mode: each job runs in this process (manager and
+downloaders on an in-process bus) and is recorded in the store like any other job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from biomaj.bus.messages import JobEvent
+from biomaj.cli.context import CliContext, config_option, emit_json, json_option
+from biomaj.errors import BiomajError
+from biomaj.runtime.embedded import Embedded, admins_of, current_user
+from biomaj.storage import open_store
+from biomaj.storage.base import ACTIVE_JOB_STATES, JOB_DONE
+from biomaj.workflow import runner
+from biomaj.workflow.bank import RunContext
+from biomaj.workflow.session import UPDATE_TASKS, check_task_name
+
+TASK_CHOICE = click.Choice(UPDATE_TASKS)
+
+
+def register(ctl: click.Group) -> None:
+    for command in (update, remove, remove_all, remove_pending, repair, release_check, publish, unpublish,
+                    freeze, unfreeze, cancel, unlock):
+        ctl.add_command(command)
+
+
+# --- running a job in this process ---------------------------------------------------------------
+
+
+class _Follow:
+    """Shows a job's progress: a live line (steps, files, bytes, rate) on a terminal, one line per
+    step otherwise."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+        self.tty = sys.stderr.isatty()
+        self.step: str | None = None
+        self.width = 0
+
+    def __call__(self, event: JobEvent) -> None:
+        if not self.enabled:
+            return
+        progress = event.progress
+        if event.kind == "download" and progress.get("file"):
+            return  # per-file events: the manager's summaries are enough here
+        if "files_total" in progress:
+            line = (f"[{event.bank}] download {progress['files_done']}/{progress['files_total']} files, "
+                    f"{_bytes(progress.get('bytes', 0))}, {_bytes(progress.get('rate', 0))}/s")
+            if progress.get("files_failed"):
+                line += f", {progress['files_failed']} failed"
+            self._show(line, transient=True)
+            return
+        if event.step and event.step != self.step and progress.get("task_state") == "running":
+            self.step = event.step
+            self._show(f"[{event.bank}] {event.step}")
+        elif event.state not in ("running", "queued"):
+            self._show(f"[{event.bank}] {event.state}: {event.message}")
+
+    def _show(self, line: str, transient: bool = False) -> None:
+        if self.tty:
+            click.echo("\r" + line.ljust(self.width), err=True, nl=not transient)
+            self.width = len(line) if transient else 0
+        elif not transient:
+            click.echo(line, err=True)
+
+    def done(self) -> None:
+        if self.enabled and self.tty and self.width:
+            click.echo(err=True)
+
+
+def _bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+async def _run_job(obj: CliContext, kind: str, bank: str, options: dict[str, Any], follow: bool) -> dict:
+    cfg = obj.config()
+    follower = _Follow(follow and not obj.json_output)
+    loop = asyncio.get_running_loop()
+    async with Embedded(cfg) as embedded:
+        job_id: list[str] = []
+        interrupts = 0
+
+        def interrupt() -> None:
+            nonlocal interrupts
+            interrupts += 1
+            if interrupts > 1 or not job_id:
+                raise KeyboardInterrupt
+            click.echo(f"\ncancelling {kind} of {bank} (Ctrl-C again to quit at once)", err=True)
+            loop.create_task(embedded.cancel(job_id[0]))
+
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, interrupt)
+        try:
+            job = await embedded.run_job(kind, bank, options, on_event=follower, on_submitted=job_id.append)
+        finally:
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(signum)
+            follower.done()
+    return job
+
+
+def _report(obj: CliContext, job: dict, describe) -> None:
+    """Print the job's outcome (or the JSON record) and exit non-zero unless it succeeded."""
+    if obj.json_output:
+        emit_json(job)
+    else:
+        result = job.get("result") or {}
+        if job["state"] == JOB_DONE:
+            click.echo(describe(result))
+        else:
+            log_file = result.get("log_file")
+            click.echo(f"error: {job['kind']} of {job['bank']} {job['state']}: {job.get('error')}"
+                       + (f"\n  log: {log_file}" if log_file else ""), err=True)
+    if job["state"] != JOB_DONE:
+        raise SystemExit(1)
+
+
+def _update_message(result: dict) -> str:
+    if result.get("stopped"):
+        return f"{result['bank']}: stopped as asked, release {result.get('release')}; the next update resumes it"
+    if result.get("updated"):
+        return f"{result['bank']}: release {result.get('release')} updated in {result.get('release_dir')}"
+    return f"{result['bank']}: no need to update, release {result.get('release')} is current"
+
+
+# --- update and the other jobs -------------------------------------------------------------------
+
+
+@click.command()
+@click.argument("bank")
+@click.option("--fromscratch", "-z", "--from-scratch", is_flag=True, help="Start a new cycle: new session, offline directory wiped, nothing reused.")
+@click.option("--from-task", type=TASK_CHOICE, help="Re-run from this task (the tasks before it must have succeeded).")
+@click.option("--process", help="With --from-task pre/postprocess: restart at this block, meta or process.")
+@click.option("--release", help="Work on the session of this release (with --from-task).")
+@click.option("--stop-before", type=TASK_CHOICE, help="Stop before this task; the next update resumes.")
+@click.option("--stop-after", type=TASK_CHOICE, help="Stop after this task; the next update resumes.")
+@click.option("--publish", is_flag=True, help="Publish the new release at the end (as auto_publish=1).")
+@click.option("--follow", "-f", is_flag=True, help="Show progress: steps, files, bytes and rate.")
+@config_option
+@json_option
+@click.pass_obj
+def update(obj: CliContext, bank: str, follow: bool, **options: Any) -> None:
+    """Update BANK (and the banks it depends on): a new release if the remote changed."""
+    for name in ("from_task", "stop_before", "stop_after"):
+        check_task_name("--" + name.replace("_", "-"), options.get(name))
+    job = asyncio.run(_run_job(obj, "update", bank, options, follow))
+    _report(obj, job, _update_message)
+
+
+@click.command()
+@click.argument("bank")
+@click.option("--release", required=True, help="Release (or its directory name) to remove.")
+@config_option
+@json_option
+@click.pass_obj
+def remove(obj: CliContext, bank: str, release: str) -> None:
+    """Remove one release of BANK (not the published one, not a frozen one)."""
+    job = asyncio.run(_run_job(obj, "remove", bank, {"release": release}, False))
+    _report(obj, job, lambda r: f"{bank}: release {r.get('release')} removed")
+
+
+@click.command("remove-all")
+@click.argument("bank")
+@click.option("--force", is_flag=True, help="Also when some releases are frozen.")
+@config_option
+@json_option
+@click.pass_obj
+def remove_all(obj: CliContext, bank: str, force: bool) -> None:
+    """Remove every release of BANK, its offline directory, logs and record (owner or admin)."""
+    job = asyncio.run(_run_job(obj, "remove-all", bank, {"force": force}, False))
+    _report(obj, job, lambda r: f"{bank}: removed ({len(r.get('details', {}).get('releases', []))} releases)")
+
+
+@click.command("remove-pending")
+@click.argument("bank")
+@click.option("--release", help="Only this pending release.")
+@config_option
+@json_option
+@click.pass_obj
+def remove_pending(obj: CliContext, bank: str, release: str | None) -> None:
+    """Remove the unfinished (pending) releases of BANK."""
+    job = asyncio.run(_run_job(obj, "remove-pending", bank, {"release": release}, False))
+    _report(obj, job, lambda r: f"{bank}: {len(r.get('details', {}).get('removed', []))} pending release(s) removed")
+
+
+@click.command()
+@click.argument("bank")
+@click.option("--release", help="Repair the session of this release instead of the last one.")
+@config_option
+@json_option
+@click.pass_obj
+def repair(obj: CliContext, bank: str, release: str | None) -> None:
+    """After fixing a failed update by hand: unlock BANK and record its last session as done."""
+    job = asyncio.run(_run_job(obj, "repair", bank, {"release": release}, False))
+    _report(obj, job, lambda r: f"{bank}: repaired, release {r.get('release')}" if r.get("details", {}).get("repaired")
+            else f"{bank}: unlocked (the last session had no release to record)")
+
+
+@click.command("release-check")
+@click.argument("bank")
+@config_option
+@json_option
+@click.pass_obj
+def release_check(obj: CliContext, bank: str) -> None:
+    """The remote release of BANK, and whether it is new (nothing is downloaded)."""
+    job = asyncio.run(_run_job(obj, "release-check", bank, {}, False))
+    _report(obj, job, lambda r: f"{bank}: remote release {r['details']['remoterelease']}"
+            f" ({'new' if r['details']['new'] else 'already in production'})")
+
+
+# --- quick operations (no job) -------------------------------------------------------------------
+
+
+async def _direct(obj: CliContext, operation, bank: str, *args: Any) -> runner.Outcome:
+    cfg = obj.config()
+    store = open_store(cfg.storage_url, cfg.root)
+    async with store:
+        run = RunContext(store=store, global_properties=cfg.global_properties, job_id=f"cli-{time.time():.0f}",
+                         user=current_user(), admins=admins_of(cfg))
+        return await operation(run, bank, *args)
+
+
+def _print(obj: CliContext, outcome: runner.Outcome, text: str) -> None:
+    emit_json(outcome.to_dict()) if obj.json_output else click.echo(text)
+
+
+@click.command()
+@click.argument("bank")
+@click.option("--release", help="Release to publish (default: the latest production release).")
+@config_option
+@json_option
+@click.pass_obj
+def publish(obj: CliContext, bank: str, release: str | None) -> None:
+    """Publish a release of BANK: `current` points to it."""
+    outcome = asyncio.run(_direct(obj, runner.publish_bank, bank, release))
+    _print(obj, outcome, f"{bank}: release {outcome.release} published")
+
+
+@click.command()
+@click.argument("bank")
+@config_option
+@json_option
+@click.pass_obj
+def unpublish(obj: CliContext, bank: str) -> None:
+    """Unpublish BANK: remove `current` and RELEASE.txt."""
+    outcome = asyncio.run(_direct(obj, runner.unpublish_bank, bank))
+    _print(obj, outcome, f"{bank}: unpublished")
+
+
+@click.command()
+@click.argument("bank")
+@click.argument("release")
+@config_option
+@json_option
+@click.pass_obj
+def freeze(obj: CliContext, bank: str, release: str) -> None:
+    """Freeze RELEASE of BANK: never removed until unfrozen."""
+    outcome = asyncio.run(_direct(obj, runner.freeze_release, bank, release, True))
+    _print(obj, outcome, f"{bank}: release {outcome.release} frozen")
+
+
+@click.command()
+@click.argument("bank")
+@click.argument("release")
+@config_option
+@json_option
+@click.pass_obj
+def unfreeze(obj: CliContext, bank: str, release: str) -> None:
+    """Unfreeze RELEASE of BANK."""
+    outcome = asyncio.run(_direct(obj, runner.freeze_release, bank, release, False))
+    _print(obj, outcome, f"{bank}: release {outcome.release} unfrozen")
+
+
+@click.command()
+@click.argument("bank")
+@click.option("--force", is_flag=True, help="Also a lock whose holder cannot be checked (another host, BioMAJ 3).")
+@config_option
+@json_option
+@click.pass_obj
+def unlock(obj: CliContext, bank: str, force: bool) -> None:
+    """Clear the lock of BANK left by a process that died (a running one is refused)."""
+    outcome = asyncio.run(_direct(obj, runner.unlock, bank, force))
+    details = outcome.details
+    _print(obj, outcome, f"{bank}: lock of {details['holder']} removed" if details.get("was_locked")
+           else f"{bank}: not locked")
+
+
+async def _cancel(obj: CliContext, bank: str) -> list[dict]:
+    from biomaj.actors.manager import request_cancel
+    from biomaj.bus.memory import MemoryBus
+
+    cfg = obj.config()
+    store = open_store(cfg.storage_url, cfg.root)
+    async with store:
+        jobs = await store.list_jobs(state=ACTIVE_JOB_STATES, bank=bank, limit=None)
+        if not jobs:
+            raise BiomajError(f"no job queued or running on bank {bank}")
+        bus = MemoryBus()  # the running manager sees the request in the job record
+        try:
+            return [await request_cancel(store, bus, None, job["id"]) for job in jobs]
+        finally:
+            await bus.close()
+
+
+@click.command()
+@click.argument("bank")
+@config_option
+@json_option
+@click.pass_obj
+def cancel(obj: CliContext, bank: str) -> None:
+    """Cancel the jobs of BANK: queued ones at once, a running one stops within seconds."""
+    jobs = asyncio.run(_cancel(obj, bank))
+    if obj.json_output:
+        emit_json(jobs)
+        return
+    for job in jobs:
+        what = "cancelled" if job["state"] == "cancelled" else "asked to stop"
+        click.echo(f"{bank}: {job['kind']} job {job['id']} {what}")
+
+
+__all__ = ["register", "Path"]

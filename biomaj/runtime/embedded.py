@@ -1,0 +1,117 @@
+"""The actors an in-process ``biomaj ctl`` command needs: a manager and downloaders on an
+in-process bus, over the configured store. ``biomaj ctl update`` runs its job here when no
+server is asked to (remote mode comes with the web API).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import getpass
+from typing import Any, Awaitable, Callable
+
+from biomaj.actors.downloader import DownloaderActor, DownloaderSettings
+from biomaj.actors.manager import ManagerActor, ManagerSettings, request_cancel, submit_job
+from biomaj.bus import names
+from biomaj.bus.memory import MemoryBus
+from biomaj.bus.messages import JobEvent
+from biomaj.config.properties import BankProperties
+from biomaj.config.service import Config
+from biomaj.state import MemoryState
+from biomaj.storage import open_store
+from biomaj.storage.base import FINAL_JOB_STATES, DuplicateJob
+
+OnEvent = Callable[[JobEvent], Awaitable[None] | None]
+
+
+def current_user() -> str:
+    """The identity of a local command: the unix login, as BioMAJ 3's monolithic mode."""
+    try:
+        return getpass.getuser()
+    except Exception:  # noqa: BLE001 - no login name (containers): an anonymous local user
+        return "biomaj"
+
+
+def secret_reader(config: Config) -> Callable[[str, str], str | None]:
+    """(bank, property) -> value, read from the bank file on this node (secrets never travel
+    in bus messages)."""
+
+    def read(bank: str, key: str) -> str | None:
+        return BankProperties.load(config.global_properties, bank).get(key)
+
+    return read
+
+
+def admins_of(config: Config) -> frozenset[str]:
+    """Admins from config.yml and from the ``admin`` key of global.properties."""
+    from biomaj.config.properties import GlobalProperties
+
+    from_properties = GlobalProperties.load(config.global_properties).get_list("admin")
+    return frozenset(config.settings.auth.admins) | frozenset(from_properties)
+
+
+class Embedded:
+    """A manager and downloaders in this process; use as ``async with Embedded(config) as e``."""
+
+    def __init__(self, config: Config, user: str | None = None):
+        self.config = config
+        self.user = user or current_user()
+        self.store = open_store(config.storage_url, config.root)
+        self.bus = MemoryBus()
+        self.state = MemoryState()
+        limits = config.settings.limits
+        self.manager = ManagerActor(
+            self.bus, ManagerSettings(concurrency=limits.jobs, node_id=f"{config.node_id}:cli", recover=False),
+            store=self.store, state=self.state, global_properties=config.global_properties,
+            admins=admins_of(config),
+        )
+        self.downloader = DownloaderActor(
+            self.bus, DownloaderSettings(concurrency=limits.downloads, per_host=limits.downloads_per_host,
+                                         node_id=config.node_id),
+            state=self.state, read_secret=secret_reader(config),
+        )
+
+    async def __aenter__(self) -> Embedded:
+        await self.store.open()
+        try:
+            await self.downloader.start()
+            await self.manager.start()
+        except BaseException:
+            await self.close()
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        for closing in (self.manager.stop, self.downloader.stop, self.bus.close, self.state.close, self.store.close):
+            with contextlib.suppress(Exception):
+                await closing()
+
+    async def run_job(self, kind: str, bank: str, options: dict[str, Any] | None = None,
+                      on_event: OnEvent | None = None, on_submitted: Callable[[str], None] | None = None) -> dict:
+        """Queue a job, run it here, and return its final record (events go to ``on_event``)."""
+        subscription = await self.bus.subscribe(f"{names.JOB_TOPIC}.#", buffer=100_000)
+        async with subscription:
+            try:
+                job_id = await submit_job(self.store, self.bus, kind, bank, options, self.user)
+            except DuplicateJob as exc:
+                from biomaj.errors import BiomajError
+
+                raise BiomajError(f"a {kind} of {bank} is already queued or running (job {exc.job_id}); "
+                                  f"`biomaj ctl cancel {bank}` stops it") from None
+            if on_submitted is not None:
+                on_submitted(job_id)
+            async for event in subscription:
+                if not isinstance(event, JobEvent) or event.job_id != job_id:
+                    continue
+                if on_event is not None:
+                    maybe = on_event(event)
+                    if maybe is not None:
+                        await maybe
+                if event.bank == bank and event.kind == kind and event.state in FINAL_JOB_STATES:
+                    break
+        return await self.store.get_job(job_id)
+
+    async def cancel(self, job_id: str) -> dict:
+        return await request_cancel(self.store, self.bus, self.state, job_id)

@@ -1,0 +1,418 @@
+"""Bank operations as the manager runs them: update (with session selection and resume),
+remove, remove-all, remove-pending, repair, release check, publish, freeze, unlock.
+
+Each function takes a :class:`~biomaj.workflow.bank.RunContext` (store, downloads, identity,
+cancel flag) and a bank name, checks rights, and returns a JSON-able outcome or raises a
+BiomajError whose message tells the user what went wrong.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from biomaj.config.check import check_bank, verdict
+from biomaj.errors import BiomajError, ConfigError
+
+from . import files as fs
+from . import locks, publishing
+from .bank import Bank, RunContext, find_production, find_session
+from .engine import TaskFailed
+from .session import (
+    PROCESS_TASKS, REMOVE_FLOW, UPDATE_TASKS, Session, check_task_name, is_over, new_session, reset_from_task,
+)
+from .session_log import session_logger
+from .update import UpdateOptions, UpdateWorkflow
+
+log = logging.getLogger(__name__)
+
+
+class UnknownRelease(BiomajError):
+    """No production release (or session) has that name."""
+
+    exit_code = 2
+
+
+@dataclass
+class Outcome:
+    """What an operation did, for the job record, the CLI and the API."""
+
+    ok: bool
+    bank: str
+    action: str
+    updated: bool = False
+    release: str | None = None
+    session_id: float | None = None
+    release_dir: Path | None = None
+    error: str | None = None
+    failed_task: str | None = None
+    stopped: bool = False
+    cancelled: bool = False
+    log_file: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        doc = asdict(self)
+        doc["release_dir"] = str(self.release_dir) if self.release_dir else None
+        return doc
+
+
+def load_bank(run: RunContext, name: str) -> Bank:
+    return Bank.load(run.global_properties, name)
+
+
+def refuse_bad_config(bank: Bank) -> None:
+    """An update of a bank whose file has errors is refused, with every reason."""
+    problems = check_bank(bank.props)
+    if not verdict(problems):
+        errors = "; ".join(str(p) for p in problems if p.level == "error")
+        raise ConfigError(f"bank {bank.name}: wrong configuration, update refused: {errors}")
+
+
+async def _owned_document(run: RunContext, bank: Bank) -> dict:
+    doc = await bank.document(run.store, run.user)
+    bank.check_owner(doc, run.user, run.admins)
+    return doc
+
+
+# --- update --------------------------------------------------------------------------------------
+
+
+def select_session(bank: Bank, doc: dict, options: UpdateOptions) -> Session:
+    """BioMAJ 3's load_session: resume the last unfinished update, or start a new one."""
+    sessions = {s["id"]: s for s in doc.get("sessions") or [] if s.get("action") == "update"}
+    if options.release:
+        entry = find_production(doc, options.release)
+        session = sessions.get(entry["session"]) if entry else None
+        if session is None:
+            session = next((s for s in sessions.values() if s.get("release") and options.release.endswith(s["release"])), None)
+        if session is None:
+            raise UnknownRelease(f"bank {bank.name}: release {options.release} does not exist")
+        return session
+    fresh = dict(data_dir=str(bank.data_dir), dir_version=bank.dir_version,
+                 formats=bank.props.get_list("db.formats"), last_modified=bank.props.last_modified)
+    last = sessions.get(doc.get("last_update_session"))
+    if last is None or options.fromscratch:
+        return new_session("update", **fresh)
+    if is_over(last) and not options.from_task:
+        return new_session("update", previous_release=last.get("remoterelease"), **fresh)
+    return last
+
+
+def _reset_process(session: Session, task: str, process: str | None) -> None:
+    """--process P with --from-task T: restart the process DAG of T at block, meta or process P."""
+    if process is None or task not in PROCESS_TASKS:
+        return
+    tree = session.get("process", {}).get(task) or {}
+    found = False
+    for block_or_meta, value in tree.items():
+        if found:
+            _clear(value)
+            continue
+        if block_or_meta == process:
+            _clear(value)
+            found = True
+            continue
+        if isinstance(value, dict):
+            for meta, procs in value.items():
+                if found or meta == process:
+                    _clear(procs)
+                    found = True
+                elif isinstance(procs, dict) and process in procs:
+                    keys = list(procs)
+                    for key in keys[keys.index(process):]:
+                        procs[key] = False
+                    found = True
+    if not found:
+        raise BiomajError(f"Process {process} not found in {task}")
+
+
+def _clear(tree: Any) -> None:
+    if isinstance(tree, dict):
+        for key, value in tree.items():
+            if isinstance(value, dict):
+                _clear(value)
+            else:
+                tree[key] = False
+
+
+async def update_bank(run: RunContext, name: str, options: UpdateOptions, *, depends: bool = True,
+                      resume_job: bool = False) -> Outcome:
+    """Update bank ``name``: the whole workflow, resumable. Dependencies are updated first."""
+    for option in ("from_task", "stop_before", "stop_after"):
+        check_task_name("--" + option.replace("_", "-"), getattr(options, option), UPDATE_TASKS)
+    bank = load_bank(run, name)
+    refuse_bad_config(bank)
+    doc = await _owned_document(run, bank)
+    session = select_session(bank, doc, options)
+    if options.from_task:
+        reset_from_task(session, options.from_task)
+        _reset_process(session, options.from_task, options.process)
+    elif options.process:
+        raise BiomajError("--process needs --from-task preprocess, postprocess or removeprocess")
+    for directory in (bank.bank_dir, bank.offline_dir):
+        directory.mkdir(parents=True, exist_ok=True)
+    start = time.time()
+    with session_logger(bank, start) as (bank_log, log_file):
+        session["log_file"] = str(log_file)
+        bank_log.info("Workflow:update of %s (session %s%s)", name, session["id"],
+                      ", resumed" if session["status"].get("init") else "")
+        workflow = UpdateWorkflow(bank, session, options, run, bank_log, depends=depends, resume_job=resume_job)
+        try:
+            ok = await workflow.run()
+        finally:
+            await workflow.unlock()
+            await workflow.close()
+        session["workflow_status"] = ok
+        session["last_update_time"] = time.time()
+        if ok:
+            session["error"] = None
+        await bank.save_session(run.store, session, run.user)
+        await bank.record_outcome(run.store, session)
+        await run.store.add_history({"bank": name, "error": not ok, "start": start, "end": time.time(),
+                                     "action": "update", "updated": session.get("update")})
+        release = session.get("release")
+        outcome = Outcome(
+            ok=ok, bank=name, action="update", updated=bool(session.get("update")) and is_over(session),
+            release=release, session_id=session["id"],
+            release_dir=bank.release_dir(release, session) if release else None,
+            error=workflow.error if not ok else None, failed_task=workflow.failed_task,
+            stopped=workflow.stopped, cancelled=workflow.cancelled, log_file=str(log_file),
+        )
+        bank_log.info("Workflow:%s", _summary(outcome))
+    return outcome
+
+
+def _summary(outcome: Outcome) -> str:
+    if outcome.cancelled:
+        return f"cancelled; the next update resumes it (release {outcome.release or 'unknown yet'})"
+    if not outcome.ok:
+        return f"failed at {outcome.failed_task}: {outcome.error}"
+    if outcome.stopped:
+        return f"stopped as asked; the next update resumes it (release {outcome.release})"
+    if outcome.updated:
+        return f"release {outcome.release} updated"
+    return f"no need to update: release {outcome.release} is current"
+
+
+# --- publish, freeze ---------------------------------------------------------------------------
+
+
+def _production_entry(bank: Bank, doc: dict, release: str | None) -> dict:
+    entry = find_production(doc, release)
+    if entry is None:
+        if release is None:
+            raise UnknownRelease(f"bank {bank.name}: no production release to publish yet")
+        raise UnknownRelease(f"bank {bank.name}: no production release named {release}")
+    return entry
+
+
+async def publish_bank(run: RunContext, name: str, release: str | None = None) -> Outcome:
+    bank = load_bank(run, name)
+    doc = await _owned_document(run, bank)
+    entry = _production_entry(bank, doc, release)
+    session = find_session(doc, entry["session"]) or {
+        "id": entry["session"], "release": entry["release"], "remoterelease": entry.get("remoterelease"),
+        "data_dir": entry["data_dir"], "dir_version": entry["dir_version"]}
+    await publishing.publish(run.store, bank, session)
+    return Outcome(True, name, "publish", release=entry["release"], session_id=entry["session"])
+
+
+async def unpublish_bank(run: RunContext, name: str) -> Outcome:
+    bank = load_bank(run, name)
+    await _owned_document(run, bank)
+    await publishing.unpublish(run.store, bank)
+    return Outcome(True, name, "unpublish")
+
+
+async def freeze_release(run: RunContext, name: str, release: str, frozen: bool = True) -> Outcome:
+    bank = load_bank(run, name)
+    doc = await _owned_document(run, bank)
+    entry = _production_entry(bank, doc, release)
+    await run.store.update_production(name, entry["release"], {"freeze": frozen})
+    return Outcome(True, name, "freeze" if frozen else "unfreeze", release=entry["release"])
+
+
+# --- removals ----------------------------------------------------------------------------------
+
+
+async def remove_bank_release(run: RunContext, name: str, release: str) -> Outcome:
+    """Remove one production release (never a frozen or the published one)."""
+    bank = load_bank(run, name)
+    doc = await _owned_document(run, bank)
+    entry = _production_entry(bank, doc, release)
+    if entry.get("freeze"):
+        raise BiomajError(f"cannot remove release {entry['release']} of {name}: it is frozen (unfreeze it first)")
+    if entry.get("session") == doc.get("current"):
+        raise BiomajError(f"cannot remove release {entry['release']} of {name}: it is the published release, "
+                          "unpublish it first")
+    holder = locks.LockHolder.here(run.job_id, run.user or "")
+    locks.acquire(bank.lock_dir, name, holder)
+    start = time.time()
+    session = new_session("remove", data_dir=entry["data_dir"], dir_version=entry["dir_version"], flow=REMOVE_FLOW)
+    session.update(release=entry["release"], remoterelease=entry.get("remoterelease"),
+                   update_session_id=entry["session"], remove=True)
+    ok, error = True, None
+    try:
+        with session_logger(bank, start) as (bank_log, log_file):
+            session["log_file"] = str(log_file)
+            session["status"]["init"] = True
+            try:
+                await publishing.remove_release(run, bank, entry, bank_log)
+                session["status"].update(removeprocess=True, remove_release=True, over=True)
+            except BiomajError as exc:
+                ok, error = False, str(exc)
+                bank_log.error("remove %s failed: %s", entry["release"], exc)
+    finally:
+        locks.release(bank.lock_dir, name, holder)
+    session["workflow_status"] = ok
+    await bank.save_session(run.store, session, run.user)
+    await run.store.add_history({"bank": name, "error": not ok, "start": start, "end": time.time(),
+                                 "action": "remove", "updated": None})
+    if not ok:
+        raise BiomajError(f"remove {entry['release']} of {name} failed: {error}")
+    return Outcome(True, name, "remove", release=entry["release"], log_file=session["log_file"])
+
+
+async def remove_all(run: RunContext, name: str, force: bool = False) -> Outcome:
+    """Delete every release, the offline directory, the logs and the bank's record.
+
+    Only the owner or an admin may (BioMAJ 3 checks nothing: quirk 8.10, fixed), a locked bank
+    is refused, and frozen releases block it unless ``force``.
+    """
+    bank = load_bank(run, name)
+    doc = await run.store.get_bank(name)
+    if doc is None:
+        raise UnknownRelease(f"bank {name}: nothing to remove (no record)")
+    bank.check_owner(doc, run.user, run.admins)
+    frozen = [e["release"] for e in doc.get("production") or [] if e.get("freeze")]
+    if frozen and not force:
+        raise BiomajError(f"bank {name} has frozen releases ({', '.join(frozen)}): unfreeze them or use --force")
+    holder = locks.LockHolder.here(run.job_id, run.user or "")
+    locks.acquire(bank.lock_dir, name, holder)
+    start = time.time()
+    try:
+        dirs = {Bank.production_dir(e).parent for e in doc.get("production") or []} | {bank.bank_dir}
+        for directory in dirs:
+            fs.remove_tree(directory)
+        fs.remove_tree(bank.offline_dir)
+        fs.remove_tree(bank.log_root / name)
+        for session in doc.get("sessions") or []:
+            bank.forget_file_list(session["id"])
+        await run.store.delete_bank(name)
+    finally:
+        locks.release(bank.lock_dir, name, holder)
+    await run.store.add_history({"bank": name, "error": False, "start": start, "end": time.time(),
+                                 "action": "remove", "updated": None})
+    return Outcome(True, name, "remove-all", details={"releases": [e["release"] for e in doc.get("production") or []]})
+
+
+async def remove_pending(run: RunContext, name: str, release: str | None = None) -> Outcome:
+    """Delete unfinished releases (or only ``release``): their directories and sessions."""
+    bank = load_bank(run, name)
+    doc = await _owned_document(run, bank)
+    if locks.read_holder(bank.lock_dir, name) is not None:
+        raise locks.BankLocked(name, locks.read_holder(bank.lock_dir, name), stale=False)
+    pending = [p for p in doc.get("pending") or [] if release is None or p.get("release") == release]
+    if release is not None and not pending:
+        raise UnknownRelease(f"bank {name}: no pending release named {release}")
+    in_production = {e.get("release") for e in doc.get("production") or []}
+    removed = []
+    for item in pending:
+        session = find_session(doc, item.get("id"))
+        if item.get("release") not in in_production:
+            fs.remove_tree(bank.release_dir(item["release"], session))
+        await run.store.delete_session(name, item["id"])
+        await run.store.remove_pending(name, session_id=item["id"])
+        bank.forget_file_list(item["id"])
+        if doc.get("last_update_session") == item["id"]:
+            await run.store.set_bank_fields(name, last_update_session=None)
+        removed.append(item.get("release"))
+    return Outcome(True, name, "remove-pending", details={"removed": removed})
+
+
+async def repair(run: RunContext, name: str, release: str | None = None) -> Outcome:
+    """An admin fixed a failed update by hand: unlock, and record the last session (or that of
+    ``release``) as finished and in production."""
+    bank = load_bank(run, name)
+    doc = await _owned_document(run, bank)
+    if locks.is_maintenance(bank.lock_dir):
+        raise locks.InMaintenance("biomaj is in maintenance: repair refused")
+    locks.release(bank.lock_dir, name)
+    start = time.time()
+    sessions = {s["id"]: s for s in doc.get("sessions") or [] if s.get("action") == "update"}
+    if release is not None:
+        entry = find_production(doc, release)
+        session = sessions.get(entry["session"]) if entry else next(
+            (s for s in sessions.values() if s.get("release") == release), None)
+        if session is None:
+            raise UnknownRelease(f"bank {name}: release {release} does not exist")
+    else:
+        session = sessions.get(doc.get("last_update_session"))
+    if session is None or not session.get("release"):
+        return Outcome(True, name, "repair", details={"repaired": False})
+    for task in session["status"]:
+        if session["status"][task] is not True:
+            session["status"][task] = None
+    session["status"]["over"] = True
+    session["update"] = True
+    session["workflow_status"] = True
+    session["error"] = None
+    await bank.save_session(run.store, session, run.user)
+    await bank.record_outcome(run.store, session)
+    await run.store.add_history({"bank": name, "error": False, "start": start, "end": time.time(),
+                                 "action": "repair", "updated": True})
+    return Outcome(True, name, "repair", release=session["release"], session_id=session["id"],
+                   details={"repaired": True})
+
+
+async def unlock(run: RunContext, name: str, force: bool = False) -> Outcome:
+    """Clear a bank lock left by a dead process (a live holder needs ``force``)."""
+    bank = load_bank(run, name)
+    await _owned_document(run, bank)
+    holder = locks.read_holder(bank.lock_dir, name)
+    if holder is None:
+        return Outcome(True, name, "unlock", details={"was_locked": False})
+    if not holder.is_dead() and not force:
+        if holder.known:
+            raise locks.BankLocked(name, holder, stale=False)
+        raise BiomajError(f"bank {name}: the lock holder is unknown ({holder.describe()}); "
+                          "check that no update runs, then unlock with --force")
+    locks.release(bank.lock_dir, name)
+    return Outcome(True, name, "unlock", details={"was_locked": True, "holder": holder.describe()})
+
+
+async def release_check(run: RunContext, name: str) -> Outcome:
+    """The remote release, found as an update would, without downloading, locking or
+    recording anything (BioMAJ 3's ReleaseCheckWorkflow); fails when the bank is locked."""
+    bank = load_bank(run, name)
+    refuse_bad_config(bank)
+    holder = locks.read_holder(bank.lock_dir, name)
+    if holder is not None:
+        raise locks.BankLocked(name, holder, stale=holder.is_dead())
+    doc = await run.store.get_bank(name) or {}
+    session = new_session("update", data_dir=str(bank.data_dir), dir_version=bank.dir_version)
+    workflow = UpdateWorkflow(bank, session, UpdateOptions(), run, logging.getLogger(f"biomaj.bank.{name}"),
+                              depends=False)
+    workflow._doc = doc
+    try:
+        await workflow.wf_release()
+        if not session.get("remoterelease"):
+            from .remote_files import wanted_files
+            from .release import checked_release, release_from_dates
+
+            wanted = await wanted_files(bank.props, workflow.pool)
+            session["remoterelease"] = checked_release(
+                release_from_dates((w.entry.mtime for w in wanted), bank.props.get("release.format")), "file dates")
+    except TaskFailed as exc:
+        raise BiomajError(f"release check of {name} failed: {exc}") from None
+    finally:
+        await workflow.close()
+    production = doc.get("production") or []
+    latest = production[-1].get("remoterelease") if production else None
+    return Outcome(True, name, "release-check", release=session["remoterelease"],
+                   details={"remoterelease": session["remoterelease"], "production": latest,
+                            "new": session["remoterelease"] != latest})

@@ -1,0 +1,563 @@
+"""The update workflow (BioMAJ 3's UpdateWorkflow), task by task.
+
+init -> check -> depends -> preprocess -> release -> download (checksum, uncompress, copy,
+copydepends) -> postprocess (metadata, stats) -> publish (old_biomaj_api, clean_offline,
+delete_old, clean_old_sessions) -> over. Reference: ``biomaj3-core-behaviour.md`` section 2.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from biomaj.bus.messages import DownloadRequest, DownloadResult
+from biomaj.download.engine import ClientPool, FetchFailed, Fetcher, FetchSettings
+from biomaj.download.paths import safe_join
+from biomaj.download.remote import to_message
+from biomaj.download.verify import VerificationFailed, check_sidecars
+from biomaj.errors import BiomajError
+
+from . import files as fs
+from . import locks, publishing, release as rel
+from .bank import Bank, RunContext
+from .engine import Cancelled, TaskFailed, Workflow
+from .extract import ExtractionError, archive_kind, extract_archive
+from .remote_files import Wanted, release_files, wanted_files
+from .session import UPDATE_FLOW, Session
+
+PROGRESS_EVERY = 0.5  # seconds between two download progress events
+
+
+@dataclass
+class UpdateOptions:
+    """The options of ``biomaj ctl update`` (BioMAJ 3's --fromscratch, --from-task ...)."""
+
+    fromscratch: bool = False
+    from_task: str | None = None
+    process: str | None = None
+    release: str | None = None
+    stop_before: str | None = None
+    stop_after: str | None = None
+    publish: bool = False
+
+    @classmethod
+    def from_dict(cls, options: dict[str, Any]) -> UpdateOptions:
+        known = {k: options[k] for k in cls.__dataclass_fields__ if options.get(k) not in (None, "")}
+        return cls(**known)
+
+
+@dataclass
+class DependencyRun:
+    """What the update of a dependency bank left for the bank that depends on it."""
+
+    name: str
+    ok: bool
+    updated: bool
+    release: str | None
+    release_dir: Path | None
+
+
+class UpdateWorkflow(Workflow):
+    """One update run of one bank over its session."""
+
+    flow = UPDATE_FLOW
+
+    def __init__(self, bank: Bank, session: Session, options: UpdateOptions, run: RunContext,
+                 log: logging.Logger, *, depends: bool = True, resume_job: bool = False):
+        super().__init__(session, log, stop_before=options.stop_before, stop_after=options.stop_after,
+                         is_cancelled=run.cancelled.is_set, persist=self._persist)
+        self.bank = bank
+        self.props = bank.props
+        self.options = options
+        self.run_ctx = run
+        self.run_depends = depends
+        self.resume_job = resume_job
+        self.holder = locks.LockHolder.here(run.job_id, run.user or "")
+        self.locked = False
+        self.dependencies: dict[str, DependencyRun] = {}
+        self.pool = ClientPool(per_host=2)
+        self.downloaded: list[str] = []  # save_as of files fetched (or found complete) this run
+        self.reused: list[str] = []  # save_as of files linked from the previous release
+
+    # --- plumbing ----------------------------------------------------------------------------
+
+    async def _persist(self, task: str) -> None:
+        await self.bank.save_session(self.run_ctx.store, self.session, self.run_ctx.user)
+        await self.run_ctx.store.update_status_task(
+            self.bank.name, task, {"status": self.session["status"].get(task)}
+        )
+
+    async def on_task(self, task: str, state: str, message: str = "") -> None:
+        # the job is running until the manager finishes it: a task's own state goes in the progress
+        await self.run_ctx.event(self.bank.name, "running", step=task, message=message or f"{task}: {state}",
+                                 task_state=state)
+
+    async def unlock(self) -> None:
+        if self.locked:
+            locks.release(self.bank.lock_dir, self.bank.name, self.holder)
+            self.locked = False
+
+    def check_cancel(self) -> None:
+        if self.run_ctx.cancelled.is_set():
+            raise Cancelled("cancelled")
+
+    @property
+    def release_dir(self) -> Path:
+        return self.bank.release_dir(self.session["release"], self.session)
+
+    def no_need_to_update(self) -> None:
+        """The remote release is the one already in production: skip the remaining tasks."""
+        s = self.session
+        self.log.info("Workflow:wf_release:no need to update (remote release %s)", s.get("remoterelease"))
+        self.skip_all = True
+        s["update"] = False
+        s["download_files"] = []
+        s["files"] = []
+        for entry in reversed(self._production()):
+            if entry.get("remoterelease") == s.get("remoterelease"):
+                s["release"] = entry["release"]
+                break
+
+    def _production(self) -> list[dict]:
+        return list((self._doc or {}).get("production") or [])
+
+    async def close(self) -> None:
+        await self.pool.close()
+
+    # --- tasks -------------------------------------------------------------------------------
+
+    async def wf_init(self) -> bool:
+        self._doc = await self.run_ctx.store.get_bank(self.bank.name)
+        locks.acquire(self.bank.lock_dir, self.bank.name, self.holder, resume_job=self.resume_job)
+        self.locked = True
+        status: dict[str, Any] = {
+            "log_file": {"status": self.session.get("log_file"), "progress": 0},
+            "session": self.session["id"],
+        }
+        for task, _ in self.flow:
+            status[task] = {"status": None, "progress": 0}
+        status["download"]["total"] = 0
+        status["release"]["progress"] = ""
+        for task in ("preprocess", "postprocess"):
+            status[task]["progress"] = {}
+        await self.run_ctx.store.set_status(self.bank.name, status)
+        if self.options.fromscratch:
+            await asyncio.to_thread(fs.remove_tree, self.bank.offline_dir)
+        self.bank.offline_dir.mkdir(parents=True, exist_ok=True)
+        return True
+
+    async def wf_check(self) -> bool:
+        return True  # the configuration is checked before the workflow starts
+
+    async def wf_depends(self) -> bool:
+        self.session["depends"] = {}
+        if not self.run_depends:
+            return True
+        from .runner import update_bank  # a dependency is a whole update of another bank
+
+        for name in dependency_order(self.bank):
+            self.check_cancel()
+            self.log.info("Workflow:wf_depends:updating %s", name)
+            outcome = await update_bank(self.run_ctx, name, UpdateOptions(), depends=False)
+            dep = DependencyRun(name, outcome.ok, outcome.updated, outcome.release, outcome.release_dir)
+            self.dependencies[name] = dep
+            self.session["depends"][name] = outcome.ok
+            if not outcome.ok:
+                raise TaskFailed(f"dependency {name} failed: {outcome.error or 'see its log'}")
+        return True
+
+    async def wf_preprocess(self) -> bool:
+        return await self._processes("preprocess", self.props.get_list("db.pre.process"))
+
+    async def _processes(self, phase: str, declared: list) -> bool:
+        if not declared:
+            return True
+        if self.run_ctx.processes is None:
+            raise TaskFailed(
+                f"{phase}: the bank declares processes ({', '.join(declared)}) but this version of biomaj "
+                "cannot run processes yet"
+            )
+        return await self.run_ctx.processes.run(self, phase)
+
+    async def wf_release(self) -> bool:
+        s = self.session
+        ref = self.props.get("ref.release")
+        if ref and self.dependencies:
+            dep = self.dependencies.get(ref)
+            if dep is None or not dep.release:
+                raise TaskFailed(f"ref.release={ref}: no such dependency in this run (depends={self.props.get('depends')})")
+            s["remoterelease"] = dep.release
+            release = dep.release
+            if any(d.updated for d in self.dependencies.values()):
+                release = rel.next_free_release(self.bank.bank_dir, self.bank.name, self.bank.separator, release)
+            s["release"] = release
+            return self._same_as_previous_check()
+        if s.get("release"):
+            return self._same_as_previous_check()
+        pattern = self.props.get("release.file")
+        if not pattern:
+            return True  # decided from the file dates in the download task
+        config, entries, secrets = await release_files(self.props, self.pool)
+        if not entries:
+            raise TaskFailed("release.file defined but does not match any file")
+        regexp = self.props.get("release.regexp")
+        if not regexp:
+            release = rel.release_from_name(pattern, rel.most_recent(entries).name)
+        else:
+            if len(entries) > 1:
+                raise TaskFailed(f"release.file={pattern} matches multiple files: {', '.join(e.path for e in entries[:5])}")
+            text = await self._read_release_file(config, entries[0], secrets)
+            release = rel.release_from_content(regexp, text, entries[0].name)
+        release = rel.checked_release(release, "release.file")
+        s["release"] = s["remoterelease"] = release
+        await self.run_ctx.store.update_status_task(self.bank.name, "release", {"progress": release})
+        if self.options.fromscratch:
+            s["release"] = rel.next_free_release(self.bank.bank_dir, self.bank.name, self.bank.separator, release)
+        return self._same_as_previous_check()
+
+    def _same_as_previous_check(self) -> bool:
+        s = self.session
+        if (self.options.from_task != "download" and s.get("previous_release")
+                and s["previous_release"] == s.get("remoterelease")
+                and not self.props.get_bool("release.control")):
+            self.no_need_to_update()
+        return True
+
+    async def _read_release_file(self, config, entry, secrets) -> str:
+        fetcher = Fetcher(self.pool, FetchSettings(check_archives=False))
+        with tempfile.TemporaryDirectory(prefix="biomaj-release-") as tmp:
+            if secrets:
+                from biomaj.download.remote import from_message
+
+                config = from_message(to_message(config), dict(secrets), self.props.get)
+            try:
+                result = await fetcher.fetch(config, entry, Path(tmp) / "release")
+            except FetchFailed as exc:
+                raise TaskFailed(f"release file {entry.path}: {exc}") from None
+            return result.path.read_text(encoding="utf-8", errors="ignore")
+
+    async def wf_download(self) -> bool:
+        s = self.session
+        protocol = (self.props.get("protocol") or "").lower()
+        if protocol == "none":
+            if not s.get("release"):
+                raise TaskFailed("protocol=none needs a release from ref.release (or a plugin)")
+            self.release_dir.mkdir(parents=True, exist_ok=True)
+            return True
+        wanted = await wanted_files(self.props, self.pool)
+        if not wanted and self.props.get("remote.list"):
+            s["remoterelease"] = s.get("previous_release")
+            self.no_need_to_update()
+            return True
+        s["download_files"] = [w.record() for w in wanted]
+        if not s.get("release"):
+            release = rel.checked_release(
+                rel.release_from_dates((w.entry.mtime for w in wanted), self.props.get("release.format")), "file dates")
+            s["release"] = s["remoterelease"] = release
+            if (self.options.from_task != "download" and s.get("previous_release") == release
+                    and self._content_identical()):
+                self.no_need_to_update()
+                return True
+            if self.options.fromscratch or self.options.release is None:
+                s["release"] = rel.next_free_release(self.bank.bank_dir, self.bank.name, self.bank.separator, release)
+        elif self.props.get_bool("release.control") and s.get("previous_release") == s.get("remoterelease"):
+            if self._content_identical():
+                self.no_need_to_update()
+                return True
+            s["release"] = rel.next_free_release(self.bank.bank_dir, self.bank.name, self.bank.separator, s["release"])
+        s["update"] = True
+        s["stats"]["nb_downloaded_files"] = len(wanted)
+        self.bank.write_file_list(s["id"], s["download_files"])
+        await self._fetch(wanted)
+        return True
+
+    def _content_identical(self) -> bool:
+        if not self.props.get_bool("release.control"):
+            return True
+        last = self._production()[-1] if self._production() else None
+        previous = self.bank.read_file_list(last["session"]) if last else None
+        return rel.file_list_identical(self.session["download_files"], previous)
+
+    async def _fetch(self, wanted: list[Wanted]) -> None:
+        """Reuse what the offline directory and the previous release already have, then send
+        one download message per remaining file and wait for every result."""
+        plan = await asyncio.to_thread(self._plan, wanted)
+        to_fetch, present, reused = plan
+        self.reused = reused
+        self.log.info("Workflow:wf_download:%d files: %d to download, %d already in the offline directory, "
+                      "%d reused from the previous release", len(wanted), len(to_fetch), len(present), len(reused))
+        await self.run_ctx.store.update_status_task(self.bank.name, "download", {"total": len(wanted)})
+        progress = _DownloadProgress(self, len(wanted), len(present) + len(reused))
+        await progress.emit(force=True)
+        requests = [self._request(w) for w in to_fetch]
+        results = await self.run_ctx.downloads.fetch_all(requests, progress.add, self.run_ctx.cancelled)
+        await progress.emit(force=True)
+        self.check_cancel()
+        failed = [r for r in results if not r.ok]
+        self.downloaded = present + [r.save_as for r in results if r.ok]
+        if failed:
+            shown = "; ".join(f"{r.save_as}: {r.error}" for r in failed[:5])
+            more = f" (and {len(failed) - 5} more)" if len(failed) > 5 else ""
+            raise TaskFailed(f"{len(failed)} of {len(wanted)} files failed to download: {shown}{more}")
+
+    def _plan(self, wanted: list[Wanted]) -> tuple[list[Wanted], list[str], list[str]]:
+        offline = self.bank.offline_dir
+        previous = self._reuse_source()
+        cache: dict = {}
+        to_fetch, present, reused = [], [], []
+        for item in wanted:
+            dest = safe_join(offline, item.save_as, cache)
+            if _same_file(dest, item):
+                present.append(item.save_as)
+                continue
+            if previous is not None:
+                flat, known = previous
+                old = known.get(item.save_as)
+                source = flat / item.save_as
+                if old is not None and _same_record(old, item.record()) and source.is_file():
+                    fs.link_or_copy(source, dest, hardlink=self._hardlinks())
+                    reused.append(item.save_as)
+                    continue
+            to_fetch.append(item)
+        return to_fetch, present, reused
+
+    def _hardlinks(self) -> bool:
+        # biomaj hard-links by default (releases are immutable); use_hardlinks=0 copies, as BioMAJ 3 does
+        return self.props.get_bool("use_hardlinks", default=True)
+
+    def _reuse_source(self) -> tuple[Path, dict[str, dict]] | None:
+        """(flat directory, files by save_as) of the last production release, when reuse applies."""
+        if self.options.fromscratch or self.options.from_task == "download" or self.props.get_bool("copy.skip"):
+            return None
+        production = self._production()
+        if not production:
+            return None
+        last = production[-1]
+        files = self.bank.read_file_list(last["session"])
+        if not files:
+            return None
+        return Bank.production_dir(last) / "flat", {f.get("save_as") or f["name"]: f for f in files}
+
+    def _request(self, item: Wanted) -> DownloadRequest:
+        options = item.config.options
+        return DownloadRequest(
+            job_id=self.run_ctx.job_id,
+            bank=self.bank.name,
+            session_id=str(self.session["id"]),
+            remote=to_message(item.config),
+            path=item.entry.path,
+            offline_dir=str(self.bank.offline_dir),
+            save_as=item.save_as,
+            secrets=dict(item.secrets),
+            size=item.entry.size,
+            mtime=item.entry.mtime,
+            hash=item.entry.hash,
+            check_archive=not _true(options.get("skip_check_uncompress")),
+            stop_condition=options.get("stop_condition") or self.props.get("stop_condition"),
+            wait_policy=options.get("wait_policy") or self.props.get("wait_policy"),
+        )
+
+    async def wf_checksum(self) -> bool:
+        files = self.downloaded + self.reused
+        if not files:
+            return True
+        try:
+            checked = await asyncio.to_thread(check_sidecars, self.bank.offline_dir, files)
+        except VerificationFailed as exc:
+            raise TaskFailed(str(exc)) from None
+        if checked:
+            self.log.info("Workflow:wf_checksum:%d files match their .md5/.sha256", len(checked))
+        return True
+
+    async def wf_uncompress(self) -> bool:
+        no_extract = self.props.get("no.extract")
+        if no_extract is not None and no_extract != "false":
+            return True
+        archives = [name for name in self.downloaded if archive_kind(name)]
+        for name in archives:
+            self.check_cancel()
+            path = self.bank.offline_dir / name
+            if not path.exists():
+                self.log.warning("Workflow:wf_uncompress:%s is missing, skipped", name)
+                continue
+            try:
+                extracted = await asyncio.to_thread(extract_archive, path)
+            except ExtractionError as exc:
+                raise TaskFailed(str(exc)) from None
+            self.log.info("Workflow:wf_uncompress:%s: %d files", name, len(extracted))
+        return True
+
+    async def wf_copy(self) -> bool:
+        if not self.downloaded and not self.reused:
+            return True
+        patterns = self.props.get_list("local.files")
+        if not patterns:
+            raise TaskFailed("local.files is not set: no file would be published")
+        flat = self.release_dir / "flat"
+        moved = await asyncio.to_thread(fs.move_matching, self.bank.offline_dir, flat, patterns)
+        if not moved:
+            raise TaskFailed(f"No file match in offline dir {self.bank.offline_dir} for local.files={' '.join(patterns)}")
+        self.session["files"] = [record.to_dict() for record in moved]
+        self.log.info("Workflow:wf_copy:%d files in %s", len(moved), flat)
+        return True
+
+    async def wf_copydepends(self) -> bool:
+        for name, dep in self.dependencies.items():
+            patterns = (self.props.get(f"{name}.files.move") or "").split()
+            if not patterns or dep.release_dir is None:
+                continue
+            copied = await asyncio.to_thread(
+                fs.copy_matching, dep.release_dir, self.release_dir / name, patterns,
+                hardlink=self._hardlinks(), key=f"{name}.files.move")
+            if not copied:
+                raise TaskFailed(f"{name}.files.move={' '.join(patterns)}: no file of {dep.release_dir} matches")
+        return True
+
+    async def wf_postprocess(self) -> bool:
+        blocks = self.props.get_list("BLOCKS")
+        if not blocks:
+            return True
+        future = self.bank.bank_dir / "future_release"
+        future.unlink(missing_ok=True)
+        os.symlink(self.release_dir.name, future)
+        try:
+            return await self._processes("postprocess", blocks)
+        finally:
+            future.unlink(missing_ok=True)
+
+    async def wf_metadata(self) -> bool:
+        formats: dict[str, list] = {name: [] for name in self.props.get_list("db.formats")}
+        for per_format in (self.session.get("per_process_metadata") or {}).values():
+            for name, entries in per_format.items():
+                formats.setdefault(name, []).extend(entries)
+        self.session["formats"] = formats
+        return True
+
+    async def wf_stats(self) -> bool:
+        stats = self.props.get("data.stats")
+        if not stats or stats == "0":
+            self.session["fullsize"] = 0
+        else:
+            self.session["fullsize"] = await asyncio.to_thread(fs.tree_size, self.release_dir)
+        return True
+
+    async def wf_publish(self) -> bool:
+        if self.props.get_bool("auto_publish") or self.options.publish:
+            await publishing.publish(self.run_ctx.store, self.bank, self.session)
+            self.log.info("Workflow:wf_publish:%s published", self.session["release"])
+        return True
+
+    async def wf_old_biomaj_api(self) -> bool:
+        await asyncio.to_thread(publishing.write_listings, self.release_dir, self.session.get("formats") or {})
+        return True
+
+    async def wf_clean_offline(self) -> bool:
+        await asyncio.to_thread(fs.remove_tree, self.bank.offline_dir)
+        return True
+
+    async def wf_delete_old(self) -> bool:
+        if self.options.from_task == "download":
+            return True
+        await publishing.delete_old(self.run_ctx, self.bank, self.session, self.log)
+        return True
+
+    async def wf_clean_old_sessions(self) -> bool:
+        if self.props.get_bool("keep.old.sessions"):
+            return True
+        await publishing.clean_old_sessions(self.run_ctx.store, self.bank, self.session, self.log)
+        return True
+
+    async def wf_over(self) -> bool:
+        await self.unlock()
+        return True
+
+
+def dependency_order(bank: Bank) -> list[str]:
+    """Every bank ``bank`` depends on, a dependency's own dependencies first, each once."""
+    from biomaj.config.properties import BankProperties
+
+    order: list[str] = []
+
+    def visit(props: BankProperties, trail: tuple[str, ...]) -> None:
+        for name in props.get_list("depends"):
+            if name in trail:
+                raise BiomajError(f"bank {bank.name}: dependency cycle {' -> '.join(trail + (name,))}")
+            visit(BankProperties.load(props.global_path, name), trail + (name,))
+            if name not in order:
+                order.append(name)
+
+    visit(bank.props, (bank.name,))
+    return order
+
+
+class _DownloadProgress:
+    """Files and bytes done, sent as job events at most every PROGRESS_EVERY seconds."""
+
+    def __init__(self, workflow: UpdateWorkflow, total: int, done: int):
+        self.workflow = workflow
+        self.total = total
+        self.done = done
+        self.failed = 0
+        self.bytes = 0
+        self.started = asyncio.get_running_loop().time()
+        self.last = 0.0
+
+    async def add(self, result: DownloadResult) -> None:
+        self.done += 1
+        self.failed += 0 if result.ok else 1
+        self.bytes += result.transferred
+        if not result.ok:
+            self.workflow.log.error("Workflow:wf_download:%s: %s", result.save_as, result.error)
+        else:
+            self.workflow.log.debug("Workflow:wf_download:%s: %d bytes in %.2fs", result.save_as,
+                                    result.transferred, result.elapsed)
+        await self.emit()
+
+    async def emit(self, force: bool = False) -> None:
+        now = asyncio.get_running_loop().time()
+        if not force and now - self.last < PROGRESS_EVERY and self.done < self.total:
+            return
+        self.last = now
+        elapsed = max(now - self.started, 1e-6)
+        await self.workflow.run_ctx.store.update_status_task(self.workflow.bank.name, "download", {"progress": self.done})
+        await self.workflow.run_ctx.event(
+            self.workflow.bank.name, "running", step="download",
+            message=f"download: {self.done}/{self.total} files",
+            files_done=self.done, files_total=self.total, files_failed=self.failed,
+            bytes=self.bytes, rate=self.bytes / elapsed,
+        )
+
+
+def _true(value: Any) -> bool:
+    return str(value).lower() in ("1", "true")
+
+
+def _same_file(dest: Path, item: Wanted) -> bool:
+    """The offline copy is complete: same size and same date as the remote file (resume)."""
+    try:
+        st = dest.stat()
+    except OSError:
+        return False
+    if item.entry.size is None or st.st_size != item.entry.size:
+        return False
+    return item.entry.mtime is None or int(st.st_mtime) == int(item.entry.mtime)
+
+
+def _same_record(old: dict, new: dict) -> bool:
+    """A remote file unchanged since the previous release: same name, size and date (and the
+    same listing hash when both have one)."""
+    if (old.get("name"), old.get("size")) != (new.get("name"), new.get("size")) or new.get("size") is None:
+        return False
+    if old.get("mtime") is not None and new.get("mtime") is not None:
+        if int(old["mtime"]) != int(new["mtime"]):
+            return False
+    elif (old.get("year"), old.get("month"), old.get("day")) != (new.get("year"), new.get("month"), new.get("day")):
+        return False
+    if old.get("hash") and new.get("hash") and old["hash"] != new["hash"]:
+        return False
+    return True

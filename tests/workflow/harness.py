@@ -1,0 +1,120 @@
+"""A BioMAJ 3 test installation in a temporary folder, run by real actors.
+
+``Site`` lays out conf/ data/ log/ process/ lock/ cache/ like upstream's ``UtilsForTest``, with
+the upstream global.properties and bank files rewritten to point at the temporary tree (a copy
+of upstream's ``tests/bank`` stands for the remote of ``protocol=local`` banks, and servers
+started by the tests for the others). Updates run through a real in-process bus, a real
+downloader actor and a real SQLite store.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+from biomaj.actors.downloader import DownloaderActor, DownloaderSettings
+from biomaj.bus.memory import MemoryBus
+from biomaj.config.properties import BankProperties
+from biomaj.state import MemoryState
+from biomaj.storage.sqlite import SQLiteStore
+from biomaj.workflow import runner
+from biomaj.workflow.bank import RunContext
+from biomaj.workflow.downloads import Downloads
+from biomaj.workflow.update import UpdateOptions
+
+USER = "tester"
+
+
+def set_property(path: Path, key: str, value: str) -> None:
+    """Set ``key=value`` in a properties file (replacing the line, or adding it)."""
+    text = path.read_text()
+    pattern = re.compile(rf"^{re.escape(key)}\s*=.*$", re.MULTILINE | re.IGNORECASE)
+    line = f"{key}={value}"
+    text = pattern.sub(lambda _: line, text, count=1) if pattern.search(text) else text.rstrip("\n") + f"\n{line}\n"
+    path.write_text(text)
+
+
+class Site:
+    """The temporary installation; ``await site.open()`` starts the actors."""
+
+    def __init__(self, root: Path, fixtures: Path):
+        self.root = root
+        self.upstream = fixtures / "upstream-tests"
+        self.conf = root / "conf"
+        self.data = root / "data"
+        self.remote = root / "remote"  # upstream's tests/bank, writable
+        for name in ("conf", "data", "log", "process", "lock", "cache"):
+            (root / name).mkdir(parents=True, exist_ok=True)
+        shutil.copytree(self.upstream / "bank", self.remote)
+        for path in self.remote.iterdir():
+            path.chmod(0o644)
+        self.global_properties = self.conf / "global.properties"
+        shutil.copy(self.upstream / "global.properties", self.global_properties)
+        for key, folder in (("conf.dir", "conf"), ("log.dir", "log"), ("process.dir", "process"),
+                            ("data.dir", "data"), ("lock.dir", "lock"), ("cache.dir", "cache")):
+            set_property(self.global_properties, key, str(root / folder))
+        self.store = SQLiteStore(root / "db" / "biomaj.sqlite")
+        self.bus = MemoryBus()
+        self.state = MemoryState()
+        self.downloads = Downloads(self.bus)
+        self.downloader = DownloaderActor(self.bus, DownloaderSettings(concurrency=4, node_id="test"),
+                                          state=self.state, read_secret=self.read_secret)
+        self.user = USER
+        self.admins: frozenset[str] = frozenset()
+
+    def read_secret(self, bank: str, key: str) -> str | None:
+        return BankProperties.load(self.global_properties, bank).get(key)
+
+    async def open(self) -> Site:
+        (self.root / "db").mkdir(exist_ok=True)
+        await self.store.open()
+        await self.downloader.start()
+        await self.downloads.start()
+        return self
+
+    async def close(self) -> None:
+        await self.downloads.stop()
+        await self.downloader.stop()
+        await self.bus.close()
+        await self.store.close()
+
+    # --- banks -------------------------------------------------------------------------------
+
+    def add_bank(self, name: str, **overrides: str) -> Path:
+        """Copy upstream bank ``name``; local remotes point at the writable remote tree."""
+        path = self.conf / f"{name}.properties"
+        shutil.copy(self.upstream / f"{name}.properties", path)
+        path.chmod(0o644)
+        text = path.read_text()
+        if re.search(r"^protocol\s*=\s*(local|none|multi)\s*$", text, re.MULTILINE):
+            set_property(path, "remote.dir", str(self.remote) + "/")
+        for key, value in overrides.items():
+            set_property(path, key.replace("__", "."), value)
+        return path
+
+    def set(self, bank: str, **values: str) -> None:
+        for key, value in values.items():
+            set_property(self.conf / f"{bank}.properties", key.replace("__", "."), value)
+
+    def bank_dir(self, bank: str) -> Path:
+        props = BankProperties.load(self.global_properties, bank)
+        return self.data / props.get("dir.version")
+
+    # --- running -----------------------------------------------------------------------------
+
+    def context(self, job_id: str = "job", user: str | None = None) -> RunContext:
+        return RunContext(store=self.store, global_properties=self.global_properties, job_id=job_id,
+                          user=user or self.user, admins=self.admins, downloads=self.downloads)
+
+    async def update(self, bank: str, *, user: str | None = None, **options: Any) -> runner.Outcome:
+        return await runner.update_bank(self.context(user=user), bank, UpdateOptions(**options))
+
+    async def doc(self, bank: str) -> dict:
+        return await self.store.get_bank(bank)
+
+    async def session(self, bank: str, session_id: float | None = None) -> dict:
+        doc = await self.doc(bank)
+        sid = session_id if session_id is not None else doc["last_update_session"]
+        return next(s for s in doc["sessions"] if s["id"] == sid)
