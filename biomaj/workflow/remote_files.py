@@ -126,7 +126,10 @@ async def wanted_files(props: BankProperties, pool: ClientPool) -> list[Wanted]:
         if protocol == "multi":
             wanted = []
             for config, save_as, secrets in multi_configs(props):
-                entry = await _stat_direct(pool, config)
+                # multi targets queries (GET/POST with parameters): what HEAD says of a dynamic
+                # answer's size is not what GET returns, so only its date is kept
+                stat = await _stat_direct(pool, config)
+                entry = RemoteEntry(stat.path, None, stat.mtime, hash=stat.hash)
                 wanted.append(Wanted(config, entry, safe_relative(save_as), secrets))
             return wanted
         config = remote_config(props)

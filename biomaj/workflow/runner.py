@@ -398,6 +398,7 @@ async def release_check(run: RunContext, name: str) -> Outcome:
     workflow = UpdateWorkflow(bank, session, UpdateOptions(), run, logging.getLogger(f"biomaj.bank.{name}"),
                               depends=False)
     workflow._doc = doc
+    workflow.record = False
     try:
         await workflow.wf_release()
         if not session.get("remoterelease"):

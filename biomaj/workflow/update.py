@@ -83,14 +83,18 @@ class UpdateWorkflow(Workflow):
         self.pool = ClientPool(per_host=2)
         self.downloaded: list[str] = []  # save_as of files fetched (or found complete) this run
         self.reused: list[str] = []  # save_as of files linked from the previous release
+        self.record = True  # False for a release check
 
     # --- plumbing ----------------------------------------------------------------------------
 
     async def _persist(self, task: str) -> None:
         await self.bank.save_session(self.run_ctx.store, self.session, self.run_ctx.user)
-        await self.run_ctx.store.update_status_task(
-            self.bank.name, task, {"status": self.session["status"].get(task)}
-        )
+        await self._status(task, {"status": self.session["status"].get(task)})
+
+    async def _status(self, task: str, fields: dict) -> None:
+        """Live progress in the bank's ``status`` (not for a release check, which records nothing)."""
+        if self.record:
+            await self.run_ctx.store.update_status_task(self.bank.name, task, fields)
 
     async def on_task(self, task: str, state: str, message: str = "") -> None:
         # the job is running until the manager finishes it: a task's own state goes in the progress
@@ -215,7 +219,7 @@ class UpdateWorkflow(Workflow):
             release = rel.release_from_content(regexp, text, entries[0].name)
         release = rel.checked_release(release, "release.file")
         s["release"] = s["remoterelease"] = release
-        await self.run_ctx.store.update_status_task(self.bank.name, "release", {"progress": release})
+        await self._status("release", {"progress": release})
         if self.options.fromscratch:
             s["release"] = rel.next_free_release(self.bank.bank_dir, self.bank.name, self.bank.separator, release)
         return self._same_as_previous_check()
@@ -291,7 +295,7 @@ class UpdateWorkflow(Workflow):
         self.reused = reused
         self.log.info("Workflow:wf_download:%d files: %d to download, %d already in the offline directory, "
                       "%d reused from the previous release", len(wanted), len(to_fetch), len(present), len(reused))
-        await self.run_ctx.store.update_status_task(self.bank.name, "download", {"total": len(wanted)})
+        await self._status("download", {"total": len(wanted)})
         progress = _DownloadProgress(self, len(wanted), len(present) + len(reused))
         await progress.emit(force=True)
         requests = [self._request(w) for w in to_fetch]
@@ -524,7 +528,7 @@ class _DownloadProgress:
             return
         self.last = now
         elapsed = max(now - self.started, 1e-6)
-        await self.workflow.run_ctx.store.update_status_task(self.workflow.bank.name, "download", {"progress": self.done})
+        await self.workflow._status("download", {"progress": self.done})
         await self.workflow.run_ctx.event(
             self.workflow.bank.name, "running", step="download",
             message=f"download: {self.done}/{self.total} files",
