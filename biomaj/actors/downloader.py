@@ -61,6 +61,7 @@ class DownloaderActor(Actor):
         self._jobs: dict[str, set[asyncio.Task]] = {}
         self.bytes_received = 0  # over every fetch of this actor
         self._cancel_listener: asyncio.Task | None = None
+        self._result_queues = {names.DOWNLOAD_RESULTS}
 
     async def start(self) -> None:
         await self.bus.declare_queue(names.DOWNLOAD_RESULTS)
@@ -127,6 +128,10 @@ class DownloaderActor(Actor):
             return dict(ok=False, error=str(exc), retryable=exc.retryable, elapsed=time.monotonic() - started)
         except BiomajError as exc:
             return dict(ok=False, error=str(exc), retryable=False, elapsed=time.monotonic() - started)
+        except OSError as exc:  # the local side: disk full, file too large, permissions ...
+            where = exc.filename or Path(request.offline_dir) / request.save_as
+            return dict(ok=False, error=f"cannot write {where}: {exc.strerror or exc}",
+                        retryable=False, elapsed=time.monotonic() - started)
         return dict(
             ok=True, size=result.size, mtime=result.mtime, digest=result.digest, transferred=result.transferred,
             attempts=result.attempts, skipped=result.skipped, elapsed=result.elapsed,
@@ -137,7 +142,10 @@ class DownloaderActor(Actor):
             job_id=request.job_id, bank=request.bank, session_id=request.session_id, request_id=request.id,
             save_as=request.save_as, hash=request.hash, node_id=self.settings.node_id, **fields,
         )
-        await self.bus.publish(names.DOWNLOAD_RESULTS, result)
+        if request.results_queue not in self._result_queues:
+            await self.bus.declare_queue(request.results_queue)
+            self._result_queues.add(request.results_queue)
+        await self.bus.publish(request.results_queue, result)
         elapsed = fields.get("elapsed") or 0.0
         transferred = fields.get("transferred") or 0
         event = JobEvent(

@@ -24,7 +24,7 @@ from biomaj.errors import BiomajError
 from biomaj.runtime.actor import Actor, ActorSettings
 from biomaj.state import State
 from biomaj.storage.base import (
-    JOB_CANCELLED, JOB_DONE, JOB_FAILED, JOB_QUEUED, Store,
+    JOB_CANCELLED, JOB_DONE, JOB_FAILED, JOB_QUEUED, JOB_RUNNING, Store,
 )
 from biomaj.workflow import runner
 from biomaj.workflow.bank import RunContext
@@ -101,6 +101,7 @@ class ManagerActor(Actor):
         await super().start()
         if self.settings.recover:
             await self.recover()
+        await self.close_dead_jobs()
 
     async def stop(self, grace: float | None = None) -> None:
         await super().stop(grace)
@@ -119,6 +120,22 @@ class ManagerActor(Actor):
         for job in reversed(await self.store.list_jobs(state=JOB_QUEUED, limit=None)):
             await self.bus.publish(names.JOBS, JobRequest(job_id=job["id"], kind=job["kind"], bank=job["bank"],
                                                           options=job.get("options") or {}, user=job.get("user")))
+
+    async def close_dead_jobs(self) -> None:
+        """Fail the jobs the store says are running whose process died on this host (the bank
+        lock they left names them): their bank can be updated again once it is unlocked."""
+        from biomaj.workflow import locks
+        from biomaj.workflow.bank import Bank
+
+        for job in await self.store.list_jobs(state=JOB_RUNNING, limit=None):
+            try:
+                lock_dir = Bank.load(self.global_properties, job["bank"]).lock_dir
+            except BiomajError:
+                continue
+            holder = locks.read_holder(lock_dir, job["bank"])
+            if holder is not None and holder.job == job["id"] and await runner.close_dead_job(self.store, holder):
+                log.warning("job %s (%s of %s) failed: its process died; the bank stays locked until "
+                            "`biomaj ctl unlock %s`", job["id"], job["kind"], job["bank"], job["bank"])
 
     async def _listen_for_cancels(self, subscription) -> None:
         async with subscription:

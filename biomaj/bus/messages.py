@@ -284,6 +284,7 @@ class DownloadRequest(Message):
     """
 
     TYPE = "download.request"
+    VERSION = 2  # 2: results_queue
     QUEUE = names.DOWNLOAD
 
     job_id: str
@@ -301,6 +302,7 @@ class DownloadRequest(Message):
     check_archive: bool = True
     stop_condition: str | None = None  # BioMAJ retry strings (options.stop_condition, .wait_policy)
     wait_policy: str | None = None
+    results_queue: str = names.DOWNLOAD_RESULTS  # where the result goes: the sending manager's own queue
 
 
 @message

@@ -21,6 +21,12 @@ PROCESS = "biomaj.process"
 DOWNLOAD_RESULTS = "biomaj.download.results"
 """Per-file download outcomes, consumed by the manager that records them."""
 
+def download_results(owner: str) -> str:
+    """The results queue of one manager (``owner``: its instance id): each manager gets the
+    results of the downloads it asked for, whatever the number of managers."""
+    return f"{DOWNLOAD_RESULTS}.{owner}"
+
+
 PROCESS_RESULTS = "biomaj.process.results"
 """Per-process outcomes, consumed by the manager that records them."""
 

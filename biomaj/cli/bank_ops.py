@@ -6,6 +6,7 @@ downloaders on an in-process bus) and is recorded in the store like any other jo
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 import sys
 import time
@@ -16,7 +17,9 @@ import click
 
 from biomaj.bus.messages import JobEvent
 from biomaj.cli.context import CliContext, config_option, emit_json, json_option
-from biomaj.errors import BiomajError
+from biomaj.config.check import check_bank, verdict
+from biomaj.config.properties import BankProperties
+from biomaj.errors import BiomajError, ConfigError
 from biomaj.runtime.embedded import Embedded, admins_of, current_user
 from biomaj.storage import open_store
 from biomaj.storage.base import ACTIVE_JOB_STATES, JOB_DONE
@@ -85,8 +88,34 @@ def _bytes(n: float) -> str:
     return f"{n:.1f} TiB"
 
 
+def _check_bank_file(obj: CliContext, bank: str, validate: bool) -> None:
+    """Refuse an unknown bank, or (``validate``) a bank file with errors, before any job exists
+    (exit 2, as every configuration error); the manager checks again when it runs the job."""
+    props = BankProperties.load(obj.config().global_properties, bank)
+    problems = check_bank(props) if validate else []
+    if validate and not verdict(problems):
+        errors = "; ".join(str(p) for p in problems if p.level == "error")
+        raise ConfigError(f"bank {bank}: wrong configuration, update refused: {errors}")
+
+
+class _ReportedHere(logging.Filter):
+    """Keeps off the console what the command prints itself: the job's outcome (the manager's
+    last record) and the bank's session log (its path is printed when the job fails)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name.startswith("biomaj.bank."):
+            return False
+        return not (record.name == "biomaj.actors.manager" and record.levelno < logging.ERROR
+                    and record.getMessage().startswith("job "))
+
+
 async def _run_job(obj: CliContext, kind: str, bank: str, options: dict[str, Any], follow: bool) -> dict:
+    _check_bank_file(obj, bank, validate=kind in ("update", "release-check"))
     cfg = obj.config()
+    if obj.console_level:  # without -v: one `error: ...` line, not the same failure three times
+        for handler in logging.getLogger().handlers:
+            if not isinstance(handler, logging.FileHandler):
+                handler.addFilter(_ReportedHere())
     follower = _Follow(follow and not obj.json_output)
     loop = asyncio.get_running_loop()
     async with Embedded(cfg) as embedded:

@@ -68,7 +68,12 @@ def status(obj: CliContext, bank: str | None) -> None:
         from biomaj.errors import UnknownBank
 
         raise UnknownBank(f"bank {bank}: never updated (no record in the store)")
-    _emit(obj, reports.status_bank(doc, viewer))
+    tables = reports.status_bank(doc, viewer)
+    if obj.json_output:  # the tables have no title: one key each, pending always present
+        emit_json({"bank": [], "production": [], "pending": [],
+                   **{key: table.records() for key, table in zip(("bank", "production", "pending"), tables)}})
+        return
+    _emit(obj, tables)
 
 
 @click.command("status-ko")

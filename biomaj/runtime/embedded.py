@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import contextlib
 import getpass
+import os
+import socket
 from typing import Any, Awaitable, Callable
 
 from biomaj.actors.downloader import DownloaderActor, DownloaderSettings
@@ -49,6 +51,25 @@ def admins_of(config: Config) -> frozenset[str]:
     return frozenset(config.settings.auth.admins) | frozenset(from_properties)
 
 
+def cli_worker(pid: int | None = None) -> str:
+    """The worker name of the manager inside a ``biomaj ctl`` process (host and pid, so that a
+    job left running by a killed command can be recognised)."""
+    return f"cli@{socket.gethostname()}:{pid or os.getpid()}"
+
+
+def _dead_cli_worker(worker: str | None) -> bool:
+    prefix = f"cli@{socket.gethostname()}:"
+    if not worker or not worker.startswith(prefix) or not worker[len(prefix):].isdigit():
+        return False
+    try:
+        os.kill(int(worker[len(prefix):]), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
 class Embedded:
     """A manager and downloaders in this process; use as ``async with Embedded(config) as e``."""
 
@@ -60,7 +81,7 @@ class Embedded:
         self.state = MemoryState()
         limits = config.settings.limits
         self.manager = ManagerActor(
-            self.bus, ManagerSettings(concurrency=limits.jobs, node_id=f"{config.node_id}:cli", recover=False),
+            self.bus, ManagerSettings(concurrency=limits.jobs, node_id=cli_worker(), recover=False),
             store=self.store, state=self.state, global_properties=config.global_properties,
             admins=admins_of(config),
         )
@@ -96,10 +117,12 @@ class Embedded:
             try:
                 job_id = await submit_job(self.store, self.bus, kind, bank, options, self.user)
             except DuplicateJob as exc:
-                from biomaj.errors import BiomajError
+                if not await self._forget_dead_job(exc.job_id):
+                    from biomaj.errors import BiomajError
 
-                raise BiomajError(f"a {kind} of {bank} is already queued or running (job {exc.job_id}); "
-                                  f"`biomaj ctl cancel {bank}` stops it") from None
+                    raise BiomajError(f"a {kind} of {bank} is already queued or running (job {exc.job_id}); "
+                                      f"`biomaj ctl cancel {bank}` stops it") from None
+                job_id = await submit_job(self.store, self.bus, kind, bank, options, self.user)
             if on_submitted is not None:
                 on_submitted(job_id)
             async for event in subscription:
@@ -112,6 +135,15 @@ class Embedded:
                 if event.bank == bank and event.kind == kind and event.state in FINAL_JOB_STATES:
                     break
         return await self.store.get_job(job_id)
+
+    async def _forget_dead_job(self, job_id: str) -> bool:
+        """A job still 'running' for a ``biomaj ctl`` process of this host that died (killed):
+        record it as failed so that the bank can be worked on again. True if it was one."""
+        job = await self.store.get_job(job_id)
+        if job is None or job["state"] != "running" or not _dead_cli_worker(job.get("worker")):
+            return False
+        await self.store.finish_job(job_id, "failed", error=f"its process ({job['worker']}) died")
+        return True
 
     async def cancel(self, job_id: str) -> dict:
         return await request_cancel(self.store, self.bus, self.state, job_id)

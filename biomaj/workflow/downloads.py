@@ -8,8 +8,10 @@ of its request (by request id), so a workflow awaits its files without any polli
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import contextlib
 import logging
+import uuid
 from typing import Awaitable, Callable, Sequence
 
 from biomaj.bus import Bus, names
@@ -23,8 +25,9 @@ OnResult = Callable[[DownloadResult], Awaitable[None]]
 class Downloads:
     """Routes download results to the workflows waiting for them."""
 
-    def __init__(self, bus: Bus):
+    def __init__(self, bus: Bus, owner: str | None = None):
         self.bus = bus
+        self.queue = names.download_results(owner or uuid.uuid4().hex[:12])
         self._waiting: dict[str, asyncio.Future[DownloadResult]] = {}
         self._consumer: asyncio.Task | None = None
 
@@ -32,7 +35,7 @@ class Downloads:
         if self._consumer is not None:
             return
         await self.bus.declare_queue(names.DOWNLOAD)
-        await self.bus.declare_queue(names.DOWNLOAD_RESULTS)
+        await self.bus.declare_queue(self.queue)
         self._consumer = asyncio.create_task(self._route(), name="download-results")
 
     async def stop(self) -> None:
@@ -47,7 +50,7 @@ class Downloads:
         self._waiting.clear()
 
     async def _route(self) -> None:
-        async with contextlib.aclosing(self.bus.consume(names.DOWNLOAD_RESULTS, prefetch=64)) as deliveries:
+        async with contextlib.aclosing(self.bus.consume(self.queue, prefetch=64)) as deliveries:
             async for delivery in deliveries:
                 result = delivery.message
                 future = self._waiting.pop(getattr(result, "request_id", ""), None)
@@ -71,6 +74,7 @@ class Downloads:
         """
         if not requests:
             return []
+        requests = [dataclasses.replace(r, results_queue=self.queue) for r in requests]
         loop = asyncio.get_running_loop()
         futures = []
         for request in requests:

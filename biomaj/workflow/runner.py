@@ -381,8 +381,26 @@ async def unlock(run: RunContext, name: str, force: bool = False) -> Outcome:
             raise locks.BankLocked(name, holder, stale=False)
         raise BiomajError(f"bank {name}: the lock holder is unknown ({holder.describe()}); "
                           "check that no update runs, then unlock with --force")
+    await close_dead_job(run.store, holder)
     locks.release(bank.lock_dir, name)
     return Outcome(True, name, "unlock", details={"was_locked": True, "holder": holder.describe()})
+
+
+async def close_dead_job(store, holder: locks.LockHolder) -> bool:
+    """Mark failed the job that ``holder`` ran when its process died (killed, crashed) and the
+    store still says it runs: else no job of that kind can be queued on the bank again."""
+    from biomaj.storage.base import JOB_FAILED, JOB_RUNNING, StoreError
+
+    if not holder.job or not holder.is_dead():
+        return False
+    job = await store.get_job(holder.job)
+    if job is None or job.get("state") != JOB_RUNNING:
+        return False
+    try:
+        await store.finish_job(holder.job, JOB_FAILED, error=f"its process died: {holder.describe()}")
+    except StoreError:  # finished or requeued meanwhile
+        return False
+    return True
 
 
 async def release_check(run: RunContext, name: str) -> Outcome:

@@ -1,0 +1,121 @@
+"""The manager actor: durable jobs, one workflow per bank, recovery after a crash, cancel."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from biomaj.actors.manager import ManagerActor, ManagerSettings, request_cancel, submit_job
+from biomaj.bus import names
+from biomaj.bus.messages import JobEvent
+from biomaj.storage.base import DuplicateJob
+from tests.workflow.conftest import site  # noqa: F401 - the fixture
+
+
+def manager_for(site, **settings) -> ManagerActor:
+    return ManagerActor(site.bus, ManagerSettings(concurrency=2, node_id="node-a", **settings), store=site.store,
+                        state=site.state, global_properties=site.global_properties)
+
+
+async def finished(site, job_id: str, timeout: float = 30) -> dict:
+    """Wait (on the bus, not by polling) for the job's final event; return its record."""
+    async def wait() -> dict:
+        while True:
+            job = await site.store.get_job(job_id)
+            if job["state"] in ("done", "failed", "cancelled"):
+                return job
+            await asyncio.sleep(0.05)
+
+    return await asyncio.wait_for(wait(), timeout)
+
+
+async def test_a_job_runs_and_its_events_tell_the_story(site):
+    site.add_bank("local")
+    manager = manager_for(site)
+    await manager.start()
+    events: list[JobEvent] = []
+    subscription = await site.bus.subscribe(f"{names.JOB_TOPIC}.#")
+    try:
+        job_id = await submit_job(site.store, site.bus, "update", "local", {}, site.user)
+        async with subscription:
+            async for event in subscription:
+                events.append(event)
+                if event.kind == "update" and event.state in ("done", "failed"):
+                    break
+    finally:
+        await manager.stop()
+    job = await site.store.get_job(job_id)
+    assert job["state"] == "done", job["error"]
+    assert job["result"]["updated"] is True and job["result"]["release"]
+    states = [e.state for e in events if e.kind == "update"]
+    assert states[0] == "queued" and states[-1] == "done" and "running" in states
+    steps = [e.step for e in events if e.kind == "update" and e.progress.get("task_state") == "running"]
+    assert steps == ["init", "check", "depends", "preprocess", "release", "download", "postprocess", "publish", "over"]
+    progress = [e.progress for e in events if "files_total" in e.progress]
+    assert progress[-1]["files_done"] == progress[-1]["files_total"] == 3
+    assert any(e.kind == "download" and e.progress.get("file") for e in events)  # per-file events
+
+
+async def test_the_same_job_cannot_be_queued_twice(site):
+    site.add_bank("local")
+    first = await submit_job(site.store, site.bus, "update", "local", {}, site.user)
+    with pytest.raises(DuplicateJob) as caught:
+        await submit_job(site.store, site.bus, "update", "local", {}, site.user)
+    assert caught.value.job_id == first
+
+
+async def test_banks_run_in_parallel_and_each_job_once(site):
+    for name in ("local", "sub2"):
+        site.add_bank(name)
+    manager = manager_for(site)
+    await manager.start()
+    try:
+        ids = [await submit_job(site.store, site.bus, "update", name, {}, site.user) for name in ("local", "sub2")]
+        ids.append(await submit_job(site.store, site.bus, "release-check", "local", {}, site.user))
+        jobs = [await finished(site, job_id) for job_id in ids]
+    finally:
+        await manager.stop()
+    assert [j["state"] for j in jobs] == ["done", "done", "done"]
+    assert all(j["attempts"] == 1 for j in jobs)
+    assert jobs[2]["result"]["details"]["new"] is False  # checked after the update of the same bank
+
+
+async def test_a_restarted_manager_resumes_the_job_it_left_running(site):
+    site.add_bank("local")
+    job_id = await site.store.add_job({"kind": "update", "bank": "local", "options": {}, "user": site.user})
+    claimed = await site.store.claim_job("node-a", job_id)  # the manager "died" with this job running
+    assert claimed["state"] == "running"
+    manager = manager_for(site)
+    await manager.start()  # recover=True: requeue and republish
+    try:
+        job = await finished(site, job_id)
+    finally:
+        await manager.stop()
+    assert job["state"] == "done" and job["attempts"] == 2
+
+
+async def test_a_queued_job_cancelled_never_runs(site):
+    site.add_bank("local")
+    job_id = await submit_job(site.store, site.bus, "update", "local", {}, site.user)
+    cancelled = await request_cancel(site.store, site.bus, site.state, job_id)
+    assert cancelled["state"] == "cancelled"
+    manager = manager_for(site)
+    await manager.start()
+    try:
+        await site.bus.join(names.JOBS, timeout=10)
+    finally:
+        await manager.stop()
+    assert (await site.store.get_job(job_id))["state"] == "cancelled"
+    assert await site.store.get_bank("local") is None  # nothing ran
+
+
+async def test_a_failing_job_is_recorded_with_its_reason(site):
+    manager = manager_for(site)
+    await manager.start()
+    try:
+        job_id = await submit_job(site.store, site.bus, "update", "nosuch", {}, site.user)
+        job = await finished(site, job_id)
+    finally:
+        await manager.stop()
+    assert job["state"] == "failed" and "nosuch" in job["error"]
