@@ -20,6 +20,7 @@ install: $(BIN)/.installed
 run: $(BIN)/.installed
 	@test -f $(ROOT)/config.yml || $(BIN)/biomaj init $(ROOT)
 	$(BIN)/biomaj -c $(ROOT)/config.yml ctl check example
+	$(BIN)/biomaj -c $(ROOT)/config.yml ctl update example --follow
 	exec $(BIN)/biomaj -c $(ROOT)/config.yml serve --all
 
 # The rsync protocol's tests run the rsync program (a Debian package).

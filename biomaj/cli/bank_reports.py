@@ -12,7 +12,7 @@ import click
 from biomaj import reports
 from biomaj.cli.context import CliContext, config_option, emit_json, json_option
 from biomaj.config.properties import GlobalProperties
-from biomaj.runtime.embedded import admins_of, current_user
+from biomaj.runtime.identity import admins_of, current_user
 from biomaj.storage import open_store
 from biomaj.storage.base import ACTIVE_JOB_STATES
 from biomaj.workflow import locks

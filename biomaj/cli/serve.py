@@ -9,7 +9,7 @@ import click
 
 from biomaj.cli.context import CliContext, config_option
 from biomaj.runtime.memory import tune_malloc
-from biomaj.runtime.node import ROLES, Node, parse_roles, serve_until_signalled
+from biomaj.runtime.roles import ROLES, parse_roles
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +30,8 @@ def _run(coro) -> None:
 @click.pass_obj
 def serve(obj: CliContext, all_roles: bool, role_spec: str | None) -> None:
     """Run the service until SIGINT or SIGTERM."""
+    from biomaj.runtime.node import Node, serve_until_signalled
+
     roles = parse_roles(all_roles, role_spec)
     node = Node(obj.config(), roles)
     tune_malloc()

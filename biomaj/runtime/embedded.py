@@ -6,7 +6,6 @@ server is asked to (remote mode comes with the web API).
 from __future__ import annotations
 
 import contextlib
-import getpass
 import os
 import socket
 from typing import Any, Awaitable, Callable
@@ -16,39 +15,13 @@ from biomaj.actors.manager import ManagerActor, ManagerSettings, request_cancel,
 from biomaj.bus import names
 from biomaj.bus.memory import MemoryBus
 from biomaj.bus.messages import JobEvent
-from biomaj.config.properties import BankProperties
 from biomaj.config.service import Config
+from biomaj.runtime.identity import admins_of, current_user, secret_reader
 from biomaj.state import MemoryState
 from biomaj.storage import open_store
 from biomaj.storage.base import FINAL_JOB_STATES, DuplicateJob
 
 OnEvent = Callable[[JobEvent], Awaitable[None] | None]
-
-
-def current_user() -> str:
-    """The identity of a local command: the unix login, as BioMAJ 3's monolithic mode."""
-    try:
-        return getpass.getuser()
-    except Exception:  # noqa: BLE001 - no login name (containers): an anonymous local user
-        return "biomaj"
-
-
-def secret_reader(config: Config) -> Callable[[str, str], str | None]:
-    """(bank, property) -> value, read from the bank file on this node (secrets never travel
-    in bus messages)."""
-
-    def read(bank: str, key: str) -> str | None:
-        return BankProperties.load(config.global_properties, bank).get(key)
-
-    return read
-
-
-def admins_of(config: Config) -> frozenset[str]:
-    """Admins from config.yml and from the ``admin`` key of global.properties."""
-    from biomaj.config.properties import GlobalProperties
-
-    from_properties = GlobalProperties.load(config.global_properties).get_list("admin")
-    return frozenset(config.settings.auth.admins) | frozenset(from_properties)
 
 
 def cli_worker(pid: int | None = None) -> str:

@@ -19,7 +19,6 @@ from biomaj.actors.placeholders import IdleActor, ProcessorActor
 from biomaj.actors.web import WebActor
 from biomaj.bus import Bus, open_bus
 from biomaj.config.service import Config
-from biomaj.errors import BiomajError
 from biomaj.runtime.actor import ActorSettings
 from biomaj.runtime.heartbeat import Heartbeat
 from biomaj.state import State, open_state
@@ -28,39 +27,7 @@ from biomaj.storage.base import Store
 
 log = logging.getLogger(__name__)
 
-#: role -> actors it hosts, in start order. auth serves the roles that identify users.
-ROLE_ACTORS: dict[str, tuple[str, ...]] = {
-    "manager": ("auth", "manager"),
-    "download": ("downloader",),
-    "process": ("processor",),
-    "scheduler": ("scheduler",),
-    "web": ("auth", "web"),
-    "ftp": ("auth", "ftp"),
-}
-ROLES = tuple(ROLE_ACTORS)
-#: Roles that read or write the store.
-STORE_ROLES = {"manager", "scheduler", "web", "ftp"}
-
-
-def parse_roles(all_roles: bool, spec: str | None) -> list[str]:
-    """The roles asked for by `--all` or `--role a,b`; BiomajError for an unknown or missing role."""
-    if all_roles and spec:
-        raise BiomajError("serve: give either --all or --role, not both")
-    if all_roles:
-        return list(ROLES)
-    if not spec:
-        raise BiomajError(f"serve: give --all or --role ROLE[,ROLE] (roles: {', '.join(ROLES)})")
-    roles: list[str] = []
-    for role in (r.strip().lower() for r in spec.split(",")):
-        if not role:
-            continue
-        if role not in ROLE_ACTORS:
-            raise BiomajError(f"serve: unknown role {role!r} (roles: {', '.join(ROLES)})")
-        if role not in roles:
-            roles.append(role)
-    if not roles:
-        raise BiomajError(f"serve: --role is empty (roles: {', '.join(ROLES)})")
-    return roles
+from biomaj.runtime.roles import ROLE_ACTORS, ROLES, STORE_ROLES, parse_roles  # noqa: F401 - re-exported
 
 
 class _Startable(Protocol):
@@ -97,7 +64,7 @@ class Node:
         grace = self.config.settings.node.stop_grace
         assert self.bus is not None
         if name == "manager":
-            from biomaj.runtime.embedded import admins_of
+            from biomaj.runtime.identity import admins_of
 
             assert self.store is not None
             settings = ManagerSettings(concurrency=limits.jobs, grace=grace, node_id=self.node_id)
@@ -123,7 +90,7 @@ class Node:
     def read_bank_secret(self, bank: str, key: str) -> str | None:
         """A secret property (server.credentials ...) read from the bank file on this node, so
         that passwords never travel in bus messages."""
-        from biomaj.runtime.embedded import secret_reader
+        from biomaj.runtime.identity import secret_reader
 
         return secret_reader(self.config)(bank, key)
 

@@ -1,0 +1,35 @@
+"""Who runs a local command, who is an admin, and how a node reads a bank's secrets."""
+
+from __future__ import annotations
+
+import getpass
+from typing import Callable
+
+from biomaj.config.properties import BankProperties
+from biomaj.config.service import Config
+
+
+def current_user() -> str:
+    """The identity of a local command: the unix login, as BioMAJ 3's monolithic mode."""
+    try:
+        return getpass.getuser()
+    except Exception:  # noqa: BLE001 - no login name (containers): an anonymous local user
+        return "biomaj"
+
+
+def secret_reader(config: Config) -> Callable[[str, str], str | None]:
+    """(bank, property) -> value, read from the bank file on this node (secrets never travel
+    in bus messages)."""
+
+    def read(bank: str, key: str) -> str | None:
+        return BankProperties.load(config.global_properties, bank).get(key)
+
+    return read
+
+
+def admins_of(config: Config) -> frozenset[str]:
+    """Admins from config.yml and from the ``admin`` key of global.properties."""
+    from biomaj.config.properties import GlobalProperties
+
+    from_properties = GlobalProperties.load(config.global_properties).get_list("admin")
+    return frozenset(config.settings.auth.admins) | frozenset(from_properties)
