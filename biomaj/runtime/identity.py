@@ -31,5 +31,10 @@ def admins_of(config: Config) -> frozenset[str]:
     """Admins from config.yml and from the ``admin`` key of global.properties."""
     from biomaj.config.properties import GlobalProperties
 
-    from_properties = GlobalProperties.load(config.global_properties).get_list("admin")
+    from biomaj.errors import ConfigError
+
+    try:
+        from_properties = GlobalProperties.load(config.global_properties).get_list("admin")
+    except ConfigError:  # no global.properties yet: every bank job will say so
+        from_properties = []
     return frozenset(config.settings.auth.admins) | frozenset(from_properties)
