@@ -132,6 +132,10 @@ class DownloaderActor(Actor):
             where = exc.filename or Path(request.offline_dir) / request.save_as
             return dict(ok=False, error=f"cannot write {where}: {exc.strerror or exc}",
                         retryable=False, elapsed=time.monotonic() - started)
+        except Exception as exc:  # a bug: answer anyway, so that no workflow waits for ever
+            log.exception("download of %s crashed", request.save_as)
+            return dict(ok=False, error=f"{type(exc).__name__}: {exc}", retryable=False,
+                        elapsed=time.monotonic() - started)
         return dict(
             ok=True, size=result.size, mtime=result.mtime, digest=result.digest, transferred=result.transferred,
             attempts=result.attempts, skipped=result.skipped, elapsed=result.elapsed,
