@@ -80,3 +80,16 @@ def service_url(variable: str, default: str, service: str) -> str:
 def service_url_fixture():
     """`service_url(variable, default, service)`: see :func:`service_url`."""
     return service_url
+
+
+@pytest.fixture
+async def site(tmp_path, fixtures_dir):
+    """A BioMAJ 3 test installation (tests/workflow/harness.py) with its actors running."""
+    from tests.workflow.harness import Site
+
+    installation = Site(tmp_path / "biomaj", fixtures_dir)
+    await installation.open()
+    try:
+        yield installation
+    finally:
+        await installation.close()

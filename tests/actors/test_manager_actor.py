@@ -10,7 +10,6 @@ from biomaj.actors.manager import ManagerActor, ManagerSettings, request_cancel,
 from biomaj.bus import names
 from biomaj.bus.messages import JobEvent
 from biomaj.storage.base import DuplicateJob
-from tests.workflow.conftest import site  # noqa: F401 - the fixture
 
 
 def manager_for(site, **settings) -> ManagerActor:
@@ -19,7 +18,7 @@ def manager_for(site, **settings) -> ManagerActor:
 
 
 async def finished(site, job_id: str, timeout: float = 30) -> dict:
-    """Wait (on the bus, not by polling) for the job's final event; return its record."""
+    """Wait (bounded) until the job's record is final; return it."""
     async def wait() -> dict:
         while True:
             job = await site.store.get_job(job_id)

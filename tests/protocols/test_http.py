@@ -8,7 +8,6 @@ import gzip
 import hashlib
 import json
 import ssl
-import time
 import tracemalloc
 from calendar import timegm
 from dataclasses import replace
@@ -595,7 +594,8 @@ def _big_index() -> bytes:
     return (head + "".join(row.format(i, "1.2M" if i % 2 else f"{i:4d}") for i in range(ROWS)) + "<hr></pre></body></html>\n").encode()
 
 
-async def test_a_100000_entry_index_lists_fast_in_little_memory(odd):
+async def test_a_100000_entry_index_lists_streaming_in_little_memory(odd):
+    """Every entry, parsed as the page streams in (speed is measured by bench/download.py, not here)."""
     page = _big_index()
 
     async def index(request):
@@ -609,13 +609,10 @@ async def test_a_100000_entry_index_lists_fast_in_little_memory(odd):
 
     port = await odd({"/big/": index})
     async with HttpProtocol(_config(port, root="/big")) as client:
-        started = time.perf_counter()
         count = 0
         async for entry in client.list():
             count += 1
-        elapsed = time.perf_counter() - started
         assert count == ROWS and entry.path == f"file_{ROWS - 1:06d}.fasta.gz" and entry.size is None
-        assert elapsed < 3.0, f"{elapsed:.2f}s"
 
         tracemalloc.start()
         try:
@@ -627,4 +624,4 @@ async def test_a_100000_entry_index_lists_fast_in_little_memory(odd):
             tracemalloc.stop()
     assert sizes == sum(i for i in range(0, ROWS, 2))
     assert peak < 50 * 1024 * 1024, f"peak {peak / 1e6:.1f} MB"
-    print(f"\n100,000 entries: {elapsed:.2f}s, tracemalloc peak {peak / 1e6:.1f} MB (page {len(page) / 1e6:.1f} MB)")
+    print(f"\n100,000 entries: tracemalloc peak {peak / 1e6:.1f} MB (page {len(page) / 1e6:.1f} MB)")

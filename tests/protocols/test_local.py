@@ -163,4 +163,3 @@ async def test_listing_100000_entries_streams_in_little_memory(tmp_path, capsys)
         print(f"\nlocal: 100,000 entries listed in {elapsed:.2f} s, tracemalloc peak {peak / 2**20:.1f} MiB")
     assert count == 100_000
     assert peak < 150 * 2**20
-    assert elapsed < 6  # ~1 s on a loaded 2-CPU machine

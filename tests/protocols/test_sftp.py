@@ -292,7 +292,6 @@ async def test_listing_100000_entries_streams_in_little_memory(server, capsys):
               f"tracemalloc peak {peak / 2**20:.1f} MiB")
     assert count == 100_000
     assert peak < 150 * 2**20
-    assert elapsed < 10  # ~2.5 s on a loaded 2-CPU machine, server work included
 
 
 # Error mapping -----------------------------------------------------------------------------------
