@@ -160,7 +160,7 @@ class DownloaderActor(Actor):
                       "rate": transferred / elapsed if elapsed > 0 else 0.0, "skipped": result.skipped},
         )
         await self.bus.broadcast(event.topic(), event)
-        if not result.ok:
+        if not result.ok and result.error != "cancelled":
             log.warning("download failed", extra={"bank": request.bank, "file": request.save_as, "error": result.error})
 
 

@@ -177,6 +177,7 @@ class ManagerActor(Actor):
                 error = f"{outcome.failed_task}: {outcome.error}" if outcome.failed_task else outcome.error
         except BiomajError as exc:
             error = str(exc)
+            result = {"exit_code": exc.exit_code}  # a command reports it as it would have
         except Exception as exc:  # a bug: the job fails with the reason, the manager goes on
             log.exception("job %s (%s of %s) crashed", job["id"], job["kind"], job["bank"])
             error = f"{type(exc).__name__}: {exc}"

@@ -154,7 +154,7 @@ def _report(obj: CliContext, job: dict, describe) -> None:
             click.echo(f"error: {job['kind']} of {job['bank']} {job['state']}: {job.get('error')}"
                        + (f"\n  log: {log_file}" if log_file else ""), err=True)
     if job["state"] != JOB_DONE:
-        raise SystemExit(1)
+        raise SystemExit((job.get("result") or {}).get("exit_code") or 1)
 
 
 def _update_message(result: dict) -> str:
