@@ -56,7 +56,8 @@ class _Follow:
         if event.kind == "download" and progress.get("file"):
             return  # per-file events: the manager's summaries are enough here
         if "files_total" in progress:
-            line = (f"[{event.bank}] download {progress['files_done']}/{progress['files_total']} files, "
+            done, total = progress["files_done"], progress["files_total"]
+            line = (f"[{event.bank}] download {_bar(done, total)} {done}/{total} files, "
                     f"{_bytes(progress.get('bytes', 0))}, {_bytes(progress.get('rate', 0))}/s")
             if progress.get("files_failed"):
                 line += f", {progress['files_failed']} failed"
@@ -78,6 +79,11 @@ class _Follow:
     def done(self) -> None:
         if self.enabled and self.tty and self.width:
             click.echo(err=True)
+
+
+def _bar(done: int, total: int, width: int = 20) -> str:
+    filled = width * done // total if total else width
+    return "[" + "#" * filled + "-" * (width - filled) + "]"
 
 
 def _bytes(n: float) -> str:
