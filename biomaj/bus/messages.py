@@ -333,24 +333,36 @@ class DownloadResult(Message):
 
 @message
 class ProcessRequest(Message):
-    """Run one pre/post/remove process of a bank: ``exe args...`` with ``env`` added."""
+    """Run one pre/post/remove process of a bank (BioMAJ 3's process contract).
+
+    ``args`` are already substituted (``${var}``) and split; with ``shell_expand`` the command
+    line ``exe args...`` goes through ``/bin/sh -c`` (BioMAJ 3's default ``.expand=true``), else
+    ``exe`` is executed directly with ``args``. ``env`` is the whole process environment BioMAJ 3
+    exports (bank properties and special variables, secrets left out); ``cwd`` is process.dir.
+    stdout and stderr go to ``<log_dir>/<name>.out`` / ``.err``. ``docker`` (image, sudo, workdir,
+    volumes as [host, container, mode]) runs the command in a container instead.
+    """
 
     TYPE = "process.request"
+    VERSION = 2  # 2: log_dir, cwd, docker, results_queue
     QUEUE = names.PROCESS
 
     job_id: str
     bank: str
     session_id: str
-    name: str
+    name: str  # <META>_<PROC>
     exe: str
     args: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
     phase: str = "postprocess"  # preprocess, postprocess, removeprocess
     block: str = ""
     meta: str = ""
-    log_path: str = ""
-    shell_expand: bool = False
+    log_dir: str = ""
+    cwd: str = ""
+    shell_expand: bool = True
     timeout: float | None = None
+    docker: dict[str, Any] | None = None
+    results_queue: str = names.PROCESS_RESULTS
 
 
 @message
