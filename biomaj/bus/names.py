@@ -19,16 +19,11 @@ PROCESS = "biomaj.process"
 """One message per pre/post/remove process to run, consumed by processors."""
 
 DOWNLOAD_RESULTS = "biomaj.download.results"
-"""Per-file download outcomes, consumed by the manager that records them."""
-
-def download_results(owner: str) -> str:
-    """The results queue of one manager (``owner``: its instance id): each manager gets the
-    results of the downloads it asked for, whatever the number of managers."""
-    return f"{DOWNLOAD_RESULTS}.{owner}"
-
+"""Per-file download outcomes. Each manager reads its own ``DOWNLOAD_RESULTS.<instance id>``
+(named in each request), so that results reach the manager that asked, whatever their number."""
 
 PROCESS_RESULTS = "biomaj.process.results"
-"""Per-process outcomes, consumed by the manager that records them."""
+"""Per-process outcomes; each manager reads its own ``PROCESS_RESULTS.<instance id>``."""
 
 WORK_QUEUES = (JOBS, DOWNLOAD, PROCESS, DOWNLOAD_RESULTS, PROCESS_RESULTS)
 

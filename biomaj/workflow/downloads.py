@@ -1,42 +1,46 @@
-"""Sending one download message per file to the downloaders and collecting their results.
+"""Sending work messages (one per file, one per process) to worker actors and collecting their
+results.
 
-The manager publishes a DownloadRequest per file on the ``download`` queue and waits for the
-matching DownloadResults on the results queue: one consumer routes each result to the future
-of its request (by request id), so a workflow awaits its files without any polling loop.
+The manager publishes requests on a work queue (``download``, ``process``); each request names
+the manager's own results queue, where the worker publishes its result before acking the
+request. One consumer per manager routes each result to the future of its request (by request
+id), so a workflow awaits its work without any polling loop, whatever the number of managers.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import contextlib
+import dataclasses
 import logging
 import uuid
-from typing import Awaitable, Callable, Sequence
+from typing import Awaitable, Callable, Generic, Sequence, TypeVar
 
 from biomaj.bus import Bus, names
-from biomaj.bus.messages import CancelJob, DownloadRequest, DownloadResult
+from biomaj.bus.messages import CancelJob, Message
 
 log = logging.getLogger(__name__)
 
-OnResult = Callable[[DownloadResult], Awaitable[None]]
+R = TypeVar("R", bound=Message)
+OnResult = Callable[[R], Awaitable[None]]
 
 
-class Downloads:
-    """Routes download results to the workflows waiting for them."""
+class Dispatcher(Generic[R]):
+    """Publishes requests on ``work_queue`` and routes their results back."""
 
-    def __init__(self, bus: Bus, owner: str | None = None):
+    def __init__(self, bus: Bus, work_queue: str, results_base: str, owner: str | None = None):
         self.bus = bus
-        self.queue = names.download_results(owner or uuid.uuid4().hex[:12])
-        self._waiting: dict[str, asyncio.Future[DownloadResult]] = {}
+        self.work_queue = work_queue
+        self.queue = f"{results_base}.{owner or uuid.uuid4().hex[:12]}"
+        self._waiting: dict[str, asyncio.Future[R]] = {}
         self._consumer: asyncio.Task | None = None
 
     async def start(self) -> None:
         if self._consumer is not None:
             return
-        await self.bus.declare_queue(names.DOWNLOAD)
+        await self.bus.declare_queue(self.work_queue)
         await self.bus.declare_queue(self.queue)
-        self._consumer = asyncio.create_task(self._route(), name="download-results")
+        self._consumer = asyncio.create_task(self._route(), name=f"results:{self.queue}")
 
     async def stop(self) -> None:
         if self._consumer is not None:
@@ -55,22 +59,16 @@ class Downloads:
                 result = delivery.message
                 future = self._waiting.pop(getattr(result, "request_id", ""), None)
                 if future is None:
-                    log.info("download result for a request nobody waits for (an earlier run): %s",
-                             result.describe())
+                    log.info("result for a request nobody waits for (an earlier run): %s", result.describe())
                 elif not future.done():
                     future.set_result(result)
                 await delivery.ack()
 
-    async def fetch_all(
-        self,
-        requests: Sequence[DownloadRequest],
-        on_result: OnResult,
-        cancelled: asyncio.Event,
-    ) -> list[DownloadResult]:
+    async def run_all(self, requests: Sequence[Message], on_result: OnResult, cancelled: asyncio.Event) -> list[R]:
         """Publish every request and return every result (in completion order).
 
-        When ``cancelled`` is set the downloaders are told to stop the job's transfers; each
-        request then still gets a result (failed: cancelled), so nothing is left waiting.
+        When ``cancelled`` is set the workers are told to stop the job's work; each request then
+        still gets a result (failed: cancelled), so nothing is left waiting.
         """
         if not requests:
             return []
@@ -78,14 +76,14 @@ class Downloads:
         loop = asyncio.get_running_loop()
         futures = []
         for request in requests:
-            future: asyncio.Future[DownloadResult] = loop.create_future()
+            future: asyncio.Future[R] = loop.create_future()
             self._waiting[request.id] = future
             futures.append(future)
         job_id, bank = requests[0].job_id, requests[0].bank
         watcher = asyncio.create_task(self._cancel_when(cancelled, job_id, bank))
         try:
             for request in requests:
-                await self.bus.publish(names.DOWNLOAD, request)
+                await self.bus.publish(self.work_queue, request)
             results = []
             for next_done in asyncio.as_completed(futures):
                 result = await next_done
@@ -98,6 +96,29 @@ class Downloads:
                 self._waiting.pop(request.id, None)
                 future.cancel()
 
+    async def run_one(self, request: Message, cancelled: asyncio.Event) -> R:
+        async def ignore(_result: R) -> None:
+            return None
+
+        return (await self.run_all([request], ignore, cancelled))[0]
+
     async def _cancel_when(self, cancelled: asyncio.Event, job_id: str, bank: str) -> None:
         await cancelled.wait()
         await self.bus.broadcast(names.CANCEL_TOPIC, CancelJob(job_id=job_id, bank=bank))
+
+
+class Downloads(Dispatcher):
+    """Download requests to the downloaders, results back to this manager."""
+
+    def __init__(self, bus: Bus, owner: str | None = None):
+        super().__init__(bus, names.DOWNLOAD, names.DOWNLOAD_RESULTS, owner)
+
+    async def fetch_all(self, requests, on_result, cancelled):
+        return await self.run_all(requests, on_result, cancelled)
+
+
+class Processes(Dispatcher):
+    """Process requests to the processors, results back to this manager."""
+
+    def __init__(self, bus: Bus, owner: str | None = None):
+        super().__init__(bus, names.PROCESS, names.PROCESS_RESULTS, owner)
