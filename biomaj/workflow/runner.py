@@ -396,6 +396,8 @@ async def close_dead_job(store, holder: locks.LockHolder) -> bool:
     job = await store.get_job(holder.job)
     if job is None or job.get("state") != JOB_RUNNING:
         return False
+    if (job.get("started") or 0) > holder.since:
+        return False  # requeued and claimed again since: that run takes the lock over (resume_job)
     try:
         await store.finish_job(holder.job, JOB_FAILED, error=f"its process died: {holder.describe()}")
     except StoreError:  # finished or requeued meanwhile
