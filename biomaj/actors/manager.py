@@ -28,7 +28,8 @@ from biomaj.storage.base import (
 )
 from biomaj.workflow import runner
 from biomaj.workflow.bank import RunContext
-from biomaj.workflow.downloads import Downloads
+from biomaj.process.runner import ProcessRunner
+from biomaj.workflow.downloads import Downloads, Processes
 from biomaj.workflow.update import UpdateOptions
 
 log = logging.getLogger(__name__)
@@ -88,14 +89,16 @@ class ManagerActor(Actor):
         self.state = state
         self.global_properties = Path(global_properties)
         self.admins = admins
-        self.processes = processes
         self.downloads = Downloads(bus)
+        self.process_requests = Processes(bus)
+        self.processes = processes if processes is not None else ProcessRunner(self.process_requests)
         self._bank_locks: dict[str, asyncio.Lock] = {}
         self._running: dict[str, RunContext] = {}
         self._cancel_listener: asyncio.Task | None = None
 
     async def start(self) -> None:
         await self.downloads.start()
+        await self.process_requests.start()
         subscription = await self.bus.subscribe(names.CANCEL_TOPIC)
         self._cancel_listener = asyncio.create_task(self._listen_for_cancels(subscription), name="manager-cancels")
         await super().start()
@@ -111,6 +114,7 @@ class ManagerActor(Actor):
                 await self._cancel_listener
             self._cancel_listener = None
         await self.downloads.stop()
+        await self.process_requests.stop()
 
     async def recover(self) -> None:
         """Requeue the jobs this node left running (it died) and republish every queued job."""

@@ -226,6 +226,8 @@ class IndexParser:
         for sep in ("#", "?"):
             href = href.partition(sep)[0]
         if ".." in href and ".." in unquote(href).split("/"):
+            if unquote(href).rstrip("/") != "..":  # not the parent directory link every index has
+                log.warning("index of %s: refused unsafe name %r (it would leave the directory)", self._base, href)
             return None  # a hostile page; URL resolution would clamp '../x' at the root into 'x'
         if _SCHEME.match(href) or href.startswith(("/", ".")) or "/" in href[:-1]:
             url = urljoin(self._base, href)

@@ -80,10 +80,12 @@ def _listing(root: Path, blast: bool) -> dict:
     return {"name": root.name, "sections": sections, "files": files}
 
 
-async def remove_release(run: RunContext, bank: Bank, entry: dict, log: logging.Logger) -> None:
+async def remove_release(run: RunContext, bank: Bank, entry: dict, log: logging.Logger, log_file: str = "",
+                         session: Session | None = None) -> None:
     """Remove one production release: remove processes, its directory, its session and cache.
 
     The caller holds the bank lock and checked that it is neither frozen nor published.
+    ``session`` (a remove session) keeps the remove processes' statuses.
     """
     if bank.props.get_list("db.remove.process"):
         if run.processes is None:
@@ -91,9 +93,22 @@ async def remove_release(run: RunContext, bank: Bank, entry: dict, log: logging.
 
             raise BiomajError(
                 f"release {entry['release']}: the bank declares remove processes "
-                f"({bank.props.get('db.remove.process')}) but this version of biomaj cannot run processes yet"
+                f"({bank.props.get('db.remove.process')}) but no processor runs them here"
             )
-        await run.processes.run_remove(bank, entry)
+        from biomaj.process.runner import PhaseRun
+
+        phase = PhaseRun(
+            phase="removeprocess", bank=bank.name, props=bank.props,
+            session=session if session is not None else {"id": entry["session"]}, job_id=run.job_id,
+            cancelled=run.cancelled, data_dir=entry["data_dir"], dir_version=entry["dir_version"],
+            offline_dir=str(bank.offline_dir), release=entry["release"], remote_release=entry.get("remoterelease"),
+            release_dir_name=entry["prod_dir"], log_file=log_file or str(bank.log_root / bank.name / "remove.log"),
+            log=log,
+        )
+        if not await run.processes.run_phase(phase):
+            from biomaj.workflow.engine import Cancelled
+
+            raise Cancelled("cancelled")
     path = Bank.production_dir(entry)
     fs.remove_tree(path)
     keep = bank.props.get_bool("keep.old.sessions")
@@ -117,7 +132,7 @@ async def delete_old(run: RunContext, bank: Bank, session: Session, log: logging
         if entry.get("release") == session.get("release") or entry.get("freeze") or entry.get("session") == doc.get("current"):
             continue
         try:
-            await remove_release(run, bank, entry, log)
+            await remove_release(run, bank, entry, log, session.get("log_file") or "")
         except Exception as exc:  # noqa: BLE001 - an old release that stays is not a failed update
             log.error("keep.old.version: could not remove release %s: %s", entry.get("release"), exc)
             continue

@@ -102,41 +102,27 @@ def select_session(bank: Bank, doc: dict, options: UpdateOptions) -> Session:
     return last
 
 
-def _reset_process(session: Session, task: str, process: str | None) -> None:
-    """--process P with --from-task T: restart the process DAG of T at block, meta or process P."""
-    if process is None or task not in PROCESS_TASKS:
-        return
-    tree = session.get("process", {}).get(task) or {}
-    found = False
-    for block_or_meta, value in tree.items():
-        if found:
-            _clear(value)
-            continue
-        if block_or_meta == process:
-            _clear(value)
-            found = True
-            continue
-        if isinstance(value, dict):
-            for meta, procs in value.items():
-                if found or meta == process:
-                    _clear(procs)
-                    found = True
-                elif isinstance(procs, dict) and process in procs:
-                    keys = list(procs)
-                    for key in keys[keys.index(process):]:
-                        procs[key] = False
-                    found = True
-    if not found:
-        raise BiomajError(f"Process {process} not found in {task}")
+def _reset_processes(bank: Bank, session: Session, from_task: str, process: str | None) -> None:
+    """--from-task T: the processes of every process task from T on run again; with --process P,
+    those of T only from block, meta or process P on (in declaration order)."""
+    from biomaj.process.runner import reset_phase
+
+    if process is not None and from_task not in PROCESS_TASKS:
+        raise BiomajError(f"--process needs --from-task preprocess or postprocess, not {from_task}")
+    position = UPDATE_TASKS.index(from_task)
+    for task in UPDATE_TASKS[position:]:
+        if task in PROCESS_TASKS:
+            reset_phase(bank.props, session, task, process if task == from_task else None)
 
 
-def _clear(tree: Any) -> None:
-    if isinstance(tree, dict):
-        for key, value in tree.items():
-            if isinstance(value, dict):
-                _clear(value)
-            else:
-                tree[key] = False
+def _refuse_if_busy(bank: Bank, job_id: str, resume_job: bool) -> None:
+    """Maintenance or a lock refuses the update before a session is created (the lock is
+    taken for real in init; this only keeps refused attempts out of the bank's history)."""
+    if locks.is_maintenance(bank.lock_dir):
+        raise locks.InMaintenance("biomaj is in maintenance (`biomaj ctl maintenance off` ends it)")
+    holder = locks.read_holder(bank.lock_dir, bank.name)
+    if holder is not None and not (resume_job and holder.job == job_id and holder.is_dead()):
+        raise locks.BankLocked(bank.name, holder, stale=holder.is_dead())
 
 
 async def update_bank(run: RunContext, name: str, options: UpdateOptions, *, depends: bool = True,
@@ -148,11 +134,12 @@ async def update_bank(run: RunContext, name: str, options: UpdateOptions, *, dep
     refuse_bad_config(bank)
     doc = await _owned_document(run, bank)
     session = select_session(bank, doc, options)
+    _refuse_if_busy(bank, run.job_id, resume_job)
     if options.from_task:
         reset_from_task(session, options.from_task)
-        _reset_process(session, options.from_task, options.process)
+        _reset_processes(bank, session, options.from_task, options.process)
     elif options.process:
-        raise BiomajError("--process needs --from-task preprocess, postprocess or removeprocess")
+        raise BiomajError("--process needs --from-task preprocess or postprocess")
     for directory in (bank.bank_dir, bank.offline_dir):
         directory.mkdir(parents=True, exist_ok=True)
     start = time.time()
@@ -261,7 +248,7 @@ async def remove_bank_release(run: RunContext, name: str, release: str) -> Outco
             session["log_file"] = str(log_file)
             session["status"]["init"] = True
             try:
-                await publishing.remove_release(run, bank, entry, bank_log)
+                await publishing.remove_release(run, bank, entry, bank_log, str(log_file), session)
                 session["status"].update(removeprocess=True, remove_release=True, over=True)
             except BiomajError as exc:
                 ok, error = False, str(exc)

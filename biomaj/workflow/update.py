@@ -84,6 +84,7 @@ class UpdateWorkflow(Workflow):
         self.downloaded: list[str] = []  # save_as of files fetched (or found complete) this run
         self.reused: list[str] = []  # save_as of files linked from the previous release
         self.record = True  # False for a release check
+        self._phase_progress: dict[str, dict] = {}
 
     # --- plumbing ----------------------------------------------------------------------------
 
@@ -183,10 +184,33 @@ class UpdateWorkflow(Workflow):
             return True
         if self.run_ctx.processes is None:
             raise TaskFailed(
-                f"{phase}: the bank declares processes ({', '.join(declared)}) but this version of biomaj "
-                "cannot run processes yet"
+                f"{phase}: the bank declares processes ({', '.join(declared)}) but no processor runs them here"
             )
-        return await self.run_ctx.processes.run(self, phase)
+        return await self.run_ctx.processes.run_phase(self.phase_run(phase))
+
+    def phase_run(self, phase: str):
+        """What the process runner needs to run ``phase`` for this session."""
+        from biomaj.process.runner import PhaseRun
+
+        s = self.session
+        release = s.get("release")
+
+        async def persist() -> None:
+            await self.bank.save_session(self.run_ctx.store, s, self.run_ctx.user)
+
+        async def progress(update: dict) -> None:
+            state = self._phase_progress.setdefault(phase, {})
+            state.update(update)
+            await self._status(phase, {"progress": dict(state)})
+
+        return PhaseRun(
+            phase=phase, bank=self.bank.name, props=self.props, session=s, job_id=self.run_ctx.job_id,
+            cancelled=self.run_ctx.cancelled, data_dir=s["data_dir"], dir_version=s["dir_version"],
+            offline_dir=str(self.bank.offline_dir), release=release, remote_release=s.get("remoterelease"),
+            release_dir_name=self.bank.prod_dir(release) if release else None, log_file=s.get("log_file") or "",
+            log=self.log, persist=persist, progress=progress,
+            dependencies={name: str(dep.release_dir) for name, dep in self.dependencies.items() if dep.release_dir},
+        )
 
     async def wf_release(self) -> bool:
         s = self.session
@@ -305,7 +329,8 @@ class UpdateWorkflow(Workflow):
         failed = [r for r in results if not r.ok]
         self.downloaded = present + [r.save_as for r in results if r.ok]
         if failed:
-            shown = "; ".join(f"{r.save_as}: {r.error}" for r in failed[:5])
+            shown = "; ".join(r.error if r.error.startswith(r.save_as) or r.save_as in r.error.split(":")[0]
+                              else f"{r.save_as}: {r.error}" for r in failed[:5])
             more = f" (and {len(failed) - 5} more)" if len(failed) > 5 else ""
             raise TaskFailed(f"{len(failed)} of {len(wanted)} files failed to download: {shown}{more}")
 
@@ -435,11 +460,9 @@ class UpdateWorkflow(Workflow):
             future.unlink(missing_ok=True)
 
     async def wf_metadata(self) -> bool:
-        formats: dict[str, list] = {name: [] for name in self.props.get_list("db.formats")}
-        for per_format in (self.session.get("per_process_metadata") or {}).values():
-            for name, entries in per_format.items():
-                formats.setdefault(name, []).extend(entries)
-        self.session["formats"] = formats
+        from biomaj.process.runner import merge_formats
+
+        self.session["formats"] = merge_formats(self.session, self.props.get_list("db.formats"))
         return True
 
     async def wf_stats(self) -> bool:
@@ -547,7 +570,10 @@ def _same_file(dest: Path, item: Wanted) -> bool:
         st = dest.stat()
     except OSError:
         return False
-    if item.entry.size is None or st.st_size != item.entry.size:
+    if item.entry.size is None:
+        # an index that prints "2.7K": only a finished download sets the remote date on the file
+        return item.entry.mtime is not None and int(st.st_mtime) == int(item.entry.mtime)
+    if st.st_size != item.entry.size:
         return False
     return item.entry.mtime is None or int(st.st_mtime) == int(item.entry.mtime)
 

@@ -340,7 +340,7 @@ def test_bank_file_with_errors_is_refused_before_any_work(biomaj_root):
 def test_from_task_with_an_unknown_release(biomaj_root):
     run(biomaj_root, "update", "example")
     result = run(biomaj_root, "update", "example", "--from-task", "postprocess", "--release", "nosuch", check=False)
-    assert "release nosuch does not exist" in error_line(result, 1)
+    assert "release nosuch does not exist" in error_line(result, 2)  # UnknownRelease: a bad argument
 
 
 def test_cancel_and_unlock_with_nothing_to_do(biomaj_root):

@@ -454,9 +454,10 @@ async def test_stale_live_and_unknown_locks(site: Site):
     await site.store.claim_job("killed-node", job_id)
     dead = locks.LockHolder(socket.gethostname(), dead_pid(), job_id, "someone", time.time())
     path = write_lock(site, json.dumps(asdict(dead)))
-    stale = await site.update(BANK)
-    assert not stale.ok and stale.failed_task == "init"
-    assert "no longer running" in stale.error and f"biomaj ctl unlock {BANK}" in stale.error
+    with pytest.raises(locks.BankLocked) as stale:  # refused before any session is recorded
+        await site.update(BANK)
+    assert "no longer running" in str(stale.value) and f"biomaj ctl unlock {BANK}" in str(stale.value)
+    assert (await site.doc(BANK))["sessions"] == []
     assert json.loads(path.read_text())["pid"] == dead.pid  # reported, not taken over
     cleared = await runner.unlock(ctx, BANK)
     assert cleared.details["was_locked"] and not path.exists()
@@ -468,19 +469,18 @@ async def test_stale_live_and_unknown_locks(site: Site):
 
     alive = locks.LockHolder(socket.gethostname(), os.getpid(), "running-job", "someone", time.time())
     write_lock(site, json.dumps(asdict(alive)))
-    busy = await site.update(BANK)
-    assert not busy.ok and busy.failed_task == "init"
-    assert "locked by" in busy.error and f"process {os.getpid()}" in busy.error
-    assert "no longer running" not in busy.error
+    with pytest.raises(locks.BankLocked) as busy:
+        await site.update(BANK)
+    assert "locked by" in str(busy.value) and f"process {os.getpid()}" in str(busy.value)
+    assert "no longer running" not in str(busy.value)
     with pytest.raises(locks.BankLocked, match="locked by"):
         await runner.unlock(ctx, BANK)
     assert path.exists()
     assert (await runner.unlock(ctx, BANK, force=True)).details["was_locked"] and not path.exists()
 
     write_lock(site, "1")  # BioMAJ 3's lock file
-    legacy = await site.update(BANK)
-    assert not legacy.ok and legacy.failed_task == "init"
-    assert "unknown process" in legacy.error
+    with pytest.raises(locks.BankLocked, match="unknown process"):
+        await site.update(BANK)
     with pytest.raises(BiomajError, match="unknown"):
         await runner.unlock(ctx, BANK)
     assert path.read_text() == "1"
@@ -499,11 +499,11 @@ async def test_maintenance_refuses_updates_until_it_is_off(site: Site):
     site.add_bank(BANK)
     lock_dir = site.root / "lock"
     locks.set_maintenance(lock_dir, True, "admin")
-    refused = await site.update(BANK)
-    assert not refused.ok and refused.failed_task == "init"
-    assert "maintenance" in refused.error
+    with pytest.raises(locks.InMaintenance, match="maintenance"):
+        await site.update(BANK)
     assert locks.read_holder(lock_dir, BANK) is None
-    assert (await site.doc(BANK))["production"] == []
+    doc = await site.doc(BANK)
+    assert doc["production"] == [] and doc["sessions"] == []  # a refused attempt leaves no session
 
     locks.set_maintenance(lock_dir, False)
     done = await site.update(BANK)
