@@ -1,37 +1,12 @@
-"""Actors whose work arrives with later versions: they start, register, consume their mailbox
-and answer every message with a clear refusal, so nothing waits forever and nothing is lost
-silently (refused work goes to the queue's dead-letter queue with the reason).
+"""Actors whose work arrives with later versions: they only start, register and stop, so that a
+node's roles and heartbeat already list them.
 """
 
 from __future__ import annotations
 
 import logging
 
-from biomaj.bus import Delivery, names
-from biomaj.runtime.actor import Actor
-
 log = logging.getLogger(__name__)
-
-NOT_YET = "not available in this version of biomaj"
-
-
-class _RefusingActor(Actor):
-    """Dead-letters every message with a reason naming what is missing."""
-
-    what = "this work"
-
-    async def handle(self, delivery: Delivery) -> None:
-        reason = f"{self.what}: {NOT_YET}"
-        log.warning("actor %s refused %s: %s", self.name, delivery.message.describe(), reason)
-        await delivery.nack(requeue=False, reason=reason)
-
-
-class ProcessorActor(_RefusingActor):
-    """Runs one pre/post/remove process per message: arrives with the process version."""
-
-    name = "processor"
-    queue = names.PROCESS
-    what = "processes"
 
 
 class IdleActor:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Awaitable, Callable
@@ -113,18 +114,22 @@ class ProcessRunner:
         if run.progress is not None:
             await run.progress({name: ok})
 
-    def _environment(self, run: PhaseRun) -> dict[str, str]:
+    def _environment(self, run: PhaseRun, *, node_environment: bool = True) -> dict[str, str]:
+        """The process environment; a container gets only the bank's variables (as BioMAJ 3
+        sends them to docker), not this node's own environment."""
         props = run.props
         return build_environment(
             props.as_dict(), bank=run.bank, data_dir=run.data_dir, dir_version=run.dir_version,
             offline_dir=run.offline_dir, process_dir=props.get("process.dir") or "",
             release_dir_name=run.release_dir_name, remote_release=run.remote_release, release=run.release,
             log_dir=str(Path(run.log_file).parent), log_file=run.log_file, dependencies=run.dependencies,
+            base=None if node_environment else {"PATH": os.environ.get("PATH", "")},
         )
 
     def _request(self, run: PhaseRun, env: dict, block: dag.Block, proc: dag.ProcessDef) -> ProcessRequest:
         docker = None
         if proc.docker:
+            env = self._environment(run, node_environment=False)
             bank_dir = str(Path(run.data_dir) / run.dir_version)
             workdir = str(Path(bank_dir) / run.release_dir_name) if run.release_dir_name else bank_dir
             volumes = [[bank_dir, bank_dir, "rw"]] + [[d, d, "ro"] for d in run.dependencies.values()]

@@ -1,4 +1,4 @@
-"""The actors an in-process ``biomaj ctl`` command needs: a manager and downloaders on an
+"""The actors an in-process ``biomaj ctl`` command needs: a manager, downloaders and processors on an
 in-process bus, over the configured store. ``biomaj ctl update`` runs its job here when no
 server is asked to (remote mode comes with the web API).
 """
@@ -12,6 +12,7 @@ from typing import Any, Awaitable, Callable
 
 from biomaj.actors.downloader import DownloaderActor, DownloaderSettings
 from biomaj.actors.manager import ManagerActor, ManagerSettings, request_cancel, submit_job
+from biomaj.actors.processor import ProcessorActor, ProcessorSettings
 from biomaj.bus import names
 from biomaj.bus.memory import MemoryBus
 from biomaj.bus.messages import JobEvent
@@ -63,11 +64,14 @@ class Embedded:
                                          node_id=config.node_id),
             state=self.state, read_secret=secret_reader(config),
         )
+        self.processor = ProcessorActor(
+            self.bus, ProcessorSettings(concurrency=limits.processes, node_id=config.node_id), state=self.state)
 
     async def __aenter__(self) -> Embedded:
         await self.store.open()
         try:
             await self.downloader.start()
+            await self.processor.start()
             await self.manager.start()
         except BaseException:
             await self.close()
@@ -78,7 +82,8 @@ class Embedded:
         await self.close()
 
     async def close(self) -> None:
-        for closing in (self.manager.stop, self.downloader.stop, self.bus.close, self.state.close, self.store.close):
+        for closing in (self.manager.stop, self.processor.stop, self.downloader.stop, self.bus.close, self.state.close,
+                        self.store.close):
             with contextlib.suppress(Exception):
                 await closing()
 

@@ -15,11 +15,11 @@ from typing import Any, Protocol, Sequence
 from biomaj import __version__
 from biomaj.actors.downloader import DownloaderActor, DownloaderSettings
 from biomaj.actors.manager import ManagerActor, ManagerSettings
-from biomaj.actors.placeholders import IdleActor, ProcessorActor
+from biomaj.actors.placeholders import IdleActor
+from biomaj.actors.processor import ProcessorActor, ProcessorSettings
 from biomaj.actors.web import WebActor
 from biomaj.bus import Bus, open_bus
 from biomaj.config.service import Config
-from biomaj.runtime.actor import ActorSettings
 from biomaj.runtime.heartbeat import Heartbeat
 from biomaj.state import State, open_state
 from biomaj.storage import open_store
@@ -76,7 +76,8 @@ class Node:
             )
             return DownloaderActor(self.bus, settings, state=self.state, read_secret=self.read_bank_secret)
         if name == "processor":
-            return ProcessorActor(self.bus, ActorSettings(concurrency=limits.processes, grace=grace))
+            settings = ProcessorSettings(concurrency=limits.processes, grace=grace, node_id=self.node_id)
+            return ProcessorActor(self.bus, settings, state=self.state)
         if name == "web":
             web = self.config.settings.web
             return WebActor(self, web.host, web.port)

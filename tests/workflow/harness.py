@@ -15,13 +15,15 @@ from pathlib import Path
 from typing import Any
 
 from biomaj.actors.downloader import DownloaderActor, DownloaderSettings
+from biomaj.actors.processor import ProcessorActor, ProcessorSettings
 from biomaj.bus.memory import MemoryBus
 from biomaj.config.properties import BankProperties
 from biomaj.state import MemoryState
 from biomaj.storage.sqlite import SQLiteStore
 from biomaj.workflow import runner
 from biomaj.workflow.bank import RunContext
-from biomaj.workflow.downloads import Downloads
+from biomaj.process.runner import ProcessRunner
+from biomaj.workflow.downloads import Downloads, Processes
 from biomaj.workflow.update import UpdateOptions
 
 USER = "tester"
@@ -61,6 +63,9 @@ class Site:
         self.downloads = Downloads(self.bus)
         self.downloader = DownloaderActor(self.bus, DownloaderSettings(concurrency=4, node_id="test"),
                                           state=self.state, read_secret=self.read_secret)
+        self.processor = ProcessorActor(self.bus, ProcessorSettings(concurrency=4, node_id="test"), state=self.state)
+        self.process_requests = Processes(self.bus)
+        self.processes = ProcessRunner(self.process_requests)
         self.user = USER
         self.admins: frozenset[str] = frozenset()
 
@@ -72,9 +77,13 @@ class Site:
         await self.store.open()
         await self.downloader.start()
         await self.downloads.start()
+        await self.processor.start()
+        await self.process_requests.start()
         return self
 
     async def close(self) -> None:
+        await self.process_requests.stop()
+        await self.processor.stop()
         await self.downloads.stop()
         await self.downloader.stop()
         await self.bus.close()
@@ -106,7 +115,8 @@ class Site:
 
     def context(self, job_id: str = "job", user: str | None = None) -> RunContext:
         return RunContext(store=self.store, global_properties=self.global_properties, job_id=job_id,
-                          user=user or self.user, admins=self.admins, downloads=self.downloads)
+                          user=user or self.user, admins=self.admins, downloads=self.downloads,
+                          processes=self.processes)
 
     async def update(self, bank: str, *, user: str | None = None, **options: Any) -> runner.Outcome:
         return await runner.update_bank(self.context(user=user), bank, UpdateOptions(**options))
