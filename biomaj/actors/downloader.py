@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Callable
 
 from biomaj.bus import Delivery, names
-from biomaj.bus.messages import CancelJob, DownloadRequest, DownloadResult, JobEvent
+from biomaj.bus.messages import DownloadRequest, DownloadResult, JobEvent
 from biomaj.download.engine import ClientPool, FetchFailed, Fetcher, FetchSettings
 from biomaj.download.paths import safe_join
 from biomaj.download.remote import from_message
@@ -26,6 +26,7 @@ from biomaj.download.retry import RetryPolicy
 from biomaj.errors import BiomajError
 from biomaj.protocols.base import RemoteEntry
 from biomaj.runtime.actor import Actor, ActorSettings
+from biomaj.runtime.cancels import CancelListener
 from biomaj.state import State
 
 log = logging.getLogger(__name__)
@@ -60,30 +61,22 @@ class DownloaderActor(Actor):
         self.pool = ClientPool(per_host=self.settings.per_host)
         self._jobs: dict[str, set[asyncio.Task]] = {}
         self.bytes_received = 0  # over every fetch of this actor
-        self._cancel_listener: asyncio.Task | None = None
+        self._cancels = CancelListener(bus, self._cancel_job, "downloader-cancels")
         self._result_queues = {names.DOWNLOAD_RESULTS}
 
     async def start(self) -> None:
         await self.bus.declare_queue(names.DOWNLOAD_RESULTS)
-        subscription = await self.bus.subscribe(names.CANCEL_TOPIC)
-        self._cancel_listener = asyncio.create_task(self._listen_for_cancels(subscription), name="downloader-cancels")
+        await self._cancels.start()
         await super().start()
 
     async def stop(self, grace: float | None = None) -> None:
         await super().stop(grace)
-        if self._cancel_listener is not None:
-            self._cancel_listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._cancel_listener
-            self._cancel_listener = None
+        await self._cancels.stop()
         await self.pool.close()
 
-    async def _listen_for_cancels(self, subscription) -> None:
-        async with subscription:
-            async for message in subscription:
-                if isinstance(message, CancelJob):
-                    for task in list(self._jobs.get(message.job_id, ())):
-                        task.cancel()
+    def _cancel_job(self, job_id: str) -> None:
+        for task in list(self._jobs.get(job_id, ())):
+            task.cancel()
 
     async def handle(self, delivery: Delivery) -> None:
         request = delivery.message

@@ -12,7 +12,6 @@ processes); different banks run in parallel, up to the actor's concurrency.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ from biomaj.bus import Bus, Delivery, names
 from biomaj.bus.messages import CancelJob, JobEvent, JobRequest
 from biomaj.errors import BiomajError
 from biomaj.runtime.actor import Actor, ActorSettings
+from biomaj.runtime.cancels import CancelListener
 from biomaj.state import State
 from biomaj.storage.base import (
     JOB_CANCELLED, JOB_DONE, JOB_FAILED, JOB_QUEUED, JOB_RUNNING, Store,
@@ -94,13 +94,12 @@ class ManagerActor(Actor):
         self.processes = processes if processes is not None else ProcessRunner(self.process_requests)
         self._bank_locks: dict[str, asyncio.Lock] = {}
         self._running: dict[str, RunContext] = {}
-        self._cancel_listener: asyncio.Task | None = None
+        self._cancels = CancelListener(bus, self._cancel_job, "manager-cancels")
 
     async def start(self) -> None:
         await self.downloads.start()
         await self.process_requests.start()
-        subscription = await self.bus.subscribe(names.CANCEL_TOPIC)
-        self._cancel_listener = asyncio.create_task(self._listen_for_cancels(subscription), name="manager-cancels")
+        await self._cancels.start()
         await super().start()
         if self.settings.recover:
             await self.recover()
@@ -108,11 +107,7 @@ class ManagerActor(Actor):
 
     async def stop(self, grace: float | None = None) -> None:
         await super().stop(grace)
-        if self._cancel_listener is not None:
-            self._cancel_listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._cancel_listener
-            self._cancel_listener = None
+        await self._cancels.stop()
         await self.downloads.stop()
         await self.process_requests.stop()
 
@@ -141,11 +136,9 @@ class ManagerActor(Actor):
                 log.warning("job %s (%s of %s) failed: its process died; the bank stays locked until "
                             "`biomaj ctl unlock %s`", job["id"], job["kind"], job["bank"], job["bank"])
 
-    async def _listen_for_cancels(self, subscription) -> None:
-        async with subscription:
-            async for message in subscription:
-                if isinstance(message, CancelJob) and message.job_id in self._running:
-                    self._running[message.job_id].cancelled.set()
+    def _cancel_job(self, job_id: str) -> None:
+        if job_id in self._running:
+            self._running[job_id].cancelled.set()
 
     async def handle(self, delivery: Delivery) -> None:
         request = delivery.message

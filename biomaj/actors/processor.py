@@ -18,9 +18,10 @@ import time
 from dataclasses import dataclass
 
 from biomaj.bus import Delivery, names
-from biomaj.bus.messages import CancelJob, JobEvent, ProcessRequest, ProcessResult
+from biomaj.bus.messages import JobEvent, ProcessRequest, ProcessResult
 from biomaj.process.execute import ExecOutcome, run_process
 from biomaj.runtime.actor import Actor, ActorSettings
+from biomaj.runtime.cancels import CancelListener
 from biomaj.state import State
 
 log = logging.getLogger(__name__)
@@ -45,29 +46,21 @@ class ProcessorActor(Actor):
         super().__init__(bus, settings, hooks=hooks)
         self.state = state
         self._jobs: dict[str, set[asyncio.Event]] = {}  # job id -> cancel events of its running processes
-        self._cancel_listener: asyncio.Task | None = None
+        self._cancels = CancelListener(bus, self._cancel_job, "processor-cancels")
         self._result_queues = {names.PROCESS_RESULTS}
 
     async def start(self) -> None:
         await self.bus.declare_queue(names.PROCESS_RESULTS)
-        subscription = await self.bus.subscribe(names.CANCEL_TOPIC)
-        self._cancel_listener = asyncio.create_task(self._listen_for_cancels(subscription), name="processor-cancels")
+        await self._cancels.start()
         await super().start()
 
     async def stop(self, grace: float | None = None) -> None:
         await super().stop(grace)
-        if self._cancel_listener is not None:
-            self._cancel_listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._cancel_listener
-            self._cancel_listener = None
+        await self._cancels.stop()
 
-    async def _listen_for_cancels(self, subscription) -> None:
-        async with subscription:
-            async for message in subscription:
-                if isinstance(message, CancelJob):
-                    for event in list(self._jobs.get(message.job_id, ())):
-                        event.set()
+    def _cancel_job(self, job_id: str) -> None:
+        for event in list(self._jobs.get(job_id, ())):
+            event.set()
 
     async def handle(self, delivery: Delivery) -> None:
         request = delivery.message

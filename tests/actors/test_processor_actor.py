@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import stat
 from pathlib import Path
 
@@ -13,6 +12,7 @@ from biomaj.actors.processor import ProcessorActor, ProcessorSettings
 from biomaj.bus import MemoryBus, names
 from biomaj.bus.messages import CancelJob, JobEvent, Ping, ProcessRequest, ProcessResult
 from biomaj.state import MemoryState
+from tests.process.procs import running
 
 RESULTS = names.PROCESS_RESULTS + ".manager1"  # a manager's own results queue
 SYSTEM_PATH = "/usr/local/bin:/usr/bin:/bin"
@@ -36,23 +36,6 @@ def request(tmp_path: Path, exe: Path, *args: str, **extra) -> ProcessRequest:
     return ProcessRequest(**fields)
 
 
-def running(pid: int, *, group: bool) -> bool:
-    """A process (or any process of a group) exists and is not a zombie waiting to be reaped."""
-    try:
-        (os.killpg if group else os.kill)(pid, 0)
-    except ProcessLookupError:
-        return False
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            data = Path(f"/proc/{entry}/stat").read_bytes()
-        except OSError:
-            continue
-        state, _ppid, pgrp = data[data.rfind(b")") + 2:].split()[:3]
-        if state != b"Z" and (int(pgrp) == pid if group else int(entry) == pid):
-            return True
-    return False
 
 
 async def pids_of(path: Path) -> tuple[int, int]:

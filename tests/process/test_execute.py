@@ -13,6 +13,7 @@ import pytest
 from biomaj.bus.messages import ProcessRequest
 from biomaj.process.docker import docker_command
 from biomaj.process.execute import run_process
+from tests.process.procs import running
 
 NAME = "META0_PROC0"
 SYSTEM_PATH = "/usr/local/bin:/usr/bin:/bin"
@@ -35,23 +36,6 @@ def request(tmp_path: Path, exe: str, args=(), **extra) -> ProcessRequest:
     return ProcessRequest(**fields)
 
 
-def running(pid: int, *, group: bool) -> bool:
-    """A process (or any process of a group) exists and is not a zombie waiting to be reaped."""
-    try:
-        (os.killpg if group else os.kill)(pid, 0)
-    except ProcessLookupError:
-        return False
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            data = Path(f"/proc/{entry}/stat").read_bytes()
-        except OSError:
-            continue
-        state, _ppid, pgrp = data[data.rfind(b")") + 2:].split()[:3]
-        if state != b"Z" and (int(pgrp) == pid if group else int(entry) == pid):
-            return True
-    return False
 
 
 async def until(condition, timeout: float = 10.0) -> None:
