@@ -15,7 +15,7 @@ from typing import Any
 import click
 
 from biomaj.cli.context import CliContext, config_option, emit_json, emit_table, json_option
-from biomaj.config.check import check_bank, verdict
+from biomaj.config.check import check_bank, check_support, verdict
 from biomaj.config.properties import BankProperties, GlobalProperties, list_bank_names
 from biomaj.errors import BiomajError, ConfigError
 from biomaj.storage import open_store
@@ -58,7 +58,7 @@ def check(obj: CliContext, bank: str) -> None:
     """Check BANK's configuration (a name, or a .properties file): verdict and every problem."""
     cfg = obj.config()
     props = _load_bank(cfg, bank)
-    problems = check_bank(props)
+    problems = check_bank(props) + check_support(props)  # BioMAJ 3's rules, then what biomaj lacks
     ok = verdict(problems)
     if obj.json_output:
         emit_json(

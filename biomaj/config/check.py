@@ -156,6 +156,23 @@ def _check_remote(c: _Checker) -> None:
                 c.missing(key, f"{key} is required for protocol {protocol}")
 
 
+def _check_unsupported(c: _Checker) -> None:
+    """BioMAJ 3 features biomaj does not have: refused when the bank relies on them to get its
+    release or its files (an update would be wrong), a warning otherwise."""
+    if c.get("protocol") == "irods":
+        c.error("protocol", "protocol irods is not supported by biomaj (no iRODS client)")
+    for key in ("release.plugin", "remote.plugin"):
+        if c.get(key):
+            c.error(key, f"{key}: plugins are not supported by biomaj; use release.file/release.regexp or remote.list")
+    procs = set()
+    for key in ("db.pre.process", "db.remove.process", *(f"{b}.db.post.process" for b in c.items("BLOCKS"))):
+        for meta in c.items(key):
+            procs.update(c.items(meta))
+    for proc in sorted(procs):
+        if c.flag(f"{proc}.cluster"):
+            c.warn(f"{proc}.cluster", f"{proc}.cluster: DRMAA clusters are not supported; the process runs on a processor")
+
+
 def _check_local_files(c: _Checker) -> None:
     if not c.get("local.files"):
         c.missing("local.files", f"local.files is not set: {_help('local.files')}")
@@ -269,8 +286,17 @@ _RULES = (
 
 
 def check_bank(props: BankProperties) -> list[Problem]:
-    """Every problem of a bank configuration, errors and warnings, in rule order."""
+    """Every problem of a bank configuration, errors and warnings, in rule order (BioMAJ 3's
+    check(): the verdict is the one BioMAJ 3 would give)."""
     checker = _Checker(props)
     for rule in _RULES:
         rule(checker)
+    return checker.problems
+
+
+def check_support(props: BankProperties) -> list[Problem]:
+    """What biomaj cannot do for this bank although BioMAJ 3 could (plugins, iRODS, DRMAA):
+    errors when an update would be wrong, warnings otherwise."""
+    checker = _Checker(props)
+    _check_unsupported(checker)
     return checker.problems

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from biomaj.config.check import check_bank, verdict
+from biomaj.config.check import check_bank, check_support, verdict
 from biomaj.errors import BiomajError, ConfigError
 
 from . import files as fs
@@ -66,7 +66,7 @@ def load_bank(run: RunContext, name: str) -> Bank:
 
 def refuse_bad_config(bank: Bank) -> None:
     """An update of a bank whose file has errors is refused, with every reason."""
-    problems = check_bank(bank.props)
+    problems = check_bank(bank.props) + check_support(bank.props)
     if not verdict(problems):
         errors = "; ".join(str(p) for p in problems if p.level == "error")
         raise ConfigError(f"bank {bank.name}: wrong configuration, update refused: {errors}")

@@ -257,3 +257,13 @@ def _valid_lines() -> str:
     from .conftest import VALID_BANK
 
     return "".join(f"{k}={v}\n" for k, v in VALID_BANK.items())
+
+
+def test_what_biomaj_cannot_do_is_reported(make_bank):
+    from biomaj.config.check import check_support
+
+    irods = {"protocol": "irods", "irods.user": "u", "irods.password": "p", "irods.port": "1247", "irods.protocol": "tcp"}
+    assert [p.key for p in check_support(make_bank(bank=irods)) if p.level == "error"] == ["protocol"]
+    plugin = check_support(make_bank(bank={"release.plugin": "github"}))
+    assert [(p.level, p.key) for p in plugin] == [("error", "release.plugin")]
+    assert check_support(make_bank()) == []
