@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -89,8 +90,10 @@ class ManagerActor(Actor):
         self.state = state
         self.global_properties = Path(global_properties)
         self.admins = admins
-        self.downloads = Downloads(bus)
-        self.process_requests = Processes(bus)
+        # results queues named after the node: a restarted manager finds its own (durable on AMQP)
+        owner = _queue_word(self.settings.node_id) if self.settings.node_id else None
+        self.downloads = Downloads(bus, owner)
+        self.process_requests = Processes(bus, owner)
         self.processes = processes if processes is not None else ProcessRunner(self.process_requests)
         self._bank_locks: dict[str, asyncio.Lock] = {}
         self._running: dict[str, RunContext] = {}
@@ -228,6 +231,11 @@ class ManagerActor(Actor):
                 values["step"] = event.step
             if values:
                 await self.state.set_progress(event.job_id, values)
+
+
+def _queue_word(text: str) -> str:
+    """``text`` as one AMQP-safe word (letters, digits, '-' and '_')."""
+    return re.sub(r"[^A-Za-z0-9_-]", "_", text)
 
 
 def _done_message(job: dict, result: dict | None) -> str:
