@@ -1,13 +1,13 @@
 """The shared, short-lived state contract: node registry, bank locks, cancel flags, progress.
 
 Everything here may vanish on restart without harm (sessions and releases live in the store).
-The memory implementation serves the single-binary mode; a Redis one will serve distributed
-mode and must pass the same conformance suite (``tests/state``).
+The memory implementation serves the single-binary mode, the Redis one (``redis.py``) the
+distributed mode; both pass the same conformance suite (``tests/state``).
 
 Time-to-live semantics: an entry written at ``clock()`` with ``ttl`` seconds is alive while
 ``clock() < written + ttl``. The clock is injectable (``time.time`` by default, so that lock
 expiry and ``last_seen`` are wall-clock timestamps a person can read); tests pass a fake one
-and never sleep. A Redis implementation keeps the same rule by comparing expiry timestamps
+and never sleep. The Redis implementation keeps the same rule by comparing expiry timestamps
 against the caller's clock (atomically, in a script) and uses Redis TTLs only to collect garbage.
 """
 
@@ -20,14 +20,17 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Union
 
+from biomaj.errors import BiomajError
+
 __all__ = ["Clock", "LockInfo", "LockOwner", "NodeInfo", "ProgressValue", "State", "StateError"]
 
 Clock = Callable[[], float]
 ProgressValue = Union[int, float, str, bool, None]
 
 
-class StateError(Exception):
-    """The state store refused an operation (for example incrementing a text progress field)."""
+class StateError(BiomajError):
+    """The state store refused an operation (incrementing a text progress field) or cannot be
+    reached; the message says which, without secrets."""
 
 
 @dataclass(frozen=True)

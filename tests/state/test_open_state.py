@@ -18,12 +18,6 @@ def test_clock_is_passed_on() -> None:
     assert isinstance(state, MemoryState) and state.clock() == 42.0
 
 
-@pytest.mark.parametrize("url", ["redis://localhost:6379/0", "rediss://:pw@redis:6380/1"])
-def test_redis_is_not_there_yet(url: str) -> None:
-    with pytest.raises(ConfigError, match=r"^state\.url: the Redis state store arrives with the distributed-mode issue"):
-        open_state(url)
-
-
 def test_other_urls_are_refused_without_leaking_passwords() -> None:
     with pytest.raises(ConfigError) as info:
         open_state("mongodb://root:hunter2@db/biomaj")
