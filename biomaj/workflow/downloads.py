@@ -34,6 +34,7 @@ class Dispatcher(Generic[R]):
         self.queue = f"{results_base}.{owner or uuid.uuid4().hex[:12]}"
         self._waiting: dict[str, asyncio.Future[R]] = {}
         self._consumer: asyncio.Task | None = None
+        self.quiet_warning = 300.0  # seconds without any result before a warning is logged
 
     async def start(self) -> None:
         if self._consumer is not None:
@@ -85,10 +86,17 @@ class Dispatcher(Generic[R]):
             for request in requests:
                 await self.bus.publish(self.work_queue, request)
             results = []
-            for next_done in asyncio.as_completed(futures):
-                result = await next_done
-                results.append(result)
-                await on_result(result)
+            pending = set(futures)
+            while pending:
+                done, pending = await asyncio.wait(pending, timeout=self.quiet_warning,
+                                                   return_when=asyncio.FIRST_COMPLETED)
+                if not done:  # a watchdog, not a poll: say why the workflow seems stuck
+                    log.warning("%s: no result for %.0f s, %d request(s) waiting on %s: is a worker running?",
+                                bank, self.quiet_warning, len(pending), self.work_queue)
+                for future in done:
+                    result = future.result()
+                    results.append(result)
+                    await on_result(result)
             return results
         finally:
             watcher.cancel()

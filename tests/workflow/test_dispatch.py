@@ -1,0 +1,74 @@
+"""Work messages out, results back to the manager that asked, and a watchdog when nobody answers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from biomaj.bus import MemoryBus, names
+from biomaj.bus.messages import ProcessRequest, ProcessResult
+from biomaj.workflow.downloads import Processes
+
+
+def request(name: str) -> ProcessRequest:
+    return ProcessRequest(job_id="j", bank="b", session_id="1", name=name, exe="true")
+
+
+async def answer(bus: MemoryBus) -> None:
+    """A stand-in worker: answers every process request on the queue the request names."""
+    async with contextlib.aclosing(bus.consume(names.PROCESS)) as deliveries:
+        async for delivery in deliveries:
+            req = delivery.message
+            await bus.publish(req.results_queue, ProcessResult(
+                job_id=req.job_id, bank=req.bank, session_id=req.session_id, request_id=req.id, name=req.name,
+                exit_code=0, ok=True))
+            await delivery.ack()
+
+
+async def test_two_managers_each_get_their_own_results():
+    bus = MemoryBus()
+    first, second = Processes(bus, "m1"), Processes(bus, "m2")
+    await first.start()
+    await second.start()
+    worker = asyncio.create_task(answer(bus))
+    try:
+        seen: list[str] = []
+
+        async def record(result):
+            seen.append(result.name)
+
+        got = await asyncio.gather(
+            first.run_all([request("a"), request("b")], record, asyncio.Event()),
+            second.run_all([request("c")], record, asyncio.Event()))
+        assert sorted(r.name for r in got[0]) == ["a", "b"] and [r.name for r in got[1]] == ["c"]
+        assert sorted(seen) == ["a", "b", "c"]
+    finally:
+        worker.cancel()
+        await first.stop()
+        await second.stop()
+        await bus.close()
+
+
+async def test_a_silent_work_queue_is_reported(caplog):
+    bus = MemoryBus()
+    dispatcher = Processes(bus, "m1")
+    dispatcher.quiet_warning = 0.05
+    await dispatcher.start()
+    waiting = asyncio.create_task(dispatcher.run_one(request("a"), asyncio.Event()))
+    try:
+        with caplog.at_level(logging.WARNING, logger="biomaj.workflow.downloads"):
+            for _ in range(100):
+                if any("is a worker running?" in r.getMessage() for r in caplog.records):
+                    break
+                await asyncio.sleep(0.05)
+        assert any("1 request(s) waiting on biomaj.process" in r.getMessage() for r in caplog.records)
+        assert not waiting.done()  # still waiting: work is never dropped
+        worker = asyncio.create_task(answer(bus))
+        result = await asyncio.wait_for(waiting, 5)
+        assert result.ok and result.name == "a"
+        worker.cancel()
+    finally:
+        waiting.cancel()
+        await dispatcher.stop()
+        await bus.close()
