@@ -1,7 +1,8 @@
 """The message bus: work queues, events and request/reply between actors.
 
 ``open_bus(url)`` picks the transport from ``bus.url`` in config.yml: ``memory://`` (or empty)
-for the single-binary mode, RabbitMQ (``amqp://``/``amqps://``) once distributed mode lands.
+for the single-binary mode, RabbitMQ (``amqp://``/``amqps://``, :mod:`biomaj.bus.amqp`) for the
+distributed mode.
 Actors only ever see a :class:`Bus`.
 """
 
@@ -45,9 +46,10 @@ def open_bus(url: str | None) -> Bus:
     if scheme in ("", "memory"):
         return MemoryBus()
     if scheme in ("amqp", "amqps"):
-        raise ConfigError(
-            "bus.url: the RabbitMQ bus arrives with the distributed-mode issue; "
-            "use memory:// (or leave bus.url empty) for now"
-        )
+        if not urlsplit(url).hostname:
+            raise ConfigError(f"bus.url: no host in {redact_url(url)!r}; expected {ACCEPTED}")
+        from .amqp import AmqpBus  # aio-pika is imported only when RabbitMQ is used
+
+        return AmqpBus(url)
     raise ConfigError(f"bus.url: unsupported value {redact_url(url)!r}; expected {ACCEPTED}")
 

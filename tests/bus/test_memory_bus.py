@@ -146,12 +146,6 @@ def test_open_bus_memory(url: str | None) -> None:
     assert isinstance(open_bus(url), MemoryBus)
 
 
-@pytest.mark.parametrize("url", ["amqp://guest:guest@localhost:5672/", "amqps://rabbit/vhost"])
-def test_open_bus_amqp_is_not_there_yet(url: str) -> None:
-    with pytest.raises(ConfigError, match=r"^bus\.url: the RabbitMQ bus arrives with the distributed-mode issue"):
-        open_bus(url)
-
-
 def test_open_bus_rejects_other_urls_without_leaking_passwords() -> None:
     with pytest.raises(ConfigError) as info:
         open_bus("redis://admin:s3cret@host:6379/0")
