@@ -289,3 +289,16 @@ def check_name(kind: str, name: Any, *, wildcards: bool = False) -> str:
     if not wildcards and ("*" in name or "#" in name):
         raise BusError(f"{kind} {name!r} cannot contain the wildcards '*' or '#'")
     return name
+
+
+def check_queue_declaration(name: Any, max_deliveries: Any) -> None:
+    """Validate the arguments of :meth:`Bus.declare_queue`; raise :class:`BusError`."""
+    from . import names
+
+    check_name("queue name", name)
+    if names.is_dead_letter_queue(name):
+        raise BusError(f"queue {name!r}: names ending in {names.DEAD_LETTER_SUFFIX!r} are reserved")
+    if max_deliveries is not None and (
+        isinstance(max_deliveries, bool) or not isinstance(max_deliveries, int) or max_deliveries < 1
+    ):
+        raise BusError(f"queue {name!r}: max_deliveries must be an int >= 1, got {max_deliveries!r}")

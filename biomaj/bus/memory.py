@@ -26,6 +26,7 @@ from .base import (
     Delivery,
     Subscription,
     check_name,
+    check_queue_declaration,
     topic_matches,
 )
 from .messages import Message, MessageError, decode
@@ -135,13 +136,7 @@ class MemoryBus(Bus):
 
     async def declare_queue(self, name: str, *, max_deliveries: int | None = None) -> None:
         self._check_open()
-        check_name("queue name", name)
-        if names.is_dead_letter_queue(name):
-            raise BusError(f"queue {name!r}: names ending in {names.DEAD_LETTER_SUFFIX!r} are reserved")
-        if max_deliveries is not None and (
-            isinstance(max_deliveries, bool) or not isinstance(max_deliveries, int) or max_deliveries < 1
-        ):
-            raise BusError(f"queue {name!r}: max_deliveries must be an int >= 1, got {max_deliveries!r}")
+        check_queue_declaration(name, max_deliveries)
         queue = self._queues.get(name)
         if queue is not None:
             if max_deliveries is not None and queue.max_deliveries != max_deliveries:
