@@ -121,9 +121,6 @@ class Downloads(Dispatcher):
     def __init__(self, bus: Bus, owner: str | None = None):
         super().__init__(bus, names.DOWNLOAD, names.DOWNLOAD_RESULTS, owner)
 
-    async def fetch_all(self, requests, on_result, cancelled):
-        return await self.run_all(requests, on_result, cancelled)
-
 
 class Processes(Dispatcher):
     """Process requests to the processors, results back to this manager."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime
 import json
 import posixpath
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from biomaj.config.properties import BankProperties
@@ -140,7 +140,7 @@ async def wanted_files(props: BankProperties, pool: ClientPool) -> list[Wanted]:
             wanted = []
             for item in items or []:
                 entry, root = _list_entry(item)
-                file_config = config if not root else _with_root(config, root)
+                file_config = config if not root else replace(config, root=root)
                 wanted.append(Wanted(file_config, entry, safe_relative(entry.path), secrets))
             return wanted
         if protocol in DIRECT_PROTOCOLS:
@@ -152,12 +152,6 @@ async def wanted_files(props: BankProperties, pool: ClientPool) -> list[Wanted]:
         return [Wanted(config, m.entry, m.save_as, secrets) for m in matched]
     except RemoteError as exc:
         raise TaskFailed(f"listing {protocol}://{_where(props)} failed: {exc}") from None
-
-
-def _with_root(config: RemoteConfig, root: str) -> RemoteConfig:
-    from dataclasses import replace
-
-    return replace(config, root=root)
 
 
 def _where(props: BankProperties) -> str:

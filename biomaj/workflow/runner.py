@@ -301,8 +301,9 @@ async def remove_pending(run: RunContext, name: str, release: str | None = None)
     """Delete unfinished releases (or only ``release``): their directories and sessions."""
     bank = load_bank(run, name)
     doc = await _owned_document(run, bank)
-    if locks.read_holder(bank.lock_dir, name) is not None:
-        raise locks.BankLocked(name, locks.read_holder(bank.lock_dir, name), stale=False)
+    holder = locks.read_holder(bank.lock_dir, name)
+    if holder is not None:
+        raise locks.BankLocked(name, holder, stale=False)
     pending = [p for p in doc.get("pending") or [] if release is None or p.get("release") == release]
     if release is not None and not pending:
         raise UnknownRelease(f"bank {name}: no pending release named {release}")
@@ -399,7 +400,7 @@ async def release_check(run: RunContext, name: str) -> Outcome:
     refuse_bad_config(bank)
     holder = locks.read_holder(bank.lock_dir, name)
     if holder is not None:
-        raise locks.BankLocked(name, holder, stale=holder.is_dead())
+        raise locks.BankLocked(name, holder, stale=False)
     doc = await run.store.get_bank(name) or {}
     session = new_session("update", data_dir=str(bank.data_dir), dir_version=bank.dir_version)
     workflow = UpdateWorkflow(bank, session, UpdateOptions(), run, logging.getLogger(f"biomaj.bank.{name}"),

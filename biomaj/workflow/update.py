@@ -323,7 +323,7 @@ class UpdateWorkflow(Workflow):
         progress = _DownloadProgress(self, len(wanted), len(present) + len(reused))
         await progress.emit(force=True)
         requests = [self._request(w) for w in to_fetch]
-        results = await self.run_ctx.downloads.fetch_all(requests, progress.add, self.run_ctx.cancelled)
+        results = await self.run_ctx.downloads.run_all(requests, progress.add, self.run_ctx.cancelled)
         await progress.emit(force=True)
         self.check_cancel()
         failed = [r for r in results if not r.ok]
