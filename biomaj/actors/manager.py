@@ -7,6 +7,11 @@ after a crash puts the jobs it left running back in the queue and republishes wh
 so a restart neither loses nor repeats a job (a requeued update resumes its session). One
 workflow runs per bank at a time (an in-process lock here, the bank lock file across
 processes); different banks run in parallel, up to the actor's concurrency.
+
+Across managers, a job holds its bank's lease in the shared state (:mod:`biomaj.runtime.lease`)
+while it runs. When a manager dies, RabbitMQ gives its unacknowledged job messages to another
+manager, which takes the job over once the dead one's lease has expired (or at once when the
+dead manager's restarted self recovers it): the workflow resumes from its last saved step.
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ from biomaj.bus.messages import CancelJob, JobEvent, JobRequest
 from biomaj.errors import BiomajError
 from biomaj.runtime.actor import Actor, ActorSettings
 from biomaj.runtime.cancels import CancelListener
+from biomaj.runtime.lease import LEASE_TTL, BankLease, holder_of
+from biomaj.state import LockOwner
 from biomaj.state import State
 from biomaj.storage.base import (
     JOB_CANCELLED, JOB_DONE, JOB_FAILED, JOB_QUEUED, JOB_RUNNING, Store,
@@ -46,6 +53,7 @@ class ManagerSettings(ActorSettings):
     node_id: str = ""
     recover: bool = True
     cancel_check: float = 1.0  # seconds between two looks at a running job's cancel request in the store
+    lease_ttl: float = LEASE_TTL  # seconds a bank lease outlives its holder
 
 
 async def submit_job(store: Store, bus: Bus, kind: str, bank: str, options: dict[str, Any] | None = None,
@@ -151,25 +159,60 @@ class ManagerActor(Actor):
         lock = self._bank_locks.setdefault(request.bank, asyncio.Lock())
         async with lock:  # one workflow per bank in this manager; the lock file guards across managers
             job = await self.store.claim_job(self.settings.node_id or "manager", request.job_id)
+            if job is None and delivery.redelivered and await self._orphaned(request):
+                job = await self.store.claim_job(self.settings.node_id or "manager", request.job_id)
             if job is None:
                 current = await self.store.get_job(request.job_id)
                 log.info("job %s not run: it is %s", request.job_id, current["state"] if current else "unknown")
                 return
             await self._run(job)
 
+    async def _orphaned(self, request: JobRequest) -> bool:
+        """A redelivered job the store says is running: its manager died (RabbitMQ gave the
+        message back). Wait until that manager's lease on the bank expires, then put the job
+        back in the queue so that this manager claims and resumes it. False if the job is not
+        running, or is still held by a live manager (a duplicate message)."""
+        job = await self.store.get_job(request.job_id)
+        if job is None or job["state"] != JOB_RUNNING or self.state is None:
+            return False
+        deadline = asyncio.get_running_loop().time() + self.settings.lease_ttl * 2
+        while True:
+            holder = await holder_of(self.state, job["bank"])
+            if holder is None or holder.owner.job_id != job["id"]:
+                break
+            if asyncio.get_running_loop().time() > deadline:
+                return False  # renewed all along: its manager lives
+            await asyncio.sleep(min(1.0, self.settings.lease_ttl / 10))
+        if job.get("worker") and job["worker"] != self.settings.node_id:
+            log.warning("job %s (%s of %s): its manager %s is gone; taking it over", job["id"], job["kind"],
+                        job["bank"], job["worker"])
+        requeued = await self.store.requeue_running(job.get("worker"))
+        return job["id"] in requeued
+
     async def _run(self, job: dict) -> None:
         run = RunContext(
             store=self.store, global_properties=self.global_properties, job_id=job["id"], user=job.get("user"),
             admins=self.admins, downloads=self.downloads, processes=self.processes, emit=self._emit, kind=job["kind"],
+            lease_held=self.state is not None,
         )
         self._running[job["id"]] = run
         watcher = asyncio.create_task(self._watch_cancel(run))
         await run.event(job["bank"], "running", message=f"{job['kind']} of {job['bank']} started")
         state, result, error = JOB_FAILED, None, None
+        lease = None
         try:
-            outcome = await self._dispatch(run, job)
+            if self.state is not None:
+                owner = LockOwner.here(job["id"], self.settings.node_id or "manager")
+                lease = BankLease(self.state, job["bank"], owner, ttl=self.settings.lease_ttl,
+                                  on_lost=lambda _reason: run.cancelled.set())
+                async with lease:
+                    outcome = await self._dispatch(run, job)
+            else:
+                outcome = await self._dispatch(run, job)
             result = outcome.to_dict()
-            if outcome.cancelled:
+            if lease is not None and lease.lost:
+                error = f"stopped: {lease.lost} (another manager may take the bank over)"
+            elif outcome.cancelled:
                 state, error = JOB_CANCELLED, "cancelled"
             elif outcome.ok:
                 state = JOB_DONE

@@ -231,7 +231,7 @@ class AmqpBus(Bus):
         self._limits: dict[str, int] = {}  # max_deliveries of the queues declared here
         self._unacked: Counter[str] = Counter()  # deliveries received here and not settled
         self._consumers: set[_Consumer] = set()
-        self._subscriptions: dict[Subscription, AbstractRobustQueue] = {}
+        self._subscriptions: dict[Subscription, tuple[AbstractRobustQueue, str]] = {}
         self._pending: dict[str, asyncio.Future[Message]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._names = itertools.count(1)
@@ -376,15 +376,15 @@ class AmqpBus(Bus):
                 log.warning("subscription %r: dropping an undecodable event: %s", pattern, exc)
 
         try:
-            queue = await _guarded(self._open_subscription(pattern, buffer, on_event))
+            opened = await _guarded(self._open_subscription(pattern, buffer, on_event))
         except (AMQPError, *_CONNECTION_ERRORS) as exc:
             raise self._error(f"cannot subscribe to {pattern!r}", exc) from None
-        self._subscriptions[sub] = queue
+        self._subscriptions[sub] = opened
         return sub
 
     async def _open_subscription(
         self, pattern: str, buffer: int, on_event: Callable[[AbstractIncomingMessage], Awaitable[None]]
-    ) -> AbstractRobustQueue:
+    ) -> tuple[AbstractRobustQueue, str]:
         async with self._setup_lock:
             if self._events_channel is None:
                 conn = await self._connection()
@@ -397,14 +397,17 @@ class AmqpBus(Bus):
             timeout=OPERATION_TIMEOUT,
         )
         await queue.bind(names.EVENTS_EXCHANGE, routing_key=pattern, timeout=OPERATION_TIMEOUT)
-        await queue.consume(on_event, no_ack=True, timeout=OPERATION_TIMEOUT)
-        return queue
+        tag = await queue.consume(on_event, no_ack=True, timeout=OPERATION_TIMEOUT)
+        return queue, tag
 
     async def _unsubscribe(self, sub: Subscription) -> None:
-        queue = self._subscriptions.pop(sub, None)
-        if queue is None or self._closed:
+        opened = self._subscriptions.pop(sub, None)
+        if opened is None or self._closed:
             return  # closing the connection deletes the (exclusive) queue
+        queue, tag = opened
         try:
+            # cancel first: deleting a consumed queue makes the broker cancel the consumer (a warning)
+            await _guarded(queue.cancel(tag, timeout=OPERATION_TIMEOUT))
             await _guarded(queue.delete(if_unused=False, if_empty=False, timeout=OPERATION_TIMEOUT))
         except (AMQPError, *_CONNECTION_ERRORS) as exc:
             log.warning("subscription %r: could not delete its queue %s: %s", sub.pattern, queue.name, exc)

@@ -1,6 +1,7 @@
 """`biomaj ctl` commands that act on banks: update, remove*, repair, publish, freeze, cancel,
-unlock, release-check. In-process mode: each job runs in this process (manager and
-downloaders on an in-process bus) and is recorded in the store like any other job.
+unlock, release-check. Each job is recorded in the store and run by a manager: the one inside
+this command on the in-process bus, or the manager nodes when ``bus.url`` names RabbitMQ
+(:func:`biomaj.runtime.cluster.job_client` chooses).
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from biomaj.cli.context import CliContext, config_option, emit_json, json_option
 from biomaj.config.check import check_bank, check_support, verdict
 from biomaj.config.properties import BankProperties
 from biomaj.errors import BiomajError, ConfigError
-from biomaj.runtime.embedded import Embedded, admins_of, current_user
+from biomaj.runtime.cluster import job_client
+from biomaj.runtime.identity import admins_of, current_user
 from biomaj.storage import open_store
 from biomaj.storage.base import ACTIVE_JOB_STATES, JOB_DONE
 from biomaj.workflow import runner
@@ -124,7 +126,7 @@ async def _run_job(obj: CliContext, kind: str, bank: str, options: dict[str, Any
                 handler.addFilter(_ReportedHere())
     follower = _Follow(follow and not obj.json_output)
     loop = asyncio.get_running_loop()
-    async with Embedded(cfg) as embedded:
+    async with job_client(cfg) as client:
         job_id: list[str] = []
         interrupts = 0
 
@@ -134,12 +136,12 @@ async def _run_job(obj: CliContext, kind: str, bank: str, options: dict[str, Any
             if interrupts > 1 or not job_id:
                 raise KeyboardInterrupt
             click.echo(f"\ncancelling {kind} of {bank} (Ctrl-C again to quit at once)", err=True)
-            loop.create_task(embedded.cancel(job_id[0]))
+            loop.create_task(client.cancel(job_id[0]))
 
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, interrupt)
         try:
-            job = await embedded.run_job(kind, bank, options, on_event=follower, on_submitted=job_id.append)
+            job = await client.run_job(kind, bank, options, on_event=follower, on_submitted=job_id.append)
         finally:
             for signum in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(signum)
@@ -334,20 +336,12 @@ def unlock(obj: CliContext, bank: str, force: bool) -> None:
 
 
 async def _cancel(obj: CliContext, bank: str) -> list[dict]:
-    from biomaj.actors.manager import request_cancel
-    from biomaj.bus.memory import MemoryBus
-
-    cfg = obj.config()
-    store = open_store(cfg.storage_url, cfg.root)
-    async with store:
-        jobs = await store.list_jobs(state=ACTIVE_JOB_STATES, bank=bank, limit=None)
+    # in-process mode, the manager running the job (another command) sees it in the job record
+    async with job_client(obj.config(), actors=False) as client:
+        jobs = await client.store.list_jobs(state=ACTIVE_JOB_STATES, bank=bank, limit=None)
         if not jobs:
             raise BiomajError(f"no job queued or running on bank {bank}")
-        bus = MemoryBus()  # the running manager sees the request in the job record
-        try:
-            return [await request_cancel(store, bus, None, job["id"]) for job in jobs]
-        finally:
-            await bus.close()
+        return [await client.cancel(job["id"]) for job in jobs]
 
 
 @click.command()

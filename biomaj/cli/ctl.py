@@ -170,10 +170,10 @@ async def _fetch_status(url: str) -> dict:
         ) from None
 
 
-async def _nodes_from_state(state_url: str) -> list[dict]:
+async def _nodes_from_state(cfg) -> list[dict]:
     from biomaj.state import open_state
 
-    state = open_state(state_url)
+    state = open_state(cfg.state_url, prefix=cfg.state_prefix)
     try:
         return [node.to_dict() for node in await state.nodes()]
     finally:
@@ -190,7 +190,7 @@ def nodes(obj: CliContext) -> None:
     if cfg.state_url.startswith("memory"):
         node_list = asyncio.run(_fetch_status(cfg.web_url))["nodes"]
     else:
-        node_list = asyncio.run(_nodes_from_state(cfg.state_url))
+        node_list = asyncio.run(_nodes_from_state(cfg))
     if obj.json_output:
         emit_json(node_list)
         return

@@ -26,13 +26,20 @@ def _run(coro) -> None:
 @click.command()
 @click.option("--all", "all_roles", is_flag=True, help="Run every actor in this process.")
 @click.option("--role", "role_spec", metavar="ROLE[,ROLE]", help=f"Run the actors of these roles: {', '.join(ROLES)}.")
+@click.option("--node-id", metavar="ID", help="This node's id (default: node.id in config.yml, else <host>-<pid>). "
+              "Give a manager a fixed id to have it resume, after a restart, the jobs it was running.")
 @config_option
 @click.pass_obj
-def serve(obj: CliContext, all_roles: bool, role_spec: str | None) -> None:
+def serve(obj: CliContext, all_roles: bool, role_spec: str | None, node_id: str | None) -> None:
     """Run the service until SIGINT or SIGTERM."""
     from biomaj.runtime.node import Node, serve_until_signalled
 
     roles = parse_roles(all_roles, role_spec)
-    node = Node(obj.config(), roles)
+    config = obj.config()
+    if node_id is not None:
+        if not node_id.strip():
+            raise click.BadParameter("must not be empty", param_hint="--node-id")
+        config.settings.node.id = node_id.strip()
+    node = Node(config, roles)
     tune_malloc()
     _run(serve_until_signalled(node))

@@ -83,7 +83,7 @@ class RedisSettings(_Section):
     host: str = Field("", description="Redis host (env REDIS_HOST); empty: not used.")
     port: int = Field(6379, ge=1, le=65535, description="Redis port (env REDIS_PORT).")
     db: int = Field(0, ge=0, description="Redis database number.")
-    prefix: str = Field("biomaj", description="Prefix of every Redis key (env REDIS_PREFIX).")
+    prefix: str = Field("biomaj", description="Namespace of the Redis keys (env REDIS_PREFIX): keys are biomaj:*, or <prefix>:biomaj:* for another value.")
 
 
 class MongoSettings(_Section):
@@ -197,6 +197,14 @@ class Config:
         if not s.redis.host:
             return "memory://"
         return f"redis://{s.redis.host}:{s.redis.port}/{s.redis.db}"
+
+    @property
+    def state_prefix(self) -> str:
+        """What goes before the ``biomaj:`` keys in Redis: nothing with the default
+        ``redis.prefix`` (``biomaj``), ``<prefix>:`` with another one (several installations,
+        or test runs, sharing one Redis database)."""
+        prefix = self.settings.redis.prefix
+        return "" if prefix in ("", "biomaj") else f"{prefix}:"
 
     @property
     def node_id(self) -> str:

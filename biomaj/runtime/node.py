@@ -103,7 +103,7 @@ class Node:
         cfg = self.config
         try:
             self.bus = open_bus(cfg.bus_url)
-            self.state = open_state(cfg.state_url)
+            self.state = open_state(cfg.state_url, prefix=cfg.state_prefix)
             if STORE_ROLES.intersection(self.roles):
                 self.store = open_store(cfg.storage_url, cfg.root)
                 await self.store.open()

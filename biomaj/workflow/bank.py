@@ -42,6 +42,9 @@ class RunContext:
     emit: EventSink | None = None
     cancelled: asyncio.Event = field(default_factory=asyncio.Event)
     kind: str = "update"
+    #: The manager holds the bank's lease in the shared state: no live process works on the bank,
+    #: so a lock file left by this same job (its earlier, dead run) may be taken over.
+    lease_held: bool = False
 
     async def event(self, bank: str, state: str, *, step: str | None = None, message: str = "", **progress: Any) -> None:
         if self.emit is not None:

@@ -96,11 +96,14 @@ def read_holder(lock_dir: Path, bank: str) -> LockHolder | None:
         return LockHolder()
 
 
-def acquire(lock_dir: Path, bank: str, holder: LockHolder, *, resume_job: bool = False) -> None:
+def acquire(lock_dir: Path, bank: str, holder: LockHolder, *, resume_job: bool = False,
+            lease_held: bool = False) -> None:
     """Create the bank lock for ``holder``, or raise BankLocked / InMaintenance.
 
     With ``resume_job`` a lock left by a dead process *of the same job* is taken over (the job
-    was requeued after its manager died); any other lock is reported, never stolen.
+    was requeued after its manager died); any other lock is reported, never stolen. A process
+    of another host cannot be checked; ``lease_held`` (this job holds the bank's lease in the
+    shared state, which a live holder would have kept) proves it dead.
     """
     lock_dir = Path(lock_dir)
     lock_dir.mkdir(parents=True, exist_ok=True)
@@ -115,8 +118,9 @@ def acquire(lock_dir: Path, bank: str, holder: LockHolder, *, resume_job: bool =
             current = read_holder(lock_dir, bank)
             if current is None:
                 continue  # released meanwhile: try again
-            dead = current.is_dead()
-            if resume_job and dead and current.job and current.job == holder.job:
+            same_job = bool(current.job) and current.job == holder.job
+            dead = current.is_dead() or (lease_held and same_job)
+            if resume_job and dead and same_job:
                 path.write_bytes(payload)
                 return
             raise BankLocked(bank, current, stale=dead) from None

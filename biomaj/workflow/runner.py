@@ -115,14 +115,18 @@ def _reset_processes(bank: Bank, session: Session, from_task: str, process: str 
             reset_phase(bank.props, session, task, process if task == from_task else None)
 
 
-def _refuse_if_busy(bank: Bank, job_id: str, resume_job: bool) -> None:
+def _refuse_if_busy(bank: Bank, run: RunContext, resume_job: bool) -> None:
     """Maintenance or a lock refuses the update before a session is created (the lock is
     taken for real in init; this only keeps refused attempts out of the bank's history)."""
     if locks.is_maintenance(bank.lock_dir):
         raise locks.InMaintenance("biomaj is in maintenance (`biomaj ctl maintenance off` ends it)")
     holder = locks.read_holder(bank.lock_dir, bank.name)
-    if holder is not None and not (resume_job and holder.job == job_id and holder.is_dead()):
-        raise locks.BankLocked(bank.name, holder, stale=holder.is_dead())
+    if holder is None:
+        return
+    same_job = bool(holder.job) and holder.job == run.job_id
+    dead = holder.is_dead() or (run.lease_held and same_job)
+    if not (resume_job and same_job and dead):
+        raise locks.BankLocked(bank.name, holder, stale=dead)
 
 
 async def update_bank(run: RunContext, name: str, options: UpdateOptions, *, depends: bool = True,
@@ -134,7 +138,7 @@ async def update_bank(run: RunContext, name: str, options: UpdateOptions, *, dep
     refuse_bad_config(bank)
     doc = await _owned_document(run, bank)
     session = select_session(bank, doc, options)
-    _refuse_if_busy(bank, run.job_id, resume_job)
+    _refuse_if_busy(bank, run, resume_job)
     if options.from_task:
         reset_from_task(session, options.from_task)
         _reset_processes(bank, session, options.from_task, options.process)

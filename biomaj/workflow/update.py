@@ -11,6 +11,7 @@ import asyncio
 import logging
 import os
 import tempfile
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -138,7 +139,8 @@ class UpdateWorkflow(Workflow):
 
     async def wf_init(self) -> bool:
         self._doc = await self.run_ctx.store.get_bank(self.bank.name)
-        locks.acquire(self.bank.lock_dir, self.bank.name, self.holder, resume_job=self.resume_job)
+        locks.acquire(self.bank.lock_dir, self.bank.name, self.holder, resume_job=self.resume_job,
+                      lease_held=self.run_ctx.lease_held)
         self.locked = True
         status: dict[str, Any] = {
             "log_file": {"status": self.session.get("log_file"), "progress": 0},
@@ -326,6 +328,10 @@ class UpdateWorkflow(Workflow):
         results = await self.run_ctx.downloads.run_all(requests, progress.add, self.run_ctx.cancelled)
         await progress.emit(force=True)
         self.check_cancel()
+        by_node = Counter(r.node_id or "?" for r in results if r.ok and not r.skipped)
+        if by_node:
+            self.log.info("Workflow:wf_download:downloaded by node: %s",
+                          ", ".join(f"{node} {count}" for node, count in sorted(by_node.items())))
         failed = [r for r in results if not r.ok]
         self.downloaded = present + [r.save_as for r in results if r.ok]
         if failed:
