@@ -114,7 +114,7 @@ from .base import (
     check_name,
     check_queue_declaration,
 )
-from .messages import Message, MessageError, decode
+from .messages import DeadLettered, Message, MessageError, decode
 
 __all__ = ["AmqpBus"]
 
@@ -692,6 +692,12 @@ class AmqpBus(Bus):
             timestamp=time.time(),
         )
         await self._publish("", names.dead_letter_queue(queue), dead)
+        notice = DeadLettered(queue=queue, message_id=incoming.message_id or "", message_type=incoming.type or "",
+                              reason=reason, attempts=attempts)
+        try:
+            await self.broadcast(notice.topic(), notice)
+        except BusError as exc:  # the message is safe in the dead-letter queue; only the notice is lost
+            log.warning("queue %s: could not announce dead-lettered message %s: %s", queue, incoming.message_id, exc)
 
     async def _retry_or_dead_letter(
         self, consumer: _Consumer, incoming: AbstractIncomingMessage, attempts: int, reason: str

@@ -29,7 +29,7 @@ from .base import (
     check_queue_declaration,
     topic_matches,
 )
-from .messages import Message, MessageError, decode
+from .messages import DeadLettered, Message, MessageError, decode
 
 __all__ = ["MemoryBus"]
 
@@ -225,7 +225,9 @@ class MemoryBus(Bus):
     async def broadcast(self, topic: str, message: Message) -> None:
         self._check_open()
         check_name("topic", topic)
-        body = message.encode()
+        self._fan_out(topic, message.encode())
+
+    def _fan_out(self, topic: str, body: bytes) -> None:
         for sub in list(self._subscriptions):
             if topic_matches(sub.pattern, topic):
                 sub.put(decode(body))
@@ -388,3 +390,7 @@ class MemoryBus(Bus):
                      dead_attempts=item.attempts, dead_at=time.time())
         q.dead.ready.append(dead)
         self._dispatch(q.dead)
+        message_type, _, message_id = item.describe.partition(" ")
+        notice = DeadLettered(queue=q.name, message_id=message_id, message_type=message_type, reason=reason,
+                              attempts=item.attempts)
+        self._fan_out(notice.topic(), notice.encode())

@@ -35,6 +35,7 @@ from . import names
 
 __all__ = [
     "CancelJob",
+    "DeadLettered",
     "DownloadRequest",
     "DownloadResult",
     "JobEvent",
@@ -383,6 +384,23 @@ class ProcessResult(Message):
     error: str = ""
     elapsed: float = 0.0
     node_id: str = ""
+
+
+@message
+class DeadLettered(Message):
+    """A work message was given up on and moved to its queue's dead-letter queue; broadcast on
+    :data:`names.DEAD_LETTER_TOPIC` by the bus that moved it."""
+
+    TYPE = "bus.dead_lettered"
+
+    queue: str  # the work queue it failed on
+    message_id: str
+    message_type: str
+    reason: str
+    attempts: int
+
+    def topic(self) -> str:
+        return names.DEAD_LETTER_TOPIC
 
 
 @message

@@ -68,6 +68,10 @@ JOB_TOPIC = "job"
 NODE_TOPIC = "node.heartbeat"
 """Node heartbeats (:class:`~biomaj.bus.messages.NodeHeartbeat`)."""
 
+DEAD_LETTER_TOPIC = "bus.dead_letter"
+"""A work message was dead-lettered (:class:`~biomaj.bus.messages.DeadLettered`): whoever waits
+for its result learns at once that it will never come."""
+
 CANCEL_TOPIC = "control.cancel"
 """Cancel requests (:class:`~biomaj.bus.messages.CancelJob`); the state cancel flag is the truth."""
 

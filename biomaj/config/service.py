@@ -100,6 +100,7 @@ class NodeSettings(_Section):
     heartbeat_interval: float = Field(5.0, gt=0, description="Seconds between two heartbeats of this node.")
     heartbeat_ttl: float = Field(15.0, gt=0, description="Seconds after its last heartbeat before a node is forgotten.")
     stop_grace: float = Field(10.0, ge=0, description="Seconds given to in-flight work to finish on SIGTERM before it is cancelled.")
+    lease_ttl: float = Field(30.0, ge=3, description="Seconds a manager's lease on a bank outlives the manager: after a crash, another manager resumes its job this long after.")
 
 
 class AuthSettings(_Section):

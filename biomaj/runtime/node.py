@@ -67,7 +67,8 @@ class Node:
             from biomaj.runtime.identity import admins_of
 
             assert self.store is not None
-            settings = ManagerSettings(concurrency=limits.jobs, grace=grace, node_id=self.node_id)
+            settings = ManagerSettings(concurrency=limits.jobs, grace=grace, node_id=self.node_id,
+                                       lease_ttl=self.config.settings.node.lease_ttl)
             return ManagerActor(self.bus, settings, store=self.store, state=self.state,
                                 global_properties=self.config.global_properties, admins=admins_of(self.config))
         if name == "downloader":

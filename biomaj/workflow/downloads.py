@@ -5,6 +5,9 @@ The manager publishes requests on a work queue (``download``, ``process``); each
 the manager's own results queue, where the worker publishes its result before acking the
 request. One consumer per manager routes each result to the future of its request (by request
 id), so a workflow awaits its work without any polling loop, whatever the number of managers.
+A request that its workers give up on (a message that kills every worker that takes it ends in
+the dead-letter queue) gets a failed result from the bus's dead-letter notice, so the workflow
+fails with the reason instead of waiting for ever.
 """
 
 from __future__ import annotations
@@ -17,7 +20,9 @@ import uuid
 from typing import Awaitable, Callable, Generic, Sequence, TypeVar
 
 from biomaj.bus import Bus, names
-from biomaj.bus.messages import CancelJob, Message
+from biomaj.bus.messages import (
+    CancelJob, DeadLettered, DownloadRequest, DownloadResult, Message, ProcessRequest, ProcessResult,
+)
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +38,9 @@ class Dispatcher(Generic[R]):
         self.work_queue = work_queue
         self.queue = f"{results_base}.{owner or uuid.uuid4().hex[:12]}"
         self._waiting: dict[str, asyncio.Future[R]] = {}
+        self._requests: dict[str, Message] = {}
         self._consumer: asyncio.Task | None = None
+        self._dead_letters: asyncio.Task | None = None
         self.quiet_warning = 300.0  # seconds without any result before a warning is logged
 
     async def start(self) -> None:
@@ -41,14 +48,17 @@ class Dispatcher(Generic[R]):
             return
         await self.bus.declare_queue(self.work_queue)
         await self.bus.declare_queue(self.queue)
+        notices = await self.bus.subscribe(names.DEAD_LETTER_TOPIC)
         self._consumer = asyncio.create_task(self._route(), name=f"results:{self.queue}")
+        self._dead_letters = asyncio.create_task(self._give_up(notices), name=f"dead-letters:{self.queue}")
 
     async def stop(self) -> None:
-        if self._consumer is not None:
-            self._consumer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._consumer
-            self._consumer = None
+        for task in (self._consumer, self._dead_letters):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._consumer = self._dead_letters = None
         for future in self._waiting.values():
             if not future.done():
                 future.cancel()
@@ -65,6 +75,24 @@ class Dispatcher(Generic[R]):
                     future.set_result(result)
                 await delivery.ack()
 
+    async def _give_up(self, notices) -> None:
+        async with notices:
+            async for notice in notices:
+                if not isinstance(notice, DeadLettered) or notice.queue != self.work_queue:
+                    continue
+                future = self._waiting.pop(notice.message_id, None)
+                request = self._requests.get(notice.message_id)
+                if future is None or request is None or future.done():
+                    continue
+                error = (f"given up after {notice.attempts} deliveries ({notice.reason}); "
+                         f"the message is kept in {names.dead_letter_queue(self.work_queue)}")
+                log.error("%s: %s", request.describe(), error)
+                future.set_result(self.failed_result(request, error))
+
+    def failed_result(self, request: Message, error: str) -> R:
+        """The result a request gets when its message was dead-lettered."""
+        raise NotImplementedError
+
     async def run_all(self, requests: Sequence[Message], on_result: OnResult, cancelled: asyncio.Event) -> list[R]:
         """Publish every request and return every result (in completion order).
 
@@ -79,6 +107,7 @@ class Dispatcher(Generic[R]):
         for request in requests:
             future: asyncio.Future[R] = loop.create_future()
             self._waiting[request.id] = future
+            self._requests[request.id] = request
             futures.append(future)
         job_id, bank = requests[0].job_id, requests[0].bank
         watcher = asyncio.create_task(self._cancel_when(cancelled, job_id, bank))
@@ -102,6 +131,7 @@ class Dispatcher(Generic[R]):
             watcher.cancel()
             for request, future in zip(requests, futures):
                 self._waiting.pop(request.id, None)
+                self._requests.pop(request.id, None)
                 future.cancel()
 
     async def run_one(self, request: Message, cancelled: asyncio.Event) -> R:
@@ -121,9 +151,18 @@ class Downloads(Dispatcher):
     def __init__(self, bus: Bus, owner: str | None = None):
         super().__init__(bus, names.DOWNLOAD, names.DOWNLOAD_RESULTS, owner)
 
+    def failed_result(self, request: DownloadRequest, error: str) -> DownloadResult:
+        return DownloadResult(job_id=request.job_id, bank=request.bank, session_id=request.session_id,
+                              request_id=request.id, save_as=request.save_as, hash=request.hash, ok=False,
+                              error=f"{request.save_as}: {error}")
+
 
 class Processes(Dispatcher):
     """Process requests to the processors, results back to this manager."""
 
     def __init__(self, bus: Bus, owner: str | None = None):
         super().__init__(bus, names.PROCESS, names.PROCESS_RESULTS, owner)
+
+    def failed_result(self, request: ProcessRequest, error: str) -> ProcessResult:
+        return ProcessResult(job_id=request.job_id, bank=request.bank, session_id=request.session_id,
+                             request_id=request.id, name=request.name, exit_code=None, ok=False, error=error)

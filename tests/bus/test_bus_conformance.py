@@ -14,6 +14,7 @@ import pytest
 
 from biomaj.bus import Bus, BusError, BusTimeout, Delivery, Message, names
 from biomaj.bus.messages import (
+    DeadLettered,
     CancelJob,
     DownloadRequest,
     DownloadResult,
@@ -115,6 +116,21 @@ async def test_dead_letter_after_max_deliveries(bus: Bus, queue_name: str) -> No
     assert dead.attempts == 3
     assert dead.reason == "boom 3"
     assert dead.body == sent.encode()
+
+
+async def test_dead_lettering_is_announced_on_the_events_topic(bus: Bus, queue_name: str) -> None:
+    await bus.declare_queue(queue_name, max_deliveries=2)
+    notices = await bus.subscribe(names.DEAD_LETTER_TOPIC)
+    async with notices:
+        sent = Ping(payload="poison")
+        await bus.publish(queue_name, sent)
+        async with contextlib.aclosing(bus.consume(queue_name)) as deliveries:
+            for attempt in (1, 2):
+                await (await take(deliveries)).nack(reason=f"worker crashed {attempt}")
+        notice = await next_event(notices)
+    assert isinstance(notice, DeadLettered)
+    assert (notice.queue, notice.message_id, notice.message_type) == (queue_name, sent.id, Ping.TYPE)
+    assert (notice.reason, notice.attempts) == ("worker crashed 2", 2)
 
 
 async def test_nack_without_requeue_dead_letters_at_once(bus: Bus, queue_name: str) -> None:
@@ -372,6 +388,7 @@ def samples() -> list[Message]:
         JobRequest(job_id="update:alu", kind="update", bank="alu",
                    options={"fromscratch": True, "stop_after": "download", "n": 2}, user="ada"),
         CancelJob(job_id="update:alu", bank="alu"),
+        DeadLettered(queue="biomaj.download", message_id="m1", message_type="download.request", reason="boom", attempts=5),
         JobEvent(job_id="update:alu", bank="alu", kind="update", state="running", step="download",
                  message="3/10 files", progress={"done": 3, "total": 10, "bytes": 1.5e9}),
         DownloadRequest(job_id="update:alu", bank="alu", session_id="s1",

@@ -72,3 +72,29 @@ async def test_a_silent_work_queue_is_reported(caplog):
         waiting.cancel()
         await dispatcher.stop()
         await bus.close()
+
+
+async def test_a_request_its_workers_give_up_on_fails_with_the_reason():
+    """A message that fails every worker ends in the dead-letter queue; the workflow waiting for
+    it gets a failed result at once, not silence."""
+    bus = MemoryBus()
+    dispatcher = Processes(bus, "m1")
+    await dispatcher.start()
+
+    async def crash_every_time() -> None:
+        async with contextlib.aclosing(bus.consume(names.PROCESS)) as deliveries:
+            async for delivery in deliveries:
+                await delivery.nack(reason="worker crashed")
+
+    worker = asyncio.create_task(crash_every_time())
+    try:
+        result = await asyncio.wait_for(dispatcher.run_one(request("poison"), asyncio.Event()), 10)
+        assert not result.ok and result.name == "poison"
+        assert f"given up after {names.DEFAULT_MAX_DELIVERIES} deliveries (worker crashed)" in result.error
+        assert names.dead_letter_queue(names.PROCESS) in result.error
+        [dead] = await bus.dead_letters(names.PROCESS)
+        assert dead.message.name == "poison"
+    finally:
+        worker.cancel()
+        await dispatcher.stop()
+        await bus.close()
