@@ -111,9 +111,13 @@ class ManagerActor(Actor):
         await self.downloads.start()
         await self.process_requests.start()
         await self._cancels.start()
+        if self.settings.recover:  # before consuming: never requeue a job this very process has claimed
+            requeued = await self.store.requeue_running(self.settings.node_id or None)
+            if requeued:
+                log.warning("requeued %d job(s) left running by an earlier run of this node", len(requeued))
         await super().start()
         if self.settings.recover:
-            await self.recover()
+            await self.republish_queued()
         await self.close_dead_jobs()
 
     async def stop(self, grace: float | None = None) -> None:
@@ -122,11 +126,8 @@ class ManagerActor(Actor):
         await self.downloads.stop()
         await self.process_requests.stop()
 
-    async def recover(self) -> None:
-        """Requeue the jobs this node left running (it died) and republish every queued job."""
-        requeued = await self.store.requeue_running(self.settings.node_id or None)
-        if requeued:
-            log.warning("requeued %d job(s) left running by an earlier run of this node", len(requeued))
+    async def republish_queued(self) -> None:
+        """Publish every queued job again (a duplicate message finds its job claimed, and is dropped)."""
         for job in reversed(await self.store.list_jobs(state=JOB_QUEUED, limit=None)):
             await self.bus.publish(names.JOBS, JobRequest(job_id=job["id"], kind=job["kind"], bank=job["bank"],
                                                           options=job.get("options") or {}, user=job.get("user")))
@@ -183,11 +184,11 @@ class ManagerActor(Actor):
             if asyncio.get_running_loop().time() > deadline:
                 return False  # renewed all along: its manager lives
             await asyncio.sleep(min(1.0, self.settings.lease_ttl / 10))
-        if job.get("worker") and job["worker"] != self.settings.node_id:
-            log.warning("job %s (%s of %s): its manager %s is gone; taking it over", job["id"], job["kind"],
-                        job["bank"], job["worker"])
-        requeued = await self.store.requeue_running(job.get("worker"))
-        return job["id"] in requeued
+        if job["id"] in self._running:
+            return False  # this process runs it: the broker redelivered its message after a reconnection
+        log.warning("job %s (%s of %s): its manager %s is gone; taking it over", job["id"], job["kind"],
+                    job["bank"], job.get("worker"))
+        return job["id"] in await self.store.requeue_running(job.get("worker"), job_id=job["id"])
 
     async def _run(self, job: dict) -> None:
         run = RunContext(

@@ -405,6 +405,8 @@ class AmqpBus(Bus):
         if opened is None or self._closed:
             return  # closing the connection deletes the (exclusive) queue
         queue, tag = opened
+        if not self._connected():
+            return  # its exclusive queue went with the lost connection; do not wait for the broker
         try:
             # cancel first: deleting a consumed queue makes the broker cancel the consumer (a warning)
             await _guarded(queue.cancel(tag, timeout=OPERATION_TIMEOUT))
@@ -503,6 +505,10 @@ class AmqpBus(Bus):
                         await _guarded(self._conn.close())
 
     # --- connection and channels -------------------------------------------------------------
+
+    def _connected(self) -> bool:
+        """True while the connection to the broker is up (False during a reconnection)."""
+        return self._conn is not None and self._conn.connected.is_set()
 
     def _check_open(self) -> None:
         if self._closed:
@@ -840,6 +846,8 @@ class AmqpBus(Bus):
     async def _give_back(self, consumer: _Consumer) -> None:
         taken = 0
         try:
+            if not self._connected():
+                return  # the broker requeued what this connection held when it was lost
             async with asyncio.timeout(SHUTDOWN_TIMEOUT):
                 if consumer.tag is not None and consumer.amqp_queue is not None and _open(consumer.channel):
                     # No more deliveries (those already sent arrive before the reply).

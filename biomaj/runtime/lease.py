@@ -59,10 +59,16 @@ class BankLease:
     async def __aenter__(self) -> BankLease:
         if not await self.state.acquire_lock(self.name, self.owner, self.ttl):
             holder = await self.state.get_lock(self.name)
-            if holder is not None:
+            if holder is not None and holder.owner.job_id != self.owner.job_id:
                 raise BankBusy(self.bank, holder)
-            if not await self.state.acquire_lock(self.name, self.owner, self.ttl):  # it expired meanwhile
-                raise BiomajError(f"bank {self.bank}: could not take its lease")
+            if holder is not None:
+                # The same job's earlier run, dead: the store let this run claim the job, which it
+                # never does while a live manager runs it.
+                log.warning("bank %s: taking over the lease of job %s left by %s (pid %d on %s)", self.bank,
+                            holder.owner.job_id, holder.owner.node_id, holder.owner.pid, holder.owner.host)
+                await self.state.break_lock(self.name)
+            if not await self.state.acquire_lock(self.name, self.owner, self.ttl):
+                raise BiomajError(f"bank {self.bank}: could not take its lease (taken meanwhile)")
         self._task = asyncio.create_task(self._renew(), name=f"lease-{self.bank}")
         return self
 

@@ -369,9 +369,10 @@ class Store(abc.ABC):
         """
 
     @abc.abstractmethod
-    async def requeue_running(self, worker: str | None = None) -> list[str]:
-        """Put jobs left ``running`` (by ``worker``, or by anyone) back to ``queued``, keeping
-        their place in the queue; returns their ids. Used at startup after a crash."""
+    async def requeue_running(self, worker: str | None = None, job_id: str | None = None) -> list[str]:
+        """Put jobs left ``running`` (by ``worker``, or by anyone; only ``job_id`` when given)
+        back to ``queued``, keeping their place in the queue; returns their ids. Used after a
+        crash, by the restarted manager or by one that takes a dead manager's job over."""
 
     @abc.abstractmethod
     async def cancel_job(self, job_id: str) -> Doc:

@@ -708,10 +708,12 @@ class SQLiteStore(Store):
             await db.execute(self._JOB_UPDATE, self._job_params(job))
         return job
 
-    async def requeue_running(self, worker: str | None = None) -> list[str]:
+    async def requeue_running(self, worker: str | None = None, job_id: str | None = None) -> list[str]:
         sql, params = f"{self._JOB_SELECT} WHERE state = ?", [JOB_RUNNING]
         if worker is not None:
             sql, params = sql + " AND worker = ?", [*params, worker]
+        if job_id is not None:
+            sql, params = sql + " AND id = ?", [*params, job_id]
         async with self._tx(write=True) as db:
             rows = await db.execute_fetchall(sql + " ORDER BY seq", params)
             jobs = [self._job_doc(r) for r in rows]

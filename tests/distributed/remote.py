@@ -11,7 +11,7 @@ import asyncio
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Awaitable, Callable
 
 from aiohttp import web
 
@@ -31,11 +31,11 @@ class Seen:
 
 class Remote:
     """``await Remote(tree).start()``: serves ``tree`` on 127.0.0.1; ``delay`` seconds before
-    each file, ``pace[name]`` bytes per second for slow files, ``on_request(seen)`` called at the
-    start of each file transfer."""
+    each file, ``pace[name]`` bytes per second for slow files, ``on_request(seen)`` called (and
+    awaited if it is a coroutine function) at the start of each file transfer."""
 
     def __init__(self, tree: Path, *, delay: float = 0.0, pace: dict[str, int] | None = None,
-                 on_request: Callable[[Seen], None] | None = None):
+                 on_request: Callable[[Seen], Awaitable[None] | None] | None = None):
         self.tree = tree
         self.delay = delay
         self.pace = pace or {}
@@ -79,7 +79,9 @@ class Remote:
         seen = Seen("/".join(parts), peer[1] if peer else 0, offset)
         self.seen.append(seen)
         if self.on_request is not None:
-            self.on_request(seen)
+            maybe = self.on_request(seen)
+            if maybe is not None:
+                await maybe
         if self.delay:
             await asyncio.sleep(self.delay)
         headers = {"Accept-Ranges": "bytes", "Content-Type": "application/octet-stream"}
@@ -113,9 +115,19 @@ def _socket_inode(local_port: int) -> str | None:
             continue
         for line in lines:
             fields = line.split()
-            if int(fields[1].rsplit(":", 1)[1], 16) == local_port:
+            if int(fields[1].rsplit(":", 1)[1], 16) == local_port and fields[9] != "0":  # 0: TIME_WAIT
                 return fields[9]
     return None
+
+
+async def find_client(client_port: int, candidates: Callable[[], list[int]], timeout: float = 5.0) -> int | None:
+    """:func:`pid_of_client`, asked again for a while (a process just started may not be listed yet)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while (pid := pid_of_client(client_port, candidates())) is None:
+        if asyncio.get_running_loop().time() > deadline:
+            return None
+        await asyncio.sleep(0.05)
+    return pid
 
 
 def pid_of_client(client_port: int, candidates: list[int]) -> int | None:

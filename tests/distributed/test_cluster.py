@@ -14,8 +14,9 @@ import time
 import pytest
 
 from biomaj.bus import names, open_bus
+from biomaj.storage import open_store
 from tests.distributed.cluster import Cluster, digests, downloads_by_node, make_remote_files
-from tests.distributed.remote import Remote, pid_of_client
+from tests.distributed.remote import Remote, find_client, pid_of_client
 from tests.distributed.tcp_proxy import TcpProxy
 
 pytestmark = [pytest.mark.service, pytest.mark.timeout(240)]
@@ -59,4 +60,173 @@ async def test_files_are_spread_over_three_download_nodes(cluster: Cluster, tmp_
         assert sum(split.values()) == 60
         assert len([s for s in remote.seen if s.name.startswith("spread/")]) == 60  # no file fetched twice
     finally:
+        await remote.close()
+
+
+async def test_a_download_node_killed_mid_file_its_file_resumes_on_another(cluster: Cluster, tmp_path):
+    folder = tmp_path / "remote" / "resume"
+    expected = make_remote_files(folder, 6, 10_000)
+    (folder / "a_big.dat").write_bytes(bytes(range(256)) * (6 * 4096))  # 6 MiB, sent at 1 MiB/s
+    expected = digests(folder)
+    owners: dict[int, int] = {}  # request number -> pid of the node that sent it
+    remote = Remote(tmp_path / "remote", pace={"resume/a_big.dat": 1024 * 1024})
+    remote.on_request = lambda seen: owners.__setitem__(
+        len(remote.seen) - 1, pid_of_client(seen.client_port, [n.pid for n in cluster.nodes if n.running]))
+    await remote.start()
+    try:
+        cluster.write_bank("resume", remote.port)
+        _, first = await cluster.start_nodes(("manager", "manager-1"), ("download", "dl-1"))
+        updating = asyncio.create_task(update(cluster, "resume"))
+        await until(lambda: remote.requests_for("resume/a_big.dat"), "the big file's transfer", cluster)
+        big = remote.seen.index(remote.requests_for("resume/a_big.dat")[0])
+        assert owners[big] == first.pid
+        await asyncio.sleep(2.5)  # more than 2 MiB received: some of it on disk
+        [second] = await cluster.start_nodes(("download", "dl-2"))
+        first.kill()
+        job = await updating
+        assert (job["exit_code"], job["state"]) == (0, "done"), f"{job}\n{cluster.logs()}"
+        assert_complete(cluster, "resume", expected)
+        resumed = remote.requests_for("resume/a_big.dat")[1:]
+        assert resumed, "the big file was never asked again"
+        assert resumed[-1].offset >= 1024 * 1024, f"not resumed from the part on disk: {resumed}"
+        assert owners[remote.seen.index(resumed[-1])] == second.pid
+    finally:
+        await remote.close()
+
+
+async def test_every_node_reconnects_after_the_broker_connection_is_cut(cluster: Cluster, tmp_path):
+    expected = make_remote_files(tmp_path / "remote" / "cut", 40, 10_000)
+    remote = await Remote(tmp_path / "remote", delay=0.15).start()
+    broker_port = int(cluster.bus_url.split("@", 1)[1].split("/", 1)[0].rsplit(":", 1)[1])
+    proxy = await TcpProxy(broker_port).start()
+    try:
+        cluster.configure(bus_url=cluster.bus_url.replace(f":{broker_port}/", f":{proxy.port}/"))
+        cluster.write_bank("cut", remote.port)
+        nodes = await cluster.start_nodes(("manager", "manager-1"), ("download", "dl-1"), ("download", "dl-2"))
+        updating = asyncio.create_task(update(cluster, "cut"))
+        await until(lambda: len(remote.seen) >= 10, "the first downloads", cluster)
+        before = proxy.connections
+        await proxy.cut()
+        await asyncio.sleep(3)
+        assert len(remote.seen) < 40, "the update ended before the cut: make the remote slower"
+        proxy.restore()
+        job = await updating
+        assert (job["exit_code"], job["state"]) == (0, "done"), f"{job}\n{cluster.logs()}"
+        assert_complete(cluster, "cut", expected)
+        assert proxy.connections >= before + len(nodes) + 1, "not every process reconnected"
+        assert all(node.running for node in nodes)
+        # and they still work: a second bank goes through the same nodes
+        more = make_remote_files(tmp_path / "remote" / "after", 5, 1000)
+        cluster.write_bank("after", remote.port)
+        job = await update(cluster, "after")
+        assert job["state"] == "done", job
+        assert_complete(cluster, "after", more)
+        await proxy.cut()  # for good: a node that lost its broker still stops cleanly on SIGTERM
+        await cluster.stop()
+        assert [node.process.returncode for node in nodes] == [0] * len(nodes), cluster.logs()
+    finally:
+        await proxy.close()
+        await remote.close()
+
+
+async def running_job(cluster: Cluster, bank: str) -> dict:
+    """The job running on ``bank`` (waits for one)."""
+    store = open_store("", cluster.root)
+    async with store:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            jobs = await store.list_jobs(state="running", bank=bank, limit=None)
+            if jobs:
+                return jobs[0]
+            await asyncio.sleep(0.1)
+    raise AssertionError(f"no job running on {bank}\n{cluster.logs()}")
+
+
+async def test_a_manager_killed_mid_update_and_restarted_resumes_the_job(cluster: Cluster, tmp_path):
+    expected = make_remote_files(tmp_path / "remote" / "restart", 40, 10_000)
+    remote = await Remote(tmp_path / "remote", delay=0.2).start()
+    try:
+        cluster.write_bank("restart", remote.port)
+        manager, *_ = await cluster.start_nodes(("manager", "manager-1"), ("download", "dl-1"), ("download", "dl-2"))
+        updating = asyncio.create_task(update(cluster, "restart"))
+        await until(lambda: len(remote.seen) >= 12, "the first downloads", cluster)
+        manager.kill()
+        await manager.process.wait()
+        await asyncio.sleep(1)  # the download nodes go on meanwhile; their results wait in the manager's queue
+        await cluster.start_nodes(("manager", "manager-1"))
+        job = await updating  # the same command, still following its job
+        assert (job["exit_code"], job["state"], job["attempts"]) == (0, "done", 2), f"{job}\n{cluster.logs()}"
+        assert_complete(cluster, "restart", expected)
+        resumed = cluster.session_logs("restart")
+        assert "already in the offline directory" in resumed and ", resumed)" in resumed
+        fetched = [s.name for s in remote.seen if s.name.startswith("restart/")]
+        assert len(fetched) < 40 + 8, "files downloaded before the crash were fetched again"
+    finally:
+        await remote.close()
+
+
+async def test_another_manager_takes_over_the_job_of_a_dead_one(cluster: Cluster, tmp_path):
+    expected = make_remote_files(tmp_path / "remote" / "takeover", 40, 10_000)
+    remote = await Remote(tmp_path / "remote", delay=0.2).start()
+    try:
+        cluster.write_bank("takeover", remote.port)
+        nodes = await cluster.start_nodes(("manager", "manager-1"), ("manager", "manager-2"),
+                                          ("download", "dl-1"), ("download", "dl-2"))
+        updating = asyncio.create_task(update(cluster, "takeover"))
+        job = await running_job(cluster, "takeover")
+        await until(lambda: len(remote.seen) >= 8, "the first downloads", cluster)
+        [dying] = [n for n in nodes if n.node_id == job["worker"]]
+        [survivor] = [n for n in nodes if n.node_id.startswith("manager") and n is not dying]
+        dying.kill()
+        job = await updating
+        assert (job["exit_code"], job["state"], job["worker"]) == (0, "done", survivor.node_id), \
+            f"{job}\n{cluster.logs()}"
+        assert_complete(cluster, "takeover", expected)
+        assert "taking it over" in survivor.log.read_text()
+    finally:
+        await remote.close()
+
+
+async def test_a_poison_file_is_dead_lettered_and_fails_only_its_bank(cluster: Cluster, tmp_path):
+    """A file whose transfer kills every download node that takes it (a stand-in for a crash in
+    a library, or the kernel's OOM killer): RabbitMQ redelivers it, new nodes take it and die,
+    until it lands in the dead-letter queue; its bank fails saying so, the other bank updates."""
+    poison_files = make_remote_files(tmp_path / "remote" / "poison", 4, 5_000)
+    (tmp_path / "remote" / "poison" / "zz_poison.dat").write_bytes(b"x" * 50_000)
+    good_files = make_remote_files(tmp_path / "remote" / "good", 20, 5_000)
+    replacements: list[asyncio.Task] = []
+
+    async def crash_the_taker(seen) -> None:
+        if seen.name != "poison/zz_poison.dat":
+            return
+        pid = await find_client(seen.client_port, lambda: [n.pid for n in cluster.nodes if n.running])
+        assert pid is not None, f"no node owns the connection from port {seen.client_port}"
+        for node in cluster.nodes:
+            if node.pid == pid:
+                node.kill()
+                replacements.append(asyncio.ensure_future(cluster.start_node("download", f"dl-r{len(replacements)}")))
+
+    remote = await Remote(tmp_path / "remote", delay=0.1, on_request=crash_the_taker).start()
+    try:
+        cluster.write_bank("poison", remote.port)
+        cluster.write_bank("good", remote.port)
+        await cluster.start_nodes(("manager", "manager-1"), ("download", "dl-1"), ("download", "dl-2"))
+        poisoned, good = await asyncio.gather(update(cluster, "poison"), update(cluster, "good"))
+        assert (good["exit_code"], good["state"]) == (0, "done"), f"{good}\n{cluster.logs()}"
+        assert_complete(cluster, "good", good_files)
+        assert (poisoned["exit_code"], poisoned["state"]) == (1, "failed"), f"{poisoned}\n{cluster.logs()}"
+        error = poisoned["error"]
+        assert "zz_poison.dat" in error and f"given up after {names.DEFAULT_MAX_DELIVERIES} deliveries" in error
+        assert names.dead_letter_queue(names.DOWNLOAD) in error
+        assert len(remote.requests_for("poison/zz_poison.dat")) == names.DEFAULT_MAX_DELIVERIES
+        bus = open_bus(cluster.bus_url)
+        try:
+            [letter] = await bus.dead_letters(names.DOWNLOAD)
+        finally:
+            await bus.close()
+        assert letter.message.save_as == "zz_poison.dat" and letter.message.bank == "poison"
+        assert not (cluster.root / "data" / "poison" / "current").exists()  # nothing published
+        assert sorted(poison_files)  # the innocent files of the bank were fetched; the release was refused
+    finally:
+        await asyncio.gather(*replacements, return_exceptions=True)
         await remote.close()

@@ -476,6 +476,16 @@ async def test_requeue_running(store: Store) -> None:
     assert [j["id"] for j in await store.list_jobs(state="queued")] == [c, b, a]
 
 
+async def test_requeue_one_running_job(store: Store) -> None:
+    a, b = [await store.add_job(job(x)) for x in "ab"]
+    await store.claim_job("dead")
+    await store.claim_job("dead")
+    assert await store.requeue_running("alive", job_id=a) == []  # not that worker's
+    assert await store.requeue_running("dead", job_id=a) == [a]
+    assert (await store.get_job(a))["state"] == "queued"
+    assert (await store.get_job(b))["state"] == "running"
+
+
 async def test_dedup_key(store: Store) -> None:
     first = await store.add_job(job(), dedup_key="update:alu")
     with pytest.raises(DuplicateJob) as queued:
