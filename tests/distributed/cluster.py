@@ -11,6 +11,7 @@ import asyncio
 import hashlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -58,6 +59,7 @@ class Cluster:
         self.state_url = state_url
         self.prefix = prefix
         self.nodes: list[Node] = []
+        self.web_port = free_port()
         subprocess.run([str(BIN), "init", str(root)], check=True, capture_output=True)
         self.config = root / "config.yml"
         self.configure()
@@ -73,6 +75,7 @@ class Cluster:
                             **node}
         settings["limits"] = {"jobs": 2, "downloads": 2, "downloads_per_host": 2, "processes": 1}
         settings["logging"] = {"level": "INFO"}
+        settings.setdefault("web", {})["port"] = self.web_port
         self.config.write_text(yaml.safe_dump(settings))
 
     def write_bank(self, name: str, port: int, **values: str) -> None:
@@ -171,6 +174,12 @@ class Cluster:
 
     def session_logs(self, bank: str) -> str:
         return "\n".join(p.read_text() for p in sorted((self.root / "log" / bank).glob("*/*.log")))
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def digests(folder: Path) -> dict[str, str]:

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import time
+
+import aiohttp
 
 import pytest
 
@@ -229,4 +232,59 @@ async def test_a_poison_file_is_dead_lettered_and_fails_only_its_bank(cluster: C
         assert sorted(poison_files)  # the innocent files of the bank were fetched; the release was refused
     finally:
         await asyncio.gather(*replacements, return_exceptions=True)
+        await remote.close()
+
+
+async def listed_nodes(cluster: Cluster) -> set[str]:
+    code, out, err = await cluster.ctl("--json", "nodes")
+    assert code == 0, err
+    return {node["node_id"] for node in json.loads(out)}
+
+
+async def test_nodes_register_within_seconds_and_vanish_when_they_stop(cluster: Cluster):
+    await cluster.start_nodes(("manager,web", "manager-1"))
+    killed, stopped = [await cluster.start_node("download", node_id) for node_id in ("dl-1", "dl-2")]
+    deadline = time.monotonic() + 30
+    while await listed_nodes(cluster) != {"manager-1", "dl-1", "dl-2"}:
+        assert time.monotonic() < deadline, f"not registered: {await listed_nodes(cluster)}\n{cluster.logs()}"
+        await asyncio.sleep(0.2)
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"http://127.0.0.1:{cluster.web_port}/api/v1/status") as response:
+            status = await response.json()
+    roles = {node["node_id"]: node["roles"] for node in status["nodes"]}
+    assert roles == {"manager-1": ["manager", "web"], "dl-1": ["download"], "dl-2": ["download"]}
+    stopped.process.send_signal(signal.SIGTERM)  # a clean stop unregisters at once
+    assert await stopped.process.wait() == 0
+    assert "dl-2" not in await listed_nodes(cluster)
+    killed.kill()  # a dead node is forgotten after its heartbeat TTL (2 s here)
+    deadline = time.monotonic() + 30
+    while "dl-1" in await listed_nodes(cluster):
+        assert time.monotonic() < deadline, "a killed node is still listed"
+        await asyncio.sleep(0.2)
+    assert await listed_nodes(cluster) == {"manager-1"}
+
+
+async def test_a_stopping_download_node_hands_its_file_back(cluster: Cluster, tmp_path):
+    folder = tmp_path / "remote" / "handback"
+    (folder).mkdir(parents=True)
+    (folder / "big.dat").write_bytes(bytes(range(256)) * (6 * 4096))  # 6 MiB at 1 MiB/s
+    expected = digests(folder)
+    remote = await Remote(tmp_path / "remote", pace={"handback/big.dat": 1024 * 1024}).start()
+    try:
+        cluster.write_bank("handback", remote.port)
+        _, leaving = await cluster.start_nodes(("manager", "manager-1"), ("download", "dl-1"))
+        updating = asyncio.create_task(update(cluster, "handback"))
+        await until(lambda: remote.requests_for("handback/big.dat"), "the transfer", cluster)
+        await asyncio.sleep(2.5)
+        leaving.process.send_signal(signal.SIGTERM)  # stop_grace is 2 s: too short to finish
+        assert await leaving.process.wait() == 0, cluster.logs()
+        assert "cancelling 1 handler(s) still running" in leaving.log.read_text()
+        await cluster.start_nodes(("download", "dl-2"))
+        job = await updating
+        assert (job["exit_code"], job["state"]) == (0, "done"), f"{job}\n{cluster.logs()}"
+        assert_complete(cluster, "handback", expected)
+        first, *again = remote.requests_for("handback/big.dat")
+        assert again and again[-1].offset >= 1024 * 1024, f"not resumed from the part on disk: {again}"
+        assert downloads_by_node(cluster.session_logs("handback")) == {"dl-2": 1}
+    finally:
         await remote.close()
