@@ -164,7 +164,15 @@ class ManagerActor(Actor):
                 job = await self.store.claim_job(self.settings.node_id or "manager", request.job_id)
             if job is None:
                 current = await self.store.get_job(request.job_id)
-                log.info("job %s not run: it is %s", request.job_id, current["state"] if current else "unknown")
+                if current is None:
+                    # Never drop it silently: its own manager (another store) may still want it.
+                    reason = (f"job {request.job_id} ({request.kind} of {request.bank}) is not in this manager's "
+                              f"store ({self.store.describe()}): do two installations share this RabbitMQ "
+                              "virtual host? Give each its own (rabbitmq.virtual_host or the vhost of bus.url)")
+                    log.error("%s", reason)
+                    await delivery.nack(requeue=False, reason=reason)
+                    return
+                log.info("job %s not run: it is %s", request.job_id, current["state"])
                 return
             await self._run(job)
 

@@ -42,6 +42,12 @@ class Cluster(JobClient):
             )
 
 
+    def why_queued(self) -> str:
+        return ("the managers are busy with other jobs (limits.jobs), or they read another store than this "
+                "command (storage.url) or share the RabbitMQ virtual host with another installation; "
+                "`biomaj ctl nodes` lists them")
+
+
 def job_client(config: Config, *, actors: bool = True) -> JobClient:
     """The client for this configuration: jobs run in this process on the in-process bus (by
     its own actors; ``actors=False`` only reaches the store, e.g. to cancel another command's

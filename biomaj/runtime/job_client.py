@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import time
 from typing import Any, Awaitable, Callable
 
 from biomaj.actors.manager import request_cancel, submit_job
@@ -24,6 +26,10 @@ OnEvent = Callable[[JobEvent], Awaitable[None] | None]
 
 #: Seconds without an event after which the job record is read from the store.
 STORE_POLL = 3.0
+#: Seconds a job may wait in the queue before the command says so.
+QUEUED_WARNING = 30.0
+
+log = logging.getLogger(__name__)
 
 
 class JobClient:
@@ -56,6 +62,10 @@ class JobClient:
     async def before_submit(self, kind: str, bank: str) -> None:
         """Refuse a job that nobody would run (a hook for subclasses)."""
 
+    def why_queued(self) -> str:
+        """What to check when a job stays queued (a hook for subclasses)."""
+        return "the managers are busy with other jobs (limits.jobs)"
+
     async def forget_dead_job(self, job_id: str) -> bool:
         """The active job ``job_id`` blocks a new one; True if it was recorded as failed because
         its runner is known to be dead (a hook for subclasses)."""
@@ -76,6 +86,7 @@ class JobClient:
                 job_id = await submit_job(self.store, self.bus, kind, bank, options, self.user)
             if on_submitted is not None:
                 on_submitted(job_id)
+            queued_since = time.monotonic()
             while True:
                 try:
                     event = await asyncio.wait_for(anext(subscription), STORE_POLL)
@@ -83,6 +94,12 @@ class JobClient:
                     job = await self.store.get_job(job_id)
                     if job is None or job["state"] in FINAL_JOB_STATES:
                         break
+                    if job["state"] != "queued":
+                        queued_since = None
+                    elif queued_since is not None and time.monotonic() - queued_since > QUEUED_WARNING:
+                        log.warning("the %s of %s (job %s) is still queued after %.0f s: %s", kind, bank, job_id,
+                                    QUEUED_WARNING, self.why_queued())
+                        queued_since = None
                     continue
                 except StopAsyncIteration:
                     break

@@ -118,3 +118,19 @@ async def test_a_failing_job_is_recorded_with_its_reason(site):
     finally:
         await manager.stop()
     assert job["state"] == "failed" and "nosuch" in job["error"]
+
+
+async def test_a_job_unknown_to_its_store_is_dead_lettered_not_dropped(site):
+    """Two installations sharing one RabbitMQ vhost: a manager gets a job of the other one."""
+    from biomaj.bus.messages import JobRequest
+
+    manager = manager_for(site)
+    await manager.start()
+    try:
+        await site.bus.publish(names.JOBS, JobRequest(job_id="elsewhere", kind="update", bank="alu"))
+        await asyncio.wait_for(site.bus.join(names.JOBS), 10)
+    finally:
+        await manager.stop()
+    [letter] = await site.bus.dead_letters(names.JOBS)
+    assert letter.message.job_id == "elsewhere"
+    assert "is not in this manager's store" in letter.reason and "virtual host" in letter.reason
