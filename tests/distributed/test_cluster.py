@@ -224,10 +224,13 @@ async def test_a_poison_file_is_dead_lettered_and_fails_only_its_bank(cluster: C
         assert len(remote.requests_for("poison/zz_poison.dat")) == names.DEFAULT_MAX_DELIVERIES
         bus = open_bus(cluster.bus_url)
         try:
-            [letter] = await bus.dead_letters(names.DOWNLOAD)
+            letters = await bus.dead_letters(names.DOWNLOAD)
         finally:
             await bus.close()
-        assert letter.message.save_as == "zz_poison.dat" and letter.message.bank == "poison"
+        # An innocent message may share the fate of the poison when it keeps landing on the same
+        # doomed nodes (its work done, its ack lost with the node): dead-lettered too, harmlessly.
+        [letter] = [dead for dead in letters if dead.message.save_as == "zz_poison.dat"]
+        assert letter.message.bank == "poison" and "never settled" in letter.reason
         assert not (cluster.root / "data" / "poison" / "current").exists()  # nothing published
         assert sorted(poison_files)  # the innocent files of the bank were fetched; the release was refused
     finally:
