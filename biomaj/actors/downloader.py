@@ -31,7 +31,8 @@ from biomaj.state import State
 
 log = logging.getLogger(__name__)
 
-PROGRESS_INTERVAL = 0.5  # seconds between two byte-counter updates of one file
+PROGRESS_INTERVAL = 0.5  # seconds between two pushes of the byte counters to the state
+CANCEL_RECHECK = 1.0  # seconds a job's cancel flag read from the state is trusted
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -63,27 +64,51 @@ class DownloaderActor(Actor):
         self.bytes_received = 0  # over every fetch of this actor
         self._cancels = CancelListener(bus, self._cancel_job, "downloader-cancels")
         self._result_queues = {names.DOWNLOAD_RESULTS}
+        self._cancelled: dict[str, float] = {}  # job id -> when its CancelJob broadcast arrived
+        self._cancel_flags: dict[str, tuple[float, bool]] = {}  # job id -> (read at, flag in the state)
+        self.progress = _Progress(state, self)
 
     async def start(self) -> None:
         await self.bus.declare_queue(names.DOWNLOAD_RESULTS)
         await self._cancels.start()
         await super().start()
+        self.progress.start()
 
     async def stop(self, grace: float | None = None) -> None:
         await super().stop(grace)
+        await self.progress.stop()
         await self._cancels.stop()
         await self.pool.close()
 
     def _cancel_job(self, job_id: str) -> None:
+        self._cancelled[job_id] = time.monotonic()
         for task in list(self._jobs.get(job_id, ())):
             task.cancel()
+
+    async def _is_cancelled(self, job_id: str) -> bool:
+        """The job was cancelled: a broadcast seen here, or its flag in the state (read at most
+        once a second per job: a bank's files arrive by the thousand)."""
+        now = time.monotonic()
+        if job_id in self._cancelled:
+            return True
+        if self.state is None:
+            return False
+        seen = self._cancel_flags.get(job_id)
+        if seen is not None and now - seen[0] < CANCEL_RECHECK:
+            return seen[1]
+        flag = await self.state.is_cancelled(job_id)
+        if len(self._cancel_flags) > 1000 or len(self._cancelled) > 1000:  # forget old jobs
+            self._cancel_flags = {k: v for k, v in self._cancel_flags.items() if now - v[0] < 3600}
+            self._cancelled = {k: t for k, t in self._cancelled.items() if now - t < 3600}
+        self._cancel_flags[job_id] = (now, flag)
+        return flag
 
     async def handle(self, delivery: Delivery) -> None:
         request = delivery.message
         if not isinstance(request, DownloadRequest):
             await delivery.nack(requeue=False, reason=f"downloader cannot handle {request.TYPE}")
             return
-        if self.state is not None and await self.state.is_cancelled(request.job_id):
+        if await self._is_cancelled(request.job_id):
             await self._publish(request, ok=False, error="cancelled", retryable=False)
             return
         task = asyncio.create_task(self._fetch(request), name=f"fetch-{request.save_as}")
@@ -112,11 +137,10 @@ class DownloaderActor(Actor):
             retry = RetryPolicy.parse(request.stop_condition, request.wait_policy)
             fetcher = Fetcher(self.pool, FetchSettings(retry=retry, check_archives=request.check_archive))
             entry = RemoteEntry(request.path, request.size, request.mtime, hash=request.hash)
-            progress = _Progress(self.state, request.job_id, self)
-            try:
-                result = await fetcher.fetch(config, entry, dest, digest=request.digest, on_bytes=progress.add)
-            finally:
-                await progress.flush()
+            def received(n: int) -> None:
+                self.progress.add(request.job_id, n)
+
+            result = await fetcher.fetch(config, entry, dest, digest=request.digest, on_bytes=received)
         except FetchFailed as exc:
             return dict(ok=False, error=str(exc), retryable=exc.retryable, elapsed=time.monotonic() - started)
         except BiomajError as exc:
@@ -158,32 +182,41 @@ class DownloaderActor(Actor):
 
 
 class _Progress:
-    """Bytes received for a job, pushed to the state at most every PROGRESS_INTERVAL seconds."""
+    """Bytes received per job, added to the job's progress in the state every PROGRESS_INTERVAL
+    seconds (one Redis call per job and interval, whatever the number of files)."""
 
-    def __init__(self, state: State | None, job_id: str, actor: DownloaderActor):
+    def __init__(self, state: State | None, actor: DownloaderActor):
         self.state = state
         self.actor = actor
-        self.job_id = job_id
-        self.pending = 0
-        self.last = time.monotonic()
-        self._tasks: set[asyncio.Task] = set()
+        self.pending: dict[str, int] = {}
+        self._task: asyncio.Task | None = None
 
-    def add(self, n: int) -> None:
-        self.pending += n
+    def add(self, job_id: str, n: int) -> None:
         self.actor.bytes_received += n
-        now = time.monotonic()
-        if self.state is not None and now - self.last >= PROGRESS_INTERVAL:
-            self.last = now
-            self._push()
+        if self.state is not None:
+            self.pending[job_id] = self.pending.get(job_id, 0) + n
 
-    def _push(self) -> None:
-        count, self.pending = self.pending, 0
-        if count and self.state is not None:
-            task = asyncio.get_running_loop().create_task(self.state.incr_progress(self.job_id, "bytes", count))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+    def start(self) -> None:
+        if self.state is not None and self._task is None:
+            self._task = asyncio.create_task(self._push_every_interval(), name="download-progress")
 
-    async def flush(self) -> None:
-        self._push()
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await self.push()
+
+    async def _push_every_interval(self) -> None:
+        while True:
+            await asyncio.sleep(PROGRESS_INTERVAL)
+            await self.push()
+
+    async def push(self) -> None:
+        pending, self.pending = self.pending, {}
+        for job_id, count in pending.items():
+            try:
+                await self.state.incr_progress(job_id, "bytes", count)
+            except Exception as exc:  # noqa: BLE001 - progress is informative; the download goes on
+                log.warning("could not record the progress of job %s: %s", job_id, exc)

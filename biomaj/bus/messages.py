@@ -23,13 +23,14 @@ message by ``TYPE`` and ``id``, never by its repr.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import time
 import types
 import typing
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, TypeVar
+from typing import Any, Callable, ClassVar, TypeVar
 
 from . import names
 
@@ -80,7 +81,7 @@ class Message:
             raise MessageError(f"{type(self).__name__} is not registered: decorate it with @message")
         for name, hint in hints.items():
             value = getattr(self, name)
-            if not _conforms(value, hint):
+            if not _checker(hint)(value):
                 raise MessageError(
                     f"{self.TYPE}: field {name!r} must be {_describe(hint)}, "
                     f"got {type(value).__name__}"
@@ -197,27 +198,40 @@ def decode(data: bytes | str) -> Message:
 
 def _conforms(value: Any, hint: Any) -> bool:
     """True when ``value`` fits the annotation ``hint`` (the JSON-able subset messages use)."""
+    return _checker(hint)(value)
+
+
+@functools.lru_cache(maxsize=None)
+def _checker(hint: Any) -> Callable[[Any], bool]:
+    """A function telling whether a value fits ``hint``, built once per annotation (messages are
+    checked on every encode and decode: thousands per second on a busy node)."""
     if hint is Any:
-        return True
+        return lambda value: True
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
     if origin in (typing.Union, types.UnionType):
-        return any(_conforms(value, arg) for arg in args)
+        checks = tuple(_checker(arg) for arg in args)
+        return lambda value: any(check(value) for check in checks)
     if hint is type(None):
-        return value is None
+        return lambda value: value is None
     if hint is bool:
-        return isinstance(value, bool)
+        return lambda value: isinstance(value, bool)
     if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
+        return lambda value: isinstance(value, int) and not isinstance(value, bool)
     if hint is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
+        return lambda value: isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is str:
+        return lambda value: isinstance(value, str)
     if hint is list or origin is list:
-        return isinstance(value, list) and (not args or all(_conforms(v, args[0]) for v in value))
+        item = _checker(args[0]) if args else None
+        return lambda value: isinstance(value, list) and (item is None or all(item(v) for v in value))
     if hint is dict or origin is dict:
-        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
-            return False
-        return not args or all(_conforms(v, args[1]) for v in value.values())
-    return isinstance(hint, type) and isinstance(value, hint)
+        item = _checker(args[1]) if args else None
+        return lambda value: (isinstance(value, dict) and all(isinstance(k, str) for k in value)
+                              and (item is None or all(item(v) for v in value.values())))
+    if isinstance(hint, type):
+        return lambda value: isinstance(value, hint)
+    return lambda value: False
 
 
 def _describe(hint: Any) -> str:
@@ -271,6 +285,8 @@ class JobEvent(Message):
     progress: dict[str, Any] = field(default_factory=dict)
 
     def topic(self) -> str:
+        if self.kind == "download" and self.progress.get("file"):
+            return names.file_topic(self.bank)
         return names.job_topic(self.bank)
 
 

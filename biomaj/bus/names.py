@@ -76,6 +76,11 @@ CANCEL_TOPIC = "control.cancel"
 """Cancel requests (:class:`~biomaj.bus.messages.CancelJob`); the state cancel flag is the truth."""
 
 
+FILE_TOPIC_SUFFIX = "files"
+"""Per-file events (one per downloaded file) go to ``job.<bank>.files``: ``job.*`` (a command
+following a job) does not receive them, ``job.#`` (a live view of every file) does."""
+
+
 def job_topic(bank: str) -> str:
     """Topic of the events of one bank: ``job.<bank>`` (dots in the name become ``_``).
 
@@ -119,3 +124,8 @@ def cancel_key(job_id: str) -> str:
 def node_key(node_id: str) -> str:
     """Store key of a node's registry entry."""
     return NODE_PREFIX + node_id
+
+
+def file_topic(bank: str) -> str:
+    """Topic of one bank's per-file events: ``job.<bank>.files``."""
+    return f"{job_topic(bank)}.{FILE_TOPIC_SUFFIX}"

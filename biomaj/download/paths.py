@@ -46,7 +46,7 @@ def safe_join(base: Path, name: str, cache: dict[Path, Path] | None = None) -> P
     target = base / relative
     resolved_base = _real(base, cache)
     # A symlink planted inside base (by an archive or an earlier run) must not redirect the write.
-    resolved_parent = _real(target.parent, cache)
+    resolved_parent = resolved_base if target.parent == base else _real(target.parent, cache)
     if resolved_parent != resolved_base and resolved_base not in resolved_parent.parents:
         raise UnsafePath(f"unsafe remote name {name!r}: resolves outside {base}")
     if target.is_symlink():

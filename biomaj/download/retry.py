@@ -11,6 +11,7 @@ Arguments may be positional or keyword, as in tenacity.
 from __future__ import annotations
 
 import ast
+import functools
 import random
 from dataclasses import dataclass
 from typing import Callable
@@ -137,6 +138,10 @@ class RetryPolicy:
 
     @classmethod
     def parse(cls, stop_condition: str | None = None, wait_policy: str | None = None) -> RetryPolicy:
-        stop_text = stop_condition or DEFAULT_STOP
-        wait_text = wait_policy or DEFAULT_WAIT
-        return cls(parse_stop(stop_text), parse_wait(wait_text), f"{stop_text}, {wait_text}")
+        return _parsed(cls, stop_condition or DEFAULT_STOP, wait_policy or DEFAULT_WAIT)
+
+
+@functools.lru_cache(maxsize=256)
+def _parsed(cls: type[RetryPolicy], stop_text: str, wait_text: str) -> RetryPolicy:
+    # every file of a bank carries the same two strings: parse them once (policies are immutable)
+    return cls(parse_stop(stop_text), parse_wait(wait_text), f"{stop_text}, {wait_text}")

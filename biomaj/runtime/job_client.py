@@ -75,7 +75,8 @@ class JobClient:
                       on_event: OnEvent | None = None, on_submitted: Callable[[str], None] | None = None) -> dict:
         """Queue a job, follow its events to the end and return its final record."""
         await self.before_submit(kind, bank)
-        subscription = await self.bus.subscribe(f"{names.JOB_TOPIC}.#", buffer=100_000)
+        # job.*: the job's own events, not one per file (names.file_topic)
+        subscription = await self.bus.subscribe(f"{names.JOB_TOPIC}.*", buffer=100_000)
         async with subscription:
             try:
                 job_id = await submit_job(self.store, self.bus, kind, bank, options, self.user)

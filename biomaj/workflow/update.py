@@ -78,6 +78,7 @@ class UpdateWorkflow(Workflow):
         self.run_ctx = run
         self.run_depends = depends
         self.resume_job = resume_job
+        self._remote_docs: dict[int, tuple[Any, dict]] = {}  # id(RemoteConfig) -> (it, its message form)
         self.holder = locks.LockHolder.here(run.job_id, run.user or "")
         self.locked = False
         self.dependencies: dict[str, DependencyRun] = {}
@@ -380,11 +381,15 @@ class UpdateWorkflow(Workflow):
 
     def _request(self, item: Wanted) -> DownloadRequest:
         options = item.config.options
+        # the files of a bank share a few remote configurations: convert each once
+        remote = self._remote_docs.get(id(item.config))
+        if remote is None or remote[0] is not item.config:
+            remote = self._remote_docs[id(item.config)] = (item.config, to_message(item.config))
         return DownloadRequest(
             job_id=self.run_ctx.job_id,
             bank=self.bank.name,
             session_id=str(self.session["id"]),
-            remote=to_message(item.config),
+            remote=remote[1],
             path=item.entry.path,
             offline_dir=str(self.bank.offline_dir),
             save_as=item.save_as,

@@ -173,3 +173,16 @@ def test_registration_rules() -> None:
 
     with pytest.raises(MessageError, match="not registered"):
         Message()
+
+
+def test_per_file_events_have_a_topic_of_their_own():
+    from biomaj.bus.base import topic_matches
+    from biomaj.bus.messages import JobEvent
+
+    step = JobEvent(job_id="j", bank="alu", kind="update", state="running", step="download",
+                    progress={"files_done": 3, "files_total": 9})
+    per_file = JobEvent(job_id="j", bank="alu", kind="download", state="done", step="download",
+                        progress={"file": "alu.n.gz", "bytes": 12})
+    assert step.topic() == "job.alu" and per_file.topic() == "job.alu.files"
+    assert topic_matches("job.*", step.topic()) and not topic_matches("job.*", per_file.topic())
+    assert topic_matches("job.#", per_file.topic())  # a live view of every file still gets them
