@@ -28,6 +28,7 @@ from biomaj.protocols.base import RemoteEntry
 from biomaj.runtime.actor import Actor, ActorSettings
 from biomaj.runtime.cancels import CancelListener
 from biomaj.state import State
+from biomaj.runtime.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -201,11 +202,8 @@ class _Progress:
             self._task = asyncio.create_task(self._push_every_interval(), name="download-progress")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        await cancel_and_wait(task)
         await self.push()
 
     async def _push_every_interval(self) -> None:

@@ -4,11 +4,11 @@ processors) reacts to the CancelJob broadcasts on the control topic."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from typing import Callable
 
 from biomaj.bus import Bus, names
 from biomaj.bus.messages import CancelJob
+from biomaj.runtime.tasks import cancel_and_wait
 
 
 class CancelListener:
@@ -26,11 +26,8 @@ class CancelListener:
             self._task = asyncio.create_task(self._listen(subscription), name=self.name)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        await cancel_and_wait(task)
 
     async def _listen(self, subscription) -> None:
         async with subscription:

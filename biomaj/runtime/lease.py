@@ -18,6 +18,7 @@ from typing import Callable
 
 from biomaj.errors import BiomajError
 from biomaj.state import LockInfo, LockOwner, State
+from biomaj.runtime.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -73,10 +74,7 @@ class BankLease:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
         with contextlib.suppress(Exception):  # it expires by itself anyway
             await self.state.release_lock(self.name, self.owner)
 

@@ -23,6 +23,7 @@ from biomaj.bus import Bus, names
 from biomaj.bus.messages import (
     CancelJob, DeadLettered, DownloadRequest, DownloadResult, Message, ProcessRequest, ProcessResult,
 )
+from biomaj.runtime.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -54,10 +55,7 @@ class Dispatcher(Generic[R]):
 
     async def stop(self) -> None:
         for task in (self._consumer, self._dead_letters):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            await cancel_and_wait(task)
         self._consumer = self._dead_letters = None
         for future in self._waiting.values():
             if not future.done():
