@@ -291,3 +291,26 @@ async def test_a_stopping_download_node_hands_its_file_back(cluster: Cluster, tm
         assert downloads_by_node(cluster.session_logs("handback")) == {"dl-2": 1}
     finally:
         await remote.close()
+
+
+async def test_cancel_reaches_the_manager_and_download_nodes(cluster: Cluster, tmp_path):
+    make_remote_files(tmp_path / "remote" / "stopme", 40, 10_000)
+    remote = await Remote(tmp_path / "remote", delay=0.3).start()
+    try:
+        cluster.write_bank("stopme", remote.port)
+        await cluster.start_nodes(("manager", "manager-1"), ("download", "dl-1"))
+        updating = asyncio.create_task(update(cluster, "stopme"))
+        await until(lambda: len(remote.seen) >= 4, "the first downloads", cluster)
+        code, out, err = await cluster.ctl("cancel", "stopme")
+        assert code == 0 and "asked to stop" in out, err
+        job = await updating
+        assert (job["exit_code"], job["state"]) == (1, "cancelled"), f"{job}\n{cluster.logs()}"
+        fetched = len(remote.seen)
+        await asyncio.sleep(1)
+        assert len(remote.seen) <= fetched + 2, "the download node went on fetching after the cancel"
+        # the session is kept: the next update resumes it and completes the release
+        job = await update(cluster, "stopme")
+        assert job["state"] == "done", job
+        assert "already in the offline directory" in cluster.session_logs("stopme")
+    finally:
+        await remote.close()
