@@ -329,10 +329,26 @@ def unfreeze(obj: CliContext, bank: str, release: str) -> None:
 @click.pass_obj
 def unlock(obj: CliContext, bank: str, force: bool) -> None:
     """Clear the lock of BANK left by a process that died (a running one is refused)."""
-    outcome = asyncio.run(_direct(obj, runner.unlock, bank, force))
+    lease_free = asyncio.run(_lease_free(obj, bank))
+    outcome = asyncio.run(_direct(obj, runner.unlock, bank, force, lease_free))
     details = outcome.details
     _print(obj, outcome, f"{bank}: lock of {details['holder']} removed" if details.get("was_locked")
            else f"{bank}: not locked")
+
+
+async def _lease_free(obj: CliContext, bank: str) -> bool:
+    """True when the shared state (Redis) says no job holds BANK's lease; False without one."""
+    from biomaj.runtime.lease import holder_of
+    from biomaj.state import open_state
+
+    cfg = obj.config()
+    if cfg.state_url.startswith("memory"):
+        return False
+    state = open_state(cfg.state_url, prefix=cfg.state_prefix)
+    try:
+        return await holder_of(state, bank) is None
+    finally:
+        await state.close()
 
 
 async def _cancel(obj: CliContext, bank: str) -> list[dict]:

@@ -361,29 +361,33 @@ async def repair(run: RunContext, name: str, release: str | None = None) -> Outc
                    details={"repaired": True})
 
 
-async def unlock(run: RunContext, name: str, force: bool = False) -> Outcome:
-    """Clear a bank lock left by a dead process (a live holder needs ``force``)."""
+async def unlock(run: RunContext, name: str, force: bool = False, lease_free: bool = False) -> Outcome:
+    """Clear a bank lock left by a dead process (a live holder needs ``force``). ``lease_free``:
+    the shared state (Redis) has no lease on the bank, so no live job of any host holds it; a
+    lock file naming a job is then known stale even when its process ran on another host."""
     bank = load_bank(run, name)
     await _owned_document(run, bank)
     holder = locks.read_holder(bank.lock_dir, name)
     if holder is None:
         return Outcome(True, name, "unlock", details={"was_locked": False})
-    if not holder.is_dead() and not force:
+    dead = holder.is_dead() or (lease_free and bool(holder.job))
+    if not dead and not force:
         if holder.known:
             raise locks.BankLocked(name, holder, stale=False)
         raise BiomajError(f"bank {name}: the lock holder is unknown ({holder.describe()}); "
                           "check that no update runs, then unlock with --force")
-    await close_dead_job(run.store, holder)
+    await close_dead_job(run.store, holder, dead=dead)
     locks.release(bank.lock_dir, name)
     return Outcome(True, name, "unlock", details={"was_locked": True, "holder": holder.describe()})
 
 
-async def close_dead_job(store, holder: locks.LockHolder) -> bool:
+async def close_dead_job(store, holder: locks.LockHolder, dead: bool | None = None) -> bool:
     """Mark failed the job that ``holder`` ran when its process died (killed, crashed) and the
-    store still says it runs: else no job of that kind can be queued on the bank again."""
+    store still says it runs: else no job of that kind can be queued on the bank again.
+    ``dead``: already known (else the holder's process is checked, on this host only)."""
     from biomaj.storage.base import JOB_FAILED, JOB_RUNNING, StoreError
 
-    if not holder.job or not holder.is_dead():
+    if not holder.job or not (holder.is_dead() if dead is None else dead):
         return False
     job = await store.get_job(holder.job)
     if job is None or job.get("state") != JOB_RUNNING:

@@ -17,6 +17,7 @@ import aiohttp
 import pytest
 
 from biomaj.bus import names, open_bus
+from biomaj.state import open_state
 from biomaj.storage import open_store
 from tests.distributed.cluster import Cluster, digests, downloads_by_node, make_remote_files
 from tests.distributed.remote import Remote, find_client, pid_of_client
@@ -314,3 +315,29 @@ async def test_cancel_reaches_the_manager_and_download_nodes(cluster: Cluster, t
         assert "already in the offline directory" in cluster.session_logs("stopme")
     finally:
         await remote.close()
+
+
+async def test_unlock_knows_a_lock_of_another_host_is_stale_when_no_lease_holds_the_bank(cluster: Cluster):
+    """BioMAJ 3's lock file cannot tell whether its holder on another host lives; the lease can."""
+    from biomaj.runtime.lease import lease_name
+    from biomaj.state import LockOwner
+    from biomaj.workflow import locks
+
+    cluster.write_bank("elsewhere", 9)
+    lock_dir = cluster.root / "lock"
+    holder = locks.LockHolder("another-host", 4242, "job-x", "tester", time.time())
+
+    locks.acquire(lock_dir, "elsewhere", holder)  # a live job on another host: its lease is held
+    state = open_state(cluster.state_url, prefix=f"{cluster.prefix}:")
+    try:
+        owner = LockOwner("another-host", 4242, "job-x", "manager-9")
+        assert await state.acquire_lock(lease_name("elsewhere"), owner, 60)
+        code, _, err = await cluster.ctl("unlock", "elsewhere")
+        assert code == 1 and "is locked by process 4242 on another-host" in err
+        assert locks.read_holder(lock_dir, "elsewhere") is not None
+        await state.release_lock(lease_name("elsewhere"), owner)  # that host died: no renewal
+        code, out, err = await cluster.ctl("unlock", "elsewhere")
+        assert code == 0 and "lock of process 4242 on another-host" in out, err
+        assert locks.read_holder(lock_dir, "elsewhere") is None
+    finally:
+        await state.close()
