@@ -1,4 +1,4 @@
-"""The `biomaj` command: init, serve, ctl.
+"""The `biomaj` command: init, serve, ctl, users.
 
 Errors a user can fix are printed as one line (`error: ...`) with a non-zero exit code, never a
 traceback (set BIOMAJ_DEBUG=1 to see one for an unexpected error).
@@ -48,10 +48,12 @@ def _register() -> None:
     from biomaj.cli.ctl import ctl
     from biomaj.cli.init import init
     from biomaj.cli.serve import serve
+    from biomaj.cli.users import users
 
     cli.add_command(init)
     cli.add_command(serve)
     cli.add_command(ctl)
+    cli.add_command(users)
 
 
 _register()
