@@ -57,13 +57,14 @@ class ManagerSettings(ActorSettings):
 
 
 async def submit_job(store: Store, bus: Bus, kind: str, bank: str, options: dict[str, Any] | None = None,
-                     user: str | None = None) -> str:
+                     user: str | None = None, admin: bool = False) -> str:
     """Record a job and queue it; DuplicateJob (with the active job's id) if the same kind of
-    job is already queued or running on that bank."""
+    job is already queued or running on that bank. ``admin``: the submitter was authenticated as
+    an admin (by the web API, from the user's flag), which the manager honours."""
     if kind not in JOB_KINDS:
         raise BiomajError(f"unknown job kind {kind!r}; expected one of {', '.join(JOB_KINDS)}")
     options = {k: v for k, v in (options or {}).items() if v not in (None, False, "")}
-    job_id = await store.add_job({"kind": kind, "bank": bank, "options": options, "user": user},
+    job_id = await store.add_job({"kind": kind, "bank": bank, "options": options, "user": user, "admin": admin},
                                  dedup_key=f"{kind}:{bank}")
     await bus.declare_queue(names.JOBS)
     await bus.publish(names.JOBS, JobRequest(job_id=job_id, kind=kind, bank=bank, options=options, user=user))
@@ -201,7 +202,8 @@ class ManagerActor(Actor):
     async def _run(self, job: dict) -> None:
         run = RunContext(
             store=self.store, global_properties=self.global_properties, job_id=job["id"], user=job.get("user"),
-            admins=self.admins, downloads=self.downloads, processes=self.processes, emit=self._emit, kind=job["kind"],
+            admins=self.admins | ({job["user"]} if job.get("admin") and job.get("user") else set()),
+            downloads=self.downloads, processes=self.processes, emit=self._emit, kind=job["kind"],
             lease_held=self.state is not None,
         )
         self._running[job["id"]] = run

@@ -26,8 +26,7 @@ def users(ctx: click.Context) -> None:
 
 
 def _run(obj: CliContext, work: Callable[[Any], Awaitable[Any]]) -> Any:
-    from biomaj.auth.users import Users
-    from biomaj.runtime.identity import admins_of
+    from biomaj.runtime.identity import users_of
     from biomaj.storage import open_store
 
     cfg = obj.config()
@@ -35,7 +34,7 @@ def _run(obj: CliContext, work: Callable[[Any], Awaitable[Any]]) -> Any:
     async def go() -> Any:
         store = open_store(cfg.storage_url, cfg.root)
         async with store:
-            return await work(Users(store, admins_of(cfg)))
+            return await work(users_of(cfg, store))
 
     return asyncio.run(go())
 

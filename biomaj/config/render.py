@@ -31,21 +31,35 @@ def _yaml_scalar(value: Any) -> str:
     return json.dumps(str(value)) if value == "" or any(c in str(value) for c in ":#{}[],&*?|<>=!%@`'\"") else str(value)
 
 
+def _section_doc(path: list[str]) -> str:
+    model: type = ServiceConfig
+    field = None
+    for name in path:
+        field = model.model_fields[name]
+        model = field.annotation
+    return (field.description if field is not None else "") or ""
+
+
 def render_config_yaml(values: Mapping[str, Any] | None = None) -> str:
-    """config.yml with a comment above every key; `values` replaces defaults by dotted key."""
+    """config.yml with a comment above every key (sections may nest: ``auth.ldap``); `values`
+    replaces defaults by dotted key."""
     values = dict(values or {})
     lines = [HEADER]
-    current_section = None
+    current: list[str] = []
     for key, default, help_text in iter_settings():
-        section, _, leaf = key.rpartition(".")
-        if section != current_section:
-            current_section = section
-            if section:
-                doc = ServiceConfig.model_fields[section].description or ""
-                lines.append("")
-                lines.append(f"# {doc}")
-                lines.append(f"{section}:")
-        indent = "  " if section else ""
+        *section, leaf = key.split(".")
+        if section != current:
+            shared = 0
+            while shared < min(len(section), len(current)) and section[shared] == current[shared]:
+                shared += 1
+            for depth in range(shared, len(section)):
+                indent = "  " * depth
+                if depth == 0:
+                    lines.append("")
+                lines.append(f"{indent}# {_section_doc(section[:depth + 1])}")
+                lines.append(f"{indent}{section[depth]}:")
+            current = section
+        indent = "  " * len(section)
         lines.append(f"{indent}# {help_text}")
         lines.append(f"{indent}{leaf}: {_yaml_scalar(values.pop(key, default))}")
     if values:

@@ -103,10 +103,25 @@ class NodeSettings(_Section):
     lease_ttl: float = Field(30.0, ge=3, description="Seconds a manager's lease on a bank outlives the manager: after a crash, another manager resumes its job this long after.")
 
 
+class LdapSettings(_Section):
+    """Optional LDAP login: a user's password is checked by a bind as the entry the search finds."""
+
+    url: str = Field("", description="LDAP server, ldap://host:389 or ldaps://host:636; empty: no LDAP.")
+    base_dn: str = Field("", description="Where users are searched, e.g. ou=People,dc=example,dc=org.")
+    user_filter: str = Field("(|(uid={user})(mail={user}))", description="Search filter; {user} is the login name, escaped.")
+    bind_dn: str | None = Field(None, description="Service account for the search; null: anonymous search.")
+    bind_password: SecretStr | None = Field(None, description="Password of bind_dn. Never logged.")
+    start_tls: bool = Field(False, description="Upgrade an ldap:// connection with StartTLS (the certificate is checked).")
+    ca_file: str | None = Field(None, description="CA certificates for ldaps:// or StartTLS; null: the system's.")
+    timeout: float = Field(10.0, gt=0, description="Seconds to connect and for each LDAP operation.")
+    email_attribute: str = Field("mail", description="Attribute holding the user's email address.")
+
+
 class AuthSettings(_Section):
     """Users and rights."""
 
     admins: list[str] = Field(default_factory=lambda: ["biomaj"], description="User names with admin rights.")
+    ldap: LdapSettings = Field(default_factory=LdapSettings, description=LdapSettings.__doc__)
 
 
 class LimitsSettings(_Section):

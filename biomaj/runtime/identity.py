@@ -38,3 +38,23 @@ def admins_of(config: Config) -> frozenset[str]:
     except ConfigError:  # no global.properties yet: every bank job will say so
         from_properties = []
     return frozenset(config.settings.auth.admins) | frozenset(from_properties)
+
+
+def ldap_of(config: Config):
+    """The LDAP backend configured in config.yml (``auth.ldap``), or None."""
+    settings = config.settings.auth.ldap
+    if not settings.url:
+        return None
+    from biomaj.auth.ldap import LdapAuth, LdapConfig
+
+    values = settings.model_dump(exclude_none=True)
+    if settings.bind_password is not None:
+        values["bind_password"] = settings.bind_password.get_secret_value()
+    return LdapAuth(LdapConfig.from_mapping(values, where="auth.ldap"))
+
+
+def users_of(config: Config, store):
+    """The users service of this installation: its store, its admins and its LDAP."""
+    from biomaj.auth.users import Users
+
+    return Users(store, admins_of(config), ldap_of(config))

@@ -1,17 +1,20 @@
-"""The aiohttp application of the web actor: one route table.
+"""The aiohttp application of the web actor.
 
-In this version: health (`/healthz`, `/readyz`) and the service status (`/api/v1/status`). The
-REST API, BioMAJ 3's `/api/daemon` routes, the UI and `/metrics` plug into the same table in
-later versions.
+Health (`/healthz`, `/readyz`) and the service status (`/api/v1/status`) are here; the REST API
+lives in one module per resource (`banks.py`, `users_api.py`), each an :class:`~.registry.Api`
+whose routes carry their access rule and their OpenAPI description (`openapi.py`). Middlewares:
+JSON errors outermost, then the requester's identity (`auth.py`).
 """
 
 from __future__ import annotations
 
-from typing import Any, Awaitable, Callable, Protocol
+from typing import Any, Protocol
 
 from aiohttp import web
 
 from biomaj import __version__
+
+from .context import NODE_KEY
 
 
 class StatusSource(Protocol):
@@ -21,8 +24,6 @@ class StatusSource(Protocol):
 
     async def ready(self) -> dict[str, Any]: ...
 
-
-NODE_KEY = web.AppKey("node", object)
 
 routes = web.RouteTableDef()
 
@@ -47,20 +48,28 @@ async def status(request: web.Request) -> web.Response:
     return web.json_response(await request.app[NODE_KEY].status())
 
 
-@web.middleware
-async def json_errors(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]):
-    """Errors as JSON documents with the HTTP status, never an HTML page or a traceback."""
-    try:
-        return await handler(request)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        return web.json_response({"error": exc.reason, "status": exc.status}, status=exc.status)
+def api_operations() -> list:
+    """Every documented REST operation, in the order of the OpenAPI document."""
+    from . import banks, users_api
+
+    return [*banks.api.operations, *users_api.api.operations]
 
 
 def create_app(node: StatusSource) -> web.Application:
-    """The web application serving `node`."""
-    app = web.Application(middlewares=[json_errors], client_max_size=1024 * 1024)
+    """The web application serving `node` (its store, bus, state and config)."""
+    from biomaj.runtime.identity import users_of
+
+    from . import openapi
+    from .auth import USERS_KEY, identify
+    from .errors import json_errors
+
+    app = web.Application(middlewares=[json_errors, identify], client_max_size=1024 * 1024)
     app[NODE_KEY] = node
+    store, config = getattr(node, "store", None), getattr(node, "config", None)
+    app[USERS_KEY] = users_of(config, store) if store is not None and config is not None else None
     app.add_routes(routes)
+    operations = api_operations()
+    for operation in operations:
+        app.router.add_route(operation.method, operation.path, operation.handler)
+    openapi.add_routes(app, operations)
     return app

@@ -227,6 +227,29 @@ async def freeze_release(run: RunContext, name: str, release: str, frozen: bool 
     return Outcome(True, name, "freeze" if frozen else "unfreeze", release=entry["release"])
 
 
+async def set_owner(run: RunContext, name: str, owner: str) -> Outcome:
+    """Give the bank to another user (its owner or an admin may)."""
+    bank = load_bank(run, name)
+    doc = await _owned_document(run, bank)
+    properties = dict(doc.get("properties") or {}, owner=owner)
+    await run.store.set_bank_fields(name, properties=properties)
+    return Outcome(True, name, "owner", details={"owner": owner})
+
+
+VISIBILITIES = ("public", "private")
+
+
+async def set_visibility(run: RunContext, name: str, visibility: str) -> Outcome:
+    """Make the bank public or private (kept across updates, unlike BioMAJ 3: quirk 8.2)."""
+    if visibility not in VISIBILITIES:
+        raise BiomajError(f"visibility must be public or private, not {visibility!r}")
+    bank = load_bank(run, name)
+    doc = await _owned_document(run, bank)
+    properties = dict(doc.get("properties") or {}, visibility=visibility)
+    await run.store.set_bank_fields(name, properties=properties)
+    return Outcome(True, name, "visibility", details={"visibility": visibility})
+
+
 # --- removals ----------------------------------------------------------------------------------
 
 

@@ -1,0 +1,261 @@
+"""`/api/v1/banks...`: banks as their viewer may see them, and the actions on them.
+
+Reads follow BioMAJ 3's visibility rules (public banks for everyone, private ones for their owner
+and admins); every write needs the bank's owner or an admin. Long actions (update, removals,
+repair) are jobs: the answer is ``202`` with the job record, to follow at ``/api/v1/jobs/{id}``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from biomaj import reports
+from biomaj.actors.manager import request_cancel, submit_job
+from biomaj.config.check import check_bank, check_support, verdict
+from biomaj.config.properties import BankProperties
+from biomaj.errors import ConfigError
+from biomaj.storage.base import ACTIVE_JOB_STATES
+from biomaj.workflow import runner
+from biomaj.workflow.bank import NotAuthorized
+from biomaj.workflow.session import UPDATE_TASKS
+
+from .context import USERS_KEY, identity_of, node_of, run_context, viewer_of
+from .errors import json_body
+from .registry import Api
+
+api = Api()
+
+BANK_FIELDS = ("name", "properties", "current", "last_update_session", "pending")
+PRODUCTION_FIELDS = ("release", "remoterelease", "session", "data_dir", "dir_version", "prod_dir", "freeze",
+                     "formats", "types", "size", "files")
+SESSION_FIELDS = ("id", "action", "release", "remoterelease", "status", "workflow_status", "update",
+                  "last_update_time", "error", "log_file", "dir_version")
+
+
+async def _visible_bank(request: web.Request) -> dict:
+    """The bank document, if the requester may see it: 404 when unknown, 401/403 when private."""
+    name = request.match_info["bank"]
+    doc = await node_of(request).store.get_bank(name)
+    if doc is None:
+        raise web.HTTPNotFound(reason=f"no bank {name} in the store (it has never been updated)")
+    if not viewer_of(request).can_see(doc):
+        if identity_of(request) is None:
+            raise web.HTTPUnauthorized(reason=f"bank {name} is private: authenticate as its owner",
+                                       headers={"WWW-Authenticate": 'APIKEY realm="biomaj"'})
+        raise web.HTTPForbidden(reason=f"bank {name} is private and you are not its owner")
+    return doc
+
+
+def _pick(doc: dict, names: tuple[str, ...]) -> dict[str, Any]:
+    return {k: doc.get(k) for k in names if k in doc}
+
+
+@api.route("GET", "/api/v1/banks", summary="The banks the requester may see", access="public", tag="banks")
+async def list_banks(request: web.Request) -> web.Response:
+    banks = await node_of(request).store.list_banks()
+    table = reports.status_all(banks, viewer_of(request))
+    owners = {b.get("name"): (b.get("properties") or {}).get("owner") for b in banks}
+    return web.json_response([{"name": r["Name"], "types": r["Type(s)"], "release": r["Release"],
+                               "visibility": r["Visibility"], "last_update": r["Last update"],
+                               "owner": owners.get(r["Name"])} for r in table.records()])
+
+
+@api.route("GET", "/api/v1/banks/{bank}", summary="A bank: properties, published release, productions, pending",
+           access="public", tag="banks", responses={404: "unknown bank", 403: "private bank"})
+async def get_bank(request: web.Request) -> web.Response:
+    doc = await _visible_bank(request)
+    body = _pick(doc, BANK_FIELDS)
+    body["production"] = [_pick(p, PRODUCTION_FIELDS) for p in doc.get("production") or []]
+    body["published"] = reports._published_release(doc)  # noqa: SLF001 - the reports' own rule
+    return web.json_response(body)
+
+
+@api.route("GET", "/api/v1/banks/{bank}/sessions", summary="The sessions of a bank, newest first", access="public",
+           tag="banks")
+async def bank_sessions(request: web.Request) -> web.Response:
+    doc = await _visible_bank(request)
+    sessions = sorted(doc.get("sessions") or [], key=lambda s: s.get("id") or 0, reverse=True)
+    return web.json_response([_pick(s, SESSION_FIELDS) for s in sessions])
+
+
+@api.route("GET", "/api/v1/banks/{bank}/status", summary="Jobs queued or running on a bank, with live progress",
+           access="public", tag="banks")
+async def bank_status(request: web.Request) -> web.Response:
+    doc = await _visible_bank(request)
+    node = node_of(request)
+    jobs = await node.store.list_jobs(state=ACTIVE_JOB_STATES, bank=doc["name"], limit=None)
+    for job in jobs:
+        job["progress"] = await node.state.get_progress(job["id"]) if node.state is not None else {}
+    return web.json_response({"bank": doc["name"], "status": doc.get("status") or {}, "jobs": [_job_view(j) for j in jobs]})
+
+
+# --- actions -------------------------------------------------------------------------------------
+
+UPDATE_OPTIONS = {
+    "fromscratch": bool, "from_task": str, "process": str, "release": str, "stop_before": str, "stop_after": str,
+    "publish": bool,
+}
+UPDATE_SCHEMA = {"type": "object", "additionalProperties": False, "properties": {
+    "fromscratch": {"type": "boolean"}, "from_task": {"type": "string", "enum": list(UPDATE_TASKS)},
+    "process": {"type": "string"}, "release": {"type": "string"},
+    "stop_before": {"type": "string", "enum": list(UPDATE_TASKS)},
+    "stop_after": {"type": "string", "enum": list(UPDATE_TASKS)}, "publish": {"type": "boolean"}}}
+
+
+def _job_view(job: dict) -> dict:
+    return {k: job.get(k) for k in ("id", "kind", "bank", "state", "user", "options", "created", "started",
+                                    "finished", "attempts", "error", "result", "progress") if k in job}
+
+
+def _bank_file(request: web.Request, name: str, validate: bool) -> None:
+    props = BankProperties.load(node_of(request).config.global_properties, name)
+    if validate:
+        problems = check_bank(props) + check_support(props)
+        if not verdict(problems):
+            errors = "; ".join(str(p) for p in problems if p.level == "error")
+            raise ConfigError(f"bank {name}: wrong configuration: {errors}")
+
+
+async def _check_owner(request: web.Request, name: str) -> None:
+    """Owners and admins only; a bank never updated yet belongs to whoever updates it first
+    (BioMAJ 3's rule)."""
+    doc = await node_of(request).store.get_bank(name)
+    viewer = viewer_of(request)
+    if doc is not None and not viewer.is_owner(doc):
+        owner = (doc.get("properties") or {}).get("owner")
+        raise NotAuthorized(f"not authorized: bank {name} is owned by {owner}")
+
+
+async def _submit(request: web.Request, kind: str, options: dict[str, Any], validate: bool = False) -> web.Response:
+    name = request.match_info["bank"]
+    _bank_file(request, name, validate)
+    await _check_owner(request, name)
+    node = node_of(request)
+    who = identity_of(request)
+    job_id = await submit_job(node.store, node.bus, kind, name, options, who.name, admin=who.admin)
+    return web.json_response(_job_view(await node.store.get_job(job_id)), status=202)
+
+
+def _typed(body: dict, spec: dict[str, type]) -> dict[str, Any]:
+    unknown = sorted(set(body) - set(spec))
+    if unknown:
+        raise web.HTTPBadRequest(reason=f"unknown option(s): {', '.join(unknown)}; expected {', '.join(spec)}")
+    for key, kind in spec.items():
+        if key in body and body[key] is not None and not isinstance(body[key], kind):
+            raise web.HTTPBadRequest(reason=f"option {key} must be a {kind.__name__}")
+    return body
+
+
+@api.route("POST", "/api/v1/banks/{bank}/update", summary="Update a bank (a job)", access="owner", tag="actions",
+           body=UPDATE_SCHEMA, responses={202: "the queued job", 409: "already queued or running"})
+async def update_bank(request: web.Request) -> web.Response:
+    options = _typed(await json_body(request), UPDATE_OPTIONS)
+    for key in ("from_task", "stop_before", "stop_after"):
+        if options.get(key) is not None and options[key] not in UPDATE_TASKS:
+            raise web.HTTPBadRequest(reason=f"{key} must be one of {', '.join(UPDATE_TASKS)}")
+    return await _submit(request, "update", options, validate=True)
+
+
+@api.route("DELETE", "/api/v1/banks/{bank}/releases/{release}", summary="Remove one release (a job)",
+           access="owner", tag="actions", responses={202: "the queued job"})
+async def remove_release(request: web.Request) -> web.Response:
+    return await _submit(request, "remove", {"release": request.match_info["release"]})
+
+
+@api.route("POST", "/api/v1/banks/{bank}/remove-all", summary="Remove every release and the bank's record (a job)",
+           access="owner", tag="actions", body={"type": "object", "properties": {"force": {"type": "boolean"}}})
+async def remove_all(request: web.Request) -> web.Response:
+    return await _submit(request, "remove-all", _typed(await json_body(request), {"force": bool}))
+
+
+@api.route("POST", "/api/v1/banks/{bank}/remove-pending", summary="Remove unfinished releases (a job)",
+           access="owner", tag="actions", body={"type": "object", "properties": {"release": {"type": "string"}}})
+async def remove_pending(request: web.Request) -> web.Response:
+    return await _submit(request, "remove-pending", _typed(await json_body(request), {"release": str}))
+
+
+@api.route("POST", "/api/v1/banks/{bank}/repair", summary="Unlock and record the last session as done (a job)",
+           access="owner", tag="actions", body={"type": "object", "properties": {"release": {"type": "string"}}})
+async def repair(request: web.Request) -> web.Response:
+    return await _submit(request, "repair", _typed(await json_body(request), {"release": str}))
+
+
+@api.route("POST", "/api/v1/banks/{bank}/cancel", summary="Cancel the queued or running jobs of a bank",
+           access="owner", tag="actions")
+async def cancel(request: web.Request) -> web.Response:
+    name = request.match_info["bank"]
+    await _check_owner(request, name)
+    node = node_of(request)
+    jobs = await node.store.list_jobs(state=ACTIVE_JOB_STATES, bank=name, limit=None)
+    if not jobs:
+        raise web.HTTPNotFound(reason=f"no job queued or running on bank {name}")
+    return web.json_response([_job_view(await request_cancel(node.store, node.bus, node.state, j["id"])) for j in jobs])
+
+
+async def _quick(request: web.Request, operation, *args: Any) -> web.Response:
+    outcome = await operation(run_context(request), request.match_info["bank"], *args)
+    return web.json_response(outcome.to_dict())
+
+
+@api.route("POST", "/api/v1/banks/{bank}/publish", summary="Publish a release (default: the latest)",
+           access="owner", tag="actions", body={"type": "object", "properties": {"release": {"type": "string"}}})
+async def publish(request: web.Request) -> web.Response:
+    body = _typed(await json_body(request), {"release": str})
+    return await _quick(request, runner.publish_bank, body.get("release"))
+
+
+@api.route("POST", "/api/v1/banks/{bank}/unpublish", summary="Unpublish the bank", access="owner", tag="actions")
+async def unpublish(request: web.Request) -> web.Response:
+    return await _quick(request, runner.unpublish_bank)
+
+
+@api.route("POST", "/api/v1/banks/{bank}/releases/{release}/freeze", summary="Freeze a release", access="owner",
+           tag="actions")
+async def freeze(request: web.Request) -> web.Response:
+    return await _quick(request, runner.freeze_release, request.match_info["release"], True)
+
+
+@api.route("POST", "/api/v1/banks/{bank}/releases/{release}/unfreeze", summary="Unfreeze a release",
+           access="owner", tag="actions")
+async def unfreeze(request: web.Request) -> web.Response:
+    return await _quick(request, runner.freeze_release, request.match_info["release"], False)
+
+
+@api.route("PUT", "/api/v1/banks/{bank}/owner", summary="Give the bank to another user", access="owner",
+           tag="actions", body={"type": "object", "required": ["owner"], "properties": {"owner": {"type": "string"}}})
+async def set_owner(request: web.Request) -> web.Response:
+    body = _typed(await json_body(request, required=True), {"owner": str})
+    if not body.get("owner"):
+        raise web.HTTPBadRequest(reason="owner is required")
+    await request.app[USERS_KEY].get(body["owner"])  # 404 for an unknown user
+    return await _quick(request, runner.set_owner, body["owner"])
+
+
+@api.route("PUT", "/api/v1/banks/{bank}/visibility", summary="Make the bank public or private", access="owner",
+           tag="actions", body={"type": "object", "required": ["visibility"],
+                                "properties": {"visibility": {"type": "string", "enum": ["public", "private"]}}})
+async def set_visibility(request: web.Request) -> web.Response:
+    body = _typed(await json_body(request, required=True), {"visibility": str})
+    return await _quick(request, runner.set_visibility, body.get("visibility"))
+
+
+# --- jobs ----------------------------------------------------------------------------------------
+
+
+@api.route("GET", "/api/v1/jobs/{job}", summary="A job: state, result, live progress", access="user", tag="jobs",
+           responses={404: "unknown job (or not yours)"})
+async def get_job(request: web.Request) -> web.Response:
+    node = node_of(request)
+    job = await node.store.get_job(request.match_info["job"])
+    who = identity_of(request)
+    if job is None:
+        raise web.HTTPNotFound(reason="no such job")
+    if not who.admin and job.get("user") != who.name:
+        doc = await node.store.get_bank(job.get("bank") or "")
+        if doc is None or not viewer_of(request).is_owner(doc):
+            raise web.HTTPNotFound(reason="no such job")
+    if node.state is not None:
+        job["progress"] = await node.state.get_progress(job["id"])
+    return web.json_response(_job_view(job))

@@ -1,0 +1,71 @@
+"""Every error as a JSON document ``{"error": message, "status": code}`` with the right code,
+never an HTML page or a traceback: what a client sends cannot crash the server."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Awaitable, Callable
+
+from aiohttp import web
+
+from biomaj.errors import BiomajError, ConfigError, UnknownBank
+
+log = logging.getLogger(__name__)
+
+
+def status_of(exc: BiomajError) -> int:
+    """The HTTP status of a biomaj error, by its kind."""
+    from biomaj.auth.users import UnknownUser, UserError
+    from biomaj.reports import AccessForbidden, UnknownRelease
+    from biomaj.runtime.lease import BankBusy
+    from biomaj.storage.base import Conflict, DuplicateJob, NotFound
+    from biomaj.workflow.bank import NotAuthorized
+    from biomaj.workflow.locks import BankLocked, InMaintenance
+
+    if isinstance(exc, (UnknownBank, UnknownUser, UnknownRelease, NotFound)):
+        return 404
+    if isinstance(exc, (AccessForbidden, NotAuthorized)):
+        return 403
+    if isinstance(exc, (BankLocked, BankBusy, DuplicateJob, Conflict, InMaintenance)):
+        return 409
+    if isinstance(exc, (ConfigError, UserError)):
+        return 400
+    return 400
+
+
+def error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message, "status": status}, status=status)
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]):
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        response = error(exc.status, exc.reason or exc.text or "error")
+        for name in ("WWW-Authenticate", "Allow", "Retry-After"):
+            if name in exc.headers:
+                response.headers[name] = exc.headers[name]
+        return response
+    except BiomajError as exc:
+        return error(status_of(exc), str(exc))
+    except json.JSONDecodeError as exc:
+        return error(400, f"the body is not valid JSON: {exc.msg} at character {exc.pos}")
+    except Exception:  # a bug: logged with its traceback, the client gets no internals
+        log.exception("%s %s failed", request.method, request.path)
+        return error(500, "internal error: see the server log")
+
+
+async def json_body(request: web.Request, required: bool = False) -> dict:
+    """The request's JSON object (``{}`` when empty and not required); 400 otherwise."""
+    if not request.can_read_body:
+        if required:
+            raise web.HTTPBadRequest(reason="a JSON object body is required")
+        return {}
+    data = await request.json()
+    if not isinstance(data, dict):
+        raise web.HTTPBadRequest(reason="the body must be a JSON object")
+    return data
