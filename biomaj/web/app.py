@@ -50,16 +50,16 @@ async def status(request: web.Request) -> web.Response:
 
 def api_operations() -> list:
     """Every documented REST operation, in the order of the OpenAPI document."""
-    from . import banks, users_api
+    from . import banks, daemon, reports_api, users_api
 
-    return [*banks.api.operations, *users_api.api.operations]
+    return [*banks.api.operations, *reports_api.api.operations, *users_api.api.operations, *daemon.api.operations]
 
 
 def create_app(node: StatusSource) -> web.Application:
     """The web application serving `node` (its store, bus, state and config)."""
     from biomaj.runtime.identity import users_of
 
-    from . import openapi
+    from . import metrics, openapi
     from .auth import USERS_KEY, identify
     from .errors import json_errors
 
@@ -72,4 +72,5 @@ def create_app(node: StatusSource) -> web.Application:
     for operation in operations:
         app.router.add_route(operation.method, operation.path, operation.handler)
     openapi.add_routes(app, operations)
+    metrics.setup(app)
     return app
