@@ -11,7 +11,6 @@ import click
 
 from biomaj import reports
 from biomaj.cli.context import CliContext, config_option, emit_json, json_option
-from biomaj.config.properties import GlobalProperties
 from biomaj.runtime.identity import admins_of, current_user
 from biomaj.storage import open_store
 from biomaj.storage.base import ACTIVE_JOB_STATES
@@ -46,8 +45,7 @@ async def _full_banks(store) -> list[dict]:
 
 
 def _lock_dir(cfg) -> Path:
-    props = GlobalProperties.load(cfg.global_properties)
-    return Path(props.get("lock.dir") or props.get("data.dir") or cfg.root / "lock")
+    return locks.installation_lock_dir(cfg.global_properties, cfg.root)
 
 
 @click.command()

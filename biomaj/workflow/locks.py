@@ -172,3 +172,12 @@ def set_maintenance(lock_dir: Path, on: bool, user: str = "") -> None:
         path.write_text(json.dumps(asdict(LockHolder.here("maintenance", user))))
     else:
         path.unlink(missing_ok=True)
+
+
+def installation_lock_dir(global_properties: Path, root: Path) -> Path:
+    """The lock.dir of the installation (global.properties), where maintenance and the lock
+    files of every bank live: ``lock.dir``, else ``data.dir``, else ``<root>/lock``."""
+    from biomaj.config.properties import GlobalProperties
+
+    props = GlobalProperties.load(global_properties)
+    return Path(props.get("lock.dir") or props.get("data.dir") or Path(root) / "lock")

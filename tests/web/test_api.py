@@ -93,3 +93,79 @@ async def test_the_openapi_document_describes_every_route(api):
         assert ("security" in operation) == (op.access != "public")
     page = await api.client.get("/api/v1/docs")
     assert page.status == 200 and "/api/v1/banks/{bank}/update" in await page.text()
+
+
+async def test_reports_follow_visibility(private_bank):
+    api = private_bank
+    for path in ("/api/v1/search", "/api/v1/stats", "/api/v1/history", "/api/v1/whatsup"):
+        assert await (await api.call("anonymous", "GET", path)).json() == [], path
+    assert [r["Bank"] for r in await (await api.call("owner", "GET", "/api/v1/history")).json()][:1] == ["example"]
+    stats = await (await api.call("owner", "GET", "/api/v1/stats")).json()
+    assert stats and (stats[0]["bank"], stats[0]["release"]) == ("example", "All")
+    found = await (await api.call("owner", "GET", "/api/v1/search?formats=fasta")).json()
+    assert [r["Name"] for r in found] == ["example"]
+    shown = await (await api.call("owner", "GET", "/api/v1/banks/example/show")).json()
+    assert shown and shown[0]["Release"].startswith("1")
+    assert (await api.call("admin", "GET", "/api/v1/history?limit=0")).status == 400
+
+
+async def test_session_logs_whole_tail_and_follow(private_bank):
+    api = private_bank
+    whole = await api.call("owner", "GET", "/api/v1/banks/example/sessions/last/log")
+    text = await whole.text()
+    assert whole.status == 200 and whole.content_type == "text/plain" and "Workflow:update of example" in text
+    tail = await (await api.call("owner", "GET", "/api/v1/banks/example/sessions/last/log?tail=2")).text()
+    assert tail.splitlines() == text.splitlines()[-2:]
+    # no job runs: follow returns the whole log and ends
+    followed = await (await api.call("owner", "GET", "/api/v1/banks/example/sessions/last/log?follow=1")).text()
+    assert followed == text
+    for bad in ("?tail=0", "?tail=x", "?tail=-1"):
+        assert (await api.call("owner", "GET", f"/api/v1/banks/example/sessions/last/log{bad}")).status == 400
+    for session in ("..%2F..%2Fetc%2Fpasswd", "123", "..", "last%00"):
+        response = await api.call("owner", "GET", f"/api/v1/banks/example/sessions/{session}/log")
+        assert response.status == 404, session
+
+
+async def test_maintenance_is_an_admin_switch(private_bank):
+    api = private_bank
+    assert (await api.call("admin", "PUT", "/api/v1/maintenance", json={"maintenance": True})).status == 200
+    assert await (await api.call("anonymous", "GET", "/api/v1/maintenance")).json() == {"maintenance": True}
+    refused = await api.call("owner", "POST", "/api/v1/banks/example/update", json={})
+    job = await api.job_done((await refused.json())["id"], "owner")
+    assert job["state"] == "failed" and "maintenance" in job["error"]
+    await api.call("admin", "PUT", "/api/v1/maintenance", json={"maintenance": False})
+    assert (await api.call("admin", "PUT", "/api/v1/maintenance", json={"maintenance": "yes"})).status == 400
+
+
+async def _events(api, who: str, path: str, until: str, timeout: float = 60) -> list[dict]:
+    import asyncio
+    import json
+
+    got: list[dict] = []
+    response = await api.call(who, "GET", path)
+    assert response.status == 200 and response.content_type == "text/event-stream"
+    async with asyncio.timeout(timeout):
+        async for line in response.content:
+            if line.startswith(b"data: "):
+                got.append(json.loads(line[6:]))
+                if got[-1]["state"] == until and got[-1]["kind"] == "update":
+                    break
+    response.close()
+    return got
+
+
+async def test_the_event_stream_shows_an_update_to_those_who_may_see_it(private_bank):
+    import asyncio
+
+    api = private_bank
+    watching = asyncio.create_task(_events(api, "owner", "/api/v1/events?bank=example", "done"))
+    blind = asyncio.create_task(_events(api, "user", "/api/v1/events", "done", timeout=20))
+    await asyncio.sleep(0.5)  # both streams are open
+    response = await api.call("owner", "POST", "/api/v1/banks/example/update", json={"fromscratch": True})
+    job = await response.json()
+    seen = await watching
+    assert {e["job_id"] for e in seen} == {job["id"]}
+    assert [e["state"] for e in seen][0] in ("queued", "running") and seen[-1]["state"] == "done"
+    assert any(e["step"] == "download" for e in seen)
+    with __import__("pytest").raises(TimeoutError):
+        await blind  # a private bank's events never reach another user
