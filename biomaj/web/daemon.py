@@ -1,7 +1,1030 @@
-"""BioMAJ 3's `/api/daemon` routes, so that `biomaj-cli` clients keep working (being written)."""
+"""BioMAJ 3's `/api/daemon` routes (biomaj-daemon's daemon-web), so that `biomaj-cli.py --proxy`
+and the scripts written for BioMAJ 3 keep working against this server.
+
+`POST /api/daemon` with `{"options": {...}}` is the single entry point of biomaj-cli: it sends
+every one of its options (argparse's namespace) and prints the answer's `msg` when `status` is
+true. The first option set wins, in BioMAJ 3's order (`utils.py:biomaj_client_action`). With
+`json` the `msg` is BioMAJ 3's JSON form (`{"headers": [...], "banks": [[...]]}`...), otherwise
+the text biomaj-cli prints: the same tables as `biomaj ctl` (:mod:`biomaj.reports`). The REST
+routes under `/api/daemon/...` answer the JSON form, as BioMAJ 3's did.
+
+Operations are ours: jobs (update, remove, remove-all, remove-pending, repair) go to the managers
+through :func:`~biomaj.actors.manager.submit_job`, quick operations (publish, freeze, owner,
+visibility) run here through :mod:`biomaj.workflow.runner`, reads use :mod:`biomaj.reports` with
+the requester's :func:`~.auth.viewer_of`.
+
+BioMAJ 3 bugs fixed on purpose (reference 2.3, 5.3 and the W list), each noted where it applies:
+
+* errors are real HTTP errors as JSON (`{"error", "status"}`): 400, 401, 403, 404, 409, never a
+  200 carrying "401 ..." nor a bare 500 (W21); an unknown option or a wrong type is a 400;
+* an API key that matches nobody is a 401, never anonymous (``auth.py``);
+* every write needs the bank's owner or an admin, remove-all, cancel included (W32); maintenance
+  needs an admin by our admin rules, not config.yml's list;
+* reads apply visibility everywhere: status, update status, show, search, stats, history,
+  whatsup, check and the log (W33); ``/api/daemon/status`` shows no host to non-admins;
+* ``aboutme`` never hands out an API key, and takes no password: the key is the credential (W36);
+* task names (``from_task``, ``stop_before``, ``stop_after``) are checked (``check_options`` was
+  ignored); ``/api/daemon/search`` works (W21); a cancel without a job is refused instead of
+  cancelling the next run (W11); the log path comes from the store and must lie in the bank's log
+  directory; ``expose`` binds the login to the key (W31), decodes Basic credentials (W21) and
+  normalises the URI (W37);
+* the API key biomaj-cli puts in the options body is ignored (the header authenticates) and
+  never stored in a job (W29).
+"""
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import binascii
+import collections
+import logging
+import posixpath
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Awaitable, Callable
+from urllib.parse import unquote, urlsplit
+
+from aiohttp import web
+
+from biomaj import __version__, reports
+from biomaj.actors.manager import request_cancel, submit_job
+from biomaj.config.check import check_bank, check_support, verdict
+from biomaj.config.properties import BankProperties, GlobalProperties
+from biomaj.errors import BiomajError
+from biomaj.storage.base import ACTIVE_JOB_STATES, DuplicateJob
+from biomaj.workflow import locks, runner
+from biomaj.workflow.bank import Bank, find_production
+from biomaj.workflow.session import PROCESS_TASKS, UPDATE_TASKS, check_task_name
+
+from .banks import _bank_file, _check_owner, _job_view
+from .context import USERS_KEY, identity_of, node_of, run_context, viewer_of
+from .errors import json_body
 from .registry import Api
 
+log = logging.getLogger(__name__)
+
 api = Api()
+TAG = "biomaj3"
+MAX_TAIL = 100_000  # lines
+END_OF_LOG = b"##END_OF_LOG"  # BioMAJ 3 ends every log answer with it (the watcher waits for it)
+AUTH = {"WWW-Authenticate": 'APIKEY realm="biomaj"'}
+
+# --- the options of biomaj-cli (3.1.11) and of BioMAJ 3's OPTIONS_PARAMS -----------------------------
+
+FLAGS = frozenset({
+    "check", "update", "fromscratch", "publish", "unpublish", "remove", "removeall", "removepending", "status",
+    "freeze", "unfreeze", "force", "help", "search", "show", "version", "statusko", "trace", "whatsup", "lastlog",
+    "stats", "json", "updatestatus", "updatecancel", "aboutme", "schedule", "history", "datalist", "dataimport",
+    "repair", "no_log",
+})
+TEXTS = frozenset({
+    "config", "release", "from_task", "process", "log", "bank", "owner", "stop_before", "stop_after", "formats",
+    "types", "query", "newbank", "newdir", "visibility", "maintenance", "userlogin", "userpassword", "proxy",
+    "apikey", "user", "token",
+})
+NUMBERS = {"tail": (0, MAX_TAIL), "historyLimit": (1, 1000), "timestamp": (0, 1 << 62)}
+# biomaj-cli's own attribute `options` (always null), and what it sends but the server has no use for.
+IGNORED = frozenset({"options"})
+DEFAULTS: dict[str, Any] = {**{k: False for k in FLAGS}, **{k: None for k in TEXTS}, "tail": 100, "historyLimit": 20,
+                            "timestamp": None}
+
+UNSUPPORTED = {
+    "newbank": "--change-dbname (renaming a bank) is not supported by this server: create a new bank file and "
+               "update it, then remove-all the old bank",
+    "newdir": "--move-production-directories is not supported by this server: change data.dir in the bank file "
+              "and update the bank with --fromscratch",
+    "query": "--query (search in an Elasticsearch index) is not supported by this server: use --search with "
+             "--formats and --types",
+    "schedule": "--schedule is served by the scheduler, not by /api/daemon",
+    "datalist": "--data-list (biomaj-data bank templates) is not supported by this server",
+    "dataimport": "--data-import (biomaj-data bank templates) is not supported by this server",
+}
+
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+\-]{0,199}")
+DIGITS = re.compile(r"[0-9]{1,12}")  # str.isdigit() takes "²", which int() refuses
+
+
+def _err(kind: type[web.HTTPException], message: str, **kwargs: Any) -> web.HTTPException:
+    """An HTTP error whose message (the JSON ``error``) holds no control character: a newline in
+    an option's name or value must give a 400, not break the status line (a 500)."""
+    return kind(reason=re.sub(r"[\x00-\x1f\x7f]", "?", message)[:1000], **kwargs)
+
+
+class Options(dict):
+    """The options of one call, every key present (BioMAJ 3's defaults), checked and typed."""
+
+    @classmethod
+    def parse(cls, raw: Any) -> "Options":
+        if not isinstance(raw, dict):
+            raise _err(web.HTTPBadRequest, 'the body must be {"options": {...}}, as biomaj-cli sends it')
+        unknown = sorted(k for k in raw if k not in DEFAULTS and k not in IGNORED)
+        if unknown:
+            raise _err(web.HTTPBadRequest, f"unknown option(s): {', '.join(map(str, unknown))}")
+        options = cls(DEFAULTS)
+        for key, value in raw.items():
+            if key in IGNORED:
+                continue
+            if key in FLAGS:
+                if value is not None and not isinstance(value, bool):
+                    raise _err(web.HTTPBadRequest, f"option {key} must be true or false")
+                options[key] = bool(value)
+            elif key in TEXTS:
+                if value is not None and not isinstance(value, str):
+                    raise _err(web.HTTPBadRequest, f"option {key} must be a string")
+                options[key] = value or None
+            else:
+                options[key] = _number(key, value, DEFAULTS[key])
+        return options
+
+
+def _number(key: str, value: Any, default: Any) -> Any:
+    if value is None or value == "":
+        return default
+    low, high = NUMBERS[key]
+    if isinstance(value, str) and DIGITS.fullmatch(value.strip()):
+        value = int(value.strip())
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+        raise _err(web.HTTPBadRequest, f"option {key} must be a number between {low} and {high}")
+    return value
+
+
+@dataclass
+class Answer:
+    """An operation's result: ``data`` in BioMAJ 3's JSON form, ``text`` as biomaj-cli prints it
+    (None: biomaj-cli prints "Done."), and the jobs it queued."""
+
+    data: Any
+    text: Any = None
+    jobs: list[dict] | None = None
+
+    @classmethod
+    def same(cls, value: Any, jobs: list[dict] | None = None) -> "Answer":
+        return cls(value, value, jobs)
+
+
+Operation = Callable[[web.Request, Options], Awaitable[Answer]]
+
+# --- helpers ---------------------------------------------------------------------------------------
+
+
+def _bank_name(value: str | None, what: str = "Bank name is missing (--bank)") -> str:
+    if not value:
+        raise _err(web.HTTPBadRequest, what)
+    if not NAME.fullmatch(value):
+        raise _err(web.HTTPBadRequest, f"{value[:100]!r} is not a bank name")
+    return value
+
+
+def _one_bank(options: Options) -> str:
+    name = options["bank"] or ""
+    if "," in name:
+        raise _err(web.HTTPBadRequest, "this action takes one bank, not a list")
+    return _bank_name(name)
+
+
+def _banks(options: Options) -> list[str]:
+    names = [n.strip() for n in (options["bank"] or "").split(",") if n.strip()]
+    if not names:
+        raise _err(web.HTTPBadRequest, "Bank name is missing (--bank)")
+    return list(dict.fromkeys(_bank_name(n) for n in names))
+
+
+def _authenticated(request: web.Request, what: str):
+    who = identity_of(request)
+    if who is None:
+        raise _err(web.HTTPUnauthorized, f"{what} needs authentication: --api-key KEY "
+                   "(Authorization: APIKEY <key>)", headers=AUTH)
+    return who
+
+
+async def _visible(request: web.Request, name: str) -> dict:
+    """The bank document if the requester may see it: 404 unknown, 401/403 private."""
+    doc = await node_of(request).store.get_bank(name)
+    if doc is None:
+        raise _err(web.HTTPNotFound, f"no bank {name} in the store (it has never been updated)")
+    if not viewer_of(request).can_see(doc):
+        if identity_of(request) is None:
+            raise _err(web.HTTPUnauthorized, f"Access forbidden: bank {name} is private, authenticate as its owner",
+                       headers=AUTH)
+        raise _err(web.HTTPForbidden, f"Access forbidden: bank {name} is private and you are not its owner")
+    return doc
+
+
+async def _visible_names(request: web.Request) -> set[str]:
+    viewer = viewer_of(request)
+    return {b["name"] for b in await node_of(request).store.list_banks() if viewer.can_see(b)}
+
+
+def _split(value: Any) -> list[str]:
+    if isinstance(value, list):
+        if not all(isinstance(v, str) for v in value):
+            raise _err(web.HTTPBadRequest, "formats and types are strings or lists of strings")
+        value = ",".join(value)
+    if value is not None and not isinstance(value, str):
+        raise _err(web.HTTPBadRequest, "formats and types are strings or lists of strings")
+    return [v.strip() for v in (value or "").split(",") if v.strip()]
+
+
+def _dict(value: Any) -> dict:
+    """A stored sub-document, or {} when missing or not a mapping (an old or hand-edited record)."""
+    return value if isinstance(value, dict) else {}
+
+
+def _lists(table: reports.Table) -> list[list[Any]]:
+    return [list(row) for row in table.rows]
+
+
+def _lock_dir(request: web.Request) -> Path:
+    config = node_of(request).config
+    return locks.installation_lock_dir(config.global_properties, config.root)
+
+
+async def _submit(request: web.Request, kind: str, name: str, options: dict[str, Any]) -> dict:
+    node, who = node_of(request), identity_of(request)
+    job_id = await submit_job(node.store, node.bus, kind, name, options, who.name, admin=who.admin)
+    return _job_view(await node.store.get_job(job_id))
+
+
+# --- reads -----------------------------------------------------------------------------------------
+
+
+async def op_version(request: web.Request, options: Options) -> Answer:
+    """Versions of the modules; no call to PyPI (BioMAJ 3 asked pypi.python.org on every call)."""
+    rows = [["biomaj", __version__, "N/A"]]
+    table = reports.Table(("Module", "Release", "Latest"), rows)
+    return Answer({"version": rows}, "Version: BioMAJ modules version\n" + reports.render(table, "grid"))
+
+
+async def op_history(request: web.Request, options: Options) -> Answer:
+    """Updates and removals, most recent first, of the banks the requester may see (W33)."""
+    visible = await _visible_names(request)
+    entries = [e for e in await node_of(request).store.list_history(None, None) if e.get("bank") in visible]
+    table = reports.history(entries[: int(options["historyLimit"])])
+    return Answer({"headers": list(table.headers), "history": _lists(table)},
+                  "BioMAJ history\n" + reports.render(table, "grid"))
+
+
+async def op_stats(request: web.Request, options: Options) -> Answer:
+    banks = await node_of(request).store.list_banks()
+    viewer = viewer_of(request)
+    rows = [[r["bank"], r["release"], r["size"]] for r in reports.stats_records(banks, viewer)]
+    table = reports.stats(banks, viewer)
+    return Answer({"headers": list(table.headers), "stats": rows},
+                  "BioMAJ statistics\n" + reports.render(table, "grid"))
+
+
+async def op_whatsup(request: web.Request, options: Options) -> Answer:
+    """Locked banks (and maintenance) and queued jobs, of the banks the requester may see."""
+    visible = await _visible_names(request) | {locks.MAINTENANCE}
+    held = [{"bank": bank, "owner": holder.describe()} for bank, holder in locks.list_locks(_lock_dir(request))
+            if bank in visible]
+    jobs = [j for j in await node_of(request).store.list_jobs(state=ACTIVE_JOB_STATES, limit=None)
+            if j.get("bank") in visible and j["state"] == "queued"]
+    table = reports.whatsup(held, jobs)
+    return Answer({"services": _lists(table), "headers": list(table.headers)}, reports.render(table))
+
+
+async def op_search(request: web.Request, options: Options) -> Answer:
+    if options["query"]:
+        raise _err(web.HTTPBadRequest, UNSUPPORTED["query"])
+    formats, types = _split(options["formats"]), _split(options["types"])
+    table = reports.search(await node_of(request).store.list_banks(), viewer_of(request), formats, types)
+    return Answer({"matches": _lists(table), "headers": list(table.headers)},
+                  f"Search by formats={formats}, types={types}\n" + reports.render(table, "grid"))
+
+
+async def op_show(request: web.Request, options: Options) -> Answer:
+    name = _one_bank(options)
+    table = reports.show(await _visible(request, name), viewer_of(request), options["release"])
+    if not table.rows:
+        raise _err(web.HTTPNotFound, f"No production release found for bank {name}")
+    return Answer({"details": _lists(table), "headers": list(table.headers)}, reports.render(table, "grid"))
+
+
+async def op_check(request: web.Request, options: Options) -> Answer:
+    """The bank file's verdict; a private bank's only for its owner and the admins."""
+    name = _one_bank(options)
+    doc = await node_of(request).store.get_bank(name)
+    if doc is not None:
+        await _visible(request, name)
+    props = BankProperties.load(node_of(request).config.global_properties, name)
+    problems = check_bank(props) + check_support(props)
+    text = f"{name} check: {verdict(problems)}\n" + "".join(f"  {p}\n" for p in problems)
+    return Answer.same(text)
+
+
+async def op_status(request: web.Request, options: Options) -> Answer:
+    viewer = viewer_of(request)
+    if options["bank"]:
+        tables = reports.status_bank(await _visible(request, _one_bank(options)), viewer)
+        info, prod = tables[0], tables[1]
+        pending = [list(tables[2].headers), *_lists(tables[2])] if len(tables) > 2 else []
+        data = {"bank": {"info": {"headers": list(info.headers), "details": _lists(info)},
+                         "production": {"headers": list(prod.headers), "details": _lists(prod)},
+                         "pending": pending}}
+        return Answer(data, "".join(reports.render(t) + "\n" for t in tables))
+    table = reports.status_all(await node_of(request).store.list_banks(), viewer)
+    return Answer({"headers": list(table.headers), "banks": _lists(table)}, reports.render(table) + "\n")
+
+
+async def op_status_ko(request: web.Request, options: Options) -> Answer:
+    store = node_of(request).store
+    full = [doc for doc in [await store.get_bank(b["name"]) for b in await store.list_banks()] if doc]
+    table = reports.status_ko(full, viewer_of(request))
+    return Answer({"headers": list(table.headers), "banks": _lists(table)}, reports.render(table))
+
+
+PENDING_HEADERS = ["Pending actions", "Date"]
+STEP_HEADERS = ["Workflow step", "Status"]
+
+
+def _action_label(job: dict) -> str:
+    options = job.get("options") or {}
+    label = {"update": "Update", "remove": f"Removal - release {options.get('release')}",
+             "remove-all": "Removal - all releases", "remove-pending": "Removal - pending releases",
+             "repair": "Repair", "release-check": "Release check"}.get(job["kind"], job["kind"])
+    return label + (" (running)" if job["state"] == "running" else "")
+
+
+def _step_rows(status: dict) -> list[list[str]]:
+    """BioMAJ 3's update-status rows from the bank's live ``status``."""
+    rows = []
+    if "log_file" in status:
+        rows.append(["log_file", str(_dict(status.get("log_file")).get("status"))])
+    if "session" in status:
+        rows.append(["session", str(status["session"])])
+    over = _dict(status.get("over")).get("status") is True
+    for step in UPDATE_TASKS:
+        if isinstance(status.get(step), dict):
+            state = status[step].get("status")
+            rows.append([step, "over" if state is True else "error" if state is False
+                         else "skipped" if over else "waiting"])
+            progress = status[step].get("progress")
+            if step in PROCESS_TASKS and isinstance(progress, dict):
+                rows.extend([str(proc), str(value)] for proc, value in progress.items())
+    return rows
+
+
+async def op_update_status(request: web.Request, options: Options) -> Answer:
+    """Queued and running jobs of the bank, and the steps of its last workflow (visible banks only;
+    BioMAJ 3 answered anyone, W33)."""
+    name = _one_bank(options)
+    if await node_of(request).store.get_bank(name) is None:  # a first update may be queued
+        _bank_file(request, name, False)  # 404 for no bank at all
+        doc = {}
+    else:
+        doc = await _visible(request, name)
+    jobs = await node_of(request).store.list_jobs(state=ACTIVE_JOB_STATES, bank=name, limit=None)
+    actions = [[_action_label(j), reports.format_time(j.get("created"))] for j in jobs]
+    steps = _step_rows(_dict(doc.get("status")))
+    if not steps and not actions:
+        return Answer.same("No update information available")
+    data = {"pending": {"headers": PENDING_HEADERS, "actions": actions},
+            "status": {"headers": STEP_HEADERS, "process": steps}}
+    text = (reports.render(reports.Table(PENDING_HEADERS, actions), "grid") + "\n"
+            + reports.render(reports.Table(STEP_HEADERS, steps), "grid"))
+    return Answer(data, text)
+
+
+def _log_root(request: web.Request, name: str) -> Path:
+    config = node_of(request).config
+    try:
+        root = Bank.load(config.global_properties, name).log_root
+    except BiomajError:  # the bank file is gone: the installation's log.dir
+        props = GlobalProperties.load(config.global_properties)
+        root = Path(props.get("log.dir") or Path(props.get("data.dir") or config.root) / "log")
+    return (root / name).resolve()
+
+
+def _log_file(request: web.Request, doc: dict) -> Path:
+    """The log of the bank's last session, as the store records it (BioMAJ 3's
+    ``status.log_file.status``, else the newest session's); never a path from the request, and
+    only inside the bank's log directory."""
+    recorded = _dict(_dict(doc.get("status")).get("log_file")).get("status")
+    if not recorded:
+        sessions = sorted((s for s in doc.get("sessions") or [] if isinstance(s, dict)),
+                          key=lambda s: s.get("id") or 0, reverse=True)
+        recorded = next((s["log_file"] for s in sessions if isinstance(s, dict) and s.get("log_file")), None)
+    if not recorded or not isinstance(recorded, str):
+        raise _err(web.HTTPNotFound, f"No log file available for bank {doc['name']}")
+    path = Path(recorded).resolve()
+    if not path.is_relative_to(_log_root(request, doc["name"])):
+        log.warning("bank %s: recorded log file %s is outside its log directory: not served", doc["name"], recorded)
+        raise _err(web.HTTPNotFound, f"No log file available for bank {doc['name']} (outside its log directory)")
+    if not path.is_file():
+        raise _err(web.HTTPNotFound, f"the log file of bank {doc['name']} no longer exists")
+    return path
+
+
+def _tail(path: Path, lines: int) -> bytes:
+    with path.open("rb") as handle:
+        return b"".join(collections.deque(handle, maxlen=lines))
+
+
+async def op_lastlog(request: web.Request, options: Options) -> Answer:
+    """The last lines (``tail``, default 100, 0 for all) of the bank's last session log."""
+    path = _log_file(request, await _visible(request, _one_bank(options)))
+    tail = int(options["tail"]) or MAX_TAIL
+    return Answer.same((await asyncio.to_thread(_tail, path, tail)).decode("utf-8", "replace"))
+
+
+async def op_aboutme(request: web.Request, options: Options) -> Answer:
+    """Who the API key belongs to. BioMAJ 3 took a login and a password and answered the user's
+    API key (W36): here the key is the credential, a password is never asked for nor checked,
+    and no key is ever in the answer."""
+    who = identity_of(request)
+    if who is None:
+        raise _err(web.HTTPUnauthorized, "about-me needs your API key (--api-key KEY); this server never "
+                   "gives an API key in exchange for a password: ask an admin for a new "
+                   "key (biomaj users apikey NAME)", headers=AUTH)
+    user = await request.app[USERS_KEY].get(who.name)
+    data = {"user": who.name, "email": user.get("email"), "is_admin": who.admin}
+    text = f"User: {who.name}\nEmail: {user.get('email') or ''}\nAdmin: {'yes' if who.admin else 'no'}\n"
+    return Answer(data, text)
+
+
+# --- writes ----------------------------------------------------------------------------------------
+
+
+async def op_maintenance(request: web.Request, options: Options) -> Answer:
+    value = options["maintenance"]
+    if value not in ("on", "off", "status"):
+        raise _err(web.HTTPBadRequest, "Wrong maintenance value [on,off,status]")
+    lock_dir = _lock_dir(request)
+    if value == "status":
+        return Answer.same(f"Maintenance: {'On' if locks.is_maintenance(lock_dir) else 'Off'}")
+    who = _authenticated(request, "maintenance on/off")
+    if not who.admin:
+        raise _err(web.HTTPForbidden, "maintenance on/off needs an admin")
+    locks.set_maintenance(lock_dir, value == "on", who.name)
+    return Answer.same(f"Maintenance set to {'On' if value == 'on' else 'Off'}")
+
+
+async def op_owner(request: web.Request, options: Options) -> Answer:
+    name = _one_bank(options)
+    _authenticated(request, "changing the owner")
+    owner = options["owner"]
+    await request.app[USERS_KEY].get(owner)  # 404 for an unknown user
+    await runner.set_owner(run_context(request), name, owner)
+    return Answer(None)
+
+
+async def op_visibility(request: web.Request, options: Options) -> Answer:
+    name = _one_bank(options)
+    _authenticated(request, "changing the visibility")
+    if options["visibility"] not in runner.VISIBILITIES:
+        raise _err(web.HTTPBadRequest, "Valid values are public|private")
+    await runner.set_visibility(run_context(request), name, options["visibility"])
+    # BioMAJ 3 reverted it at the next update (W23) and said so; here it is kept.
+    return Answer.same(f"Bank {name} is now {options['visibility']} (kept across updates)")
+
+
+def _task_options(options: Options) -> dict[str, Any]:
+    for key in ("from_task", "stop_before", "stop_after"):
+        check_task_name("--" + key.replace("_", "-"), options[key])
+    if options["process"] and not options["from_task"]:
+        raise _err(web.HTTPBadRequest, "--process needs --from-task")
+    return {k: options[k] for k in ("fromscratch", "from_task", "process", "release", "stop_before", "stop_after",
+                                    "publish")}
+
+
+async def _jobs(request: web.Request, kind: str, names: list[str], job_options: dict[str, Any],
+                sent: str, validate: bool = False) -> Answer:
+    """Check every bank (its file, and the requester owns it) before queueing any job."""
+    _authenticated(request, f"{kind} of a bank")
+    for name in names:
+        _bank_file(request, name, validate)
+        await _check_owner(request, name)
+    lines, jobs, busy = [], [], []
+    for name in names:
+        try:
+            job = await _submit(request, kind, name, job_options)
+        except DuplicateJob as exc:
+            busy.append(f"Bank {name}: a {kind} is already queued or running (job {exc.job_id})")
+            continue
+        jobs.append(job)
+        lines.append(f"{sent} {name} (job {job['id']})")
+    if not jobs:
+        raise _err(web.HTTPConflict, "; ".join(busy))
+    text = "".join(line + "\n" for line in lines + busy)
+    return Answer.same(text, jobs)
+
+
+async def op_update(request: web.Request, options: Options) -> Answer:
+    return await _jobs(request, "update", _banks(options), _task_options(options), "Bank update request sent for",
+                       validate=True)
+
+
+async def op_repair(request: web.Request, options: Options) -> Answer:
+    return await _jobs(request, "repair", _banks(options), {"release": options["release"]},
+                       "Bank repair request sent for")
+
+
+async def _production_entry(request: web.Request, name: str, release: str) -> dict:
+    doc = await node_of(request).store.get_bank(name)
+    if doc is None:
+        raise _err(web.HTTPNotFound, f"no bank {name} in the store (it has never been updated)")
+    entry = find_production(doc, release)
+    if entry is None:
+        known = ", ".join(str(e.get("release")) for e in doc.get("production") or []) or "none"
+        raise _err(web.HTTPNotFound, f"bank {name} has no release {release} (releases: {known})")
+    return {"doc": doc, "entry": entry}
+
+
+async def op_remove(request: web.Request, options: Options) -> Answer:
+    name = _one_bank(options)
+    _authenticated(request, "removal")
+    if options["removeall"]:
+        if await node_of(request).store.get_bank(name) is None:
+            raise _err(web.HTTPNotFound, f"no bank {name} in the store: nothing to remove")
+        return await _jobs(request, "remove-all", [name], {"force": options["force"]}, "Bank removal request sent for")
+    if not options["release"]:
+        raise _err(web.HTTPBadRequest, "Bank release is missing (--release)")
+    await _check_owner(request, name)
+    found = await _production_entry(request, name, options["release"])
+    doc, entry = found["doc"], found["entry"]
+    if entry.get("freeze"):
+        raise _err(web.HTTPConflict, f"release {entry['release']} of {name} is frozen: unfreeze it first")
+    if entry.get("session") == doc.get("current"):
+        raise _err(web.HTTPConflict, f"release {entry['release']} of {name} is the published one: "
+                   "publish another release first")
+    return await _jobs(request, "remove", [name], {"release": options["release"]}, "Bank removal request sent for")
+
+
+async def op_remove_pending(request: web.Request, options: Options) -> Answer:
+    return await _jobs(request, "remove-pending", [_one_bank(options)], {"release": options["release"]},
+                       "Pending releases removal request sent for")
+
+
+async def op_publish(request: web.Request, options: Options) -> Answer:
+    name = _one_bank(options)
+    _authenticated(request, "publish")
+    await runner.publish_bank(run_context(request), name, options["release"])
+    return Answer(None)
+
+
+async def op_unpublish(request: web.Request, options: Options) -> Answer:
+    name = _one_bank(options)
+    _authenticated(request, "unpublish")
+    await runner.unpublish_bank(run_context(request), name)
+    return Answer(None)
+
+
+async def _freeze(request: web.Request, options: Options, frozen: bool) -> Answer:
+    name = _one_bank(options)
+    _authenticated(request, "freeze" if frozen else "unfreeze")
+    if not options["release"]:
+        raise _err(web.HTTPBadRequest, "Bank release is missing (--release)")
+    await runner.freeze_release(run_context(request), name, options["release"], frozen)
+    return Answer(None)
+
+
+async def op_freeze(request: web.Request, options: Options) -> Answer:
+    return await _freeze(request, options, True)
+
+
+async def op_unfreeze(request: web.Request, options: Options) -> Answer:
+    return await _freeze(request, options, False)
+
+
+async def op_cancel(request: web.Request, options: Options) -> Answer:
+    """Cancel the bank's queued or running jobs: its owner or an admin only (BioMAJ 3: anyone, W32);
+    nothing to cancel is a 404 (BioMAJ 3 left a flag that cancelled the next run, W11)."""
+    name = _one_bank(options)
+    _authenticated(request, "cancel")
+    await _check_owner(request, name)
+    node = node_of(request)
+    jobs = await node.store.list_jobs(state=ACTIVE_JOB_STATES, bank=name, limit=None)
+    if not jobs:
+        raise _err(web.HTTPNotFound, f"no job queued or running on bank {name}")
+    done = [_job_view(await request_cancel(node.store, node.bus, node.state, j["id"])) for j in jobs]
+    return Answer.same(f"Requested to cancel update of bank {name}, update will stop once current actions are over",
+                       done)
+
+
+def _unsupported(option: str) -> Operation:
+    async def refuse(request: web.Request, options: Options) -> Answer:
+        raise _err(web.HTTPBadRequest, UNSUPPORTED[option])
+
+    return refuse
+
+
+# BioMAJ 3's precedence (utils.py:biomaj_client_action): the first option set wins.
+ACTIONS: tuple[tuple[tuple[str, ...], Operation], ...] = (
+    (("version",), op_version),
+    (("history",), op_history),
+    (("stats",), op_stats),
+    (("whatsup",), op_whatsup),
+    (("maintenance",), op_maintenance),
+    (("owner",), op_owner),
+    (("visibility",), op_visibility),
+    (("newdir",), _unsupported("newdir")),
+    (("newbank",), _unsupported("newbank")),
+    (("query",), _unsupported("query")),
+    (("search",), op_search),
+    (("show",), op_show),
+    (("check",), op_check),
+    (("status",), op_status),
+    (("statusko",), op_status_ko),
+    (("update",), op_update),
+    (("freeze",), op_freeze),
+    (("unfreeze",), op_unfreeze),
+    (("remove", "removeall"), op_remove),
+    (("removepending",), op_remove_pending),
+    (("unpublish",), op_unpublish),
+    (("publish",), op_publish),
+    (("updatestatus",), op_update_status),
+    (("updatecancel",), op_cancel),
+    (("aboutme",), op_aboutme),
+    (("lastlog",), op_lastlog),
+    (("schedule",), _unsupported("schedule")),
+    (("datalist",), _unsupported("datalist")),
+    (("dataimport",), _unsupported("dataimport")),
+    (("repair",), op_repair),
+)
+ACTION_NAMES = [names[0] for names, _ in ACTIONS if names[0] not in UNSUPPORTED]
+
+
+async def _perform(request: web.Request, options: Options) -> Answer:
+    for names, operation in ACTIONS:
+        if any(options[n] for n in names):
+            return await operation(request, options)
+    raise _err(web.HTTPBadRequest, "no option match: give one of " + ", ".join(f"--{n}" for n in ACTION_NAMES))
+
+
+def _rest(answer: Answer) -> web.Response:
+    """A REST route's answer: BioMAJ 3's JSON form, a dict as is, anything else as ``{"msg"}``."""
+    body = dict(answer.data) if isinstance(answer.data, dict) else {"msg": answer.data}
+    if answer.jobs:
+        body["jobs"] = answer.jobs
+    return web.json_response(body)
+
+
+async def _call(request: web.Request, operation: Operation, **values: Any) -> web.Response:
+    options = Options(DEFAULTS)
+    options.update(values)
+    options["json"] = True
+    return _rest(await operation(request, options))
+
+
+def _bank(request: web.Request) -> str:
+    return _bank_name(request.match_info["bank"])
+
+
+async def _body_fields(request: web.Request, allowed: dict[str, type]) -> dict[str, Any]:
+    body = await json_body(request)
+    unknown = sorted(set(body) - set(allowed))
+    if unknown:
+        raise _err(web.HTTPBadRequest,
+                   f"unknown field(s): {', '.join(unknown)}; expected {', '.join(allowed) or 'none'}")
+    for key, kind in allowed.items():
+        value = body.get(key)
+        if value is not None and not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+            raise _err(web.HTTPBadRequest, f"{key} must be a {'boolean' if kind is bool else kind.__name__}")
+    return body
+
+
+# --- routes ----------------------------------------------------------------------------------------
+
+OPTIONS_SCHEMA = {
+    "type": "object", "required": ["options"], "additionalProperties": False,
+    "properties": {"options": {
+        "type": "object", "additionalProperties": False,
+        "description": "biomaj-cli's options (argparse dests); the first action set wins, in BioMAJ 3's order",
+        "properties": {**{k: {"type": ["boolean", "null"]} for k in sorted(FLAGS)},
+                       **{k: {"type": ["string", "null"]} for k in sorted(TEXTS)},
+                       "tail": {"type": ["integer", "string", "null"]},
+                       "historyLimit": {"type": ["integer", "string", "null"]},
+                       "timestamp": {"type": ["number", "null"]}, "options": {}}}},
+}
+UPDATE_BODY = {"publish": bool, "fromscratch": bool, "stop_before": str, "stop_after": str, "from_task": str,
+               "process": str, "release": str}
+
+
+@api.route("GET", "/api/daemon", summary="Ping (BioMAJ 3's Consul check): {\"msg\": \"pong\"}", access="public",
+           tag=TAG)
+async def daemon_ping(request: web.Request) -> web.Response:
+    return web.json_response({"msg": "pong"})
+
+
+@api.route("POST", "/api/daemon", summary="biomaj-cli's entry point: {\"options\": {...}} -> {\"status\", \"msg\"}",
+           access="public", tag=TAG, body=OPTIONS_SCHEMA,
+           responses={200: "{\"status\": true, \"msg\": text or BioMAJ 3's JSON form (option json)}"})
+async def daemon_options(request: web.Request) -> web.Response:
+    body = await json_body(request, required=True)
+    extra = sorted(set(body) - {"options"})
+    if extra:
+        raise _err(web.HTTPBadRequest, f"unknown field(s) {', '.join(extra)}: the body is {{\"options\": {{...}}}}")
+    options = Options.parse(body.get("options"))
+    answer = await _perform(request, options)
+    result = {"status": True, "msg": answer.data if options["json"] else answer.text}
+    if answer.jobs:
+        result["jobs"] = answer.jobs
+    return web.json_response(result)
+
+
+@api.route("GET", "/api/daemon/status", summary="Service health in BioMAJ 3's shape (hosts for admins only)",
+           access="public", tag=TAG)
+async def daemon_service_status(request: web.Request) -> web.Response:
+    node = node_of(request)
+    who = identity_of(request)
+    admin = who is not None and who.admin
+    status, general, services = [], [], []
+    for name, check in (await node.ready()).items():
+        ok = bool(check.get("ok"))
+        status.append({"service": f"biomaj-{name}", "status": 1 if ok else -1, "count": 1 if ok else 0})
+        if ok:
+            general.append({"id": f"biomaj-{name}", "host": "", "status": True})  # no URL (W33)
+    counts: dict[str, int] = {}
+    for info in await node.state.nodes() if node.state is not None else []:
+        for role in info.roles:
+            counts[role] = counts.get(role, 0) + 1
+            services.append({"id": f"biomaj-{role}", "host": info.host if admin else "", "status": True})
+    status += [{"service": f"biomaj-{role}", "status": 1, "count": n} for role, n in sorted(counts.items())]
+    return web.json_response({"status": status, "biomaj_services": services, "general_services": general})
+
+
+@api.route("GET", "/api/daemon/status/ko", summary="Banks whose last update failed (visible ones)", access="public",
+           tag=TAG)
+async def daemon_status_ko(request: web.Request) -> web.Response:
+    return await _call(request, op_status_ko, statusko=True)
+
+
+@api.route("GET", "/api/daemon/bank", summary="Banks the requester may see, as --status", access="public", tag=TAG)
+async def daemon_banks(request: web.Request) -> web.Response:
+    return await _call(request, op_status, status=True)
+
+
+@api.route("GET", "/api/daemon/bank/{bank}", summary="A bank's releases and pending runs, as --status --bank",
+           access="public", tag=TAG)
+async def daemon_bank(request: web.Request) -> web.Response:
+    return await _call(request, op_status, status=True, bank=_bank(request))
+
+
+@api.route("POST", "/api/daemon/bank/{bank}", summary="Update the bank (a job)", access="owner", tag=TAG,
+           body={"type": "object", "additionalProperties": False, "properties": {
+               k: {"type": "boolean" if v is bool else "string"} for k, v in UPDATE_BODY.items()}})
+async def daemon_bank_update(request: web.Request) -> web.Response:
+    body = await _body_fields(request, UPDATE_BODY)
+    return await _call(request, op_update, update=True, bank=_bank(request), **body)
+
+
+@api.route("DELETE", "/api/daemon/bank/{bank}",
+           summary="{\"release\"}: remove a release; {\"all\": true, \"force\"}: remove-all; "
+                   "{\"pending\": true} (jobs)",
+           access="owner", tag=TAG, body={"type": "object", "additionalProperties": False, "properties": {
+               "release": {"type": "string"}, "all": {"type": "boolean"}, "force": {"type": "boolean"},
+               "pending": {"type": "boolean"}}})
+async def daemon_bank_remove(request: web.Request) -> web.Response:
+    body = await _body_fields(request, {"release": str, "all": bool, "force": bool, "pending": bool})
+    name = _bank(request)
+    if body.get("all"):
+        return await _call(request, op_remove, removeall=True, bank=name, force=bool(body.get("force")))
+    if body.get("pending"):
+        return await _call(request, op_remove_pending, removepending=True, bank=name, release=body.get("release"))
+    if not body.get("release"):
+        raise _err(web.HTTPBadRequest, 'missing release: {"release": R}, {"all": true} or {"pending": true}')
+    return await _call(request, op_remove, remove=True, bank=name, release=body["release"])
+
+
+@api.route("GET", "/api/daemon/bank/{bank}/owns", summary="{\"is_admin_or_owner\"}: may the requester change the bank",
+           access="public", tag=TAG)
+async def daemon_bank_owns(request: web.Request) -> web.Response:
+    name = _bank(request)
+    doc = await node_of(request).store.get_bank(name)
+    if doc is None:
+        _bank_file(request, name, False)  # 404 for no bank at all
+        owns = identity_of(request) is not None  # a bank never updated belongs to its first updater
+    else:
+        owns = viewer_of(request).is_owner(doc)
+    return web.json_response({"is_admin_or_owner": owns})
+
+
+@api.route("GET", "/api/daemon/bank/{bank}/check", summary="Check the bank's properties file", access="public",
+           tag=TAG)
+async def daemon_bank_check(request: web.Request) -> web.Response:
+    return await _call(request, op_check, check=True, bank=_bank(request))
+
+
+@api.route("GET", "/api/daemon/bank/{bank}/status",
+           summary="Queued jobs and workflow steps of the bank, as --update-status", access="public", tag=TAG)
+async def daemon_bank_update_status(request: web.Request) -> web.Response:
+    return await _call(request, op_update_status, updatestatus=True, bank=_bank(request))
+
+
+@api.route("GET", "/api/daemon/bank/{bank}/show", summary="Formats, types and files per release, as --show",
+           access="public", tag=TAG, query=(("release", "string", "only this release"),))
+async def daemon_bank_show(request: web.Request) -> web.Response:
+    release = request.query.get("release")
+    if release is None and request.can_read_body:  # BioMAJ 3 read it from a JSON body
+        release = (await _body_fields(request, {"release": str})).get("release")
+    return await _call(request, op_show, show=True, bank=_bank(request), release=release)
+
+
+async def _send_log(request: web.Request, tail: int) -> web.StreamResponse:
+    doc = await _visible(request, _bank(request))
+    path = _log_file(request, doc)
+    response = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8", "Cache-Control": "no-cache"})
+    await response.prepare(request)
+    last = b"\n"
+    try:
+        if tail:
+            data = await asyncio.to_thread(_tail, path, tail)
+            await response.write(data)
+            last = data[-1:] or last
+        else:
+            with path.open("rb") as handle:
+                while chunk := await asyncio.to_thread(handle.read, 65536):
+                    await response.write(chunk)
+                    last = chunk[-1:]
+        await response.write((b"" if last == b"\n" else b"\n") + END_OF_LOG)
+        await response.write_eof()
+    except ConnectionError:  # the client went away
+        pass
+    return response
+
+
+@api.route("GET", "/api/daemon/bank/{bank}/log",
+           summary="The bank's last session log as text, ending with ##END_OF_LOG (what --last-log prints)",
+           access="public", tag=TAG)
+async def daemon_bank_log(request: web.Request) -> web.StreamResponse:
+    return await _send_log(request, 0)
+
+
+@api.route("GET", "/api/daemon/bank/{bank}/log/{tail}", summary="The last {tail} lines of the bank's last session log "
+           "(0: all), as --last-log --tail N", access="public", tag=TAG)
+async def daemon_bank_log_tail(request: web.Request) -> web.StreamResponse:
+    tail = request.match_info["tail"]
+    if not DIGITS.fullmatch(tail) or int(tail) > MAX_TAIL:
+        raise _err(web.HTTPBadRequest, f"tail must be a number of lines between 0 and {MAX_TAIL}")
+    return await _send_log(request, int(tail))
+
+
+@api.route("PUT", "/api/daemon/bank/{bank}/cancel", summary="Cancel the bank's queued or running jobs",
+           access="owner", tag=TAG)
+async def daemon_bank_cancel(request: web.Request) -> web.Response:
+    return await _call(request, op_cancel, updatecancel=True, bank=_bank(request))
+
+
+@api.route("PUT", "/api/daemon/bank/{bank}/owner/{owner}", summary="Give the bank to another user", access="owner",
+           tag=TAG)
+async def daemon_bank_owner(request: web.Request) -> web.Response:
+    return await _call(request, op_owner, owner=request.match_info["owner"], bank=_bank(request))
+
+
+@api.route("PUT", "/api/daemon/bank/{bank}/visibility/{visibility}", summary="Make the bank public or private",
+           access="owner", tag=TAG)
+async def daemon_bank_visibility(request: web.Request) -> web.Response:
+    return await _call(request, op_visibility, visibility=request.match_info["visibility"], bank=_bank(request))
+
+
+@api.route("PUT", "/api/daemon/bank/{bank}/name/{name}", summary="Not supported: rename a bank (answers 400)",
+           access="user", tag=TAG)
+async def daemon_bank_rename(request: web.Request) -> web.Response:
+    raise _err(web.HTTPBadRequest, UNSUPPORTED["newbank"])
+
+
+@api.route("PUT", "/api/daemon/bank/{bank}/move", summary="Not supported: move the production directories "
+           "(answers 400)", access="user", tag=TAG)
+async def daemon_bank_move(request: web.Request) -> web.Response:
+    raise _err(web.HTTPBadRequest, UNSUPPORTED["newdir"])
+
+
+@api.route("PUT", "/api/daemon/bank/{bank}/repair", summary="Repair the bank (a job)", access="owner", tag=TAG,
+           body={"type": "object", "properties": {"release": {"type": "string"}}})
+async def daemon_bank_repair(request: web.Request) -> web.Response:
+    body = await _body_fields(request, {"release": str})
+    return await _call(request, op_repair, repair=True, bank=_bank(request), release=body.get("release"))
+
+
+@api.route("PUT", "/api/daemon/bank/{bank}/publish", summary="Publish a release (default: the latest)",
+           access="owner", tag=TAG, body={"type": "object", "properties": {"release": {"type": "string"}}})
+async def daemon_bank_publish(request: web.Request) -> web.Response:
+    body = await _body_fields(request, {"release": str})
+    return await _call(request, op_publish, publish=True, bank=_bank(request), release=body.get("release"))
+
+
+@api.route("DELETE", "/api/daemon/bank/{bank}/publish", summary="Unpublish the bank", access="owner", tag=TAG)
+async def daemon_bank_unpublish(request: web.Request) -> web.Response:
+    return await _call(request, op_unpublish, unpublish=True, bank=_bank(request))
+
+
+@api.route("PUT", "/api/daemon/bank/{bank}/freeze/{release}", summary="Freeze a release", access="owner", tag=TAG)
+async def daemon_bank_freeze(request: web.Request) -> web.Response:
+    return await _call(request, op_freeze, freeze=True, bank=_bank(request), release=request.match_info["release"])
+
+
+@api.route("DELETE", "/api/daemon/bank/{bank}/freeze/{release}", summary="Unfreeze a release", access="owner",
+           tag=TAG)
+async def daemon_bank_unfreeze(request: web.Request) -> web.Response:
+    return await _call(request, op_unfreeze, unfreeze=True, bank=_bank(request),
+                       release=request.match_info["release"])
+
+
+@api.route("GET", "/api/daemon/search", summary="Production releases by format and type, as --search",
+           access="public", tag=TAG, query=(("formats", "string", "comma-separated formats (any of them)"),
+                                            ("types", "string", "comma-separated types (any of them)")))
+async def daemon_search(request: web.Request) -> web.Response:
+    values = {"formats": ",".join(request.query.getall("formats", [])) or None,
+              "types": ",".join(request.query.getall("types", [])) or None, "query": request.query.get("query")}
+    if request.can_read_body:  # BioMAJ 3 read lists from a JSON body
+        body = await _body_fields(request, {"formats": list, "types": list, "query": list})
+        values.update({k: ",".join(_split(body[k])) for k in ("formats", "types") if body.get(k)})
+        values["query"] = values["query"] or ",".join(_split(body.get("query"))) or None
+    return await _call(request, op_search, search=True, formats=values["formats"], types=values["types"],
+                       query=values["query"])
+
+
+@api.route("POST", "/api/daemon/aboutme", summary="Who the API key belongs to (never an API key, never a password)",
+           access="user", tag=TAG)
+async def daemon_aboutme(request: web.Request) -> web.Response:
+    return await _call(request, op_aboutme, aboutme=True)
+
+
+@api.route("GET", "/api/daemon/maintenance", summary="Whether maintenance mode is on: {\"msg\": \"Maintenance: On\"}",
+           access="public", tag=TAG)
+async def daemon_maintenance(request: web.Request) -> web.Response:
+    return await _call(request, op_maintenance, maintenance="status")
+
+
+@api.route("POST", "/api/daemon/maintenance", summary="Turn maintenance mode on", access="admin", tag=TAG)
+async def daemon_maintenance_on(request: web.Request) -> web.Response:
+    return await _call(request, op_maintenance, maintenance="on")
+
+
+@api.route("DELETE", "/api/daemon/maintenance", summary="Turn maintenance mode off", access="admin", tag=TAG)
+async def daemon_maintenance_off(request: web.Request) -> web.Response:
+    return await _call(request, op_maintenance, maintenance="off")
+
+
+@api.route("GET", "/api/daemon/whatsup", summary="Locked banks, maintenance and queued jobs (visible banks)",
+           access="public", tag=TAG)
+async def daemon_whatsup(request: web.Request) -> web.Response:
+    return await _call(request, op_whatsup, whatsup=True)
+
+
+@api.route("GET", "/api/daemon/stats", summary="Disk usage per bank and release (visible banks)", access="public",
+           tag=TAG)
+async def daemon_stats(request: web.Request) -> web.Response:
+    return await _call(request, op_stats, stats=True)
+
+
+@api.route("GET", "/api/daemon/version", summary="Version of this server (no call to PyPI)", access="public", tag=TAG)
+async def daemon_version(request: web.Request) -> web.Response:
+    return await _call(request, op_version, version=True)
+
+
+@api.route("GET", "/api/daemon/history", summary="Updates and removals of the visible banks, most recent first",
+           access="public", tag=TAG, query=(("limit", "integer", "at most this many (1-1000, default 100)"),))
+async def daemon_history(request: web.Request) -> web.Response:
+    return await _call(request, op_history, history=True,
+                       historyLimit=_number("historyLimit", request.query.get("limit"), 100))
+
+
+@api.route("GET", "/api/daemon/expose", summary="Forward-auth of /db/<bank>/... (X-Forwarded-Uri; Basic login:apikey "
+           "for private banks)", access="public", tag=TAG, responses={200: "access allowed", 403: "access refused"})
+async def daemon_expose(request: web.Request) -> web.Response:
+    uri = request.headers.get("X-Forwarded-Uri")
+    if not uri:
+        raise _err(web.HTTPBadRequest, "X-Forwarded-Uri is missing")
+    path = unquote(urlsplit(uri).path)
+    if "\x00" in path or "\\" in path:
+        raise _err(web.HTTPForbidden, "access refused")
+    parts = [p for p in posixpath.normpath("/" + path).split("/") if p]  # what nginx serves (W37)
+    if not parts or parts[0] != "db":
+        raise _err(web.HTTPForbidden, "access refused: not under /db")
+    props = GlobalProperties.load(node_of(request).config.global_properties)
+    if (props.get("expose") or "").strip().lower() in ("0", "false"):
+        raise _err(web.HTTPForbidden, "access refused: expose is disabled")
+    if len(parts) == 1:
+        return web.json_response({"msg": "access allowed"})
+    doc = await node_of(request).store.get_bank(parts[1])
+    if doc is None:
+        raise _err(web.HTTPNotFound, "no such bank")
+    if reports.Viewer(None).can_see(doc):
+        return web.json_response({"msg": "access allowed"})
+    who = identity_of(request) or await _basic_identity(request)
+    if who is None:
+        raise _err(web.HTTPForbidden, "access refused: private bank (Basic login:apikey needed)")
+    viewer = reports.Viewer(who.name, viewer_of(request).admins | ({who.name} if who.admin else set()))
+    if not viewer.is_owner(doc):
+        raise _err(web.HTTPForbidden, "access refused")
+    return web.json_response({"msg": "access allowed"})
+
+
+async def _basic_identity(request: web.Request):
+    """``Authorization: Basic base64(login:apikey)``; the key must be the login's (W31)."""
+    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "basic" or not value.strip():
+        return None
+    try:
+        login, _, key = base64.b64decode(value.strip(), validate=True).decode("utf-8").partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        raise _err(web.HTTPForbidden, "access refused: bad Basic credentials") from None
+    users = request.app[USERS_KEY]
+    who = await users.by_api_key(key) if users is not None and key else None
+    if who is None or who.name != login:
+        raise _err(web.HTTPForbidden, "access refused: wrong login or API key")
+    return who
