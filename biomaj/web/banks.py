@@ -182,6 +182,13 @@ async def repair(request: web.Request) -> web.Response:
     return await _submit(request, "repair", _typed(await json_body(request), {"release": str}))
 
 
+@api.route("POST", "/api/v1/banks/{bank}/release-check",
+           summary="Find the remote release, as an update would, without downloading (a job)", access="owner",
+           tag="actions", responses={202: "the queued job; its result holds the remote release and whether it is new"})
+async def release_check(request: web.Request) -> web.Response:
+    return await _submit(request, "release-check", {}, validate=True)
+
+
 @api.route("POST", "/api/v1/banks/{bank}/cancel", summary="Cancel the queued or running jobs of a bank",
            access="owner", tag="actions")
 async def cancel(request: web.Request) -> web.Response:

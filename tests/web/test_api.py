@@ -169,3 +169,12 @@ async def test_the_event_stream_shows_an_update_to_those_who_may_see_it(private_
     assert any(e["step"] == "download" for e in seen)
     with __import__("pytest").raises(TimeoutError):
         await blind  # a private bank's events never reach another user
+
+
+async def test_release_check_through_the_api(private_bank):
+    api = private_bank
+    response = await api.call("owner", "POST", "/api/v1/banks/example/release-check")
+    assert response.status == 202
+    job = await api.job_done((await response.json())["id"], "owner")
+    assert job["state"] == "done", job
+    assert job["result"]["details"]["remoterelease"] == "1" and job["result"]["details"]["new"] is False

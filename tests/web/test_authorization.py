@@ -21,6 +21,7 @@ MATRIX = [
     ("POST", "/api/v1/banks/example/remove-all", {}, (401, 403, OK, OK)),
     ("POST", "/api/v1/banks/example/remove-pending", {}, (401, 403, OK, OK)),
     ("POST", "/api/v1/banks/example/repair", {}, (401, 403, OK, OK)),
+    ("POST", "/api/v1/banks/example/release-check", None, (401, 403, OK, OK)),
     ("POST", "/api/v1/banks/example/publish", {}, (401, 403, OK, OK)),
     ("POST", "/api/v1/banks/example/unpublish", None, (401, 403, OK, OK)),
     ("POST", "/api/v1/banks/example/releases/1/freeze", None, (401, 403, OK, OK)),
