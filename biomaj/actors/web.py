@@ -24,9 +24,10 @@ class WebActor:
         self._runner: web.AppRunner | None = None
 
     async def start(self) -> None:
-        self._runner = web.AppRunner(create_app(self._node), access_log=None, handle_signals=False)
+        self._runner = web.AppRunner(create_app(self._node), access_log=None, handle_signals=False,
+                                     shutdown_timeout=2.0)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port, shutdown_timeout=2.0)
+        site = web.TCPSite(self._runner, self.host, self.port)
         try:
             await site.start()
         except OSError as exc:

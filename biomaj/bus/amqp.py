@@ -510,6 +510,10 @@ class AmqpBus(Bus):
         """True while the connection to the broker is up (False during a reconnection)."""
         return self._conn is not None and self._conn.connected.is_set()
 
+    def is_connected(self) -> bool:
+        """True while the connection to the broker is up (readiness checks ask it)."""
+        return self._connected()
+
     def _check_open(self) -> None:
         if self._closed:
             raise BusClosed("the bus is closed")

@@ -39,6 +39,17 @@ class WebSettings(_Section):
         SecretStr(""),
         description="Secret that signs session cookies; `biomaj init` generates one. Never logged.",
     )
+    metrics_public: bool = Field(
+        True,
+        description="Serve /metrics (Prometheus) to anyone; false: an admin API key is needed, and per-bank series are added.",
+    )
+    cors_origins: list[str] = Field(
+        default_factory=list,
+        description="Browser origins allowed to call /api/... (CORS), e.g. [https://portal.example.org]; [\"*\"]: any, without credentials; []: CORS off.",
+    )
+    max_request_bytes: int = Field(
+        1024 * 1024, ge=1024, description="Largest request body accepted, in bytes; a larger one gets 413."
+    )
 
 
 class StorageSettings(_Section):

@@ -169,18 +169,48 @@ class Node:
         }
 
     async def ready(self) -> dict[str, Any]:
+        """One check per backend (``store`` when this node has one, ``bus``, ``state``):
+        ``{"ok": True, ...}`` or ``{"ok": False, "error": why}``; each answers within READY_TIMEOUT."""
         checks: dict[str, Any] = {}
         if self.store is not None:
-            try:
-                checks["store"] = {"ok": True, "schema": await self.store.schema_version()}
-            except Exception as exc:  # noqa: BLE001 - reported, not raised
-                checks["store"] = {"ok": False, "error": str(exc)}
-        checks["bus"] = {"ok": self.bus is not None}
-        try:
-            checks["state"] = {"ok": self.state is not None and isinstance(await self.state.nodes(), list)}
-        except Exception as exc:  # noqa: BLE001
-            checks["state"] = {"ok": False, "error": str(exc)}
+            checks["store"] = await _check(self._store_ready)
+        checks["bus"] = await _check(self._bus_ready)
+        checks["state"] = await _check(self._state_ready)
         return checks
+
+    async def _store_ready(self) -> dict[str, Any]:
+        return {"schema": await self.store.schema_version()}
+
+    async def _bus_ready(self) -> dict[str, Any]:
+        from biomaj.bus import names
+
+        if self.bus is None:
+            raise RuntimeError("not open")
+        await self.bus.declare_queue(names.JOBS)  # idempotent; raises BusClosed on a closed bus
+        connected = getattr(self.bus, "is_connected", None)  # RabbitMQ: False while reconnecting
+        if callable(connected) and not connected():
+            raise RuntimeError("not connected to the broker (reconnecting)")
+        return {}
+
+    async def _state_ready(self) -> dict[str, Any]:
+        if self.state is None:
+            raise RuntimeError("not open")
+        if not isinstance(await self.state.nodes(), list):
+            raise RuntimeError("the node registry did not answer a list")
+        return {}
+
+
+READY_TIMEOUT = 5.0  # seconds one readiness check may take
+
+
+async def _check(probe: Any) -> dict[str, Any]:
+    try:
+        async with asyncio.timeout(READY_TIMEOUT):
+            return {"ok": True, **(await probe())}
+    except TimeoutError:
+        return {"ok": False, "error": f"no answer within {READY_TIMEOUT:g}s"}
+    except Exception as exc:  # noqa: BLE001 - reported, not raised
+        return {"ok": False, "error": str(exc) or type(exc).__name__}
 
 
 async def serve_until_signalled(node: Node, stop: asyncio.Event | None = None) -> None:

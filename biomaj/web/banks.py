@@ -22,7 +22,7 @@ from biomaj.workflow.bank import NotAuthorized
 from biomaj.workflow.session import UPDATE_TASKS
 
 from .context import USERS_KEY, identity_of, node_of, run_context, viewer_of
-from .errors import json_body
+from .errors import ApiError, json_body
 from .registry import Api
 
 api = Api()
@@ -39,12 +39,12 @@ async def _visible_bank(request: web.Request) -> dict:
     name = request.match_info["bank"]
     doc = await node_of(request).store.get_bank(name)
     if doc is None:
-        raise web.HTTPNotFound(reason=f"no bank {name} in the store (it has never been updated)")
+        raise ApiError(404, f"no bank {name} in the store (it has never been updated)")
     if not viewer_of(request).can_see(doc):
         if identity_of(request) is None:
-            raise web.HTTPUnauthorized(reason=f"bank {name} is private: authenticate as its owner",
-                                       headers={"WWW-Authenticate": 'APIKEY realm="biomaj"'})
-        raise web.HTTPForbidden(reason=f"bank {name} is private and you are not its owner")
+            raise ApiError(401, f"bank {name} is private: authenticate as its owner",
+                           {"WWW-Authenticate": 'APIKEY realm="biomaj"'})
+        raise ApiError(403, f"bank {name} is private and you are not its owner")
     return doc
 
 
@@ -141,10 +141,10 @@ async def _submit(request: web.Request, kind: str, options: dict[str, Any], vali
 def _typed(body: dict, spec: dict[str, type]) -> dict[str, Any]:
     unknown = sorted(set(body) - set(spec))
     if unknown:
-        raise web.HTTPBadRequest(reason=f"unknown option(s): {', '.join(unknown)}; expected {', '.join(spec)}")
+        raise ApiError(400, f"unknown option(s): {', '.join(unknown)}; expected {', '.join(spec)}")
     for key, kind in spec.items():
         if key in body and body[key] is not None and not isinstance(body[key], kind):
-            raise web.HTTPBadRequest(reason=f"option {key} must be a {kind.__name__}")
+            raise ApiError(400, f"option {key} must be a {kind.__name__}")
     return body
 
 
@@ -154,7 +154,7 @@ async def update_bank(request: web.Request) -> web.Response:
     options = _typed(await json_body(request), UPDATE_OPTIONS)
     for key in ("from_task", "stop_before", "stop_after"):
         if options.get(key) is not None and options[key] not in UPDATE_TASKS:
-            raise web.HTTPBadRequest(reason=f"{key} must be one of {', '.join(UPDATE_TASKS)}")
+            raise ApiError(400, f"{key} must be one of {', '.join(UPDATE_TASKS)}")
     return await _submit(request, "update", options, validate=True)
 
 
@@ -165,19 +165,20 @@ async def remove_release(request: web.Request) -> web.Response:
 
 
 @api.route("POST", "/api/v1/banks/{bank}/remove-all", summary="Remove every release and the bank's record (a job)",
-           access="owner", tag="actions", body={"type": "object", "properties": {"force": {"type": "boolean"}}})
+           access="owner", tag="actions", responses={202: "the queued job"},
+           body={"type": "object", "properties": {"force": {"type": "boolean"}}})
 async def remove_all(request: web.Request) -> web.Response:
     return await _submit(request, "remove-all", _typed(await json_body(request), {"force": bool}))
 
 
 @api.route("POST", "/api/v1/banks/{bank}/remove-pending", summary="Remove unfinished releases (a job)",
-           access="owner", tag="actions", body={"type": "object", "properties": {"release": {"type": "string"}}})
+           access="owner", tag="actions", responses={202: "the queued job"}, body={"type": "object", "properties": {"release": {"type": "string"}}})
 async def remove_pending(request: web.Request) -> web.Response:
     return await _submit(request, "remove-pending", _typed(await json_body(request), {"release": str}))
 
 
 @api.route("POST", "/api/v1/banks/{bank}/repair", summary="Unlock and record the last session as done (a job)",
-           access="owner", tag="actions", body={"type": "object", "properties": {"release": {"type": "string"}}})
+           access="owner", tag="actions", responses={202: "the queued job"}, body={"type": "object", "properties": {"release": {"type": "string"}}})
 async def repair(request: web.Request) -> web.Response:
     return await _submit(request, "repair", _typed(await json_body(request), {"release": str}))
 
@@ -197,7 +198,7 @@ async def cancel(request: web.Request) -> web.Response:
     node = node_of(request)
     jobs = await node.store.list_jobs(state=ACTIVE_JOB_STATES, bank=name, limit=None)
     if not jobs:
-        raise web.HTTPNotFound(reason=f"no job queued or running on bank {name}")
+        raise ApiError(404, f"no job queued or running on bank {name}")
     return web.json_response([_job_view(await request_cancel(node.store, node.bus, node.state, j["id"])) for j in jobs])
 
 
@@ -235,7 +236,7 @@ async def unfreeze(request: web.Request) -> web.Response:
 async def set_owner(request: web.Request) -> web.Response:
     body = _typed(await json_body(request, required=True), {"owner": str})
     if not body.get("owner"):
-        raise web.HTTPBadRequest(reason="owner is required")
+        raise ApiError(400, "owner is required")
     await request.app[USERS_KEY].get(body["owner"])  # 404 for an unknown user
     return await _quick(request, runner.set_owner, body["owner"])
 
@@ -258,11 +259,11 @@ async def get_job(request: web.Request) -> web.Response:
     job = await node.store.get_job(request.match_info["job"])
     who = identity_of(request)
     if job is None:
-        raise web.HTTPNotFound(reason="no such job")
+        raise ApiError(404, "no such job")
     if not who.admin and job.get("user") != who.name:
         doc = await node.store.get_bank(job.get("bank") or "")
         if doc is None or not viewer_of(request).is_owner(doc):
-            raise web.HTTPNotFound(reason="no such job")
+            raise ApiError(404, "no such job")
     if node.state is not None:
         job["progress"] = await node.state.get_progress(job["id"])
     return web.json_response(_job_view(job))

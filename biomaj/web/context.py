@@ -10,6 +10,7 @@ from aiohttp import web
 
 from biomaj.workflow.bank import RunContext
 
+from .errors import ApiError
 from .auth import USERS_KEY, identity_of, viewer_of
 
 NODE_KEY = web.AppKey("node", object)
@@ -18,7 +19,7 @@ NODE_KEY = web.AppKey("node", object)
 def node_of(request: web.Request) -> Any:
     node = request.app[NODE_KEY]
     if getattr(node, "store", None) is None:
-        raise web.HTTPServiceUnavailable(reason="this node has no store: run the web role with the manager's config")
+        raise ApiError(503, "this node has no store: run the web role with the manager's config")
     return node
 
 

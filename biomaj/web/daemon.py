@@ -848,13 +848,13 @@ async def _send_log(request: web.Request, tail: int) -> web.StreamResponse:
 
 @api.route("GET", "/api/daemon/bank/{bank}/log",
            summary="The bank's last session log as text, ending with ##END_OF_LOG (what --last-log prints)",
-           access="public", tag=TAG)
+           access="public", tag=TAG, content_type="text/plain")
 async def daemon_bank_log(request: web.Request) -> web.StreamResponse:
     return await _send_log(request, 0)
 
 
 @api.route("GET", "/api/daemon/bank/{bank}/log/{tail}", summary="The last {tail} lines of the bank's last session log "
-           "(0: all), as --last-log --tail N", access="public", tag=TAG)
+           "(0: all), as --last-log --tail N", access="public", tag=TAG, content_type="text/plain")
 async def daemon_bank_log_tail(request: web.Request) -> web.StreamResponse:
     tail = request.match_info["tail"]
     if not DIGITS.fullmatch(tail) or int(tail) > MAX_TAIL:

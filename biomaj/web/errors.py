@@ -14,6 +14,16 @@ from biomaj.errors import BiomajError, ConfigError, UnknownBank
 log = logging.getLogger(__name__)
 
 
+class ApiError(BiomajError):
+    """An error answer with its HTTP status; the message may quote anything the client sent (it
+    goes into the JSON body, never into the HTTP status line, where CR/LF would be refused)."""
+
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status = status
+        self.headers = headers or {}
+
+
 def status_of(exc: BiomajError) -> int:
     """The HTTP status of a biomaj error, by its kind."""
     from biomaj.auth.users import UnknownUser, UserError
@@ -23,6 +33,8 @@ def status_of(exc: BiomajError) -> int:
     from biomaj.workflow.bank import NotAuthorized
     from biomaj.workflow.locks import BankLocked, InMaintenance
 
+    if isinstance(exc, ApiError):
+        return exc.status
     if isinstance(exc, (UnknownBank, UnknownUser, UnknownRelease, NotFound)):
         return 404
     if isinstance(exc, (AccessForbidden, NotAuthorized)):
@@ -51,9 +63,13 @@ async def json_errors(request: web.Request, handler: Callable[[web.Request], Awa
                 response.headers[name] = exc.headers[name]
         return response
     except BiomajError as exc:
-        return error(status_of(exc), str(exc))
+        response = error(status_of(exc), str(exc))
+        response.headers.update(getattr(exc, "headers", {}))
+        return response
     except json.JSONDecodeError as exc:
         return error(400, f"the body is not valid JSON: {exc.msg} at character {exc.pos}")
+    except UnicodeDecodeError:
+        return error(400, "the body is not UTF-8 text")
     except Exception:  # a bug: logged with its traceback, the client gets no internals
         log.exception("%s %s failed", request.method, request.path)
         return error(500, "internal error: see the server log")
@@ -63,9 +79,12 @@ async def json_body(request: web.Request, required: bool = False) -> dict:
     """The request's JSON object (``{}`` when empty and not required); 400 otherwise."""
     if not request.can_read_body:
         if required:
-            raise web.HTTPBadRequest(reason="a JSON object body is required")
+            raise ApiError(400, "a JSON object body is required")
         return {}
-    data = await request.json()
+    try:
+        data = json.loads(await request.read())
+    except UnicodeDecodeError:
+        raise ApiError(400, "the body is not UTF-8 text") from None
     if not isinstance(data, dict):
-        raise web.HTTPBadRequest(reason="the body must be a JSON object")
+        raise ApiError(400, "the body must be a JSON object")
     return data

@@ -26,11 +26,12 @@ def document(operations: list[Operation]) -> dict[str, Any]:
                       for name in op.path_params]
         parameters += [{"name": name, "in": "query", "required": False, "schema": {"type": kind},
                         "description": text} for name, kind, text in op.query]
+        success = {"type": "string"} if op.content_type != "application/json" else {}
         responses: dict[str, Any] = {
-            str(code): {"description": text, "content": {"application/json": {"schema": {}}}}
+            str(code): {"description": text, "content": {op.content_type: {"schema": success}}}
             for code, text in sorted(op.responses.items()) if code < 400}
         if not any(code < 400 for code in op.responses):
-            responses["200"] = {"description": "OK", "content": {"application/json": {"schema": {}}}}
+            responses["200"] = {"description": "OK", "content": {op.content_type: {"schema": success}}}
         errors = {400: "bad input", 404: "not found", 409: "conflict: locked, running or duplicate",
                   413: "request too large", **{c: t for c, t in op.responses.items() if c >= 400}}
         if op.access != "public":

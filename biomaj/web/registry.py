@@ -32,6 +32,7 @@ class Operation:
     query: tuple[tuple[str, str, str], ...] = ()  # (name, type, description)
     body: dict[str, Any] | None = None  # JSON schema of the request body
     responses: dict[int, str] = field(default_factory=dict)
+    content_type: str = "application/json"  # of a successful answer
 
     @property
     def path_params(self) -> list[str]:
@@ -46,13 +47,14 @@ class Api:
 
     def route(self, method: str, path: str, *, summary: str, access: str, tag: str,
               query: tuple[tuple[str, str, str], ...] = (), body: dict[str, Any] | None = None,
-              responses: dict[int, str] | None = None) -> Callable[[Handler], Handler]:
+              responses: dict[int, str] | None = None,
+              content_type: str = "application/json") -> Callable[[Handler], Handler]:
         if access not in ACCESS:
             raise ValueError(f"access must be one of {ACCESS}")
 
         def register(handler: Handler) -> Handler:
             self.operations.append(Operation(method, path, _guarded(handler, access), summary, access, tag,
-                                             query, body, responses or {}))
+                                             query, body, responses or {}, content_type))
             return handler
 
         return register

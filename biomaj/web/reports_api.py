@@ -20,7 +20,7 @@ from biomaj.workflow import locks
 
 from .banks import _visible_bank
 from .context import identity_of, node_of, viewer_of
-from .errors import json_body
+from .errors import ApiError, json_body
 from .registry import Api
 
 api = Api()
@@ -67,9 +67,9 @@ async def history(request: web.Request) -> web.Response:
     try:
         limit = int(request.query.get("limit", "20"))
     except ValueError:
-        raise web.HTTPBadRequest(reason="limit must be an integer") from None
+        raise ApiError(400, "limit must be an integer") from None
     if not 1 <= limit <= 1000:
-        raise web.HTTPBadRequest(reason="limit must be between 1 and 1000")
+        raise ApiError(400, "limit must be between 1 and 1000")
     store, viewer = node_of(request).store, viewer_of(request)
     visible = {b["name"] for b in await store.list_banks() if viewer.can_see(b)}
     entries = [e for e in await store.list_history(request.query.get("bank") or None, None)
@@ -109,7 +109,7 @@ async def maintenance(request: web.Request) -> web.Response:
 async def set_maintenance(request: web.Request) -> web.Response:
     body = await json_body(request, required=True)
     if not isinstance(body.get("maintenance"), bool):
-        raise web.HTTPBadRequest(reason="maintenance must be true or false")
+        raise ApiError(400, "maintenance must be true or false")
     node = node_of(request)
     lock_dir = locks.installation_lock_dir(node.config.global_properties, node.config.root)
     locks.set_maintenance(lock_dir, body["maintenance"], identity_of(request).name)
@@ -123,20 +123,21 @@ async def set_maintenance(request: web.Request) -> web.Response:
            summary="The log of a session (text): whole, its last lines (tail=N), or followed (follow=1)",
            access="public", tag="reports",
            query=(("tail", "integer", "only the last N lines"),
-                  ("follow", "boolean", "keep sending new lines while a job runs on the bank")))
+                  ("follow", "boolean", "keep sending new lines while a job runs on the bank")),
+           content_type="text/plain")
 async def session_log(request: web.Request) -> web.StreamResponse:
     doc = await _visible_bank(request)
     wanted = request.match_info["session"]
     session = next((s for s in doc.get("sessions") or [] if str(s.get("id")) == wanted
                     or (wanted == "last" and s is (doc.get("sessions") or [None])[-1])), None)
     if session is None:
-        raise web.HTTPNotFound(reason=f"bank {doc['name']} has no session {wanted}")
+        raise ApiError(404, f"bank {doc['name']} has no session {wanted}")
     path = Path(session.get("log_file") or "")  # from the store, never from the URL
     if not session.get("log_file") or not path.is_file():
-        raise web.HTTPNotFound(reason=f"session {wanted} of {doc['name']} has no log file (any more)")
+        raise ApiError(404, f"session {wanted} of {doc['name']} has no log file (any more)")
     tail = request.query.get("tail")
     if tail is not None and (not tail.isdigit() or not 0 < int(tail) <= MAX_TAIL):
-        raise web.HTTPBadRequest(reason=f"tail must be a number of lines between 1 and {MAX_TAIL}")
+        raise ApiError(400, f"tail must be a number of lines between 1 and {MAX_TAIL}")
     follow = request.query.get("follow", "").lower() in ("1", "true", "yes")
     response = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8", "Cache-Control": "no-cache"})
     await response.prepare(request)
@@ -174,7 +175,8 @@ async def _send_log(response: web.StreamResponse, path: Path, tail: str | None, 
 
 @api.route("GET", "/api/v1/events", summary="Server-sent events: job events of the banks the requester may see",
            access="public", tag="jobs", query=(("bank", "string", "only this bank"),
-                                               ("job", "string", "only this job")))
+                                               ("job", "string", "only this job")),
+           content_type="text/event-stream")
 async def events(request: web.Request) -> web.StreamResponse:
     node, viewer = node_of(request), viewer_of(request)
     only_bank, only_job = request.query.get("bank"), request.query.get("job")

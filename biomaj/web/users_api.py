@@ -6,7 +6,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from .auth import USERS_KEY, identity_of
-from .errors import json_body
+from .errors import ApiError, json_body
 from .registry import Api
 
 api = Api()
@@ -33,11 +33,11 @@ async def create_user(request: web.Request) -> web.Response:
     body = await json_body(request, required=True)
     unknown = sorted(set(body) - set(CREATE_SCHEMA["properties"]))
     if unknown:
-        raise web.HTTPBadRequest(reason=f"unknown field(s): {', '.join(unknown)}")
+        raise ApiError(400, f"unknown field(s): {', '.join(unknown)}")
     name, email, password = body.get("name"), body.get("email"), body.get("password")
     if not isinstance(name, str) or (email is not None and not isinstance(email, str)) or \
             (password is not None and not isinstance(password, str)) or not isinstance(body.get("admin", False), bool):
-        raise web.HTTPBadRequest(reason="name, email and password are strings, admin a boolean")
+        raise ApiError(400, "name, email and password are strings, admin a boolean")
     user, key = await request.app[USERS_KEY].create(name, email=email, password=password,
                                                     admin=body.get("admin", False))
     return web.json_response({"user": user, "api_key": key}, status=201)
@@ -60,7 +60,7 @@ async def delete_user(request: web.Request) -> web.Response:
 async def new_key(request: web.Request) -> web.Response:
     label = (await json_body(request)).get("label", "")
     if not isinstance(label, str) or len(label) > 200:
-        raise web.HTTPBadRequest(reason="label must be a string of at most 200 characters")
+        raise ApiError(400, "label must be a string of at most 200 characters")
     key_id, key = await request.app[USERS_KEY].new_api_key(request.match_info["name"], label)
     return web.json_response({"user": request.match_info["name"], "id": key_id, "api_key": key}, status=201)
 
