@@ -511,8 +511,22 @@ class AmqpBus(Bus):
         return self._conn is not None and self._conn.connected.is_set()
 
     def is_connected(self) -> bool:
-        """True while the connection to the broker is up (readiness checks ask it)."""
         return self._connected()
+
+    async def queue_depths(self) -> dict[tuple[str, str], int]:
+        """The ready count of the work queues and their dead-letter queues (a passive declare, as
+        ``join``); RabbitMQ tells unacked counts per consumer only, so they are not reported. A
+        queue the broker does not have gives no entry."""
+
+        async def count(queue: str) -> int | None:
+            try:
+                return await self._ready_count(queue)
+            except BusError:
+                return None
+
+        wanted = [q for queue in names.WORK_QUEUES for q in (queue, names.dead_letter_queue(queue))]
+        counts = await asyncio.gather(*(count(q) for q in wanted))
+        return {(q, "ready"): n for q, n in zip(wanted, counts) if n is not None}
 
     def _check_open(self) -> None:
         if self._closed:

@@ -167,6 +167,15 @@ class Bus(abc.ABC):
         Raises :class:`BusTimeout` when no reply comes within ``timeout`` seconds.
         """
 
+    async def queue_depths(self) -> dict[tuple[str, str], int]:
+        """``{(queue, "ready" | "unacked"): count}`` as far as this bus can tell, for metrics;
+        ``{}`` when it cannot."""
+        return {}
+
+    def is_connected(self) -> bool:
+        """False while the transport is down (a broker reconnection); readiness checks ask it."""
+        return True
+
     @abc.abstractmethod
     async def join(self, queue: str, *, timeout: float | None = None) -> None:
         """Wait until ``queue`` has no ready and no unacked message, else :class:`BusTimeout`."""

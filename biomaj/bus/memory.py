@@ -208,6 +208,14 @@ class MemoryBus(Bus):
             )
         return letters
 
+    async def queue_depths(self) -> dict[tuple[str, str], int]:
+        """Both counts of every queue, dead-letter queues included."""
+        depths: dict[tuple[str, str], int] = {}
+        for name, queue in self._queues.items():
+            depths[(name, "ready")] = len(queue.ready)
+            depths[(name, "unacked")] = queue.unacked
+        return depths
+
     async def join(self, queue: str, *, timeout: float | None = None) -> None:
         q = self._queue(queue)
         try:

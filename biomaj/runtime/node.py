@@ -187,8 +187,7 @@ class Node:
         if self.bus is None:
             raise RuntimeError("not open")
         await self.bus.declare_queue(names.JOBS)  # idempotent; raises BusClosed on a closed bus
-        connected = getattr(self.bus, "is_connected", None)  # RabbitMQ: False while reconnecting
-        if callable(connected) and not connected():
+        if not self.bus.is_connected():  # RabbitMQ: False while reconnecting
             raise RuntimeError("not connected to the broker (reconnecting)")
         return {}
 

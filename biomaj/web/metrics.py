@@ -203,7 +203,7 @@ class Metrics:
             if bus is not None:
                 try:
                     async with asyncio.timeout(SOURCE_TIMEOUT):
-                        snapshot["queues"] = await queue_depths(bus)
+                        snapshot["queues"] = await bus.queue_depths()
                     snapshot["up"]["bus"] = True
                 except Exception as exc:  # noqa: BLE001
                     log.warning("metrics: cannot read the queue depths from the bus: %s", exc or type(exc).__name__)
@@ -397,38 +397,6 @@ class JobTracker:
         self.active = active_ids
         self.counted = [set(new), self.counted[0]]
         return list(new.values()), active
-
-
-async def queue_depths(bus: Any) -> dict[tuple[str, str], int]:
-    """``{(queue, "ready" | "unacked"): count}`` as far as the bus can tell, without changing it.
-
-    The in-process bus knows both counts of every queue. RabbitMQ tells the ready count of a
-    queue through a passive declare (what ``join`` uses), for the work queues and their
-    dead-letter queues; unacked messages are known per consumer only, so they are not reported.
-    Another bus reports nothing.
-    """
-    from biomaj.bus import names
-
-    queues = getattr(bus, "_queues", None)
-    if isinstance(queues, dict):  # MemoryBus
-        depths: dict[tuple[str, str], int] = {}
-        for name, queue in queues.items():
-            depths[(name, "ready")] = len(queue.ready)
-            depths[(name, "unacked")] = queue.unacked
-        return depths
-    ready_count = getattr(bus, "_ready_count", None)  # AmqpBus: passive declare
-    if ready_count is None:
-        return {}
-    wanted = [q for queue in names.WORK_QUEUES for q in (queue, names.dead_letter_queue(queue))]
-
-    async def count(queue: str) -> int | None:
-        try:
-            return await ready_count(queue)
-        except Exception:  # noqa: BLE001 - not declared on the broker: no series
-            return None
-
-    counts = await asyncio.gather(*(count(q) for q in wanted))
-    return {(q, "ready"): n for q, n in zip(wanted, counts) if n is not None}
 
 
 async def metrics_page(request: web.Request) -> web.Response:
