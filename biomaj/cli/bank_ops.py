@@ -18,9 +18,9 @@ import click
 
 from biomaj.bus.messages import JobEvent
 from biomaj.cli.context import CliContext, config_option, emit_json, json_option
-from biomaj.config.check import check_bank, check_support, verdict
+from biomaj.config.check import refuse_invalid
 from biomaj.config.properties import BankProperties
-from biomaj.errors import BiomajError, ConfigError
+from biomaj.errors import BiomajError
 from biomaj.runtime.cluster import job_client
 from biomaj.runtime.identity import admins_of, current_user
 from biomaj.storage import open_store
@@ -100,10 +100,8 @@ def _check_bank_file(obj: CliContext, bank: str, validate: bool) -> None:
     """Refuse an unknown bank, or (``validate``) a bank file with errors, before any job exists
     (exit 2, as every configuration error); the manager checks again when it runs the job."""
     props = BankProperties.load(obj.config().global_properties, bank)
-    problems = check_bank(props) + check_support(props) if validate else []
-    if validate and not verdict(problems):
-        errors = "; ".join(str(p) for p in problems if p.level == "error")
-        raise ConfigError(f"bank {bank}: wrong configuration, update refused: {errors}")
+    if validate:
+        refuse_invalid(props)
 
 
 class _ReportedHere(logging.Filter):

@@ -42,6 +42,15 @@ def verdict(problems: Iterable[Problem]) -> bool:
     return not any(p.level == "error" for p in problems)
 
 
+def refuse_invalid(props: BankProperties) -> None:
+    """ConfigError listing every error when the bank file would fail BioMAJ 3's check or uses
+    what biomaj does not support: a job on such a bank is refused before anything runs."""
+    problems = check_bank(props) + check_support(props)
+    if not verdict(problems):
+        errors = "; ".join(str(p) for p in problems if p.level == "error")
+        raise ConfigError(f"bank {props.name}: wrong configuration, update refused: {errors}")
+
+
 class _Checker:
     """Collects problems; keys whose value cannot be read are reported once, then skipped."""
 

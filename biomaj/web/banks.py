@@ -13,9 +13,8 @@ from aiohttp import web
 
 from biomaj import reports
 from biomaj.actors.manager import request_cancel, submit_job
-from biomaj.config.check import check_bank, check_support, verdict
+from biomaj.config.check import refuse_invalid
 from biomaj.config.properties import BankProperties
-from biomaj.errors import ConfigError
 from biomaj.storage.base import ACTIVE_JOB_STATES
 from biomaj.workflow import runner
 from biomaj.workflow.bank import NotAuthorized
@@ -112,10 +111,7 @@ def _job_view(job: dict) -> dict:
 def _bank_file(request: web.Request, name: str, validate: bool) -> None:
     props = BankProperties.load(node_of(request).config.global_properties, name)
     if validate:
-        problems = check_bank(props) + check_support(props)
-        if not verdict(problems):
-            errors = "; ".join(str(p) for p in problems if p.level == "error")
-            raise ConfigError(f"bank {name}: wrong configuration: {errors}")
+        refuse_invalid(props)
 
 
 async def _check_owner(request: web.Request, name: str) -> None:

@@ -14,8 +14,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from biomaj.config.check import check_bank, check_support, verdict
-from biomaj.errors import BiomajError, ConfigError
+from biomaj.config.check import refuse_invalid
+from biomaj.errors import BiomajError
 
 from . import files as fs
 from . import locks, publishing
@@ -66,10 +66,7 @@ def load_bank(run: RunContext, name: str) -> Bank:
 
 def refuse_bad_config(bank: Bank) -> None:
     """An update of a bank whose file has errors is refused, with every reason."""
-    problems = check_bank(bank.props) + check_support(bank.props)
-    if not verdict(problems):
-        errors = "; ".join(str(p) for p in problems if p.level == "error")
-        raise ConfigError(f"bank {bank.name}: wrong configuration, update refused: {errors}")
+    refuse_invalid(bank.props)
 
 
 async def _owned_document(run: RunContext, bank: Bank) -> dict:
