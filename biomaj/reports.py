@@ -43,6 +43,7 @@ __all__ = [
     "render",
     "search",
     "show",
+    "split_list",
     "stats",
     "stats_records",
     "status_all",
@@ -106,6 +107,11 @@ class Viewer:
     def can_see(self, bank: dict[str, Any]) -> bool:
         """Public banks are seen by everyone, private ones (or without a visibility) by owners."""
         return _properties(bank).get("visibility") == "public" or self.is_owner(bank)
+
+
+def split_list(value: str | None) -> list[str]:
+    """``"a, b,,c"`` -> ``["a", "b", "c"]``: the comma-separated formats and types of a search."""
+    return [v.strip() for v in (value or "").split(",") if v.strip()]
 
 
 def format_time(epoch: float | None) -> str:

@@ -101,10 +101,6 @@ def show(obj: CliContext, bank: str, release: str | None) -> None:
     _emit(obj, [reports.show(doc, _viewer(cfg), release)], style="grid")
 
 
-def _split(value: str | None) -> list[str]:
-    return [v.strip() for v in (value or "").split(",") if v.strip()]
-
-
 @click.command()
 @click.option("--formats", help="Comma-separated formats (any of them).")
 @click.option("--types", help="Comma-separated types (any of them).")
@@ -115,9 +111,9 @@ def search(obj: CliContext, formats: str | None, types: str | None) -> None:
     """Production releases having one of --formats and one of --types."""
     cfg = obj.config()
     banks = asyncio.run(_read(cfg, lambda s: s.list_banks()))
-    table = reports.search(banks, _viewer(cfg), _split(formats), _split(types))
+    table = reports.search(banks, _viewer(cfg), reports.split_list(formats), reports.split_list(types))
     if not obj.json_output:
-        click.echo(f"Search by formats={_split(formats)}, types={_split(types)}")
+        click.echo(f"Search by formats={reports.split_list(formats)}, types={reports.split_list(types)}")
     _emit(obj, [table])
 
 

@@ -224,7 +224,7 @@ def _split(value: Any) -> list[str]:
         value = ",".join(value)
     if value is not None and not isinstance(value, str):
         raise _err(web.HTTPBadRequest, "formats and types are strings or lists of strings")
-    return [v.strip() for v in (value or "").split(",") if v.strip()]
+    return reports.split_list(value)
 
 
 def _dict(value: Any) -> dict:

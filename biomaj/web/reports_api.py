@@ -30,22 +30,13 @@ SSE_KEEPALIVE = 15.0  # seconds between two comments on a quiet event stream
 MAX_TAIL = 100_000
 
 
-def _split(value: str | None) -> list[str]:
-    return [v.strip() for v in (value or "").split(",") if v.strip()]
-
-
-async def _full_banks(request: web.Request) -> list[dict]:
-    store = node_of(request).store
-    return [doc for doc in [await store.get_bank(b["name"]) for b in await store.list_banks()] if doc]
-
-
 @api.route("GET", "/api/v1/search", summary="Production releases by format and type", access="public",
            tag="reports", query=(("formats", "string", "comma-separated formats (any of them)"),
                                  ("types", "string", "comma-separated types (any of them)")))
 async def search(request: web.Request) -> web.Response:
     banks = await node_of(request).store.list_banks()
-    table = reports.search(banks, viewer_of(request), _split(request.query.get("formats")),
-                           _split(request.query.get("types")))
+    table = reports.search(banks, viewer_of(request), reports.split_list(request.query.get("formats")),
+                           reports.split_list(request.query.get("types")))
     return web.json_response(table.records())
 
 
