@@ -341,3 +341,14 @@ async def test_unlock_knows_a_lock_of_another_host_is_stale_when_no_lease_holds_
         assert locks.read_holder(lock_dir, "elsewhere") is None
     finally:
         await state.close()
+
+
+async def test_ctl_refuses_to_queue_a_job_when_no_manager_runs(cluster: Cluster):
+    """With RabbitMQ, a job needs a manager node: the command says so instead of waiting for ever."""
+    await cluster.start_nodes(("download", "dl-1"))
+    cluster.write_bank("lonely", 9)
+    code, _out, err = await cluster.ctl("update", "lonely", timeout=60)
+    assert code == 1 and "no manager node is running" in err and "was not queued" in err
+    store = open_store("", cluster.root)
+    async with store:
+        assert await store.list_jobs(bank="lonely", limit=None) == []
