@@ -96,6 +96,14 @@ def read_holder(lock_dir: Path, bank: str) -> LockHolder | None:
         return LockHolder()
 
 
+def may_take_over(current: LockHolder, job: str, lease_held: bool) -> bool:
+    """True when ``current`` is the lock of job ``job`` itself, left by a run that is dead: its
+    process is gone (this host), or ``lease_held``: this run holds the bank's lease, which a live
+    holder on any host would have kept."""
+    same_job = bool(current.job) and current.job == job
+    return same_job and (lease_held or current.is_dead())
+
+
 def acquire(lock_dir: Path, bank: str, holder: LockHolder, *, resume_job: bool = False,
             lease_held: bool = False) -> None:
     """Create the bank lock for ``holder``, or raise BankLocked / InMaintenance.
@@ -118,12 +126,11 @@ def acquire(lock_dir: Path, bank: str, holder: LockHolder, *, resume_job: bool =
             current = read_holder(lock_dir, bank)
             if current is None:
                 continue  # released meanwhile: try again
-            same_job = bool(current.job) and current.job == holder.job
-            dead = current.is_dead() or (lease_held and same_job)
-            if resume_job and dead and same_job:
+            ours = may_take_over(current, holder.job, lease_held)
+            if resume_job and ours:
                 path.write_bytes(payload)
                 return
-            raise BankLocked(bank, current, stale=dead) from None
+            raise BankLocked(bank, current, stale=ours or current.is_dead()) from None
         try:
             os.write(fd, payload)
         finally:

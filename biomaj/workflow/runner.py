@@ -120,10 +120,9 @@ def _refuse_if_busy(bank: Bank, run: RunContext, resume_job: bool) -> None:
     holder = locks.read_holder(bank.lock_dir, bank.name)
     if holder is None:
         return
-    same_job = bool(holder.job) and holder.job == run.job_id
-    dead = holder.is_dead() or (run.lease_held and same_job)
-    if not (resume_job and same_job and dead):
-        raise locks.BankLocked(bank.name, holder, stale=dead)
+    ours = locks.may_take_over(holder, run.job_id, run.lease_held)
+    if not (resume_job and ours):
+        raise locks.BankLocked(bank.name, holder, stale=ours or holder.is_dead())
 
 
 async def update_bank(run: RunContext, name: str, options: UpdateOptions, *, depends: bool = True,
