@@ -90,6 +90,16 @@ class Table:
         """The rows as dicts keyed by header (for ``--json`` and the web API)."""
         return [dict(zip(self.headers, row, strict=True)) for row in self.rows]
 
+    def to_dict(self) -> dict[str, Any]:
+        """``{"title", "headers", "rows"}``: the whole table as JSON, for a client that renders it
+        (the web API's ``format=table``); :meth:`from_dict` reads it back."""
+        return {"title": self.title, "headers": list(self.headers), "rows": [list(row) for row in self.rows]}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Table:
+        """The table :meth:`to_dict` gave; ValueError when a row does not fit the headers."""
+        return cls(data["headers"], data["rows"], data.get("title"))
+
 
 @dataclass(frozen=True)
 class Viewer:

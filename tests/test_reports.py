@@ -7,6 +7,7 @@ TZ syntax, no tz database needed), so 08:00 UTC prints as 10:00.
 from __future__ import annotations
 
 import copy
+import json
 import os
 import time
 from datetime import UTC, datetime
@@ -189,6 +190,20 @@ def test_table_records_and_tuples():
     assert table.records() == [{"Bank": "alu", "Size": 3}]
     with pytest.raises(ValueError, match="2 headers"):
         Table(["Bank", "Size"], [["alu"]])
+
+
+def test_table_to_dict_and_back_through_json():
+    entries = [{"bank": "alu", "action": "update", "start": ALU_S3, "end": None, "updated": None, "error": True}]
+    titled = Table(["Bank", "Size"], [["alu", 3]], "Disk")
+    tables = [*status_bank(alu_bank(), ADMIN), history(entries), titled, status_all([], ADMIN)]
+    for table in tables:
+        data = json.loads(json.dumps(table.to_dict()))
+        assert list(data) == ["title", "headers", "rows"]
+        assert Table.from_dict(data) == table
+        assert render(Table.from_dict(data)) == render(table)
+    assert titled.to_dict() == {"title": "Disk", "headers": ["Bank", "Size"], "rows": [["alu", 3]]}
+    with pytest.raises(ValueError, match="2 headers"):
+        Table.from_dict({"headers": ["Bank", "Size"], "rows": [["alu"]]})
 
 
 # ---- visibility --------------------------------------------------------------------------------

@@ -1,18 +1,21 @@
-"""`biomaj ctl` commands that act on banks: update, remove*, repair, publish, freeze, cancel,
-unlock, release-check. Each job is recorded in the store and run by a manager: the one inside
-this command on the in-process bus, or the manager nodes when ``bus.url`` names RabbitMQ
-(:func:`biomaj.runtime.cluster.job_client` chooses).
+"""`biomaj ctl` commands that act on banks: update, remove*, repair, publish, freeze, owner,
+visibility, cancel, unlock, release-check. Each job is recorded in the store and run by a manager:
+the one inside this command on the in-process bus, the manager nodes when ``bus.url`` names
+RabbitMQ (:func:`biomaj.runtime.cluster.job_client` chooses), or the server at ``ctl --proxy URL``
+(:class:`biomaj.runtime.remote.Remote`), which also runs the quick operations.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import signal
 import sys
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import click
 
@@ -21,6 +24,7 @@ from biomaj.cli.context import CliContext, config_option, emit_json, json_option
 from biomaj.config.check import refuse_invalid
 from biomaj.config.properties import BankProperties
 from biomaj.errors import BiomajError
+from biomaj.logs import setup_logging
 from biomaj.runtime.cluster import job_client
 from biomaj.runtime.identity import admins_of, current_user
 from biomaj.storage import open_store
@@ -34,7 +38,7 @@ TASK_CHOICE = click.Choice(UPDATE_TASKS)
 
 def register(ctl: click.Group) -> None:
     for command in (update, remove, remove_all, remove_pending, repair, release_check, publish, unpublish,
-                    freeze, unfreeze, cancel, unlock):
+                    freeze, unfreeze, owner, visibility, cancel, unlock):
         ctl.add_command(command)
 
 
@@ -70,6 +74,11 @@ class _Follow:
             self._show(f"[{event.bank}] {event.step}")
         elif event.state not in ("running", "queued"):
             self._show(f"[{event.bank}] {event.state}: {event.message}")
+
+    def log_line(self, line: str) -> None:
+        """A line of the job's session log, streamed by a --proxy server (``-v``)."""
+        if self.enabled:
+            self._show(line)
 
     def _show(self, line: str, transient: bool = False) -> None:
         if self.tty:
@@ -115,16 +124,27 @@ class _ReportedHere(logging.Filter):
                     and record.getMessage().startswith("job "))
 
 
+def _jobs(obj: CliContext):
+    """Who runs the jobs: the --proxy server, else this process or the manager nodes (bus.url)."""
+    if obj.remote:
+        from biomaj.client.api import ApiClient
+        from biomaj.runtime.remote import Remote
+
+        setup_logging(obj.console_level or "INFO")
+        return Remote(ApiClient(obj.proxy or "", obj.api_key))
+    return job_client(obj.config())
+
+
 async def _run_job(obj: CliContext, kind: str, bank: str, options: dict[str, Any], follow: bool) -> dict:
-    _check_bank_file(obj, bank, validate=kind in ("update", "release-check"))
-    cfg = obj.config()
+    if not obj.remote:  # the server checks its own bank files
+        _check_bank_file(obj, bank, validate=kind in ("update", "release-check"))
     if obj.console_level:  # without -v: one `error: ...` line, not the same failure three times
         for handler in logging.getLogger().handlers:
             if not isinstance(handler, logging.FileHandler):
                 handler.addFilter(_ReportedHere())
     follower = _Follow(follow and not obj.json_output)
     loop = asyncio.get_running_loop()
-    async with job_client(cfg) as client:
+    async with _jobs(obj) as client:
         job_id: list[str] = []
         interrupts = 0
 
@@ -139,7 +159,9 @@ async def _run_job(obj: CliContext, kind: str, bank: str, options: dict[str, Any
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, interrupt)
         try:
-            job = await client.run_job(kind, bank, options, on_event=follower, on_submitted=job_id.append)
+            # with -v, in-process jobs log to the console; a server streams its session log instead
+            logs = {"on_log": follower.log_line} if obj.remote and follow and obj.console_level is None else {}
+            job = await client.run_job(kind, bank, options, on_event=follower, on_submitted=job_id.append, **logs)
         finally:
             for signum in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(signum)
@@ -259,6 +281,20 @@ def release_check(obj: CliContext, bank: str) -> None:
 # --- quick operations (no job) -------------------------------------------------------------------
 
 
+def _quick(obj: CliContext, operation, bank: str, *args: Any, method: str = "POST", path: str = "",
+           body: dict | None = None) -> runner.Outcome:
+    """Run a quick operation here, or on the --proxy server (``method`` on the bank's ``path``,
+    which checks that the key's user owns the bank)."""
+    if obj.remote:
+        url = f"/api/v1/banks/{quote(bank, safe='')}{path}"
+        done = obj.ask_server(lambda api: api.call(method, url, body if body is not None else {}))
+        known = {f.name for f in dataclasses.fields(runner.Outcome)}  # a newer server may say more
+        outcome = runner.Outcome(**{k: v for k, v in done.items() if k in known})
+        outcome.release_dir = Path(outcome.release_dir) if outcome.release_dir else None
+        return outcome
+    return asyncio.run(_direct(obj, operation, bank, *args))
+
+
 async def _direct(obj: CliContext, operation, bank: str, *args: Any) -> runner.Outcome:
     cfg = obj.config()
     store = open_store(cfg.storage_url, cfg.root)
@@ -280,7 +316,7 @@ def _print(obj: CliContext, outcome: runner.Outcome, text: str) -> None:
 @click.pass_obj
 def publish(obj: CliContext, bank: str, release: str | None) -> None:
     """Publish a release of BANK: `current` points to it."""
-    outcome = asyncio.run(_direct(obj, runner.publish_bank, bank, release))
+    outcome = _quick(obj, runner.publish_bank, bank, release, path="/publish", body={"release": release} if release else {})
     _print(obj, outcome, f"{bank}: release {outcome.release} published")
 
 
@@ -291,7 +327,7 @@ def publish(obj: CliContext, bank: str, release: str | None) -> None:
 @click.pass_obj
 def unpublish(obj: CliContext, bank: str) -> None:
     """Unpublish BANK: remove `current` and RELEASE.txt."""
-    outcome = asyncio.run(_direct(obj, runner.unpublish_bank, bank))
+    outcome = _quick(obj, runner.unpublish_bank, bank, path="/unpublish")
     _print(obj, outcome, f"{bank}: unpublished")
 
 
@@ -303,7 +339,7 @@ def unpublish(obj: CliContext, bank: str) -> None:
 @click.pass_obj
 def freeze(obj: CliContext, bank: str, release: str) -> None:
     """Freeze RELEASE of BANK: never removed until unfrozen."""
-    outcome = asyncio.run(_direct(obj, runner.freeze_release, bank, release, True))
+    outcome = _quick(obj, runner.freeze_release, bank, release, True, path=f"/releases/{quote(release, safe='')}/freeze")
     _print(obj, outcome, f"{bank}: release {outcome.release} frozen")
 
 
@@ -315,8 +351,34 @@ def freeze(obj: CliContext, bank: str, release: str) -> None:
 @click.pass_obj
 def unfreeze(obj: CliContext, bank: str, release: str) -> None:
     """Unfreeze RELEASE of BANK."""
-    outcome = asyncio.run(_direct(obj, runner.freeze_release, bank, release, False))
+    outcome = _quick(obj, runner.freeze_release, bank, release, False,
+                     path=f"/releases/{quote(release, safe='')}/unfreeze")
     _print(obj, outcome, f"{bank}: release {outcome.release} unfrozen")
+
+
+@click.command()
+@click.argument("bank")
+@click.argument("user")
+@config_option
+@json_option
+@click.pass_obj
+def owner(obj: CliContext, bank: str, user: str) -> None:
+    """Give BANK to USER (its owner or an admin may)."""
+    outcome = _quick(obj, runner.set_owner, bank, user, method="PUT", path="/owner", body={"owner": user})
+    _print(obj, outcome, f"{bank}: owned by {user}")
+
+
+@click.command()
+@click.argument("bank")
+@click.argument("visibility", type=click.Choice(runner.VISIBILITIES))
+@config_option
+@json_option
+@click.pass_obj
+def visibility(obj: CliContext, bank: str, visibility: str) -> None:
+    """Make BANK public (seen by everyone) or private (its owner and the admins)."""
+    outcome = _quick(obj, runner.set_visibility, bank, visibility, method="PUT", path="/visibility",
+                     body={"visibility": visibility})
+    _print(obj, outcome, f"{bank}: {visibility}")
 
 
 @click.command()
@@ -327,8 +389,10 @@ def unfreeze(obj: CliContext, bank: str, release: str) -> None:
 @click.pass_obj
 def unlock(obj: CliContext, bank: str, force: bool) -> None:
     """Clear the lock of BANK left by a process that died (a running one is refused)."""
-    lease_free = asyncio.run(_lease_free(obj, bank))
-    outcome = asyncio.run(_direct(obj, runner.unlock, bank, force, lease_free))
+    if obj.remote:  # the server judges the lease with its own state
+        outcome = _quick(obj, runner.unlock, bank, path="/unlock", body={"force": force})
+    else:
+        outcome = _quick(obj, runner.unlock, bank, force, asyncio.run(_lease_free(obj, bank)))
     details = outcome.details
     _print(obj, outcome, f"{bank}: lock of {details['holder']} removed" if details.get("was_locked")
            else f"{bank}: not locked")
@@ -365,7 +429,10 @@ async def _cancel(obj: CliContext, bank: str) -> list[dict]:
 @click.pass_obj
 def cancel(obj: CliContext, bank: str) -> None:
     """Cancel the jobs of BANK: queued ones at once, a running one stops within seconds."""
-    jobs = asyncio.run(_cancel(obj, bank))
+    if obj.remote:
+        jobs = obj.ask_server(lambda api: api.post(f"/api/v1/banks/{quote(bank, safe='')}/cancel"))
+    else:
+        jobs = asyncio.run(_cancel(obj, bank))
     if obj.json_output:
         emit_json(jobs)
         return

@@ -1,19 +1,23 @@
 """`biomaj ctl` commands that read: status, status-ko, show, search, history, stats, whatsup,
 and the maintenance switch. Tables look like BioMAJ 3's (reference 3.5); --json gives records.
+With ``ctl --proxy URL`` the server builds the same tables (its ``format=table`` answers).
 """
 
 from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any, Awaitable, Callable
+from urllib.parse import quote
 
 import click
 
 from biomaj import reports
 from biomaj.cli.context import CliContext, config_option, emit_json, json_option
+from biomaj.errors import UnknownBank
 from biomaj.runtime.identity import admins_of, current_user
 from biomaj.storage import open_store
-from biomaj.storage.base import ACTIVE_JOB_STATES
+from biomaj.storage.base import ACTIVE_JOB_STATES, Store
 from biomaj.workflow import locks
 
 
@@ -40,6 +44,29 @@ async def _read(cfg, reader):
         return await reader(store)
 
 
+Local = Callable[[Any, Store], Awaitable[Any]]
+
+
+def _report(obj: CliContext, path: str, local: Local, **params: Any) -> list[reports.Table]:
+    """A read command's tables: from the --proxy server (the ``format=table`` form of ``path``, built
+    by the same :mod:`biomaj.reports` functions for the key's user), else ``local(config, store)``."""
+    if obj.remote:
+        return obj.ask_server(lambda api: api.tables(path, **params))
+    cfg = obj.config()
+    return asyncio.run(_read(cfg, lambda store: local(cfg, store)))
+
+
+def _bank_path(bank: str, *parts: str) -> str:
+    return "/".join([f"/api/v1/banks/{quote(bank, safe='')}", *parts])
+
+
+async def _known_bank(store: Store, bank: str) -> dict:
+    doc = await store.get_bank(bank)
+    if doc is None:
+        raise UnknownBank(f"bank {bank}: never updated (no record in the store)")
+    return doc
+
+
 async def _full_banks(store) -> list[dict]:
     return [doc for doc in [await store.get_bank(b["name"]) for b in await store.list_banks()] if doc]
 
@@ -55,18 +82,17 @@ def _lock_dir(cfg) -> Path:
 @click.pass_obj
 def status(obj: CliContext, bank: str | None) -> None:
     """Every bank with its release and last update, or BANK's releases and pending runs."""
-    cfg = obj.config()
-    viewer = _viewer(cfg)
     if bank is None:
-        banks = asyncio.run(_read(cfg, lambda s: s.list_banks()))
-        _emit(obj, [reports.status_all(banks, viewer)])
-        return
-    doc = asyncio.run(_read(cfg, lambda s: s.get_bank(bank)))
-    if doc is None:
-        from biomaj.errors import UnknownBank
+        async def every_bank(cfg, store: Store) -> list[reports.Table]:
+            return [reports.status_all(await store.list_banks(), _viewer(cfg))]
 
-        raise UnknownBank(f"bank {bank}: never updated (no record in the store)")
-    tables = reports.status_bank(doc, viewer)
+        _emit(obj, _report(obj, "/api/v1/banks", every_bank))
+        return
+
+    async def one_bank(cfg, store: Store) -> list[reports.Table]:
+        return reports.status_bank(await _known_bank(store, bank), _viewer(cfg))
+
+    tables = _report(obj, _bank_path(bank), one_bank)
     if obj.json_output:  # the tables have no title: one key each, pending always present
         emit_json({"bank": [], "production": [], "pending": [],
                    **{key: table.records() for key, table in zip(("bank", "production", "pending"), tables)}})
@@ -80,8 +106,10 @@ def status(obj: CliContext, bank: str | None) -> None:
 @click.pass_obj
 def status_ko(obj: CliContext) -> None:
     """Banks whose last update failed (and is not finished)."""
-    cfg = obj.config()
-    _emit(obj, [reports.status_ko(asyncio.run(_read(cfg, _full_banks)), _viewer(cfg))])
+    async def failed(cfg, store: Store) -> list[reports.Table]:
+        return [reports.status_ko(await _full_banks(store), _viewer(cfg))]
+
+    _emit(obj, _report(obj, "/api/v1/status-ko", failed))
 
 
 @click.command()
@@ -92,13 +120,10 @@ def status_ko(obj: CliContext) -> None:
 @click.pass_obj
 def show(obj: CliContext, bank: str, release: str | None) -> None:
     """Formats, types, tags and files of BANK's production releases."""
-    cfg = obj.config()
-    doc = asyncio.run(_read(cfg, lambda s: s.get_bank(bank)))
-    if doc is None:
-        from biomaj.errors import UnknownBank
+    async def releases(cfg, store: Store) -> list[reports.Table]:
+        return [reports.show(await _known_bank(store, bank), _viewer(cfg), release)]
 
-        raise UnknownBank(f"bank {bank}: never updated (no record in the store)")
-    _emit(obj, [reports.show(doc, _viewer(cfg), release)], style="grid")
+    _emit(obj, _report(obj, _bank_path(bank, "show"), releases, release=release), style="grid")
 
 
 @click.command()
@@ -109,12 +134,15 @@ def show(obj: CliContext, bank: str, release: str | None) -> None:
 @click.pass_obj
 def search(obj: CliContext, formats: str | None, types: str | None) -> None:
     """Production releases having one of --formats and one of --types."""
-    cfg = obj.config()
-    banks = asyncio.run(_read(cfg, lambda s: s.list_banks()))
-    table = reports.search(banks, _viewer(cfg), reports.split_list(formats), reports.split_list(types))
+    wanted_formats, wanted_types = reports.split_list(formats), reports.split_list(types)
+
+    async def found(cfg, store: Store) -> list[reports.Table]:
+        return [reports.search(await store.list_banks(), _viewer(cfg), wanted_formats, wanted_types)]
+
+    tables = _report(obj, "/api/v1/search", found, formats=formats, types=types)
     if not obj.json_output:
-        click.echo(f"Search by formats={reports.split_list(formats)}, types={reports.split_list(types)}")
-    _emit(obj, [table])
+        click.echo(f"Search by formats={wanted_formats}, types={wanted_types}")
+    _emit(obj, tables)
 
 
 @click.command()
@@ -125,9 +153,10 @@ def search(obj: CliContext, formats: str | None, types: str | None) -> None:
 @click.pass_obj
 def history(obj: CliContext, bank: str | None, limit: int) -> None:
     """Updates and removals, most recent first."""
-    cfg = obj.config()
-    entries = asyncio.run(_read(cfg, lambda s: s.list_history(bank, limit)))
-    _emit(obj, [reports.history(entries)])
+    async def entries(_cfg, store: Store) -> list[reports.Table]:
+        return [reports.history(await store.list_history(bank, limit))]
+
+    _emit(obj, _report(obj, "/api/v1/history", entries, bank=bank, limit=limit))
 
 
 @click.command()
@@ -136,12 +165,18 @@ def history(obj: CliContext, bank: str | None, limit: int) -> None:
 @click.pass_obj
 def stats(obj: CliContext) -> None:
     """Disk usage per bank and release."""
-    cfg = obj.config()
-    banks = asyncio.run(_read(cfg, lambda s: s.list_banks()))
     if obj.json_output:
-        emit_json(reports.stats_records(banks, _viewer(cfg)))
+        if obj.remote:
+            emit_json(obj.ask_server(lambda api: api.get("/api/v1/stats")))
+        else:
+            cfg = obj.config()
+            emit_json(reports.stats_records(asyncio.run(_read(cfg, lambda s: s.list_banks())), _viewer(cfg)))
         return
-    _emit(obj, [reports.stats(banks, _viewer(cfg))])
+
+    async def usage(cfg, store: Store) -> list[reports.Table]:
+        return [reports.stats(await store.list_banks(), _viewer(cfg))]
+
+    _emit(obj, _report(obj, "/api/v1/stats", usage))
 
 
 @click.command()
@@ -150,11 +185,12 @@ def stats(obj: CliContext) -> None:
 @click.pass_obj
 def whatsup(obj: CliContext) -> None:
     """What runs now: locked banks (and maintenance), queued and running jobs."""
-    cfg = obj.config()
-    held = [{"bank": bank, "owner": holder.describe()} for bank, holder in locks.list_locks(_lock_dir(cfg))]
-    jobs = asyncio.run(_read(cfg, lambda s: s.list_jobs(state=ACTIVE_JOB_STATES, limit=None)))
-    queued = [job for job in jobs if job["state"] == "queued"]
-    _emit(obj, [reports.whatsup(held, queued)])
+    async def running(cfg, store: Store) -> list[reports.Table]:
+        held = [{"bank": bank, "owner": holder.describe()} for bank, holder in locks.list_locks(_lock_dir(cfg))]
+        jobs = await store.list_jobs(state=ACTIVE_JOB_STATES, limit=None)
+        return [reports.whatsup(held, [job for job in jobs if job["state"] == "queued"])]
+
+    _emit(obj, _report(obj, "/api/v1/whatsup", running))
 
 
 @click.command()
@@ -164,11 +200,16 @@ def whatsup(obj: CliContext) -> None:
 @click.pass_obj
 def maintenance(obj: CliContext, action: str) -> None:
     """Maintenance mode: while on, no workflow starts (lock.dir/biomaj.lock, as BioMAJ 3)."""
-    cfg = obj.config()
-    lock_dir = _lock_dir(cfg)
-    if action != "status":
-        locks.set_maintenance(lock_dir, action == "on", current_user())
-    on = locks.is_maintenance(lock_dir)
+    if obj.remote:
+        if action == "status":
+            on = obj.ask_server(lambda api: api.get("/api/v1/maintenance"))["maintenance"]
+        else:
+            on = obj.ask_server(lambda api: api.put("/api/v1/maintenance", {"maintenance": action == "on"}))["maintenance"]
+    else:
+        lock_dir = _lock_dir(obj.config())
+        if action != "status":
+            locks.set_maintenance(lock_dir, action == "on", current_user())
+        on = locks.is_maintenance(lock_dir)
     if obj.json_output:
         emit_json({"maintenance": on})
     else:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Awaitable, Callable, Sequence, TypeVar
 
 import click
 
@@ -15,6 +16,8 @@ from biomaj.config.service import Config, config_path_from, load_config
 from biomaj.logs import setup_logging
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -24,7 +27,26 @@ class CliContext:
     config_option: str | None = None
     json_output: bool = False
     console_level: str | None = None  # ctl commands print their own results: only warnings on stderr
+    proxy: str | None = None  # `ctl --proxy URL`: every command goes through that server's REST API
+    api_key: str | None = field(default=None, repr=False)
     _config: Config | None = field(default=None, repr=False)
+
+    @property
+    def remote(self) -> bool:
+        """True when commands ask the server at --proxy instead of reading config.yml and the store."""
+        return bool(self.proxy)
+
+    def ask_server(self, request: Callable[[Any], Awaitable[T]]) -> T:
+        """Run ``request(api)`` with an :class:`~biomaj.client.api.ApiClient` of the --proxy server."""
+        from biomaj.client.api import ApiClient
+
+        setup_logging(self.console_level or "INFO")
+
+        async def run() -> T:
+            async with ApiClient(self.proxy or "", self.api_key) as api:
+                return await request(api)
+
+        return asyncio.run(run())
 
     @property
     def config_path(self) -> Path:

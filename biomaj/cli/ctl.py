@@ -11,13 +11,15 @@ import asyncio
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import click
 
 from biomaj.cli.context import CliContext, config_option, emit_json, emit_table, json_option
 from biomaj.config.check import check_bank, check_support, verdict
-from biomaj.config.properties import BankProperties, GlobalProperties, list_bank_names
-from biomaj.errors import BiomajError, ConfigError
+from biomaj.config.properties import BankProperties
+from biomaj.errors import BiomajError
+from biomaj.inventory import bank_rows, conf_dir_of
 from biomaj.storage import open_store
 
 
@@ -25,17 +27,24 @@ from biomaj.storage import open_store
 @config_option
 @json_option
 @click.option("-v", "--verbose", is_flag=True, help="Show the application log (info level) on stderr.")
+@click.option("--proxy", metavar="URL", envvar="BIOMAJ_PROXY",
+              help="Run the command on the biomaj server at URL, through its REST API ($BIOMAJ_PROXY); "
+                   "config.yml is not read.")
+@click.option("--api-key", metavar="KEY", envvar="BIOMAJ_APIKEY",
+              help="API key of your user on the --proxy server ($BIOMAJ_APIKEY, safer: not seen by `ps`).")
 @click.pass_context
-def ctl(ctx: click.Context, verbose: bool) -> None:
-    """Operate banks and inspect the service."""
-    ctx.ensure_object(CliContext).console_level = None if verbose else "WARNING"
+def ctl(ctx: click.Context, verbose: bool, proxy: str | None, api_key: str | None) -> None:
+    """Operate banks and inspect the service.
 
+    In-process by default (config.yml, its store and its bus); with --proxy, on a remote server as
+    the owner of --api-key, with the same output.
+    """
+    obj = ctx.ensure_object(CliContext)
+    obj.console_level = None if verbose else "WARNING"
+    if proxy:
+        from biomaj.client.api import proxy_url
 
-def _conf_dir(cfg) -> Path:
-    conf_dir = GlobalProperties.load(cfg.global_properties).get("conf.dir")
-    if not conf_dir:
-        raise ConfigError(f"{cfg.global_properties}: conf.dir is not set; expected the folder of the bank files")
-    return Path(conf_dir)
+        obj.proxy, obj.api_key = proxy_url(proxy), api_key or None
 
 
 def _load_bank(cfg, bank: str) -> BankProperties:
@@ -56,26 +65,28 @@ def _load_bank(cfg, bank: str) -> BankProperties:
 @click.pass_obj
 def check(obj: CliContext, bank: str) -> None:
     """Check BANK's configuration (a name, or a .properties file): verdict and every problem."""
-    cfg = obj.config()
-    props = _load_bank(cfg, bank)
-    problems = check_bank(props) + check_support(props)  # BioMAJ 3's rules, then what biomaj lacks
-    ok = verdict(problems)
-    if obj.json_output:
-        emit_json(
-            {
-                "bank": props.name,
-                "file": str(props.path),
-                "valid": ok,
-                "problems": [{"level": p.level, "key": p.key, "message": p.message} for p in problems],
-            }
-        )
+    if obj.remote:
+        if bank.endswith(".properties") or "/" in bank:
+            raise BiomajError(f"{bank}: with --proxy, give the name of a bank of the server (its bank files are checked there)")
+        result = obj.ask_server(lambda api: api.get(f"/api/v1/banks/{quote(bank, safe='')}/check"))
     else:
-        click.echo(f"{props.name} check: {ok} ({props.path})")
-        for p in problems:
-            click.echo(f"  {p.level:<7} {p.key or '-'}: {p.message}")
-        if ok and not problems:
+        props = _load_bank(obj.config(), bank)
+        problems = check_bank(props) + check_support(props)  # BioMAJ 3's rules, then what biomaj lacks
+        result = {
+            "bank": props.name,
+            "file": str(props.path),
+            "valid": verdict(problems),
+            "problems": [{"level": p.level, "key": p.key, "message": p.message} for p in problems],
+        }
+    if obj.json_output:
+        emit_json(result)
+    else:
+        click.echo(f"{result['bank']} check: {result['valid']} ({result['file']})")
+        for p in result["problems"]:
+            click.echo(f"  {p['level']:<7} {p['key'] or '-'}: {p['message']}")
+        if result["valid"] and not result["problems"]:
             click.echo("  no problem found")
-    if not ok:
+    if not result["valid"]:
         raise SystemExit(1)
 
 
@@ -89,39 +100,10 @@ def _format_time(value: Any) -> str:
         return str(value)
 
 
-def _published_release(doc: dict | None) -> str | None:
-    if not doc or not doc.get("current"):
-        return None
-    for prod in doc.get("production") or []:
-        if prod.get("session") == doc["current"]:
-            return prod.get("release")
-    return None
-
-
-def _bank_row(name: str, cfg, doc: dict | None) -> dict:
-    try:
-        problems = check_bank(BankProperties.load(cfg.global_properties, name))
-        config_state = "ok" if verdict(problems) else "invalid"
-    except BiomajError as exc:
-        config_state = f"unreadable: {exc}"
-    props = (doc or {}).get("properties") or {}
-    return {
-        "name": name,
-        "config": config_state,
-        "in_store": doc is not None,
-        "visibility": props.get("visibility"),
-        "owner": props.get("owner"),
-        "published": _published_release(doc),
-        "releases": len((doc or {}).get("production") or []),
-        "pending": len((doc or {}).get("pending") or []),
-        "last_update": (doc or {}).get("last_update_session"),
-    }
-
-
-async def _bank_documents(cfg) -> dict[str, dict]:
+async def _bank_documents(cfg) -> list[dict]:
     store = open_store(cfg.storage_url, cfg.root)
     async with store:
-        return {doc["name"]: doc for doc in await store.list_banks()}
+        return await store.list_banks()
 
 
 @ctl.command()
@@ -130,19 +112,17 @@ async def _bank_documents(cfg) -> dict[str, dict]:
 @click.pass_obj
 def banks(obj: CliContext) -> None:
     """The banks of conf/ with their state in the store."""
-    cfg = obj.config()
-    names = list_bank_names(_conf_dir(cfg))
-    docs = asyncio.run(_bank_documents(cfg))
-    rows = [_bank_row(name, cfg, docs.get(name)) for name in names]
-    # Banks known to the store whose file has gone: shown, so that nothing is silently lost.
-    rows += [
-        {**_bank_row(name, cfg, doc), "config": "no bank file"} for name, doc in sorted(docs.items()) if name not in names
-    ]
+    if obj.remote:
+        rows, where = obj.ask_server(lambda api: api.get("/api/v1/bank-files")), f"the conf.dir of {obj.proxy}"
+    else:
+        cfg = obj.config()
+        conf_dir = conf_dir_of(cfg.global_properties)
+        rows, where = bank_rows(cfg.global_properties, conf_dir, asyncio.run(_bank_documents(cfg))), str(conf_dir)
     if obj.json_output:
         emit_json(rows)
         return
     if not rows:
-        click.echo(f"no bank: add <name>.properties files to {_conf_dir(cfg)}")
+        click.echo(f"no bank: add <name>.properties files to {where}")
         return
     emit_table(
         ["Name", "Config", "Published release", "Releases", "Pending", "Visibility", "Last update"],
@@ -186,8 +166,9 @@ async def _nodes_from_state(cfg) -> list[dict]:
 @click.pass_obj
 def nodes(obj: CliContext) -> None:
     """The nodes of the service, their roles and their last heartbeat."""
-    cfg = obj.config()
-    if cfg.state_url.startswith("memory"):
+    if obj.remote:
+        node_list = obj.ask_server(lambda api: api.get("/api/v1/nodes"))
+    elif (cfg := obj.config()).state_url.startswith("memory"):
         node_list = asyncio.run(_fetch_status(cfg.web_url))["nodes"]
     else:
         node_list = asyncio.run(_nodes_from_state(cfg))

@@ -3,18 +3,23 @@
 Reads follow BioMAJ 3's visibility rules (public banks for everyone, private ones for their owner
 and admins); every write needs the bank's owner or an admin. Long actions (update, removals,
 repair) are jobs: the answer is ``202`` with the job record, to follow at ``/api/v1/jobs/{id}``.
+Quick ones (publish, freeze, unlock...) answer the operation's outcome. ``check`` and ``bank-files``
+read the bank files of conf.dir, as ``biomaj ctl check`` and ``biomaj ctl banks`` do.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from aiohttp import web
 
-from biomaj import reports
+from biomaj import inventory, reports
 from biomaj.actors.manager import request_cancel, submit_job
-from biomaj.config.check import refuse_invalid
+from biomaj.config.check import check_bank, check_support, refuse_invalid, verdict
 from biomaj.config.properties import BankProperties
+from biomaj.errors import UnknownBank
+from biomaj.runtime.lease import holder_of
 from biomaj.storage.base import ACTIVE_JOB_STATES
 from biomaj.workflow import runner
 from biomaj.workflow.bank import NotAuthorized
@@ -38,23 +43,53 @@ async def _visible_bank(request: web.Request) -> dict:
     name = request.match_info["bank"]
     doc = await node_of(request).store.get_bank(name)
     if doc is None:
-        raise ApiError(404, f"no bank {name} in the store (it has never been updated)")
+        raise UnknownBank(f"bank {name}: never updated (no record in the store)")
+    _refuse_hidden(request, doc)
+    return doc
+
+
+def _refuse_hidden(request: web.Request, doc: dict) -> None:
+    """401 (anonymous) or 403 when the bank is private and the requester is not its owner."""
     if not viewer_of(request).can_see(doc):
         if identity_of(request) is None:
-            raise ApiError(401, f"bank {name} is private: authenticate as its owner",
+            raise ApiError(401, f"bank {doc['name']} is private: authenticate as its owner",
                            {"WWW-Authenticate": 'APIKEY realm="biomaj"'})
-        raise ApiError(403, f"bank {name} is private and you are not its owner")
-    return doc
+        raise ApiError(403, f"bank {doc['name']} is private and you are not its owner")
 
 
 def _pick(doc: dict, names: tuple[str, ...]) -> dict[str, Any]:
     return {k: doc.get(k) for k in names if k in doc}
 
 
-@api.route("GET", "/api/v1/banks", summary="The banks the requester may see", access="public", tag="banks")
+# --- format=table: the tables `biomaj ctl` prints, for a client that prints them too --------------
+
+FORMAT_QUERY = ("format", "string",
+                'table: answer {"tables": [{title, headers, rows}]}, the tables `biomaj ctl` prints')
+
+
+def wants_tables(request: web.Request) -> bool:
+    """True for ``?format=table``, False without ``format``; any other format is a 400."""
+    wanted = request.query.get("format")
+    if wanted is None:
+        return False
+    if wanted != "table":
+        raise ApiError(400, f"format must be 'table' (the tables of biomaj ctl), or absent for records; "
+                            f"not {wanted[:40]!r}")
+    return True
+
+
+def tables_answer(tables: list[reports.Table]) -> web.Response:
+    return web.json_response({"tables": [table.to_dict() for table in tables]})
+
+
+@api.route("GET", "/api/v1/banks", summary="The banks the requester may see", access="public", tag="banks",
+           query=(FORMAT_QUERY,))
 async def list_banks(request: web.Request) -> web.Response:
+    as_tables = wants_tables(request)
     banks = await node_of(request).store.list_banks()
     table = reports.status_all(banks, viewer_of(request))
+    if as_tables:
+        return tables_answer([table])
     owners = {b.get("name"): (b.get("properties") or {}).get("owner") for b in banks}
     return web.json_response([{"name": r["Name"], "types": r["Type(s)"], "release": r["Release"],
                                "visibility": r["Visibility"], "last_update": r["Last update"],
@@ -62,9 +97,12 @@ async def list_banks(request: web.Request) -> web.Response:
 
 
 @api.route("GET", "/api/v1/banks/{bank}", summary="A bank: properties, published release, productions, pending",
-           access="public", tag="banks", responses={404: "unknown bank", 403: "private bank"})
+           access="public", tag="banks", responses={404: "unknown bank", 403: "private bank"}, query=(FORMAT_QUERY,))
 async def get_bank(request: web.Request) -> web.Response:
+    as_tables = wants_tables(request)
     doc = await _visible_bank(request)
+    if as_tables:
+        return tables_answer(reports.status_bank(doc, viewer_of(request)))
     body = _pick(doc, BANK_FIELDS)
     body["production"] = [_pick(p, PRODUCTION_FIELDS) for p in doc.get("production") or []]
     body["published"] = reports._published_release(doc)  # noqa: SLF001 - the reports' own rule
@@ -88,6 +126,34 @@ async def bank_status(request: web.Request) -> web.Response:
     for job in jobs:
         job["progress"] = await node.state.get_progress(job["id"]) if node.state is not None else {}
     return web.json_response({"bank": doc["name"], "status": doc.get("status") or {}, "jobs": [_job_view(j) for j in jobs]})
+
+
+@api.route("GET", "/api/v1/banks/{bank}/check", summary="Check the bank's properties file, as `biomaj ctl check`",
+           access="public", tag="banks",
+           responses={200: "{bank, file, valid, problems: [{level, key, message}]}, also when not valid",
+                      404: "no such bank file", 403: "private bank"})
+async def check_bank_file(request: web.Request) -> web.Response:
+    node = node_of(request)
+    name = request.match_info["bank"]
+    doc = await node.store.get_bank(name)
+    if doc is not None:  # a bank never updated has no owner yet: its file is anyone's to check
+        _refuse_hidden(request, doc)
+    props = BankProperties.load(node.config.global_properties, name)
+    problems = check_bank(props) + check_support(props)  # BioMAJ 3's rules, then what biomaj lacks
+    return web.json_response({
+        "bank": props.name, "file": str(props.path), "valid": verdict(problems),
+        "problems": [{"level": p.level, "key": p.key, "message": p.message} for p in problems]})
+
+
+@api.route("GET", "/api/v1/bank-files", summary="The bank files of conf.dir beside their store records, as "
+           "`biomaj ctl banks`", access="user", tag="banks")
+async def bank_files(request: web.Request) -> web.Response:
+    node, viewer = node_of(request), viewer_of(request)
+    docs = await node.store.list_banks()
+    hidden = {doc["name"] for doc in docs if not viewer.can_see(doc)}
+    gpath = node.config.global_properties
+    rows = await asyncio.to_thread(lambda: inventory.bank_rows(gpath, inventory.conf_dir_of(gpath), docs))
+    return web.json_response([row for row in rows if row["name"] not in hidden])
 
 
 # --- actions -------------------------------------------------------------------------------------
@@ -203,6 +269,25 @@ async def _quick(request: web.Request, operation, *args: Any) -> web.Response:
     return web.json_response(outcome.to_dict())
 
 
+async def _lease_free(node: Any, bank: str) -> bool:
+    """True when the shared state (Redis) says no job holds the bank's lease: a lock file naming a
+    job is then stale whatever host wrote it. False with a memory state, this process's own
+    (``biomaj ctl unlock``'s rule)."""
+    if node.state is None or node.config.state_url.startswith("memory"):
+        return False
+    return await holder_of(node.state, bank) is None
+
+
+@api.route("POST", "/api/v1/banks/{bank}/unlock",
+           summary="Clear the bank's lock left by a process that died (a live holder needs force)",
+           access="owner", tag="actions", body={"type": "object", "properties": {"force": {"type": "boolean"}}},
+           responses={409: "the lock's holder is running"})
+async def unlock(request: web.Request) -> web.Response:
+    body = _typed(await json_body(request), {"force": bool})
+    lease_free = await _lease_free(node_of(request), request.match_info["bank"])
+    return await _quick(request, runner.unlock, bool(body.get("force")), lease_free)
+
+
 @api.route("POST", "/api/v1/banks/{bank}/publish", summary="Publish a release (default: the latest)",
            access="owner", tag="actions", body={"type": "object", "properties": {"release": {"type": "string"}}})
 async def publish(request: web.Request) -> web.Response:
@@ -252,6 +337,25 @@ async def set_visibility(request: web.Request) -> web.Response:
            responses={404: "unknown job (or not yours)"})
 async def get_job(request: web.Request) -> web.Response:
     node = node_of(request)
+    job = await _own_job(request)
+    if node.state is not None:
+        job["progress"] = await node.state.get_progress(job["id"])
+    return web.json_response(_job_view(job))
+
+
+@api.route("POST", "/api/v1/jobs/{job}/cancel",
+           summary="Cancel a job: a queued one at once, a running one stops within seconds", access="user",
+           tag="jobs", responses={404: "unknown job (or not yours)"})
+async def cancel_job(request: web.Request) -> web.Response:
+    node = node_of(request)
+    job = await _own_job(request)
+    return web.json_response(_job_view(await request_cancel(node.store, node.bus, node.state, job["id"])))
+
+
+async def _own_job(request: web.Request) -> dict:
+    """The job, for its user, the bank's owner or an admin; 404 for anyone else, as if it did not
+    exist."""
+    node = node_of(request)
     job = await node.store.get_job(request.match_info["job"])
     who = identity_of(request)
     if job is None:
@@ -260,6 +364,4 @@ async def get_job(request: web.Request) -> web.Response:
         doc = await node.store.get_bank(job.get("bank") or "")
         if doc is None or not viewer_of(request).is_owner(doc):
             raise ApiError(404, "no such job")
-    if node.state is not None:
-        job["progress"] = await node.state.get_progress(job["id"])
-    return web.json_response(_job_view(job))
+    return job

@@ -1,5 +1,7 @@
-"""Every error as a JSON document ``{"error": message, "status": code}`` with the right code,
-never an HTML page or a traceback: what a client sends cannot crash the server."""
+"""Every error as a JSON document ``{"error": message, "status": code, "exit_code": n}`` with the
+right HTTP code, never an HTML page or a traceback: what a client sends cannot crash the server.
+``exit_code`` is the exit status of the same error in an in-process ``biomaj ctl``, so that
+``ctl --proxy`` exits as it would on the server."""
 
 from __future__ import annotations
 
@@ -46,8 +48,8 @@ def status_of(exc: BiomajError) -> int:
     return 400
 
 
-def error(status: int, message: str) -> web.Response:
-    return web.json_response({"error": message, "status": status}, status=status)
+def error(status: int, message: str, exit_code: int = 1) -> web.Response:
+    return web.json_response({"error": message, "status": status, "exit_code": exit_code}, status=status)
 
 
 @web.middleware
@@ -63,7 +65,7 @@ async def json_errors(request: web.Request, handler: Callable[[web.Request], Awa
                 response.headers[name] = exc.headers[name]
         return response
     except BiomajError as exc:
-        response = error(status_of(exc), str(exc))
+        response = error(status_of(exc), str(exc), exc.exit_code)
         response.headers.update(getattr(exc, "headers", {}))
         return response
     except json.JSONDecodeError as exc:

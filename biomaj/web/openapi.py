@@ -14,7 +14,9 @@ from biomaj import __version__
 from .registry import Operation
 
 ERROR_SCHEMA = {"type": "object", "required": ["error", "status"],
-                "properties": {"error": {"type": "string"}, "status": {"type": "integer"}}}
+                "properties": {"error": {"type": "string"}, "status": {"type": "integer"},
+                               "exit_code": {"type": "integer",
+                                             "description": "exit status of the same error in `biomaj ctl`"}}}
 ACCESS_TEXT = {"public": "anyone (private banks need their owner or an admin)", "user": "an authenticated user",
                "owner": "the bank's owner or an admin", "admin": "an admin"}
 

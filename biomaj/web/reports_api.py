@@ -1,7 +1,8 @@
 """`/api/v1` reports and live views: search, show, stats, history, whatsup, nodes, maintenance,
 session logs (whole, tail, or followed while the bank's job runs) and the server-sent-events
 stream of job events. The same tables as ``biomaj ctl`` (``biomaj.reports``), with the requester's
-visibility: what a viewer may not see is left out, never hinted at."""
+visibility: what a viewer may not see is left out, never hinted at. Their records by default; the
+tables themselves with ``?format=table`` (``biomaj ctl --proxy`` prints them as the command does)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from biomaj.bus.messages import JobEvent
 from biomaj.storage.base import ACTIVE_JOB_STATES
 from biomaj.workflow import locks
 
-from .banks import _visible_bank
+from .banks import FORMAT_QUERY, _visible_bank, tables_answer, wants_tables
 from .context import identity_of, node_of, viewer_of
 from .errors import ApiError, json_body
 from .registry import Api
@@ -32,29 +33,50 @@ MAX_TAIL = 100_000
 
 @api.route("GET", "/api/v1/search", summary="Production releases by format and type", access="public",
            tag="reports", query=(("formats", "string", "comma-separated formats (any of them)"),
-                                 ("types", "string", "comma-separated types (any of them)")))
+                                 ("types", "string", "comma-separated types (any of them)"), FORMAT_QUERY))
 async def search(request: web.Request) -> web.Response:
+    as_tables = wants_tables(request)
     banks = await node_of(request).store.list_banks()
     table = reports.search(banks, viewer_of(request), reports.split_list(request.query.get("formats")),
                            reports.split_list(request.query.get("types")))
-    return web.json_response(table.records())
+    return tables_answer([table]) if as_tables else web.json_response(table.records())
 
 
 @api.route("GET", "/api/v1/banks/{bank}/show", summary="Formats, types and files of a bank's releases",
-           access="public", tag="reports", query=(("release", "string", "only this release"),))
+           access="public", tag="reports", query=(("release", "string", "only this release"), FORMAT_QUERY))
 async def show(request: web.Request) -> web.Response:
+    as_tables = wants_tables(request)
     doc = await _visible_bank(request)
-    return web.json_response(reports.show(doc, viewer_of(request), request.query.get("release")).records())
+    table = reports.show(doc, viewer_of(request), request.query.get("release"))
+    return tables_answer([table]) if as_tables else web.json_response(table.records())
 
 
-@api.route("GET", "/api/v1/stats", summary="Disk usage per bank and release", access="public", tag="reports")
+@api.route("GET", "/api/v1/stats", summary="Disk usage per bank and release", access="public", tag="reports",
+           query=(FORMAT_QUERY,))
 async def stats(request: web.Request) -> web.Response:
-    return web.json_response(reports.stats_records(await node_of(request).store.list_banks(), viewer_of(request)))
+    as_tables = wants_tables(request)
+    banks, viewer = await node_of(request).store.list_banks(), viewer_of(request)
+    if as_tables:
+        return tables_answer([reports.stats(banks, viewer)])
+    return web.json_response(reports.stats_records(banks, viewer))
+
+
+@api.route("GET", "/api/v1/status-ko", summary="Banks whose last update failed (and is not finished)",
+           access="public", tag="reports", query=(FORMAT_QUERY,))
+async def status_ko(request: web.Request) -> web.Response:
+    as_tables = wants_tables(request)
+    store, viewer = node_of(request).store, viewer_of(request)
+    visible = [b["name"] for b in await store.list_banks() if viewer.can_see(b)]
+    full = [doc for doc in [await store.get_bank(name) for name in visible] if doc]  # with their sessions
+    table = reports.status_ko(full, viewer)
+    return tables_answer([table]) if as_tables else web.json_response(table.records())
 
 
 @api.route("GET", "/api/v1/history", summary="Updates and removals, most recent first", access="public",
-           tag="reports", query=(("bank", "string", "only this bank"), ("limit", "integer", "at most this many (1-1000)")))
+           tag="reports", query=(("bank", "string", "only this bank"),
+                                 ("limit", "integer", "at most this many (1-1000)"), FORMAT_QUERY))
 async def history(request: web.Request) -> web.Response:
+    as_tables = wants_tables(request)
     try:
         limit = int(request.query.get("limit", "20"))
     except ValueError:
@@ -65,19 +87,22 @@ async def history(request: web.Request) -> web.Response:
     visible = {b["name"] for b in await store.list_banks() if viewer.can_see(b)}
     entries = [e for e in await store.list_history(request.query.get("bank") or None, None)
                if e.get("bank") in visible][:limit]
-    return web.json_response(reports.history(entries).records())
+    table = reports.history(entries)
+    return tables_answer([table]) if as_tables else web.json_response(table.records())
 
 
 @api.route("GET", "/api/v1/whatsup", summary="Locked banks, maintenance, queued and running jobs",
-           access="public", tag="reports")
+           access="public", tag="reports", query=(FORMAT_QUERY,))
 async def whatsup(request: web.Request) -> web.Response:
+    as_tables = wants_tables(request)
     node, viewer = node_of(request), viewer_of(request)
     visible = {b["name"] for b in await node.store.list_banks() if viewer.can_see(b)} | {locks.MAINTENANCE}
     lock_dir = locks.installation_lock_dir(node.config.global_properties, node.config.root)
     held = [{"bank": bank, "owner": holder.describe()} for bank, holder in locks.list_locks(lock_dir)
             if bank in visible]
     jobs = [j for j in await node.store.list_jobs(state=ACTIVE_JOB_STATES, limit=None) if j.get("bank") in visible]
-    return web.json_response(reports.whatsup(held, [j for j in jobs if j["state"] == "queued"]).records())
+    table = reports.whatsup(held, [j for j in jobs if j["state"] == "queued"])
+    return tables_answer([table]) if as_tables else web.json_response(table.records())
 
 
 @api.route("GET", "/api/v1/nodes", summary="Nodes of the service: roles, host, version, work in flight",
@@ -166,11 +191,16 @@ async def _send_log(response: web.StreamResponse, path: Path, tail: str | None, 
 
 @api.route("GET", "/api/v1/events", summary="Server-sent events: job events of the banks the requester may see",
            access="public", tag="jobs", query=(("bank", "string", "only this bank"),
-                                               ("job", "string", "only this job")),
+                                               ("job", "string", "only this job"),
+                                               ("log", "boolean", "with bank: also the lines of the session log "
+                                                                  "of the bank's next update (`log` events)")),
            content_type="text/event-stream")
 async def events(request: web.Request) -> web.StreamResponse:
     node, viewer = node_of(request), viewer_of(request)
     only_bank, only_job = request.query.get("bank"), request.query.get("job")
+    with_log = request.query.get("log", "").lower() in ("1", "true", "yes")
+    if with_log and not only_bank:
+        raise ApiError(400, "log=true needs bank=NAME: the session log of one bank")
     seen: dict[str, tuple[float, bool]] = {}  # bank -> (checked at, visible)
 
     async def visible(bank: str) -> bool:
@@ -181,32 +211,73 @@ async def events(request: web.Request) -> web.StreamResponse:
             cached = seen[bank] = (time.monotonic(), allowed)
         return cached[1]
 
+    out: asyncio.Queue[bytes] = asyncio.Queue(maxsize=10_000)
     subscription = await node.bus.subscribe(f"{names.JOB_TOPIC}.*", buffer=10_000)
+    sources = [asyncio.create_task(_job_events(subscription, visible, only_bank, only_job, out))]
+    if with_log:
+        sources.append(asyncio.create_task(_session_log_lines(node.store, only_bank, visible, out)))
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
                                            "X-Accel-Buffering": "no"})
-    await response.prepare(request)
     try:
+        await response.prepare(request)
         await response.write(b": biomaj job events\n\n")
-        await _stream_events(response, subscription, visible, only_bank, only_job)
+        while not sources[0].done():
+            try:
+                chunk = await asyncio.wait_for(out.get(), SSE_KEEPALIVE)
+            except asyncio.TimeoutError:
+                chunk = b": keep-alive\n\n"
+            await response.write(chunk)
     except ConnectionError:  # the client went away
         pass
+    finally:
+        for source in sources:
+            source.cancel()
+        await asyncio.gather(*sources, return_exceptions=True)
     return response
 
 
-async def _stream_events(response: web.StreamResponse, subscription, visible, only_bank, only_job) -> None:
+def _sse(kind: str, data: dict) -> bytes:
+    return f"event: {kind}\ndata: {json.dumps(data)}\n\n".encode()
+
+
+async def _job_events(subscription, visible, only_bank, only_job, out: asyncio.Queue) -> None:
     async with subscription:
-        while True:
-            try:
-                event = await asyncio.wait_for(anext(subscription), SSE_KEEPALIVE)
-            except asyncio.TimeoutError:
-                await response.write(b": keep-alive\n\n")
-                continue
-            except StopAsyncIteration:
-                break
+        async for event in subscription:
             if not isinstance(event, JobEvent) or (only_bank and event.bank != only_bank) or \
                     (only_job and event.job_id != only_job) or not await visible(event.bank):
                 continue
-            data = json.dumps({"id": event.id, "job_id": event.job_id, "bank": event.bank, "kind": event.kind,
-                               "state": event.state, "step": event.step, "message": event.message,
-                               "progress": event.progress, "at": event.created})
-            await response.write(f"event: job\ndata: {data}\n\n".encode())
+            await out.put(_sse("job", {"id": event.id, "job_id": event.job_id, "bank": event.bank, "kind": event.kind,
+                                       "state": event.state, "step": event.step, "message": event.message,
+                                       "progress": event.progress, "at": event.created}))
+
+
+def _running_log(doc: dict | None) -> str | None:
+    """The session log of the bank's current (or last) update run, as recorded in its status."""
+    log_file = ((doc or {}).get("status") or {}).get("log_file") or {}
+    return log_file.get("status") if isinstance(log_file, dict) else None
+
+
+async def _session_log_lines(store, bank: str, visible, out: asyncio.Queue) -> None:
+    """``log`` events: the lines of each session log the bank's updates start from now on (the
+    path comes from the store, never from the request), then ``log_end`` once the log is read to
+    its end and no job runs on the bank any more."""
+    current = _running_log(await store.get_bank(bank))
+    path: Path | None = None
+    position, partial, ended = 0, b"", False
+    while True:
+        started = _running_log(await store.get_bank(bank))
+        if started and started != current:
+            current, path, position, partial, ended = started, Path(started), 0, b"", False
+        if path is not None and not ended and path.is_file() and await visible(bank):
+            with path.open("rb") as log:
+                log.seek(position)
+                chunk = log.read(1024 * 1024)
+            position += len(chunk)
+            *lines, partial = (partial + chunk).split(b"\n")
+            if not chunk and not await store.list_jobs(state=ACTIVE_JOB_STATES, bank=bank, limit=1):
+                lines, partial, ended = [*lines, partial] if partial else lines, b"", True
+            for line in lines:
+                await out.put(_sse("log", {"bank": bank, "line": line.decode("utf-8", "replace")}))
+            if ended:
+                await out.put(_sse("log_end", {"bank": bank}))
+        await asyncio.sleep(FOLLOW_POLL)

@@ -43,7 +43,7 @@ async def test_status_lists_this_node(client):
 async def test_unknown_route_is_a_json_404(client):
     response = await client.get("/nope")
     assert response.status == 404
-    assert (await response.json()) == {"error": "Not Found", "status": 404}
+    assert (await response.json()) == {"error": "Not Found", "status": 404, "exit_code": 1}
 
 
 async def test_write_methods_are_refused(client):

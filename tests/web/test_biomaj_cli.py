@@ -13,24 +13,19 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.error
-import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import IN_CI, free_port
+from tests.conftest import IN_CI
+from tests.servers.biomaj_service import Server, biomaj_server, clean_env
 
 BIOMAJ_CLI_VERSION = os.environ.get("BIOMAJ_CLI_VERSION", "3.1.11")
 VENV = Path(tempfile.gettempdir()) / f"biomaj-test-biomaj-cli-venv-{BIOMAJ_CLI_VERSION}"
 READY = ".biomaj-test-ready"
-KEY_LINE = re.compile(r"API key \(shown once, keep it safe\): (\S+)")
 JOB = re.compile(r"\(job ([0-9a-f]+)\)")
 
 pytestmark = pytest.mark.timeout(600)
@@ -77,79 +72,17 @@ def biomaj_cli() -> list[str]:
     return [str(VENV / "bin" / "python"), str(VENV / "bin" / "biomaj-cli.py")]
 
 
-@dataclass
-class Server:
-    url: str
-    root: Path
-    keys: dict[str, str]
-    proc: subprocess.Popen
-    log: Path
-
-    def get(self, path: str, who: str = "alice") -> dict:
-        request = urllib.request.Request(self.url + path, headers={"Authorization": f"APIKEY {self.keys[who]}"})
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return json.loads(response.read())
-
-    def wait_job(self, job_id: str, timeout: float = 120) -> dict:
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            job = self.get(f"/api/v1/jobs/{job_id}")
-            if job["state"] in ("done", "failed", "cancelled"):
-                return job
-            time.sleep(0.2)  # another process runs the job: polling its record is the way
-        raise AssertionError(f"job {job_id} not over after {timeout}s: {job}")
-
-
-def _env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if k not in ("BIOMAJ_CONFIG", "BIOMAJ_PROXY", "BIOMAJ_APIKEY")}
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, biomaj_cmd):
     """`biomaj serve --all` on a fresh `biomaj init` root, with users alice and bob."""
-    from biomaj.config.scaffold import init_root
-
-    root = tmp_path_factory.mktemp("biomaj-cli") / "root"
-    port = free_port()
-    init_root(root, web_port=port, web_host="127.0.0.1")
-    config = str(root / "config.yml")
-    keys = {}
-    for name in ("alice", "bob"):
-        made = subprocess.run([*biomaj_cmd, "-c", config, "users", "create", name], capture_output=True, text=True,
-                              timeout=60, env=_env())
-        assert made.returncode == 0, made.stderr
-        keys[name] = KEY_LINE.search(made.stdout).group(1)
-    log = root / "serve.log"
-    with open(log, "w") as out:  # a file, not a pipe: a full pipe would block the server
-        proc = subprocess.Popen([*biomaj_cmd, "-c", config, "serve", "--all"], stdout=out, stderr=subprocess.STDOUT,
-                                env=_env())
-    srv = Server(f"http://127.0.0.1:{port}", root, keys, proc, log)
-    try:
-        end = time.monotonic() + 30
-        while True:
-            assert proc.poll() is None, f"biomaj serve exited with {proc.returncode}: {log.read_text()}"
-            try:
-                with urllib.request.urlopen(srv.url + "/healthz", timeout=2):
-                    break
-            except (urllib.error.URLError, ConnectionError):
-                assert time.monotonic() < end, f"biomaj serve did not answer: {log.read_text()}"
-                time.sleep(0.1)  # the child is starting
+    with biomaj_server(tmp_path_factory.mktemp("biomaj-cli") / "root", biomaj_cmd, {"alice": False, "bob": False}) as srv:
         yield srv
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 0, log.read_text()
-    assert "Traceback" not in log.read_text()
 
 
 def run_cli(biomaj_cli: list[str], server: Server, *args: str, who: str | None = "alice") -> tuple[int, str]:
     key = ["--api-key", server.keys[who]] if who else []
     done = subprocess.run([*biomaj_cli, "--proxy", server.url, *key, *args], capture_output=True, text=True,
-                          timeout=120, env=_env())
+                          timeout=120, env=clean_env())
     assert "Traceback" not in done.stderr, done.stderr
     return done.returncode, done.stdout
 
@@ -157,7 +90,7 @@ def run_cli(biomaj_cli: list[str], server: Server, *args: str, who: str | None =
 def update(biomaj_cli, server: Server) -> dict:
     code, out = run_cli(biomaj_cli, server, "--update", "--bank", "example")
     assert code == 0 and out.startswith("Bank update request sent for example (job "), out
-    job = server.wait_job(JOB.search(out).group(1))
+    job = server.wait_job(JOB.search(out).group(1), "alice")
     assert job["state"] == "done", job
     return job
 
@@ -204,7 +137,7 @@ def test_a_bank_s_life_through_biomaj_cli(biomaj_cli, server):
     assert code == 0 and json.loads(out)["banks"][0][:3] == ["example", "nucleic", "1"], out
     code, out = run_cli(biomaj_cli, server, "--remove", "--bank", "example", "--release", "2")
     assert code == 0 and out.startswith("Bank removal request sent for example (job "), out
-    assert server.wait_job(JOB.search(out).group(1))["state"] == "done"
+    assert server.wait_job(JOB.search(out).group(1), "alice")["state"] == "done"
     code, out = run_cli(biomaj_cli, server, "--status", "--bank", "example", "--json")
     production = json.loads(out)["bank"]["production"]
     assert [row[2] for row in production["details"]] == ["1"], out

@@ -130,7 +130,7 @@ async def test_private_metrics_need_an_admin_key_and_show_banks(api):
         assert anonymous.status == 401 and anonymous.headers["WWW-Authenticate"].startswith("APIKEY")
         assert (await anonymous.json())["status"] == 401
         user = await client.get("/metrics", headers=api.headers("user"))
-        assert user.status == 403 and (await user.json()) == {"error": "admin rights needed", "status": 403}
+        assert user.status == 403 and (await user.json()) == {"error": "admin rights needed", "status": 403, "exit_code": 1}
         page = await scrape(client, api.headers("admin"))
     assert value(page, "biomaj_bank_jobs_total", bank="example", kind="update", result="done") == 1
     assert value(page, "biomaj_bank_last_update_timestamp_seconds", bank="example") > 0
