@@ -50,9 +50,10 @@ async def status(request: web.Request) -> web.Response:
 
 def api_operations() -> list:
     """Every documented REST operation, in the order of the OpenAPI document."""
-    from . import banks, daemon, reports_api, users_api
+    from . import banks, daemon, db, reports_api, users_api
 
-    return [*banks.api.operations, *reports_api.api.operations, *users_api.api.operations, *daemon.api.operations]
+    return [*banks.api.operations, *reports_api.api.operations, *users_api.api.operations, *daemon.api.operations,
+            *db.api.operations]
 
 
 def create_app(node: StatusSource) -> web.Application:
@@ -70,7 +71,9 @@ def create_app(node: StatusSource) -> web.Application:
     app.add_routes(routes)
     operations = api_operations()
     for operation in operations:
-        app.router.add_route(operation.method, operation.path, operation.handler)
+        app.router.add_route(operation.method, operation.router_path, operation.handler)
+        if operation.head:
+            app.router.add_route("HEAD", operation.router_path, operation.handler)
     openapi.add_routes(app, operations)
     metrics.setup(app)
     return app

@@ -33,6 +33,12 @@ class Operation:
     body: dict[str, Any] | None = None  # JSON schema of the request body
     responses: dict[int, str] = field(default_factory=dict)
     content_type: str = "application/json"  # of a successful answer
+    pattern: str | None = None  # the router's path when it differs from the documented one ({path:.*})
+    head: bool = False  # answer HEAD too
+
+    @property
+    def router_path(self) -> str:
+        return self.pattern or self.path
 
     @property
     def path_params(self) -> list[str]:
@@ -47,14 +53,14 @@ class Api:
 
     def route(self, method: str, path: str, *, summary: str, access: str, tag: str,
               query: tuple[tuple[str, str, str], ...] = (), body: dict[str, Any] | None = None,
-              responses: dict[int, str] | None = None,
-              content_type: str = "application/json") -> Callable[[Handler], Handler]:
+              responses: dict[int, str] | None = None, content_type: str = "application/json",
+              pattern: str | None = None, head: bool = False) -> Callable[[Handler], Handler]:
         if access not in ACCESS:
             raise ValueError(f"access must be one of {ACCESS}")
 
         def register(handler: Handler) -> Handler:
             self.operations.append(Operation(method, path, _guarded(handler, access), summary, access, tag,
-                                             query, body, responses or {}, content_type))
+                                             query, body, responses or {}, content_type, pattern, head))
             return handler
 
         return register

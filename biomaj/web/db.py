@@ -1,0 +1,418 @@
+"""`/db/<bank>/...`: the files of the banks' production releases over HTTP, read-only, with the REST
+API's visibility rules, in the URL layout of BioMAJ 3's `/db` (there an nginx serving data.dir, whose
+`dir.version` is usually the bank's name)::
+
+    /db/                                the banks the requester may see that have a production release
+    /db/<bank>/                         current/ (the published release, if any) and the directory of
+                                        every production release (<bank>_<release>) the store records
+    /db/<bank>/current/<path>           a file or directory of the published release
+    /db/<bank>/<bank>_<release>/<path>  a file or directory of that production release
+
+Rules, shared with the forward authentication of `/api/daemon/expose` (:func:`parse_db_path`,
+:func:`release_entry`, :func:`db_viewer`, :func:`exposed`):
+
+* Only production releases recorded in the store are reachable, at the directory the store records
+  (``data_dir/dir_version/prod_dir``); ``current`` is the production of the session the store says is
+  published, never whatever the ``current`` symlink points to. Pending and offline directories,
+  ``RELEASE.txt`` and anything else under data.dir are not served.
+* A URL path is a list of plain names: a ``.`` or ``..`` segment (raw or percent-encoded), a NUL, a
+  backslash or a hidden name (starting with ``.``) is refused before any file system access.
+  Consecutive slashes count as one, as in nginx and Apache.
+* The resolved path must lie inside the resolved release directory: a symlink leading out of it is
+  neither followed nor listed. A refused or missing path is a 404 either way (nothing tells them apart).
+* A directory is an HTML index in Apache 2.2's FancyIndexing layout (sizes in bytes, dates in UTC as
+  ``DD-Mon-YYYY HH:MM``), which BioMAJ's http protocol reads with no ``http.parse.*`` setting and BioMAJ 3
+  with its default regexps: a bank with ``protocol=http`` mirrors another server's release as is. A
+  directory asked without its trailing ``/`` is redirected (301), so that relative links work.
+* A file is aiohttp's FileResponse: Content-Length, Last-Modified, If-Modified-Since (304), one Range
+  (206, 416 when unsatisfiable), HEAD. Always the file's own bytes: no ``.gz`` sibling is served in its
+  place when the client accepts gzip (aiohttp's static-file negotiation is turned off).
+* Who: as the REST API (``Authorization: APIKEY <key>`` or ``X-API-KEY``), plus Basic ``login:apikey``
+  (the key must be the login's), which is what a BioMAJ bank's ``server.credentials`` sends: the owner
+  of a private bank can mirror it. ``expose=0`` (or false) in global.properties turns `/db` off (404).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import html
+import logging
+import os
+import re
+import stat
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from aiohttp import web
+
+from biomaj.config.properties import GlobalProperties
+from biomaj.reports import Viewer
+
+from .context import USERS_KEY, identity_of, node_of, viewer_of
+from .errors import ApiError
+from .registry import Api
+
+log = logging.getLogger(__name__)
+
+api = Api()
+TAG = "db"
+PREFIX = "/db"
+CURRENT = "current"
+CHALLENGE = {"WWW-Authenticate": 'Basic realm="biomaj", APIKEY realm="biomaj"'}
+MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+# --- which bank, release and file a URL designates ---------------------------------------------------
+
+
+class Refused(ValueError):
+    """A URL path that designates nothing servable: not under /db, or not a list of plain names."""
+
+
+@dataclass(frozen=True)
+class DbPath:
+    """What a `/db` URL path designates: nothing more (``/db``), a bank's directory (``release`` None),
+    or ``parts`` inside a release directory (``current`` or a production's ``prod_dir``)."""
+
+    bank: str | None
+    release: str | None = None
+    parts: tuple[str, ...] = ()
+    directory: bool = False  # the URL ends with "/"
+
+    @property
+    def names(self) -> list[str]:
+        return [n for n in (self.bank, self.release, *self.parts) if n is not None]
+
+    def url(self, directory: bool | None = None) -> str:
+        """The canonical (percent-encoded) URL path of the same target."""
+        path = PREFIX + "/" + "/".join(quote(n.encode("utf-8", "surrogateescape"), safe="") for n in self.names)
+        directory = self.directory if directory is None else directory
+        return path.rstrip("/") + "/" if directory else path.rstrip("/") or PREFIX
+
+    @property
+    def title(self) -> str:
+        """The decoded path of a directory, as an index page names it."""
+        return "/".join([PREFIX, *self.names]) + "/"
+
+
+def plain_name(name: str) -> bool:
+    """A name that can be a URL segment of /db: not empty, no slash, NUL nor backslash, not hidden
+    (``.``, ``..``, ``.anything``)."""
+    return bool(name) and not name.startswith(".") and not any(c in name for c in "/\\\x00")
+
+
+def parse_db_path(path: str) -> DbPath:
+    """The target of a URL path (already percent-decoded, as aiohttp's ``request.path`` or
+    ``unquote(urlsplit(uri).path)``): :class:`Refused` unless it is ``/db`` followed by plain names."""
+    if path != PREFIX and not path.startswith(PREFIX + "/"):
+        raise Refused(f"{path[:200]!r} is not under {PREFIX}/")
+    names = [n for n in path[len(PREFIX):].split("/") if n]
+    for name in names:
+        if not plain_name(name):
+            raise Refused(f"{name[:200]!r} is not a plain name (no '.' or '..', no hidden name, no NUL or backslash)")
+    return DbPath(bank=names[0] if names else None, release=names[1] if len(names) > 1 else None,
+                  parts=tuple(names[2:]), directory=path.endswith("/"))
+
+
+def published_entry(doc: dict[str, Any]) -> dict[str, Any] | None:
+    """The production entry of the published session, or None."""
+    current = doc.get("current")
+    if current is None:
+        return None
+    return next((p for p in doc.get("production") or [] if p.get("session") == current), None)
+
+
+def release_entry(doc: dict[str, Any], release: str) -> dict[str, Any] | None:
+    """The production entry that `/db/<bank>/<release>` designates: ``current`` or a ``prod_dir``."""
+    if release == CURRENT:
+        return published_entry(doc)
+    return next((p for p in doc.get("production") or [] if p.get("prod_dir") == release and release != CURRENT), None)
+
+
+def release_dir(entry: dict[str, Any]) -> Path | None:
+    """``data_dir/dir_version/prod_dir`` of a production entry; None when the record is not sane
+    (a relative data_dir, an absolute dir_version or one with '..', a prod_dir that is not a plain name)."""
+    data_dir, dir_version, prod_dir = (str(entry.get(k) or "") for k in ("data_dir", "dir_version", "prod_dir"))
+    if not (os.path.isabs(data_dir) and dir_version and not os.path.isabs(dir_version)
+            and ".." not in dir_version.split("/") and plain_name(prod_dir)):
+        return None
+    return Path(data_dir, dir_version, prod_dir)
+
+
+def exposed(config: Any) -> bool:
+    """False when global.properties says ``expose=0`` (or false): BioMAJ 3's switch for /db."""
+    props = GlobalProperties.load(config.global_properties)
+    return (props.get("expose") or "").strip().lower() not in ("0", "false")
+
+
+# --- who asks ----------------------------------------------------------------------------------------
+
+
+class BadCredentials(ValueError):
+    """Basic credentials that name nobody, or a key that is not the login's."""
+
+
+async def basic_identity(request: web.Request):
+    """The user of ``Authorization: Basic base64(login:apikey)``, None without Basic credentials;
+    :class:`BadCredentials` when the key is unknown or not the login's (BioMAJ 3's W31)."""
+    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "basic" or not value.strip():
+        return None
+    try:
+        login, _, key = base64.b64decode(value.strip(), validate=True).decode("utf-8").partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        raise BadCredentials("bad Basic credentials: base64 of login:apikey expected") from None
+    users = request.app[USERS_KEY]
+    who = await users.by_api_key(key) if users is not None and key else None
+    if who is None or who.name != login:
+        raise BadCredentials("wrong login or API key")
+    return who
+
+
+async def db_viewer(request: web.Request) -> tuple[Viewer, bool]:
+    """(the requester as the reports see it, whether authenticated), by API key or Basic login:apikey."""
+    viewer = viewer_of(request)
+    if identity_of(request) is not None:
+        return viewer, True
+    who = await basic_identity(request)
+    if who is None:
+        return viewer, False
+    return Viewer(who.name, viewer.admins | ({who.name} if who.admin else set())), True
+
+
+async def _visible(request: web.Request, name: str) -> dict[str, Any]:
+    """The bank's summary if the requester may see it: 404 unknown, 401/403 private."""
+    found = await node_of(request).store.list_banks([name])
+    if not found:
+        raise ApiError(404, f"no bank {name} in the store (it has never been updated)")
+    doc = found[0]
+    try:
+        viewer, authenticated = await db_viewer(request)
+    except BadCredentials as exc:
+        raise ApiError(401, str(exc), CHALLENGE) from None
+    if not viewer.can_see(doc):
+        if not authenticated:
+            raise ApiError(401, f"bank {name} is private: authenticate as its owner (APIKEY <key>, or Basic "
+                                "login:apikey)", CHALLENGE)
+        raise ApiError(403, f"bank {name} is private and you are not its owner")
+    return doc
+
+
+# --- the file system side (in a thread) ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of an index page."""
+
+    name: str
+    is_dir: bool
+    size: int | None
+    mtime: float
+
+
+def _inside(path: Path, root: Path) -> bool:
+    return path == root or root in path.parents
+
+
+def locate(directory: Path, parts: Sequence[str]) -> tuple[Path, os.stat_result, Path]:
+    """(real path, its stat, real release directory) of ``parts`` inside ``directory``, every symlink
+    resolved; FileNotFoundError when missing, when the path leaves the directory, or when it is
+    neither a regular file nor a directory."""
+    try:
+        root = directory.resolve(strict=True)
+        target = root.joinpath(*parts).resolve(strict=True)
+        info = target.stat()
+    except (OSError, RuntimeError, ValueError):  # missing, a symlink loop (RuntimeError before 3.13)
+        raise FileNotFoundError(str(directory)) from None
+    if not _inside(target, root):
+        log.warning("/db: %r leads out of %s (to %s): refused", "/".join(parts), directory, target)
+        raise FileNotFoundError(str(directory))
+    if not (stat.S_ISDIR(info.st_mode) or stat.S_ISREG(info.st_mode)) or not stat.S_ISDIR(root.stat().st_mode):
+        raise FileNotFoundError(str(directory))
+    return target, info, root
+
+
+def directory_rows(directory: Path, root: Path) -> list[Row]:
+    """The entries of ``directory`` an index shows: regular files and directories whose real path
+    stays in ``root``, without hidden names nor names that are not UTF-8 (they cannot round-trip)."""
+    rows = []
+    with os.scandir(directory) as entries:
+        for entry in entries:
+            name = entry.name
+            if not plain_name(name):
+                continue
+            try:
+                name.encode("utf-8")
+                if entry.is_symlink() and not _inside(Path(entry.path).resolve(strict=True), root):
+                    continue
+                info = entry.stat()
+            except (OSError, RuntimeError, UnicodeEncodeError):
+                continue
+            if stat.S_ISDIR(info.st_mode):
+                rows.append(Row(name, True, None, info.st_mtime))
+            elif stat.S_ISREG(info.st_mode):
+                rows.append(Row(name, False, info.st_size, info.st_mtime))
+    return sorted(rows, key=lambda r: r.name)
+
+
+def release_rows(doc: dict[str, Any]) -> list[Row]:
+    """The bank's directory: ``current`` (if published) and every production directory that exists."""
+    rows = []
+    published = published_entry(doc)
+    entries = [(CURRENT, published)] if published else []
+    entries += [(p.get("prod_dir"), p) for p in doc.get("production") or []]
+    for name, entry in entries:
+        path = release_dir(entry)
+        if path is None or not plain_name(str(name)) or (name == CURRENT and entry is not published):
+            continue
+        try:
+            info = path.stat()
+        except OSError:
+            continue
+        if stat.S_ISDIR(info.st_mode):
+            rows.append(Row(str(name), True, None, info.st_mtime))
+    return rows
+
+
+# --- the index page ----------------------------------------------------------------------------------
+
+
+def apache_date(epoch: float) -> str:
+    """``DD-Mon-YYYY HH:MM`` in UTC, whatever the locale."""
+    t = time.gmtime(epoch)
+    return f"{t.tm_mday:02d}-{MONTHS[t.tm_mon - 1]}-{t.tm_year:04d} {t.tm_hour:02d}:{t.tm_min:02d}"
+
+
+def index_page(url_path: str, rows: Iterable[Row], parent: bool = True) -> str:
+    """An Apache 2.2 FancyIndexing page (``<pre>`` layout): one line per entry, the icon's ``alt``
+    telling directories (``[DIR]``) from files (``[   ]``), then the link, the date and the size in
+    bytes. BioMAJ 3's default ``http.parse.dir.line``/``http.parse.file.line`` need the ``<img>``; the
+    style sheet hides it in browsers (there is no icon to show)."""
+    title = html.escape(_CONTROL.sub("?", url_path))
+    lines = ['<!DOCTYPE HTML PUBLIC "-//W3C//DTD HTML 3.2 Final//EN">', "<html>", " <head>",
+             f"  <title>Index of {title}</title>", "  <style>img{display:none}</style>", " </head>", " <body>",
+             f"<h1>Index of {title}</h1>", f"<pre>      Name{' ' * 46}Last modified      Size",
+             "<hr>"]
+    if parent:
+        lines.append('<img src="data:," alt="[PARENTDIR]"> <a href="../">Parent Directory</a>')
+    for row in rows:
+        href = quote(row.name.encode("utf-8"), safe="") + ("/" if row.is_dir else "")
+        text = html.escape(_CONTROL.sub("?", row.name)) + ("/" if row.is_dir else "")
+        pad = " " * max(1, 50 - len(row.name) - row.is_dir)
+        size = "-" if row.is_dir else str(row.size)
+        alt = "[DIR]" if row.is_dir else "[   ]"
+        lines.append(f'<img src="data:," alt="{alt}"> <a href="{href}">{text}</a>{pad}'
+                     f"{apache_date(row.mtime)}  {size:>5}")
+    lines += ["<hr></pre>", "</body></html>", ""]
+    return "\n".join(lines)
+
+
+def _index_response(url_path: str, rows: list[Row], parent: bool = True) -> web.Response:
+    response = web.Response(text=index_page(url_path, rows, parent), content_type="text/html", charset="utf-8")
+    response.enable_compression()  # only when the client accepts it (BioMAJ's http protocol asks for gzip)
+    return response
+
+
+class StoredFileResponse(web.FileResponse):
+    """A file's own bytes: aiohttp would otherwise send ``x.gz`` (with Content-Encoding) in place of
+    ``x`` to a client accepting gzip, which is not what a mirror asked for."""
+
+    def _get_file_path_stat_encoding(self, accept_encoding: str):
+        return super()._get_file_path_stat_encoding("")
+
+
+# --- the routes --------------------------------------------------------------------------------------
+
+
+def _route(path: str, pattern: str, **doc: Any):
+    """A GET (and HEAD) route whose router ``pattern`` spans directories (aiohttp's ``{path:...}``),
+    which the OpenAPI template ``path`` cannot say."""
+    return api.route("GET", path, access="public", tag=TAG, pattern=pattern, head=True, **doc)
+
+
+def _not_found(target: DbPath) -> ApiError:
+    return ApiError(404, f"{target.url()} not found")
+
+
+async def _serve(request: web.Request) -> web.StreamResponse:
+    node = node_of(request)
+    if not exposed(node.config):
+        raise ApiError(404, "/db is turned off on this server (expose=0 in global.properties)")
+    try:
+        target = parse_db_path(request.path)
+    except Refused as exc:
+        raise ApiError(404, f"not found: {exc}") from None
+    if target.bank is None:
+        return await _banks_index(request, target)
+    doc = await _visible(request, target.bank)
+    if not target.directory and (target.release is None or not target.parts):
+        raise web.HTTPMovedPermanently(target.url(directory=True))  # a bank or release directory
+    if target.release is None:
+        rows = await asyncio.to_thread(release_rows, doc)
+        return _index_response(target.title, rows)
+    entry = release_entry(doc, target.release)
+    directory = release_dir(entry) if entry is not None else None
+    if directory is None:
+        raise ApiError(404, f"bank {target.bank} has no published release" if target.release == CURRENT
+                       else f"bank {target.bank} has no production release in {target.release}")
+    try:
+        path, info, root = await asyncio.to_thread(locate, directory, target.parts)
+    except FileNotFoundError:
+        raise _not_found(target) from None
+    if stat.S_ISDIR(info.st_mode):
+        if not target.directory:
+            raise web.HTTPMovedPermanently(target.url(directory=True))
+        try:
+            rows = await asyncio.to_thread(directory_rows, path, root)
+        except OSError:
+            raise _not_found(target) from None
+        return _index_response(target.title, rows)
+    if target.directory:  # "file/"
+        raise _not_found(target)
+    return StoredFileResponse(path)
+
+
+async def _banks_index(request: web.Request, target: DbPath) -> web.StreamResponse:
+    if not target.directory:
+        raise web.HTTPMovedPermanently(PREFIX + "/")
+    try:
+        viewer, _ = await db_viewer(request)
+    except BadCredentials as exc:
+        raise ApiError(401, str(exc), CHALLENGE) from None
+    banks = [b for b in await node_of(request).store.list_banks() if viewer.can_see(b) and b.get("production")
+             and plain_name(str(b.get("name") or ""))]
+    rows = [Row(b["name"], True, None, max((p["session"] for p in b["production"]
+                                            if isinstance(p.get("session"), (int, float))), default=0))
+            for b in banks]
+    return _index_response(PREFIX + "/", rows, parent=False)
+
+
+@_route("/db/", pattern="/db{slash:/?}", summary="An HTML index of the banks the requester may see that have a "
+        "production release (`/db` redirects here)", content_type="text/html",
+        responses={200: "an index page", 301: "/db redirects to /db/"})
+async def db_banks(request: web.Request) -> web.StreamResponse:
+    return await _serve(request)
+
+
+@_route("/db/{bank}/{path}", pattern="/db/{bank}{path:(?:/.*)?}",
+        summary="A file of a bank's production release, or an HTML index of a directory: `{path}` is "
+        "`current/...` (the published release) or `<bank>_<release>/...`, empty for the list of releases; "
+        "Range, If-Modified-Since and HEAD as for static files", content_type="application/octet-stream",
+        responses={200: "a file, or an HTML index of a directory", 206: "the requested range of a file",
+                   301: "a directory asked without its trailing /", 304: "not modified since If-Modified-Since",
+                   401: "private bank: authenticate as its owner (APIKEY, or Basic login:apikey)",
+                   403: "private bank of another user"})
+async def db_files(request: web.Request) -> web.StreamResponse:
+    return await _serve(request)
+
+
+__all__ = ["CURRENT", "BadCredentials", "DbPath", "Refused", "api", "basic_identity", "db_viewer", "exposed",
+           "parse_db_path", "release_dir", "release_entry"]
