@@ -252,7 +252,7 @@ MAIL = (
     _g("mail.user", None, "str", "SMTP login, used when not empty."),
     _g("mail.password", None, "str", "SMTP password."),
     _g("mail.tls", None, "bool", "Use STARTTLS."),
-    _g("mail.body.tail", None, "int", "Number of bytes of the log put in the mail body (the first ones)."),
+    _g("mail.body.tail", None, "int", "Number of bytes from the end of the log put in the mail body."),
     _g("mail.body.attach", None, "int", "Attach the log when it is smaller than this many bytes."),
     _g("mail.template.subject", None, "path", "Jinja2 template of the mail subject."),
     _g("mail.template.body", None, "path", "Jinja2 template of the mail body."),
@@ -402,6 +402,10 @@ def render_markdown() -> str:
             default = _cell(s.default) + (" (built-in)" if s.builtin else "")
             lines.append(f"| `{s.name}` | {default} | {s.kind} | {s.scope} | {_text(s.help)} |")
         lines.append("")
+        if group is MAIL:
+            from biomaj.notify.docs import DOC_SECTION
+
+            lines.append(DOC_SECTION)
     return "\n".join(lines)
 
 

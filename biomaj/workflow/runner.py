@@ -16,6 +16,7 @@ from typing import Any
 
 from biomaj.config.check import refuse_invalid
 from biomaj.errors import BiomajError
+from biomaj.notify import BankAction, notify_bank_action
 
 from . import files as fs
 from . import locks, publishing
@@ -126,8 +127,9 @@ def _refuse_if_busy(bank: Bank, run: RunContext, resume_job: bool) -> None:
 
 
 async def update_bank(run: RunContext, name: str, options: UpdateOptions, *, depends: bool = True,
-                      resume_job: bool = False) -> Outcome:
-    """Update bank ``name``: the whole workflow, resumable. Dependencies are updated first."""
+                      resume_job: bool = False, notify: bool = True) -> Outcome:
+    """Update bank ``name``: the whole workflow, resumable. Dependencies are updated first.
+    ``notify``: mail the admins (mail.*) once recorded; not for a dependency, as in BioMAJ 3."""
     for option in ("from_task", "stop_before", "stop_after"):
         check_task_name("--" + option.replace("_", "-"), getattr(options, option), UPDATE_TASKS)
     bank = load_bank(run, name)
@@ -170,6 +172,8 @@ async def update_bank(run: RunContext, name: str, options: UpdateOptions, *, dep
             stopped=workflow.stopped, cancelled=workflow.cancelled, log_file=str(log_file),
         )
         bank_log.info("Workflow:%s", _summary(outcome))
+        if notify:
+            await notify_bank_action(bank.props, BankAction.from_session(name, "update", session, ok=ok), log=bank_log)
     return outcome
 
 
@@ -282,6 +286,8 @@ async def remove_bank_release(run: RunContext, name: str, release: str) -> Outco
     await bank.save_session(run.store, session, run.user)
     await run.store.add_history({"bank": name, "error": not ok, "start": start, "end": time.time(),
                                  "action": "remove", "updated": None})
+    with session_logger(bank, start) as (bank_log, _):  # the same session log, appended to
+        await notify_bank_action(bank.props, BankAction.from_session(name, "remove", session, ok=ok), log=bank_log)
     if not ok:
         raise BiomajError(f"remove {entry['release']} of {name} failed: {error}")
     return Outcome(True, name, "remove", release=entry["release"], log_file=session["log_file"])
@@ -317,7 +323,11 @@ async def remove_all(run: RunContext, name: str, force: bool = False) -> Outcome
         locks.release(bank.lock_dir, name, holder)
     await run.store.add_history({"bank": name, "error": False, "start": start, "end": time.time(),
                                  "action": "remove", "updated": None})
-    return Outcome(True, name, "remove-all", details={"releases": [e["release"] for e in doc.get("production") or []]})
+    releases = [e["release"] for e in doc.get("production") or []]
+    await notify_bank_action(bank.props, BankAction(  # its logs are gone: no log in the mail (as BioMAJ 3)
+        name, "remove-all", status=True, release="all", remove=True,
+        message=f"Bank {name} removed with its releases: {', '.join(releases) or 'none'}"))
+    return Outcome(True, name, "remove-all", details={"releases": releases})
 
 
 async def remove_pending(run: RunContext, name: str, release: str | None = None) -> Outcome:
@@ -376,6 +386,8 @@ async def repair(run: RunContext, name: str, release: str | None = None) -> Outc
     await bank.record_outcome(run.store, session)
     await run.store.add_history({"bank": name, "error": False, "start": start, "end": time.time(),
                                  "action": "repair", "updated": True})
+    await notify_bank_action(bank.props, BankAction.from_session(
+        name, "repair", session, message=f"Release {session['release']} of {name} repaired: recorded as finished"))
     return Outcome(True, name, "repair", release=session["release"], session_id=session["id"],
                    details={"repaired": True})
 

@@ -171,7 +171,7 @@ class UpdateWorkflow(Workflow):
         for name in dependency_order(self.bank):
             self.check_cancel()
             self.log.info("Workflow:wf_depends:updating %s", name)
-            outcome = await update_bank(self.run_ctx, name, UpdateOptions(), depends=False)
+            outcome = await update_bank(self.run_ctx, name, UpdateOptions(), depends=False, notify=False)
             dep = DependencyRun(name, outcome.ok, outcome.updated, outcome.release, outcome.release_dir)
             self.dependencies[name] = dep
             self.session["depends"][name] = outcome.ok

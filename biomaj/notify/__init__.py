@@ -1,0 +1,6 @@
+"""Notifications of bank actions: a mail to the bank's admins after an update, a remove, a
+remove-all or a repair (BioMAJ 3's ``Notify``). See :mod:`biomaj.notify.mail`."""
+
+from .mail import MAIL_TIMEOUT, BankAction, notify_bank_action
+
+__all__ = ["MAIL_TIMEOUT", "BankAction", "notify_bank_action"]
