@@ -132,3 +132,11 @@ def test_web_port_from_the_environment(biomaj_root, biomaj_cmd, free_port):
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=10)
     assert proc.returncode == 0
+
+
+@pytest.mark.parametrize("node_id", ["", "   "])
+def test_an_empty_node_id_is_refused_before_anything_starts(biomaj_root, biomaj_cmd, node_id):
+    result = subprocess.run([*biomaj_cmd, "-c", str(biomaj_root / "config.yml"), "serve", "--all", "--node-id", node_id],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2 and "Invalid value for --node-id: must not be empty" in result.stderr
+    assert "started" not in result.stderr
