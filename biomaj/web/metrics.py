@@ -182,37 +182,35 @@ class Metrics:
             snapshot: dict[str, Any] = {"up": {}}
             store, state, bus = (getattr(node, name, None) for name in ("store", "state", "bus"))
             if store is not None:
-                try:
-                    async with asyncio.timeout(SOURCE_TIMEOUT):
-                        finished, active = await self._tracker.read(store)
+                jobs = await _read(snapshot, "store", "the jobs from the store", self._tracker.read(store))
+                if jobs is not None:
+                    finished, active = jobs
                     for job in finished:
                         self.count_job(job)
                     snapshot["active"] = Tally(str(job.get("state")) for job in active)
-                    snapshot["up"]["store"] = True
-                except Exception as exc:  # noqa: BLE001
-                    log.warning("metrics: cannot read the jobs from the store: %s", exc or type(exc).__name__)
-                    snapshot["up"]["store"] = False
             if state is not None:
-                try:
-                    async with asyncio.timeout(SOURCE_TIMEOUT):
-                        snapshot["nodes"] = await state.nodes()
-                    snapshot["up"]["state"] = True
-                except Exception as exc:  # noqa: BLE001
-                    log.warning("metrics: cannot read the nodes from the state: %s", exc or type(exc).__name__)
-                    snapshot["up"]["state"] = False
+                snapshot["nodes"] = await _read(snapshot, "state", "the nodes from the state", state.nodes())
             if bus is not None:
-                try:
-                    async with asyncio.timeout(SOURCE_TIMEOUT):
-                        snapshot["queues"] = await bus.queue_depths()
-                    snapshot["up"]["bus"] = True
-                except Exception as exc:  # noqa: BLE001
-                    log.warning("metrics: cannot read the queue depths from the bus: %s", exc or type(exc).__name__)
-                    snapshot["up"]["bus"] = False
+                snapshot["queues"] = await _read(snapshot, "bus", "the queue depths from the bus", bus.queue_depths())
             snapshot["actors"] = [a for a in getattr(node, "actors", ()) if hasattr(a, "succeeded")]
-            self._snapshot = snapshot
+            self._snapshot = {k: v for k, v in snapshot.items() if v is not None}
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+async def _read(snapshot: dict[str, Any], source: str, what: str, reading: Awaitable[Any]) -> Any:
+    """``reading``'s value within SOURCE_TIMEOUT, with ``snapshot["up"][source]`` saying whether
+    it came; None (and a warning) when the source failed."""
+    try:
+        async with asyncio.timeout(SOURCE_TIMEOUT):
+            value = await reading
+    except Exception as exc:  # noqa: BLE001 - a source that is down must not break /metrics
+        log.warning("metrics: cannot read %s: %s", what, exc or type(exc).__name__)
+        snapshot["up"][source] = False
+        return None
+    snapshot["up"][source] = True
+    return value
 
 
 def _number(value: Any) -> bool:
