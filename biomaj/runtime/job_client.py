@@ -32,6 +32,15 @@ QUEUED_WARNING = 30.0
 log = logging.getLogger(__name__)
 
 
+async def deliver(event: JobEvent, on_event: OnEvent | None, kind: str, bank: str) -> bool:
+    """Hand a job's event to ``on_event``; True when it is the job's final one."""
+    if on_event is not None:
+        maybe = on_event(event)
+        if maybe is not None:
+            await maybe
+    return event.bank == bank and event.kind == kind and event.state in FINAL_JOB_STATES
+
+
 class JobClient:
     """Submits jobs to the managers listening on ``bus`` and follows them; use as
     ``async with client``. Subclasses add actors or checks."""
@@ -106,11 +115,7 @@ class JobClient:
                     break
                 if not isinstance(event, JobEvent) or event.job_id != job_id:
                     continue
-                if on_event is not None:
-                    maybe = on_event(event)
-                    if maybe is not None:
-                        await maybe
-                if event.bank == bank and event.kind == kind and event.state in FINAL_JOB_STATES:
+                if await deliver(event, on_event, kind, bank):
                     break
         job = await self.store.get_job(job_id)
         if job is None:

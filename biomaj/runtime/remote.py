@@ -20,7 +20,7 @@ from urllib.parse import quote
 from biomaj.bus.messages import JobEvent
 from biomaj.client.api import ApiClient
 from biomaj.errors import BiomajError
-from biomaj.runtime.job_client import QUEUED_WARNING, STORE_POLL, OnEvent
+from biomaj.runtime.job_client import QUEUED_WARNING, STORE_POLL, OnEvent, deliver
 from biomaj.storage.base import FINAL_JOB_STATES
 
 log = logging.getLogger(__name__)
@@ -130,11 +130,7 @@ class Remote:
             job_event = JobEvent(job_id=job_id, bank=event["bank"], kind=event["kind"], state=event["state"],
                                  step=event.get("step"), message=event.get("message") or "",
                                  progress=event.get("progress") or {})
-            if on_event is not None:
-                maybe = on_event(job_event)
-                if maybe is not None:
-                    await maybe
-            if job_event.bank == bank and job_event.kind == kind and job_event.state in FINAL_JOB_STATES:
+            if await deliver(job_event, on_event, kind, bank):
                 return
 
     async def cancel(self, job_id: str) -> dict:
