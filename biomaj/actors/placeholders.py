@@ -10,7 +10,7 @@ log = logging.getLogger(__name__)
 
 
 class IdleActor:
-    """An actor with nothing to consume yet (scheduler, auth, ftp): it only starts and stops."""
+    """An actor with nothing to consume yet (auth): it only starts and stops."""
 
     def __init__(self, name: str, description: str):
         self.name = name

@@ -194,3 +194,6 @@ def _register_bank_commands() -> None:
 
 
 _register_bank_commands()
+from biomaj.cli.schedule import schedule as _schedule  # noqa: E402 - a group of its own module
+
+ctl.add_command(_schedule)

@@ -8,6 +8,7 @@ the file, so that the same image runs in a container without editing it.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import socket
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Any, Literal, Mapping
 from urllib.parse import quote
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from biomaj.errors import ConfigError
 
@@ -50,6 +51,92 @@ class WebSettings(_Section):
     max_request_bytes: int = Field(
         1024 * 1024, ge=1024, description="Largest request body accepted, in bytes; a larger one gets 413."
     )
+
+
+class FtpSettings(_Section):
+    """The ftp actor: a read-only FTP view of the published releases (see docs/operations.md)."""
+
+    enabled: bool = Field(
+        False, description="Listen for FTP clients; false: the ftp role's actor stays idle (opening a port is a choice).",
+    )
+    host: str = Field(
+        "127.0.0.1",
+        description="Address the FTP server listens on (0.0.0.0 to serve every interface; BioMAJ 3's `listen` is read too).",
+    )
+    port: int = Field(
+        2121, ge=0, le=65535,
+        description="TCP port of the FTP control connection (21 needs root; 2121 is the port BioMAJ 3's compose file publishes).",
+    )
+    passive_ports: str = Field(
+        "",
+        description="Data ports for passive mode, FIRST-LAST (e.g. 30000-30009; BioMAJ 3's passive_ports_start/_end are "
+        "read too); each open session holds one; empty: any port the system gives.",
+    )
+    masquerade_address: str = Field(
+        "",
+        description="IPv4 address sent in PASV replies when clients reach the server through NAT (env MASQUERADE_ADDRESS); "
+        "empty: the address the client connected to.",
+    )
+    anonymous: bool = Field(
+        True,
+        description="Accept the logins anonymous, ftp and biomaj_default (BioMAJ 3's) with any password: they see the "
+        "public banks only.",
+    )
+    max_connections: int = Field(64, ge=1, description="FTP sessions served at once; one more gets 421 and is closed.")
+    idle_timeout: float = Field(
+        300.0, gt=0, description="Seconds a session may send no command while no transfer runs before it is closed.",
+    )
+    data_timeout: float = Field(
+        60.0, gt=0,
+        description="Seconds a data connection may wait to be opened or make no progress before the transfer is aborted.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _upstream_names(cls, data: Any) -> Any:
+        """BioMAJ 3's biomaj-ftp keys: ``listen``, ``passive_ports_start`` and ``passive_ports_end``."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        if "listen" in data:
+            data.setdefault("host", data.pop("listen"))
+        start, end = data.pop("passive_ports_start", None), data.pop("passive_ports_end", None)
+        if start is not None or end is not None:
+            data.setdefault("passive_ports", f"{start if start is not None else end}-{end if end is not None else start}")
+        return data
+
+    @field_validator("passive_ports")
+    @classmethod
+    def _port_range(cls, value: str) -> str:
+        value = value.strip()
+        if value:
+            first, sep, last = value.partition("-")
+            try:
+                low, high = int(first), int(last if sep else first)
+            except ValueError:
+                raise ValueError("expected FIRST-LAST, such as 30000-30009") from None
+            if not 1 <= low <= high <= 65535:
+                raise ValueError("expected FIRST-LAST with 1 <= FIRST <= LAST <= 65535")
+        return value
+
+    @field_validator("masquerade_address")
+    @classmethod
+    def _ipv4(cls, value: str) -> str:
+        value = value.strip()
+        if value:
+            try:
+                ipaddress.IPv4Address(value)
+            except ValueError:
+                raise ValueError("expected an IPv4 address such as 203.0.113.7 (PASV replies carry no host name)") from None
+        return value
+
+    @property
+    def data_ports(self) -> range | None:
+        """The passive ports, or None for any."""
+        if not self.passive_ports:
+            return None
+        first, _, last = self.passive_ports.partition("-")
+        return range(int(first), int(last or first) + 1)
 
 
 class StorageSettings(_Section):
@@ -144,6 +231,33 @@ class LimitsSettings(_Section):
     processes: int = Field(2, ge=1, description="Processes run in parallel by a processor.")
 
 
+class SchedulerSettings(_Section):
+    """The scheduler actor: cron schedules (`biomaj ctl schedule`) and release-driven updates (schedule.auto); see docs/scheduling.md."""
+
+    tick: float = Field(10.0, gt=0, le=60, description="Seconds between two looks of the scheduler at its schedules.")
+    missed: Literal["skip", "catch_up"] = Field(
+        "skip", description="A run that no scheduler fired in time (every scheduler node was down): skip it, as cron does, or catch_up: fire it once, late (several missed runs fire once)."
+    )
+    missed_after: float = Field(300.0, gt=0, description="Seconds after its time when a run not yet fired counts as missed.")
+    timezone: str = Field("", description="IANA time zone of the cron expressions, e.g. Europe/Paris; empty: each scheduler node's local time.")
+    run_as: str = Field(
+        "biomaj", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.@+-]{0,63}$",
+        description="User the release-driven updates run as (BioMAJ 3's biomaj.run_as): an admin, or the owner of the banks.",
+    )
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_time_zone(cls, value: str) -> str:
+        if value:
+            from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+            try:
+                ZoneInfo(value)
+            except (ZoneInfoNotFoundError, ValueError):
+                raise ValueError(f"unknown time zone {value!r}; expected an IANA name such as Europe/Paris or UTC") from None
+        return value
+
+
 class LoggingSettings(_Section):
     """Application logs (bank session logs are separate, under log.dir)."""
 
@@ -165,6 +279,7 @@ class ServiceConfig(_Section):
         "conf/global.properties", description="BioMAJ 3 global properties file (relative to root)."
     )
     web: WebSettings = Field(default_factory=WebSettings, description=WebSettings.__doc__)
+    ftp: FtpSettings = Field(default_factory=FtpSettings, description=FtpSettings.__doc__)
     storage: StorageSettings = Field(default_factory=StorageSettings, description=StorageSettings.__doc__)
     bus: BusSettings = Field(default_factory=BusSettings, description=BusSettings.__doc__)
     state: StateSettings = Field(default_factory=StateSettings, description=StateSettings.__doc__)
@@ -174,6 +289,7 @@ class ServiceConfig(_Section):
     node: NodeSettings = Field(default_factory=NodeSettings, description=NodeSettings.__doc__)
     auth: AuthSettings = Field(default_factory=AuthSettings, description=AuthSettings.__doc__)
     limits: LimitsSettings = Field(default_factory=LimitsSettings, description=LimitsSettings.__doc__)
+    scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings, description=SchedulerSettings.__doc__)
     logging: LoggingSettings = Field(default_factory=LoggingSettings, description=LoggingSettings.__doc__)
 
 
@@ -262,6 +378,7 @@ ENV_OVERRIDES: dict[str, tuple[str, str, type]] = {
     "REDIS_PREFIX": ("redis", "prefix", str),
     "MONGO_URL": ("mongo", "url", str),
     "MONGO_DB": ("mongo", "db", str),
+    "MASQUERADE_ADDRESS": ("ftp", "masquerade_address", str),
 }
 
 

@@ -214,6 +214,8 @@ RELEASE = (
     _b("release.plugin_args", None, "comma-list", "Arguments of release.plugin (k=v,k2=v2)."),
     _b("ref.release", None, "str", "Computed bank: take the release from this dependency bank."),
     _b("releaseonly", None, "bool", "Internal: set by the release check so that download stops after finding the release."),
+    _b("schedule.auto", "0", "bool", "Release-driven updates (biomaj-release in BioMAJ 3, where it defaulted to true): the scheduler checks the remote release, at most daily with a back-off, and queues an update when it is not the one in production; see docs/scheduling.md."),
+    _b("schedule.delay", "1", "int", "Release-driven updates: the least number of days between two release checks of the bank (the back-off never checks more often)."),
 )
 
 DEPENDENCIES = (
@@ -266,8 +268,6 @@ def _legacy(name: str, scope: str = "bank", kind: str = "str", default: str | No
 LEGACY = (
     _b("db.post.process", None, "comma-list", "Not read by BioMAJ 3: use BLOCKS and <BLOCK>.db.post.process.", legacy=True),
     _legacy("frequency.update"),
-    _legacy("schedule.auto"),
-    _legacy("schedule.delay"),
     _legacy("release.file.compressed"),
     _legacy("remote.excluded.files"),
     _legacy("local.files.excluded"),

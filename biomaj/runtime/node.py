@@ -82,10 +82,23 @@ class Node:
         if name == "web":
             web = self.config.settings.web
             return WebActor(self, web.host, web.port)
+        if name == "scheduler":
+            from biomaj.actors.scheduler import SchedulerActor, SchedulerSettings
+            from biomaj.runtime.identity import admins_of
+
+            assert self.store is not None
+            settings = SchedulerSettings(grace=grace, **self.config.settings.scheduler.model_dump())
+            return SchedulerActor(self.bus, settings, store=self.store, global_properties=self.config.global_properties,
+                                  admins=admins_of(self.config))
+        if name == "ftp":
+            from biomaj.ftp.actor import FtpActor
+            from biomaj.runtime.identity import users_of
+
+            assert self.store is not None
+            return FtpActor(self.config.settings.ftp, self.store, users_of(self.config, self.store), grace=grace,
+                            asked=set(self.roles) != set(ROLES))
         descriptions = {
             "auth": "users and API keys",
-            "scheduler": "cron schedules and release-driven updates",
-            "ftp": "read-only FTP view of published releases",
         }
         return IdleActor(name, descriptions[name])
 

@@ -303,11 +303,13 @@ class Store(abc.ABC):
         """Delete one key of the user; False if absent."""
 
     # ---- schedules -------------------------------------------------------------------------
-    # {name, cron, banks[], user, enabled, last_run, next_run, ...}
+    # {name, kind, cron, banks[], user, last_run, next_run, ...}: biomaj.scheduler.schedules
 
     @abc.abstractmethod
-    async def put_schedule(self, name: str, doc: Mapping[str, Any]) -> None:
-        """Create or replace the schedule (``name`` in the stored document is ``name``)."""
+    async def put_schedule(self, name: str, doc: Mapping[str, Any], *, replace: bool = True) -> bool:
+        """Create or replace the schedule (``name`` in the stored document is ``name``); True if
+        written. With ``replace=False`` an existing schedule is left as it is (False): of two
+        writers creating one schedule at once, one creates it."""
 
     @abc.abstractmethod
     async def get_schedule(self, name: str) -> Doc | None:
@@ -324,6 +326,19 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def delete_schedule(self, name: str) -> bool:
         """Delete the schedule; False if absent."""
+
+    @abc.abstractmethod
+    async def claim_schedule_run(self, name: str, run: float, *, previous: float | None,
+                                 fields: Mapping[str, Any] | None = None) -> bool:
+        """Compare-and-set of ``last_run``: when the schedule's ``last_run`` is ``previous``
+        (None: unset or null), set it to ``run``, with ``fields`` in the same atomic write, and
+        return True; otherwise change nothing and return False. NotFound if there is no such
+        schedule.
+
+        This is how schedulers on several nodes share one schedule: each reads the document,
+        works out the run that is due, and only the one whose claim succeeds fires it.
+        (MongoDB: ``find_one_and_update({name, last_run: previous}, {$set: ...})``.)
+        """
 
     # ---- durable jobs ----------------------------------------------------------------------
     # {id, kind, bank, options, user, state, dedup_key, worker, attempts, created, started,

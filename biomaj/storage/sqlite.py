@@ -583,12 +583,12 @@ class SQLiteStore(Store):
             "DELETE FROM api_keys WHERE user = ? AND id = ?", (name, key_id)
         ) > 0
 
-    async def put_schedule(self, name: str, doc: Mapping[str, Any]) -> None:
-        await self._write(
-            "INSERT INTO schedules (name, doc) VALUES (?, ?)"
-            " ON CONFLICT (name) DO UPDATE SET doc = excluded.doc",
+    async def put_schedule(self, name: str, doc: Mapping[str, Any], *, replace: bool = True) -> bool:
+        conflict = "DO UPDATE SET doc = excluded.doc" if replace else "DO NOTHING"
+        return await self._write(
+            f"INSERT INTO schedules (name, doc) VALUES (?, ?) ON CONFLICT (name) {conflict}",
             (name, _dump({**doc, "name": name})),
-        )
+        ) > 0
 
     async def get_schedule(self, name: str) -> Doc | None:
         return await self._get_doc("schedules", name)
@@ -603,6 +603,22 @@ class SQLiteStore(Store):
 
     async def delete_schedule(self, name: str) -> bool:
         return await self._write("DELETE FROM schedules WHERE name = ?", (name,)) > 0
+
+    async def claim_schedule_run(self, name: str, run: float, *, previous: float | None,
+                                 fields: Mapping[str, Any] | None = None) -> bool:
+        fields = dict(fields or {})
+        if "name" in fields or "last_run" in fields:
+            raise ValueError(f"schedule {name}: fields cannot set 'name' or 'last_run'")
+        async with self._tx(write=True) as db:  # BEGIN IMMEDIATE: the read and the write are one step
+            row = await self._one(db, "SELECT doc FROM schedules WHERE name = ?", (name,))
+            if row is None:
+                raise NotFound(f"schedule {name}: not in the store")
+            doc = _load(row[0])
+            if doc.get("last_run") != previous:
+                return False
+            doc.update(fields, last_run=run)
+            await db.execute("UPDATE schedules SET doc = ? WHERE name = ?", (_dump(doc), name))
+            return True
 
     # ---- durable jobs ----------------------------------------------------------------------
 

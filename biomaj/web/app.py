@@ -51,9 +51,10 @@ async def status(request: web.Request) -> web.Response:
 def api_operations() -> list:
     """Every documented REST operation, in the order of the OpenAPI document."""
     from . import banks, daemon, db, reports_api, users_api
+    from .schedules_api import api as schedules
 
     return [*banks.api.operations, *reports_api.api.operations, *users_api.api.operations, *daemon.api.operations,
-            *db.api.operations]
+            *db.api.operations, *schedules.operations]
 
 
 def create_app(node: StatusSource) -> web.Application:

@@ -9,7 +9,8 @@ API's visibility rules, in the URL layout of BioMAJ 3's `/db` (there an nginx se
     /db/<bank>/<bank>_<release>/<path>  a file or directory of that production release
 
 Rules, shared with the forward authentication of `/api/daemon/expose` (:func:`parse_db_path`,
-:func:`release_entry`, :func:`db_viewer`, :func:`exposed`):
+:func:`release_entry`, :func:`db_viewer`, :func:`exposed`) and, for the tree itself, with the FTP view
+(the transport-independent part lives in :mod:`biomaj.published`):
 
 * Only production releases recorded in the store are reachable, at the directory the store records
   (``data_dir/dir_version/prod_dir``); ``current`` is the production of the session the store says is
@@ -39,19 +40,20 @@ import base64
 import binascii
 import html
 import logging
-import os
 import re
 import stat
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 from aiohttp import web
 
-from biomaj.config.properties import GlobalProperties
+from biomaj.published import (
+    CURRENT, Refused, Row, bank_rows, directory_rows, exposed, locate, plain_name, published_entry, release_dir,
+    release_entry, release_rows, split_names,
+)
 from biomaj.reports import Viewer
 
 from .context import USERS_KEY, identity_of, node_of, viewer_of
@@ -63,17 +65,12 @@ log = logging.getLogger(__name__)
 api = Api()
 TAG = "db"
 PREFIX = "/db"
-CURRENT = "current"
 CHALLENGE = {"WWW-Authenticate": 'Basic realm="biomaj", APIKEY realm="biomaj"'}
 MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 # --- which bank, release and file a URL designates ---------------------------------------------------
-
-
-class Refused(ValueError):
-    """A URL path that designates nothing servable: not under /db, or not a list of plain names."""
 
 
 @dataclass(frozen=True)
@@ -102,54 +99,14 @@ class DbPath:
         return "/".join([PREFIX, *self.names]) + "/"
 
 
-def plain_name(name: str) -> bool:
-    """A name that can be a URL segment of /db: not empty, no slash, NUL nor backslash, not hidden
-    (``.``, ``..``, ``.anything``)."""
-    return bool(name) and not name.startswith(".") and not any(c in name for c in "/\\\x00")
-
-
 def parse_db_path(path: str) -> DbPath:
     """The target of a URL path (already percent-decoded, as aiohttp's ``request.path`` or
     ``unquote(urlsplit(uri).path)``): :class:`Refused` unless it is ``/db`` followed by plain names."""
     if path != PREFIX and not path.startswith(PREFIX + "/"):
         raise Refused(f"{path[:200]!r} is not under {PREFIX}/")
-    names = [n for n in path[len(PREFIX):].split("/") if n]
-    for name in names:
-        if not plain_name(name):
-            raise Refused(f"{name[:200]!r} is not a plain name (no '.' or '..', no hidden name, no NUL or backslash)")
+    names = split_names(path[len(PREFIX):])
     return DbPath(bank=names[0] if names else None, release=names[1] if len(names) > 1 else None,
                   parts=tuple(names[2:]), directory=path.endswith("/"))
-
-
-def published_entry(doc: dict[str, Any]) -> dict[str, Any] | None:
-    """The production entry of the published session, or None."""
-    current = doc.get("current")
-    if current is None:
-        return None
-    return next((p for p in doc.get("production") or [] if p.get("session") == current), None)
-
-
-def release_entry(doc: dict[str, Any], release: str) -> dict[str, Any] | None:
-    """The production entry that `/db/<bank>/<release>` designates: ``current`` or a ``prod_dir``."""
-    if release == CURRENT:
-        return published_entry(doc)
-    return next((p for p in doc.get("production") or [] if p.get("prod_dir") == release and release != CURRENT), None)
-
-
-def release_dir(entry: dict[str, Any]) -> Path | None:
-    """``data_dir/dir_version/prod_dir`` of a production entry; None when the record is not sane
-    (a relative data_dir, an absolute dir_version or one with '..', a prod_dir that is not a plain name)."""
-    data_dir, dir_version, prod_dir = (str(entry.get(k) or "") for k in ("data_dir", "dir_version", "prod_dir"))
-    if not (os.path.isabs(data_dir) and dir_version and not os.path.isabs(dir_version)
-            and ".." not in dir_version.split("/") and plain_name(prod_dir)):
-        return None
-    return Path(data_dir, dir_version, prod_dir)
-
-
-def exposed(config: Any) -> bool:
-    """False when global.properties says ``expose=0`` (or false): BioMAJ 3's switch for /db."""
-    props = GlobalProperties.load(config.global_properties)
-    return (props.get("expose") or "").strip().lower() not in ("0", "false")
 
 
 # --- who asks ----------------------------------------------------------------------------------------
@@ -203,83 +160,6 @@ async def _visible(request: web.Request, name: str) -> dict[str, Any]:
                                 "login:apikey)", CHALLENGE)
         raise ApiError(403, f"bank {name} is private and you are not its owner")
     return doc
-
-
-# --- the file system side (in a thread) ----------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Row:
-    """One line of an index page."""
-
-    name: str
-    is_dir: bool
-    size: int | None
-    mtime: float
-
-
-def _inside(path: Path, root: Path) -> bool:
-    return path == root or root in path.parents
-
-
-def locate(directory: Path, parts: Sequence[str]) -> tuple[Path, os.stat_result, Path]:
-    """(real path, its stat, real release directory) of ``parts`` inside ``directory``, every symlink
-    resolved; FileNotFoundError when missing, when the path leaves the directory, or when it is
-    neither a regular file nor a directory."""
-    try:
-        root = directory.resolve(strict=True)
-        target = root.joinpath(*parts).resolve(strict=True)
-        info = target.stat()
-    except (OSError, RuntimeError, ValueError):  # missing, a symlink loop (RuntimeError before 3.13)
-        raise FileNotFoundError(str(directory)) from None
-    if not _inside(target, root):
-        log.warning("/db: %r leads out of %s (to %s): refused", "/".join(parts), directory, target)
-        raise FileNotFoundError(str(directory))
-    if not (stat.S_ISDIR(info.st_mode) or stat.S_ISREG(info.st_mode)) or not stat.S_ISDIR(root.stat().st_mode):
-        raise FileNotFoundError(str(directory))
-    return target, info, root
-
-
-def directory_rows(directory: Path, root: Path) -> list[Row]:
-    """The entries of ``directory`` an index shows: regular files and directories whose real path
-    stays in ``root``, without hidden names nor names that are not UTF-8 (they cannot round-trip)."""
-    rows = []
-    with os.scandir(directory) as entries:
-        for entry in entries:
-            name = entry.name
-            if not plain_name(name):
-                continue
-            try:
-                name.encode("utf-8")
-                if entry.is_symlink() and not _inside(Path(entry.path).resolve(strict=True), root):
-                    continue
-                info = entry.stat()
-            except (OSError, RuntimeError, UnicodeEncodeError):
-                continue
-            if stat.S_ISDIR(info.st_mode):
-                rows.append(Row(name, True, None, info.st_mtime))
-            elif stat.S_ISREG(info.st_mode):
-                rows.append(Row(name, False, info.st_size, info.st_mtime))
-    return sorted(rows, key=lambda r: r.name)
-
-
-def release_rows(doc: dict[str, Any]) -> list[Row]:
-    """The bank's directory: ``current`` (if published) and every production directory that exists."""
-    rows = []
-    published = published_entry(doc)
-    entries = [(CURRENT, published)] if published else []
-    entries += [(p.get("prod_dir"), p) for p in doc.get("production") or []]
-    for name, entry in entries:
-        path = release_dir(entry)
-        if path is None or not plain_name(str(name)) or (name == CURRENT and entry is not published):
-            continue
-        try:
-            info = path.stat()
-        except OSError:
-            continue
-        if stat.S_ISDIR(info.st_mode):
-            rows.append(Row(str(name), True, None, info.st_mtime))
-    return rows
 
 
 # --- the index page ----------------------------------------------------------------------------------
@@ -387,11 +267,7 @@ async def _banks_index(request: web.Request, target: DbPath) -> web.StreamRespon
         viewer, _ = await db_viewer(request)
     except BadCredentials as exc:
         raise ApiError(401, str(exc), CHALLENGE) from None
-    banks = [b for b in await node_of(request).store.list_banks() if viewer.can_see(b) and b.get("production")
-             and plain_name(str(b.get("name") or ""))]
-    rows = [Row(b["name"], True, None, max((p["session"] for p in b["production"]
-                                            if isinstance(p.get("session"), (int, float))), default=0))
-            for b in banks]
+    rows = bank_rows(await node_of(request).store.list_banks(), viewer)
     return _index_response(PREFIX + "/", rows, parent=False)
 
 
@@ -414,5 +290,5 @@ async def db_files(request: web.Request) -> web.StreamResponse:
     return await _serve(request)
 
 
-__all__ = ["CURRENT", "BadCredentials", "DbPath", "Refused", "api", "basic_identity", "db_viewer", "exposed",
-           "parse_db_path", "release_dir", "release_entry"]
+__all__ = ["CURRENT", "BadCredentials", "DbPath", "Refused", "Row", "api", "basic_identity", "db_viewer", "exposed",
+           "parse_db_path", "plain_name", "published_entry", "release_dir", "release_entry"]

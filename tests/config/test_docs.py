@@ -49,7 +49,7 @@ TABLE_1_2 = {
 }
 
 # Reference 1.3.h: present in old files, never read by BioMAJ 3.
-LEGACY_1_3_H = """frequency.update schedule.auto schedule.delay release.file.compressed remote.excluded.files
+LEGACY_1_3_H = """frequency.update release.file.compressed remote.excluded.files
 local.files.excluded do.link.copy production.directory.chmod log.files port username password ftp.timeout
 ftp.automatic.reconnect ftp.active.mode extract.threads list.file.available remote.files.list
 remote.files.1.path celery.queue celery.broker proxyHost proxyPort proxyUser proxyPassword use_drmaa

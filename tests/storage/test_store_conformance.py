@@ -377,6 +377,46 @@ async def test_schedules(store: Store) -> None:
     assert await store.get_schedule("nightly") is None
 
 
+async def test_put_schedule_without_replace_creates_once(store: Store, other_store: Store) -> None:
+    assert await store.put_schedule("auto:alu", {"kind": "release", "n": 0}) is True
+    assert await store.put_schedule("auto:alu", {"kind": "release", "n": 1}, replace=False) is False
+    assert (await store.get_schedule("auto:alu"))["n"] == 0
+    made = await asyncio.gather(*[(store, other_store)[i % 2].put_schedule("auto:pdb", {"n": i}, replace=False)
+                                  for i in range(10)])
+    assert made.count(True) == 1
+    assert (await other_store.get_schedule("auto:pdb"))["n"] == made.index(True)
+
+
+async def test_claim_schedule_run_is_a_compare_and_set_of_last_run(store: Store) -> None:
+    await store.put_schedule("nightly", {"cron": "0 2 * * *", "banks": ["alu"], "last_run": None})
+    assert await store.claim_schedule_run("nightly", 100.0, previous=None, fields={"last_fired": 101.5}) is True
+    got = await store.get_schedule("nightly")
+    assert (got["last_run"], got["last_fired"], got["banks"]) == (100.0, 101.5, ["alu"])
+    # A claim from a stale read (or for the same run again) changes nothing.
+    assert await store.claim_schedule_run("nightly", 100.0, previous=None, fields={"last_fired": 999.0}) is False
+    assert await store.claim_schedule_run("nightly", 160.0, previous=90.0) is False
+    assert (await store.get_schedule("nightly"))["last_fired"] == 101.5
+    assert await store.claim_schedule_run("nightly", 160.0, previous=100.0) is True
+    assert (await store.get_schedule("nightly"))["last_run"] == 160.0
+    # A document without last_run at all counts as never run.
+    await store.put_schedule("weekly", {"cron": "0 3 * * 0", "banks": ["alu"]})
+    assert await store.claim_schedule_run("weekly", 50.0, previous=None) is True
+    with pytest.raises(NotFound):
+        await store.claim_schedule_run("none", 1.0, previous=None)
+    with pytest.raises(ValueError):
+        await store.claim_schedule_run("weekly", 60.0, previous=50.0, fields={"last_run": 70.0})
+
+
+async def test_one_claim_wins_among_schedulers_on_two_stores(store: Store, other_store: Store) -> None:
+    await store.put_schedule("often", {"cron": "* * * * *", "banks": ["alu"], "last_run": 60.0})
+    claims = [(store, other_store)[i % 2].claim_schedule_run("often", 120.0, previous=60.0, fields={"by": i})
+              for i in range(10)]
+    won = [i for i, ok in enumerate(await asyncio.gather(*claims)) if ok]
+    assert len(won) == 1
+    got = await other_store.get_schedule("often")
+    assert (got["last_run"], got["by"]) == (120.0, won[0])
+
+
 # ---- jobs ------------------------------------------------------------------------------------
 
 

@@ -50,6 +50,10 @@ MATRIX = [
     ("GET", "/api/v1/nodes", None, (401, OK, OK, OK)),
     ("GET", "/api/v1/maintenance", None, (OK, OK, OK, OK)),
     ("PUT", "/api/v1/maintenance", {"maintenance": False}, (401, 403, 403, OK)),
+    ("GET", "/api/v1/schedules", None, (401, 403, 403, OK)),
+    ("POST", "/api/v1/schedules", {"name": "nightly", "cron": "0 3 * * *", "banks": ["example"]}, (401, 403, 403, OK)),
+    ("GET", "/api/v1/schedules/nightly", None, (401, 403, 403, OK)),
+    ("DELETE", "/api/v1/schedules/nightly", None, (401, 403, 403, OK)),
 ]
 
 
@@ -64,6 +68,7 @@ def test_the_matrix_covers_every_route():
         path = path.replace("releases/1/", "releases/{release}/").replace("users/user/apikeys/{release}",
                                                                           "users/{name}/apikeys/{key_id}")
         path = path.replace("users/user", "users/{name}").replace("users/nobody", "users/{name}")
+        path = path.replace("schedules/nightly", "schedules/{name}")
         normalised.add((method, path))
     assert documented <= normalised, f"routes without a row in the matrix: {documented - normalised}"
 
