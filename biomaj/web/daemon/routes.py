@@ -4,19 +4,17 @@ the REST routes under ``/api/daemon/...``, each mapped onto an operation of :mod
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import posixpath
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from aiohttp import web
 
-from biomaj import reports
-from biomaj.config.properties import GlobalProperties
+from biomaj.published import exposed
 
 from ..banks import _bank_file
-from ..context import USERS_KEY, identity_of, node_of, viewer_of
+from ..context import identity_of, node_of, viewer_of
+from ..db import BadCredentials, db_viewer
 from ..errors import json_body
 from ..registry import Api
 from .options import (
@@ -409,36 +407,19 @@ async def daemon_expose(request: web.Request) -> web.Response:
     parts = [p for p in posixpath.normpath("/" + path).split("/") if p]  # what nginx serves (W37)
     if not parts or parts[0] != "db":
         raise _err(web.HTTPForbidden, "access refused: not under /db")
-    props = GlobalProperties.load(node_of(request).config.global_properties)
-    if (props.get("expose") or "").strip().lower() in ("0", "false"):
+    if not exposed(node_of(request).config):
         raise _err(web.HTTPForbidden, "access refused: expose is disabled")
     if len(parts) == 1:
         return web.json_response({"msg": "access allowed"})
     doc = await node_of(request).store.get_bank(parts[1])
     if doc is None:
         raise _err(web.HTTPNotFound, "no such bank")
-    if reports.Viewer(None).can_see(doc):
-        return web.json_response({"msg": "access allowed"})
-    who = identity_of(request) or await _basic_identity(request)
-    if who is None:
-        raise _err(web.HTTPForbidden, "access refused: private bank (Basic login:apikey needed)")
-    viewer = reports.Viewer(who.name, viewer_of(request).admins | ({who.name} if who.admin else set()))
-    if not viewer.is_owner(doc):
-        raise _err(web.HTTPForbidden, "access refused")
-    return web.json_response({"msg": "access allowed"})
-
-
-async def _basic_identity(request: web.Request):
-    """``Authorization: Basic base64(login:apikey)``; the key must be the login's (W31)."""
-    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "basic" or not value.strip():
-        return None
     try:
-        login, _, key = base64.b64decode(value.strip(), validate=True).decode("utf-8").partition(":")
-    except (binascii.Error, UnicodeDecodeError):
-        raise _err(web.HTTPForbidden, "access refused: bad Basic credentials") from None
-    users = request.app[USERS_KEY]
-    who = await users.by_api_key(key) if users is not None and key else None
-    if who is None or who.name != login:
-        raise _err(web.HTTPForbidden, "access refused: wrong login or API key")
-    return who
+        viewer, authenticated = await db_viewer(request)  # the rule of /db itself (API key or Basic login:apikey)
+    except BadCredentials as exc:
+        raise _err(web.HTTPForbidden, f"access refused: {exc}") from None
+    if viewer.can_see(doc):
+        return web.json_response({"msg": "access allowed"})
+    if not authenticated:
+        raise _err(web.HTTPForbidden, "access refused: private bank (Basic login:apikey needed)")
+    raise _err(web.HTTPForbidden, "access refused")
