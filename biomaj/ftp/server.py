@@ -380,22 +380,20 @@ class FtpServer(aioftp.Server):
 
     @_logged_in
     async def size(self, connection: aioftp.Connection, rest: str) -> bool:
-        entry = await self._entry(connection, rest)
-        if entry is not None:
-            if entry.is_dir:
-                connection.response("550", "Not a plain file.")
-            else:
-                connection.response("213", str(entry.size))
-        return True
+        return await self._file_fact(connection, rest, lambda entry: str(entry.size))
 
     @_logged_in
     async def mdtm(self, connection: aioftp.Connection, rest: str) -> bool:
+        return await self._file_fact(connection, rest, lambda entry: _stamp(entry.mtime))
+
+    async def _file_fact(self, connection: aioftp.Connection, rest: str, fact) -> bool:
+        """213 with ``fact(entry)`` of a plain file (SIZE, MDTM); 550 for a directory."""
         entry = await self._entry(connection, rest)
         if entry is not None:
             if entry.is_dir:
                 connection.response("550", "Not a plain file.")
             else:
-                connection.response("213", _stamp(entry.mtime))
+                connection.response("213", fact(entry))
         return True
 
     @_logged_in
