@@ -28,6 +28,10 @@ test: $(BIN)/.installed
 	@command -v rsync >/dev/null || { echo "installing rsync for the rsync protocol tests"; \
 	  (apt-get update -qq && apt-get install -y -qq rsync) >/dev/null || \
 	  { echo "rsync is missing: install it (apt-get install rsync)"; exit 1; }; }
+	@# The web UI's browser tests drive Debian's chromium through Playwright (they skip without it).
+	@command -v chromium >/dev/null || { echo "installing chromium for the web UI browser tests"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-dejavu-core) \
+	  >/dev/null || echo "chromium is missing: install it (apt-get install chromium); the browser tests skip"; }
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 clean:

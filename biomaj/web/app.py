@@ -2,8 +2,9 @@
 
 Health (`/healthz`, `/readyz`) and the service status (`/api/v1/status`) are here; the REST API
 lives in one module per resource (`banks.py`, `users_api.py`), each an :class:`~.registry.Api`
-whose routes carry their access rule and their OpenAPI description (`openapi.py`). Middlewares:
-JSON errors outermost, then the requester's identity (`auth.py`).
+whose routes carry their access rule and their OpenAPI description (`openapi.py`); the web UI
+under `/ui/` is the `ui` package. Middlewares: JSON errors outermost, then the UI's error pages
+(`/ui/` only), then the requester's identity (`auth.py`).
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ def create_app(node: StatusSource) -> web.Application:
     """The web application serving `node` (its store, bus, state and config)."""
     from biomaj.runtime.identity import users_of
 
-    from . import metrics, openapi
+    from . import metrics, openapi, ui
     from .auth import USERS_KEY, identify
     from .errors import json_errors
 
@@ -76,5 +77,6 @@ def create_app(node: StatusSource) -> web.Application:
         if operation.head:
             app.router.add_route("HEAD", operation.router_path, operation.handler)
     openapi.add_routes(app, operations)
+    ui.setup(app)  # the web UI under /ui/ (its session cookie, pages and static files)
     metrics.setup(app)
     return app

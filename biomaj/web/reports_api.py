@@ -207,8 +207,9 @@ async def events(request: web.Request) -> web.StreamResponse:
         cached = seen.get(bank)
         if cached is None or time.monotonic() - cached[0] > 10:
             doc = await node.store.get_bank(bank)
-            allowed = viewer.can_see(doc) if doc is not None else viewer.user in viewer.admins
-            cached = seen[bank] = (time.monotonic(), allowed)
+            if doc is None:  # never updated: anyone's to update first (as /api/v1/bank-files); not cached,
+                return viewer.user is not None  # the record its first update makes decides from then on
+            cached = seen[bank] = (time.monotonic(), viewer.can_see(doc))
         return cached[1]
 
     out: asyncio.Queue[bytes] = asyncio.Queue(maxsize=10_000)

@@ -24,7 +24,8 @@ SCHEDULE_SCHEMA = {"type": "object", "required": ["name", "cron", "banks"], "add
                        "user": {"type": "string", "description": "whom the updates run as (default: the caller)"}}}
 
 
-def _views(request: web.Request, docs: list[dict]) -> list[dict]:
+def schedule_views(request: web.Request, docs: list[dict]) -> list[dict]:
+    """The schedules as the API shows them: with their next run in the scheduler's time zone."""
     zone = time_zone(node_of(request).config.settings.scheduler.timezone)
     return schedules.views(docs, time.time(), zone)
 
@@ -32,7 +33,7 @@ def _views(request: web.Request, docs: list[dict]) -> list[dict]:
 @api.route("GET", "/api/v1/schedules", summary="The schedules, with their next and last run", access="admin",
            tag="schedules")
 async def list_schedules(request: web.Request) -> web.Response:
-    return web.json_response(_views(request, await schedules.list_schedules(node_of(request).store)))
+    return web.json_response(schedule_views(request, await schedules.list_schedules(node_of(request).store)))
 
 
 @api.route("POST", "/api/v1/schedules", summary="Create or replace a schedule: banks to update, when, as whom",
@@ -49,7 +50,7 @@ async def add_schedule(request: web.Request) -> web.Response:
     doc, replaced = await schedules.add_schedule(node.store, node.config.global_properties, name=body.get("name"),
                                                  cron=body.get("cron"), banks=body.get("banks"), user=user,
                                                  by=who.name)
-    return web.json_response({"schedule": _views(request, [doc])[0], "replaced": replaced},
+    return web.json_response({"schedule": schedule_views(request, [doc])[0], "replaced": replaced},
                              status=200 if replaced else 201)
 
 
@@ -57,7 +58,7 @@ async def add_schedule(request: web.Request) -> web.Response:
            tag="schedules", responses={404: "no such schedule"})
 async def get_schedule(request: web.Request) -> web.Response:
     doc = await schedules.get_schedule(node_of(request).store, request.match_info["name"])
-    return web.json_response(_views(request, [doc])[0])
+    return web.json_response(schedule_views(request, [doc])[0])
 
 
 @api.route("DELETE", "/api/v1/schedules/{name}", summary="Delete a schedule", access="admin", tag="schedules",

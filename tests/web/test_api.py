@@ -171,6 +171,23 @@ async def test_the_event_stream_shows_an_update_to_those_who_may_see_it(private_
         await blind  # a private bank's events never reach another user
 
 
+async def test_a_first_update_s_events_reach_its_user_and_no_anonymous_visitor(api):
+    """A bank never updated has no record, so no owner yet: a user who updates it first follows it
+    from its first event; an anonymous visitor sees it only once its record says public."""
+    import asyncio
+
+    watching = asyncio.create_task(_events(api, "user", "/api/v1/events?bank=example", "done"))
+    anonymous = asyncio.create_task(_events(api, "anonymous", "/api/v1/events?bank=example", "done"))
+    await asyncio.sleep(0.5)  # both streams are open
+    response = await api.call("user", "POST", "/api/v1/banks/example/update", json={})
+    job = await response.json()
+    seen = await watching
+    assert seen[0]["state"] == "queued" and seen[-1]["state"] == "done"
+    assert {e["job_id"] for e in seen} == {job["id"]}
+    heard = await anonymous  # the example bank is public once recorded (before that, nothing)
+    assert heard and heard[-1]["state"] == "done" and {e["job_id"] for e in heard} == {job["id"]}
+
+
 async def test_release_check_through_the_api(private_bank):
     api = private_bank
     response = await api.call("owner", "POST", "/api/v1/banks/example/release-check")
