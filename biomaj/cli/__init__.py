@@ -1,4 +1,4 @@
-"""The `biomaj` command: init, serve, ctl, users.
+"""The `biomaj` command: init, serve, ctl, users, migrate.
 
 Errors a user can fix are printed as one line (`error: ...`) with a non-zero exit code, never a
 traceback (set BIOMAJ_DEBUG=1 to see one for an unexpected error).
@@ -47,6 +47,7 @@ def cli(ctx: click.Context) -> None:
 def _register() -> None:
     from biomaj.cli.ctl import ctl
     from biomaj.cli.init import init
+    from biomaj.cli.migrate import migrate
     from biomaj.cli.serve import serve
     from biomaj.cli.users import users
 
@@ -54,6 +55,7 @@ def _register() -> None:
     cli.add_command(serve)
     cli.add_command(ctl)
     cli.add_command(users)
+    cli.add_command(migrate)
 
 
 _register()

@@ -13,7 +13,7 @@ import os
 import socket
 from pathlib import Path
 from typing import Any, Literal, Mapping
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
@@ -144,7 +144,7 @@ class StorageSettings(_Section):
 
     url: str = Field(
         "",
-        description="Store URL: empty for SQLite in <root>/db/biomaj.sqlite, sqlite:///PATH, or mongodb://... (env MONGO_URL).",
+        description="Store URL: empty for SQLite in <root>/db/biomaj.sqlite, sqlite:///PATH, or mongodb://HOST:27017/DATABASE for MongoDB (docs/storage.md); when empty, mongo.url (env MONGO_URL) is used if set.",
     )
 
 
@@ -188,7 +188,7 @@ class MongoSettings(_Section):
     """BioMAJ 3's mongo section; when `url` is set and storage.url is empty, MongoDB is the store."""
 
     url: str = Field("", description="MongoDB URL (env MONGO_URL); empty: not used.")
-    db: str = Field("biomaj", description="MongoDB database name (env MONGO_DB).")
+    db: str = Field("biomaj", description="MongoDB database when the MongoDB URL names none (env MONGO_DB): BioMAJ 3's db.name.")
 
 
 class NodeSettings(_Section):
@@ -316,7 +316,8 @@ class Config:
     @property
     def storage_url(self) -> str:
         s = self.settings
-        return s.storage.url or s.mongo.url or ""
+        url = s.storage.url or s.mongo.url or ""
+        return _mongo_database(url, s.mongo.db) if url.startswith(("mongodb://", "mongodb+srv://")) else url
 
     @property
     def bus_url(self) -> str:
@@ -361,6 +362,22 @@ class Config:
         if ":" in host:
             host = f"[{host}]"
         return f"http://{host}:{self.settings.web.port}"
+
+
+def _mongo_database(url: str, database: str) -> str:
+    """A MongoDB URL naming ``database`` (mongo.db, env MONGO_DB) when it names none itself.
+
+    The store's default database is mongo.db's default, so that URL is left as it is. A database
+    in the URL is also the driver's default ``authSource``: a URL with credentials that relied
+    on ``admin`` gets ``authSource=admin`` (not for mongodb+srv, whose DNS TXT record may set it).
+    """
+    parts = urlsplit(url)
+    if not database or database == MongoSettings.model_fields["db"].default or parts.path.strip("/"):
+        return url
+    query = parts.query
+    if "@" in parts.netloc and "authsource=" not in query.lower() and parts.scheme == "mongodb":
+        query = f"{query}&authSource=admin" if query else "authSource=admin"
+    return urlunsplit(parts._replace(path="/" + quote(database, safe=""), query=query))
 
 
 # Loading -----------------------------------------------------------------------------------

@@ -34,8 +34,9 @@ def open_store(url: str | None, root: Path) -> Store:
     """Build the store named by ``storage.url``; the caller opens it (``async with store:``).
 
     Accepted: ``""``, ``sqlite:`` or ``sqlite://`` (``<root>/db/biomaj.sqlite``),
-    ``sqlite:///abs/path.sqlite``. ``mongodb://`` and anything else raise ConfigError, as does
-    a database directory that cannot be created or written.
+    ``sqlite:///abs/path.sqlite``, ``mongodb://...`` and ``mongodb+srv://...`` (the database is
+    the URL's path, ``biomaj`` when it has none; nothing connects before ``open()``). Anything
+    else raises ConfigError, as does a database directory that cannot be created or written.
     """
     url = (url or "").strip()
     if url in ("", "sqlite:", "sqlite://"):
@@ -46,12 +47,19 @@ def open_store(url: str | None, root: Path) -> Store:
             raise ConfigError(f"storage.url: {url!r} names a directory; expected {_ACCEPTED}")
         return _sqlite(Path(path))
     if url.startswith(("mongodb://", "mongodb+srv://")):
-        # Placeholder: the MongoDB backend will be imported lazily here.
-        raise ConfigError(
-            "storage.url: the MongoDB backend arrives in a later biomaj release (it will need"
-            " `pip install biomaj[mongo]`); use an empty storage.url or sqlite:///PATH for now"
-        )
+        return _mongo(url)
     raise ConfigError(f"storage.url: unsupported value {url!r}; expected {_ACCEPTED}")
+
+
+def _mongo(url: str) -> Store:
+    try:  # imported lazily: an installation on SQLite never loads the driver
+        from biomaj.storage.mongo import MongoStore
+    except ImportError as exc:
+        raise ConfigError(
+            f"storage.url: a mongodb:// store needs PyMongo 4.13.2 or later ({exc});"
+            " install it with `pip install 'pymongo>=4.13.2,<5'`"
+        ) from None
+    return MongoStore(url)
 
 
 def _sqlite(path: Path) -> Store:

@@ -1,6 +1,6 @@
 """The store contract: banks, sessions, history, users, schedules and the durable job queue.
 
-Every backend (SQLite now, MongoDB later) implements :class:`Store` and passes the same suite,
+Every backend (SQLite, MongoDB) implements :class:`Store` and passes the same suite,
 ``tests/storage/test_store_conformance.py``. The interface is about *documents* (plain dicts
 that JSON can encode) laid out as in BioMAJ 3's MongoDB collections, so that an existing
 BioMAJ 3 database can be served by the MongoDB backend without conversion.
@@ -301,6 +301,12 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def revoke_api_key(self, name: str, key_id: str) -> bool:
         """Delete one key of the user; False if absent."""
+
+    async def export_api_keys(self) -> list[Doc]:
+        """Every key record **with** its hash (``{id, user, hash, label, created}``), oldest
+        first, so that ``biomaj migrate`` can move keys to another store (they keep working).
+        Never for an API. A backend that cannot raises NotImplementedError."""
+        raise NotImplementedError(f"{type(self).__name__} cannot export API key hashes")
 
     # ---- schedules -------------------------------------------------------------------------
     # {name, kind, cron, banks[], user, last_run, next_run, ...}: biomaj.scheduler.schedules

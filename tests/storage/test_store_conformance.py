@@ -345,6 +345,9 @@ async def test_api_keys(store: Store) -> None:
     keys = await store.list_api_keys("bob")
     assert [k["id"] for k in keys] == ["k1", "k2"]
     assert all("hash" not in k for k in keys)
+    exported = await store.export_api_keys()  # for `biomaj migrate`: the only way out for hashes
+    assert [(k["id"], k["user"], k["hash"]) for k in exported] == [("k1", "bob", "hash1"), ("k2", "bob", "hash2"),
+                                                                 ("k3", "alice", "hash3")]
     assert await store.revoke_api_key("bob", "k1") is True
     assert await store.revoke_api_key("bob", "k3") is False  # alice's key
     assert await store.find_api_key("hash1") is None
