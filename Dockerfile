@@ -15,7 +15,7 @@ COPY docker/entrypoint.sh /usr/local/bin/biomaj-entrypoint
 USER biomaj
 ENV BIOMAJ_CONFIG=/var/lib/biomaj/config.yml
 VOLUME ["/var/lib/biomaj"]
-EXPOSE 5000
+EXPOSE 5000 2121
 HEALTHCHECK --interval=30s --timeout=5s CMD python -c "import urllib.request,os; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('WEB_PORT', '5000'), timeout=4)"
 ENTRYPOINT ["biomaj-entrypoint"]
 CMD ["serve", "--all"]
