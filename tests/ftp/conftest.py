@@ -19,6 +19,7 @@ from biomaj.auth.users import Users
 from biomaj.config.scaffold import init_root
 from biomaj.config.service import load_config
 from biomaj.runtime.node import Node
+from tests.servers.published_tree import release_dir as published_release_dir
 
 T = TypeVar("T")
 PASSIVE_PORTS = 4
@@ -64,13 +65,7 @@ async def update(node: Node, bank: str, user: str = "owner") -> None:
 
 
 async def release_dir(node: Node, bank: str) -> Path:
-    doc = await node.store.get_bank(bank)
-    entry = next(p for p in doc["production"] if p["session"] == doc["current"])
-    return Path(entry["data_dir"], entry["dir_version"], entry["prod_dir"])
-
-
-def tree(directory: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
+    return await published_release_dir(node.store, bank)
 
 
 @dataclass

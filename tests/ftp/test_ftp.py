@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 
 from biomaj.protocols.ftp_listing import parse_list_line
+from tests.servers.published_tree import SECRET, plant_escape_attempts, tree
 
-from .conftest import PASSIVE_PORTS, Site, release_dir, tree
+from .conftest import PASSIVE_PORTS, Site, release_dir
 
 WHO = ("anonymous", "user", "owner", "admin")
 SEES_SECRET = {"anonymous": False, "user": False, "owner": True, "admin": True}
-SECRET = "TOP-SECRET-MARKER outside every release"
 NOT_FOUND = "550 No such file or directory."
 
 
@@ -189,16 +189,8 @@ async def test_no_command_writes(ftp_site: Site, who):
 async def test_no_path_leaves_the_published_tree(ftp_site: Site):
     site = ftp_site
     root = site.root
-    (root / "secret.txt").write_text(SECRET)
     flat = await release_dir(site.node, "example") / "flat"
-    (flat / "escape").symlink_to(root / "secret.txt")
-    (flat / "escdir").symlink_to(root)
-    (flat / "older").symlink_to("../../example_0")  # into a sibling directory of the release
-    (flat.parent.parent / "example_0").mkdir()
-    (flat.parent.parent / "example_0" / "secret.txt").write_text(SECRET)
-    (flat / "inner").symlink_to("example.fasta")  # stays in the release: served
-    (flat / ".hidden").write_text(SECRET)
-    (flat / "loop").symlink_to("loop")
+    plant_escape_attempts(root, flat)
     received: list[bytes] = []
 
     def scenario():

@@ -25,8 +25,9 @@ from biomaj.errors import BiomajError, ConfigError
 from biomaj.ftp.view import virtual_path
 from biomaj.runtime.node import Node
 from tests.conftest import free_port
+from tests.servers.published_tree import mirror_bank_file, tree
 
-from .conftest import Site, release_dir, tree
+from .conftest import Site, release_dir
 
 
 def test_virtual_paths_go_up_no_further_than_the_root():
@@ -119,27 +120,6 @@ async def test_stop_lets_a_running_download_finish(ftp_site: Site):
 
 # --- a mirror of a mirror, over FTP ---------------------------------------------------------------
 
-MIRROR = """[GENERAL]
-db.fullname="A bank mirrored from another biomaj's FTP view"
-db.name=mirror
-db.type=nucleic
-db.formats=fasta
-dir.version=mirror
-offline.dir.name=offline/mirror_tmp
-
-protocol=ftp
-server=127.0.0.1:{port}
-remote.dir=/{bank}/current/
-remote.files=**/*
-{credentials}
-release.file=^flat/release\\.txt$
-release.regexp=Release\\s+(\\d+)
-
-local.files=**/*
-keep.old.version=1
-"""
-
-
 @pytest.mark.parametrize("bank, login", [("example", None), ("secret", "owner"), ("secret", None)])
 async def test_a_bank_mirrors_another_servers_ftp_view(ftp_site: Site, tmp_path, bank, login):
     """biomaj's own ftp protocol (MLSD, SIZE, REST ...) against the FTP view: a public bank anonymously, a
@@ -151,7 +131,7 @@ async def test_a_bank_mirrors_another_servers_ftp_view(ftp_site: Site, tmp_path,
     credentials = ""
     if login:  # release.credentials: remote_config(prefix="release.") does not fall back to server.credentials
         credentials = f"server.credentials={login}:{site.keys[login]}\nrelease.credentials={login}:{site.keys[login]}"
-    (root / "conf" / "mirror.properties").write_text(MIRROR.format(port=site.port, bank=bank, credentials=credentials))
+    (root / "conf" / "mirror.properties").write_text(mirror_bank_file("ftp", site.port, f"/{bank}/current/", credentials))
     node = Node(load_config(root / "config.yml", environ={}), ["manager", "download", "process"])
     await node.start()
     try:

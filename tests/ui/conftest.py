@@ -12,11 +12,9 @@ import pytest
 from aiohttp import CookieJar
 from aiohttp.test_utils import TestClient, TestServer
 
-from biomaj.auth.users import Users
-from biomaj.config.scaffold import init_root
-from biomaj.config.service import load_config
 from biomaj.runtime.node import Node
 from biomaj.web.app import create_app
+from tests.servers.biomaj_node import node_with_users
 
 PASSWORDS = {"owner": "owner-pass-1", "user": "user-pass-1", "admin": "admin-pass-1"}
 CSRF = re.compile(r'<meta name="csrf-token" content="([^"]+)">')
@@ -83,23 +81,14 @@ class Site:
 
 @pytest.fixture
 async def site(tmp_path):
-    root = tmp_path / "root"
-    init_root(root, web_port=0)
-    config = load_config(root / "config.yml")
-    node = Node(config, ["manager", "download", "process"])
-    await node.start()
-    users = Users(node.store, frozenset({"root-admin"}))
-    keys = {}
-    for name, admin in (("owner", False), ("user", False), ("admin", True)):
-        keys[name] = (await users.create(name, admin=admin, password=PASSWORDS[name]))[1]
-    server = TestServer(create_app(node))
-    await server.start_server()
-    site = Site(server, node, keys)
-    yield site
-    for client in site._clients:
-        await client.close()
-    await server.close()
-    await node.stop()
+    async with node_with_users(tmp_path, PASSWORDS) as (node, keys):
+        server = TestServer(create_app(node))
+        await server.start_server()
+        site = Site(server, node, keys)
+        yield site
+        for client in site._clients:
+            await client.close()
+        await server.close()
 
 
 @pytest.fixture

@@ -9,11 +9,9 @@ from dataclasses import dataclass
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from biomaj.auth.users import Users
-from biomaj.config.scaffold import init_root
-from biomaj.config.service import load_config
 from biomaj.runtime.node import Node
 from biomaj.web.app import create_app
+from tests.servers.biomaj_node import node_with_users
 
 
 @dataclass
@@ -40,18 +38,9 @@ class Api:
 
 @pytest.fixture
 async def api(tmp_path):
-    root = tmp_path / "root"
-    init_root(root, web_port=0)
-    config = load_config(root / "config.yml")
-    node = Node(config, ["manager", "download", "process"])
-    await node.start()
-    users = Users(node.store, frozenset({"root-admin"}))
-    keys = {"anonymous": None}
-    for name, admin in (("owner", False), ("user", False), ("admin", True)):
-        keys[name] = (await users.create(name, admin=admin))[1]
-    async with TestClient(TestServer(create_app(node))) as client:
-        yield Api(client, node, keys)
-    await node.stop()
+    async with node_with_users(tmp_path) as (node, keys):
+        async with TestClient(TestServer(create_app(node))) as client:
+            yield Api(client, node, {"anonymous": None, **keys})
 
 
 @pytest.fixture

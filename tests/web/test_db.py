@@ -22,10 +22,16 @@ from biomaj.protocols.html_index import parse_index
 from biomaj.runtime.node import Node
 from biomaj.web.app import api_operations
 from biomaj.web.db import DbPath, Refused, Row, index_page, parse_db_path
+from tests.servers.published_tree import (
+    SECRET,
+    mirror_bank_file,
+    plant_escape_attempts,
+    tree,
+)
+from tests.servers.published_tree import release_dir as published_release_dir
 
 WHO = ("anonymous", "user", "owner", "admin")
 OK = "ok"
-SECRET = "TOP-SECRET-MARKER outside every release"
 
 
 async def _update(api, who: str = "owner") -> None:
@@ -43,19 +49,13 @@ async def public_bank(api):
 
 
 async def release_dir(api, bank: str = "example") -> Path:
-    doc = await api.node.store.get_bank(bank)
-    entry = next(p for p in doc["production"] if p["session"] == doc["current"])
-    return Path(entry["data_dir"], entry["dir_version"], entry["prod_dir"])
+    return await published_release_dir(api.node.store, bank)
 
 
 async def get(api, who: str, path: str, method: str = "GET", **kwargs):
     """A request as `who`, with more headers."""
     headers = {**api.headers(who), **kwargs.pop("headers", {})}
     return await api.client.request(method, path, headers=headers, **kwargs)
-
-
-def tree(directory: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
 
 
 # --- layout --------------------------------------------------------------------------------------
@@ -251,16 +251,8 @@ async def test_a_file_is_sent_as_stored_never_a_gz_sibling(public_bank):
 async def test_no_path_leaves_the_release(public_bank):
     api = public_bank
     root = api.node.config.root
-    (root / "secret.txt").write_text(SECRET)
     flat = await release_dir(api) / "flat"
-    (flat / "escape").symlink_to(root / "secret.txt")
-    (flat / "escdir").symlink_to(root)
-    (flat / "older").symlink_to("../../example_0")  # into a sibling directory of the release
-    (flat.parent.parent / "example_0").mkdir()
-    (flat.parent.parent / "example_0" / "secret.txt").write_text(SECRET)
-    (flat / "inner").symlink_to("example.fasta")  # stays in the release: served
-    (flat / ".hidden").write_text(SECRET)
-    (flat / "loop").symlink_to("loop")
+    plant_escape_attempts(root, flat)
 
     raw = [
         "/db/example/current/%2e%2e/%2e%2e/%2e%2e/secret.txt",
@@ -345,27 +337,6 @@ async def test_the_openapi_document_describes_db(api):
 
 # --- a mirror of a mirror ----------------------------------------------------------------------------
 
-MIRROR = """[GENERAL]
-db.fullname="The example bank, mirrored from another biomaj's /db"
-db.name=mirror
-db.type=nucleic
-db.formats=fasta
-dir.version=mirror
-offline.dir.name=offline/mirror_tmp
-
-protocol=http
-server=127.0.0.1:{port}
-remote.dir=/db/example/current/
-remote.files=**/*
-{credentials}
-release.file=^flat/release\\.txt$
-release.regexp=Release\\s+(\\d+)
-
-local.files=**/*
-keep.old.version=1
-"""
-
-
 @pytest.mark.parametrize("visibility", ["public", "private"])
 async def test_a_bank_mirrors_another_servers_db_byte_for_byte(api, tmp_path, visibility):
     """The acceptance test: a second biomaj mirrors the first one's published release over its /db,
@@ -383,7 +354,7 @@ async def test_a_bank_mirrors_another_servers_db_byte_for_byte(api, tmp_path, vi
     # release.credentials: remote_config(prefix="release.") does not fall back to server.credentials
     login = f"owner:{api.keys['owner']}"
     credentials = f"server.credentials={login}\nrelease.credentials={login}" if visibility == "private" else ""
-    bank_file = MIRROR.format(port=api.client.server.port, credentials=credentials)
+    bank_file = mirror_bank_file("http", api.client.server.port, "/db/example/current/", credentials)
     (root / "conf" / "mirror.properties").write_text(bank_file)
     node = Node(load_config(root / "config.yml"), ["manager", "download", "process"])
     await node.start()
