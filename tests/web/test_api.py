@@ -188,6 +188,35 @@ async def test_a_first_update_s_events_reach_its_user_and_no_anonymous_visitor(a
     assert heard and heard[-1]["state"] == "done" and {e["job_id"] for e in heard} == {job["id"]}
 
 
+async def test_the_event_stream_carries_the_session_log_of_the_next_update_then_its_end(api):
+    import asyncio
+    import json
+
+    assert (await api.call("owner", "GET", "/api/v1/events?log=true")).status == 400  # one bank's log only
+    response = await api.call("owner", "GET", "/api/v1/events?bank=example&log=true")
+    assert response.status == 200
+    submitted = await api.call("owner", "POST", "/api/v1/banks/example/update", json={})
+    assert submitted.status == 202
+    kinds: list[str] = []
+    lines: list[str] = []
+    kind = None
+    async with asyncio.timeout(30):
+        async for raw in response.content:
+            text = raw.decode().rstrip("\n")
+            if text.startswith("event: "):
+                kind = text[7:]
+            elif text.startswith("data: ") and kind in ("log", "log_end"):
+                kinds.append(kind)
+                if kind == "log":
+                    lines.append(json.loads(text[6:])["line"])
+                else:
+                    break
+    response.close()
+    assert kinds[-1] == "log_end" and kinds.count("log_end") == 1  # after every line, once the job is over
+    assert any(line.endswith("Workflow:Start:init") for line in lines)
+    assert lines[-1].endswith("Workflow:release 1 updated"), lines[-3:]
+
+
 async def test_release_check_through_the_api(private_bank):
     api = private_bank
     response = await api.call("owner", "POST", "/api/v1/banks/example/release-check")
