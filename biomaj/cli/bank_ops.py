@@ -400,15 +400,15 @@ def unlock(obj: CliContext, bank: str, force: bool) -> None:
 
 async def _lease_free(obj: CliContext, bank: str) -> bool:
     """True when the shared state (Redis) says no job holds BANK's lease; False without one."""
-    from biomaj.runtime.lease import holder_of
+    from biomaj.runtime.lease import lease_free
     from biomaj.state import open_state
 
     cfg = obj.config()
     if cfg.state_url.startswith("memory"):
-        return False
+        return False  # nothing to open: an in-memory state would be this command's own
     state = open_state(cfg.state_url, prefix=cfg.state_prefix)
     try:
-        return await holder_of(state, bank) is None
+        return await lease_free(state, cfg.state_url, bank)
     finally:
         await state.close()
 

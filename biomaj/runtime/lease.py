@@ -102,3 +102,12 @@ class BankLease:
 async def holder_of(state: State, bank: str) -> LockInfo | None:
     """The live lease of ``bank``, or None."""
     return await state.get_lock(lease_name(bank))
+
+
+async def lease_free(state: State | None, state_url: str, bank: str) -> bool:
+    """True when the shared state (Redis) says no job holds ``bank``'s lease: a lock file naming a
+    job is then stale, whatever host wrote it. False with an in-memory state, which only knows the
+    jobs of its own process (``biomaj ctl unlock`` and ``POST .../unlock``)."""
+    if state is None or state_url.startswith("memory"):
+        return False
+    return await holder_of(state, bank) is None

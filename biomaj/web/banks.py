@@ -19,7 +19,7 @@ from biomaj.actors.manager import request_cancel, submit_job
 from biomaj.config.check import check_bank, check_support, refuse_invalid, verdict
 from biomaj.config.properties import BankProperties
 from biomaj.errors import UnknownBank
-from biomaj.runtime.lease import holder_of
+from biomaj.runtime.lease import lease_free
 from biomaj.storage.base import ACTIVE_JOB_STATES
 from biomaj.workflow import runner
 from biomaj.workflow.bank import NotAuthorized
@@ -269,23 +269,15 @@ async def _quick(request: web.Request, operation, *args: Any) -> web.Response:
     return web.json_response(outcome.to_dict())
 
 
-async def _lease_free(node: Any, bank: str) -> bool:
-    """True when the shared state (Redis) says no job holds the bank's lease: a lock file naming a
-    job is then stale whatever host wrote it. False with a memory state, this process's own
-    (``biomaj ctl unlock``'s rule)."""
-    if node.state is None or node.config.state_url.startswith("memory"):
-        return False
-    return await holder_of(node.state, bank) is None
-
-
 @api.route("POST", "/api/v1/banks/{bank}/unlock",
            summary="Clear the bank's lock left by a process that died (a live holder needs force)",
            access="owner", tag="actions", body={"type": "object", "properties": {"force": {"type": "boolean"}}},
            responses={409: "the lock's holder is running"})
 async def unlock(request: web.Request) -> web.Response:
     body = _typed(await json_body(request), {"force": bool})
-    lease_free = await _lease_free(node_of(request), request.match_info["bank"])
-    return await _quick(request, runner.unlock, bool(body.get("force")), lease_free)
+    node = node_of(request)
+    free = await lease_free(node.state, node.config.state_url, request.match_info["bank"])
+    return await _quick(request, runner.unlock, bool(body.get("force")), free)
 
 
 @api.route("POST", "/api/v1/banks/{bank}/publish", summary="Publish a release (default: the latest)",
