@@ -2,7 +2,7 @@
 
 The shared behaviour is in test_bus_conformance.py. These tests look at the broker directly
 with aio-pika where the Bus API cannot show something (headers, delivery mode, exclusivity).
-Every queue they create has a unique name and is deleted afterwards (``amqp_queues``).
+Each test runs on its own RabbitMQ virtual host (``amqp_url``), deleted afterwards.
 """
 
 from __future__ import annotations
@@ -101,8 +101,7 @@ async def amqp_bus(amqp_url: str) -> AsyncIterator[AmqpBus]:
 
 
 @pytest.fixture
-def queue(queue_name: str, amqp_queues: list[str]) -> str:
-    amqp_queues.append(queue_name)
+def queue(queue_name: str) -> str:
     return queue_name
 
 
