@@ -23,15 +23,10 @@ run: $(BIN)/.installed
 	$(BIN)/biomaj -c $(ROOT)/config.yml ctl update example --follow
 	exec $(BIN)/biomaj -c $(ROOT)/config.yml serve --all
 
-# The rsync protocol's tests run the rsync program (a Debian package).
+# tests/prepare.sh installs the programs the tests drive (rsync, ssh, slapd, chromium, Redis,
+# RabbitMQ) when they are missing and starts Redis and RabbitMQ when they are down.
 test: $(BIN)/.installed
-	@command -v rsync >/dev/null || { echo "installing rsync for the rsync protocol tests"; \
-	  (apt-get update -qq && apt-get install -y -qq rsync) >/dev/null || \
-	  { echo "rsync is missing: install it (apt-get install rsync)"; exit 1; }; }
-	@# The web UI's browser tests drive Debian's chromium through Playwright (they skip without it).
-	@command -v chromium >/dev/null || { echo "installing chromium for the web UI browser tests"; \
-	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-dejavu-core) \
-	  >/dev/null || echo "chromium is missing: install it (apt-get install chromium); the browser tests skip"; }
+	@bash tests/prepare.sh
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 clean:

@@ -24,6 +24,7 @@ from biomaj.protocols.base import (
     UnsafePath,
 )
 from biomaj.protocols.rsync import RsyncProtocol, _translate_error, parse_list_line
+from tests.conftest import IN_CI
 from tests.servers import rsync_server
 from tests.servers.faults import Faults
 
@@ -360,8 +361,12 @@ class _KeyOnly(asyncssh.SSHServer):
         return username == "biomaj" and key == self.key
 
 
-@pytest.mark.skipif(shutil.which("ssh") is None, reason="needs the OpenSSH client")
 async def test_rsync_over_ssh(tree, tmp_path):
+    if shutil.which("ssh") is None:
+        reason = "needs the OpenSSH client (Debian: apt-get install openssh-client)"
+        if IN_CI:
+            pytest.fail(f"{reason}; required when CI=true")
+        pytest.skip(reason)
     host_key = asyncssh.generate_private_key("ssh-ed25519")
     user_key = asyncssh.generate_private_key("ssh-ed25519")
     key_file = tmp_path / "id_ed25519"
