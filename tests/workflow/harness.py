@@ -1,9 +1,9 @@
 """A BioMAJ 3 test installation in a temporary folder, run by real actors.
 
 ``Site`` lays out conf/ data/ log/ process/ lock/ cache/ like upstream's ``UtilsForTest``, with
-the upstream global.properties and bank files rewritten to point at the temporary tree (a copy
-of upstream's ``tests/bank`` stands for the remote of ``protocol=local`` banks, and servers
-started by the tests for the others). Updates run through a real in-process bus, a real
+a set of BioMAJ 3-format files (``BankFiles``: ours from tests/fixtures, or upstream's in the
+compatibility suite) rewritten to point at the temporary tree: a copy of the set's ``bank/``
+stands for the remote of ``protocol=local`` banks, and servers started by the tests for the others. Updates run through a real in-process bus, a real
 downloader actor and a real SQLite store.
 """
 
@@ -25,6 +25,7 @@ from biomaj.workflow.bank import RunContext
 from biomaj.process.runner import ProcessRunner
 from biomaj.workflow.downloads import Downloads, Processes
 from biomaj.workflow.update import UpdateOptions
+from tests.conftest import BankFiles
 
 USER = "tester"
 
@@ -41,19 +42,22 @@ def set_property(path: Path, key: str, value: str) -> None:
 class Site:
     """The temporary installation; ``await site.open()`` starts the actors."""
 
-    def __init__(self, root: Path, fixtures: Path):
+    def __init__(self, root: Path, files: BankFiles):
         self.root = root
-        self.upstream = fixtures / "upstream-tests"
+        self.files = files
+        self.flavour = files.name  # "ours" or "upstream"
+        self.expect = files.expect
         self.conf = root / "conf"
         self.data = root / "data"
-        self.remote = root / "remote"  # upstream's tests/bank, writable
+        self.remote = root / "remote"  # the set's bank/, writable
         for name in ("conf", "data", "log", "process", "lock", "cache"):
             (root / name).mkdir(parents=True, exist_ok=True)
-        shutil.copytree(self.upstream / "bank", self.remote)
+        shutil.copytree(files.remote, self.remote)
         for path in self.remote.iterdir():
             path.chmod(0o644)
         self.global_properties = self.conf / "global.properties"
-        shutil.copy(self.upstream / "global.properties", self.global_properties)
+        shutil.copy(files.test_global, self.global_properties)
+        self.global_properties.chmod(0o644)
         for key, folder in (("conf.dir", "conf"), ("log.dir", "log"), ("process.dir", "process"),
                             ("data.dir", "data"), ("lock.dir", "lock"), ("cache.dir", "cache")):
             set_property(self.global_properties, key, str(root / folder))
@@ -92,9 +96,9 @@ class Site:
     # --- banks -------------------------------------------------------------------------------
 
     def add_bank(self, name: str, **overrides: str) -> Path:
-        """Copy upstream bank ``name``; local remotes point at the writable remote tree."""
+        """Copy bank ``name`` of the set; local remotes point at the writable remote tree."""
         path = self.conf / f"{name}.properties"
-        shutil.copy(self.upstream / f"{name}.properties", path)
+        shutil.copy(self.files.bank(name), path)
         path.chmod(0o644)
         text = path.read_text()
         if re.search(r"^protocol\s*=\s*(local|none|multi)\s*$", text, re.MULTILINE):
@@ -102,6 +106,10 @@ class Site:
         for key, value in overrides.items():
             set_property(path, key.replace("__", "."), value)
         return path
+
+    def source_value(self, bank: str, key: str) -> str | None:
+        """``key`` as the set's bank file writes it (before add_bank rewrites anything)."""
+        return BankProperties.load(self.files.test_global, self.files.bank(bank), environ={}).get(key)
 
     def set(self, bank: str, **values: str) -> None:
         for key, value in values.items():

@@ -21,7 +21,7 @@ import sys
 import tarfile
 import time
 from dataclasses import asdict
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pytest
 
@@ -399,7 +399,7 @@ async def test_cancel_stops_the_transfer_and_the_next_update_resumes(site: Site)
         task = asyncio.create_task(runner.update_bank(run, BANK, UpdateOptions()))
         others = [f for f in site.remote.iterdir() if f.name != "test_big.bin"]
         expected_bytes = sum(f.stat().st_size for f in others) + http_server.BLOCK
-        offline = site.data / "offline" / "test" / "local_tmp"
+        offline = site.data / site.source_value(BANK, "offline.dir.name")
         # every other file done, and the first block of the big one received (the server then stalls)
         await wait_until(lambda: all((offline / f.name).is_file() for f in others) and faults.active == 1
                          and site.downloader.bytes_received == expected_bytes, "the big file in flight")
@@ -563,6 +563,7 @@ async def test_unusable_release_string_is_refused(site: Site, tmp_path, release:
     assert not outcome.ok and outcome.failed_task == "release"
     assert "not usable as a directory name" in outcome.error and repr(release) in outcome.error
     # only the empty bank and offline directories exist: no release directory, nothing outside
-    assert names_under(site.data) == {"offline", "offline/test", "offline/test/local_tmp", "test", "test/local"}
+    folders = (site.source_value(BANK, "offline.dir.name"), site.source_value(BANK, "dir.version"))
+    assert names_under(site.data) == {p.as_posix() for f in folders for p in (PurePosixPath(f), *PurePosixPath(f).parents)} - {"."}
     assert not [p for p in tmp_path.rglob("etc") if p.is_dir()]
     assert (await site.doc(BANK))["production"] == []

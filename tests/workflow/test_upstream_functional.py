@@ -1,6 +1,7 @@
 """BioMAJ 3's functional tests (biomaj/tests/biomaj_tests.py, classes TestBiomajSetup and
-TestBiomajFunctional; reference section 7), ported onto the upstream fixtures, with local FTP and
-HTTP servers in place of ftp.ncbi.nih.gov, ftp2.fr.debian.org and httpbin.org.
+TestBiomajFunctional; reference section 7), run on our bank files (tests/fixtures) and on the
+upstream ones (compat suite), with local FTP and HTTP servers in place of ftp.ncbi.nih.gov,
+ftp2.fr.debian.org and httpbin.org.
 
 The tests of processes (test_postprocesses_*, test_preprocesses, test_removeprocesses,
 test_processes_meta_data, test_search over localprocess) belong to the processes issue.
@@ -13,6 +14,7 @@ import json
 import os
 import shutil
 import time
+from pathlib import PurePosixPath
 
 import pytest
 
@@ -22,8 +24,11 @@ from biomaj.workflow import runner
 from biomaj.workflow.bank import Bank, NotAuthorized
 from biomaj.workflow.session import UPDATE_TASKS, new_session
 from biomaj.workflow.update import UpdateOptions, dependency_order
+from tests.conftest import files_on_both
 from tests.servers import ftp_server, http_server
 from tests.servers.faults import Faults
+
+files = files_on_both()
 
 TODAY = datetime.date.today()
 TODAY_RELEASE = f"{TODAY.year}-{TODAY.month}-{TODAY.day}"
@@ -44,7 +49,7 @@ async def test_new_bank_creates_its_document(site):
     assert doc["name"] == "pdbaa"
     assert doc["properties"]["owner"] == site.user
     assert doc["properties"]["visibility"] == "public"
-    assert doc["properties"]["type"] == ["nucleic_protein"]
+    assert doc["properties"]["type"] == site.expect["pdbaa_type"]
     assert (await site.store.get_bank("pdbaa"))["production"] == []
 
 
@@ -118,12 +123,13 @@ def test_dependencies_list(site):
 
 
 @pytest.fixture
-async def ncbi_ftp(tmp_path):
-    """ftp.ncbi.nih.gov's /blast/db/FASTA/ with pdbaa.gz (and no foo/ directory)."""
+async def ncbi_ftp(tmp_path, site):
+    """ftp.ncbi.nih.gov's /blast/db/FASTA/ (pdbaa's remote.dir) with pdbaa.gz (and not the
+    remote.dir of alu_list_error)."""
     import gzip
 
     tree = tmp_path / "ncbi"
-    folder = tree / "blast" / "db" / "FASTA"
+    folder = tree / site.source_value("pdbaa", "remote.dir").strip("/")
     folder.mkdir(parents=True)
     with gzip.open(folder / "pdbaa.gz", "wb") as out:
         out.write(b">101M:A mol:protein length:154  MYOGLOBIN\nMVLSEGEWQLVLHVWAKVEAD\n" * 50)
@@ -150,7 +156,7 @@ async def test_bank_list_error_missing_remote_dir(site, ncbi_ftp):
     outcome = await site.update("alu_list_error")
     assert not outcome.ok
     assert outcome.failed_task == "download"
-    assert "foo" in outcome.error
+    assert PurePosixPath(site.source_value("alu_list_error", "remote.dir")).name in outcome.error
     doc = await site.doc("alu_list_error")
     assert doc["production"] == [] and doc["pending"] == []  # no release was determined
 
@@ -176,7 +182,7 @@ async def test_remoterelease_check(site):
 async def test_extract_release_from_file_content(site):
     site.add_bank("local", release__file=r"test_100\.txt", release__regexp=r"Release\s*(\d+)")
     outcome = await site.update("local")
-    assert outcome.ok and outcome.release == "103"
+    assert outcome.ok and outcome.release == site.expect["text_release"]  # test_100.txt's "Release <n>"
 
 
 async def test_publish(site):
@@ -397,11 +403,15 @@ async def test_computed_error(site):
 
 
 @pytest.fixture
-async def debian_http(tmp_path):
+async def debian_http(tmp_path, site):
+    """The release file and the page of the directhttp bank, at the paths its file names."""
     tree = tmp_path / "debian-mirror"
-    (tree / "debian").mkdir(parents=True)
-    (tree / "debian" / "README").write_text("Debian 12.5, released 2024\n")
-    (tree / "debian" / "README.html").write_text("<html><body>Debian</body></html>\n")
+    release = tree / site.source_value("directhttp", "release.remote.dir").lstrip("/")
+    page = tree / site.source_value("directhttp", "remote.dir").lstrip("/")
+    for path in (release, page):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    release.write_text("Sample mirror version 12.5, released 2024\n")  # read by both sets' release.regexp
+    page.write_text("<html><body>Mirror</body></html>\n")
     server = await http_server.start(tree, Faults(), protocol="http")
     yield server
     await server.close()
@@ -413,7 +423,7 @@ async def test_directhttp_release(site, debian_http):
     outcome = await site.update("directhttp")
     assert outcome.ok, outcome.error
     assert outcome.release == "12.5"
-    assert flat(outcome) == {"debian/README.html"}
+    assert flat(outcome) == {site.source_value("directhttp", "local.files")}
 
 
 async def test_multi(site, debian_http):
@@ -422,10 +432,11 @@ async def test_multi(site, debian_http):
                   remote__file__1__server=address, remote__file__1__path=http_server.ECHO)
     outcome = await site.update("multi")
     assert outcome.ok, outcome.error
-    got = json.loads((outcome.release_dir / "flat" / "test1.json").read_text())
-    assert got["method"] == "GET" and got["query"] == {"key1": "value1", "key2": "value2"}
-    posted = json.loads((outcome.release_dir / "flat" / "test2.json").read_text())
-    assert posted["method"] == "POST" and posted["form"] == {"key1": "value1", "key2": "value2"}
+    (get_name, get_params), (post_name, post_params) = site.expect["multi"].items()
+    got = json.loads((outcome.release_dir / "flat" / get_name).read_text())
+    assert got["method"] == "GET" and got["query"] == get_params
+    posted = json.loads((outcome.release_dir / "flat" / post_name).read_text())
+    assert posted["method"] == "POST" and posted["form"] == post_params
 
 
 async def test_freeze(site):

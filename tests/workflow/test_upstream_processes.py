@@ -1,5 +1,6 @@
 """BioMAJ 3's process tests (reference section 7: exec again, pre, remove, restart from proc,
-wrong process name, metadata, search) on upstream's localprocess bank, with the scripts written
+wrong process name, metadata, search) on the localprocess bank (ours, and upstream's in the
+compat suite), with the scripts written
 by the tests, run by the real processor actor; plus parallel metas, timeouts, cancellation and
 containers (a stand-in `docker` program, no engine runs here)."""
 
@@ -16,6 +17,9 @@ from biomaj import reports
 from biomaj.errors import BiomajError
 from biomaj.process.execute import group_running
 from biomaj.workflow import runner
+from tests.conftest import files_on_both
+
+files = files_on_both()
 
 TEST_SH = """#!/bin/sh
 echo "Testing a process"
@@ -48,17 +52,17 @@ async def test_processes_run_with_the_biomaj3_contract(localprocess):
     assert session["process"]["postprocess"]["BLOCK2"]["META3"] == {"PROC4": True, "PROC5": True}
     assert (outcome.release_dir / "proc1.txt").is_file() and (outcome.release_dir / "proc2.txt").is_file()
     log_dir = Path(outcome.log_file).parent
-    assert (log_dir / "META0_PROC0.out").read_text() == f"test {site.data}\n"  # echo test $datadir
+    assert (log_dir / "META0_PROC0.out").read_text() == site.expect["proc0_out"].format(datadir=site.data)  # echo … $datadir
     assert (log_dir / "META3_PROC5.err").read_text() == ""
     assert not (site.bank_dir("localprocess") / "future_release").exists()  # only while postprocess runs
     # test_processes_meta_data
-    formats = session["formats"]
+    formats, proc5 = session["formats"], site.expect["proc5"]  # PROC5.format/tags/files
     assert len(formats["blast"]) == 2
-    assert formats["test"][0]["files"] == ["dir1/file1", "dir1/file2", "dir1/file3"]
-    assert formats["test"][0]["tags"] == {"chr": "chr1", "organism": "hg19"}
+    assert formats[proc5["format"]][0]["files"] == list(proc5["files"])
+    assert formats[proc5["format"]][0]["tags"] == proc5["tags"]
     production = (await site.doc("localprocess"))["production"][0]
-    assert set(production["formats"]) >= {"blast", "fasta", "test"}
-    assert set(production["types"]) >= {"nucleic", "any", "nucleic_protein"}
+    assert set(production["formats"]) >= {"blast", "fasta", proc5["format"]}
+    assert set(production["types"]) >= {"nucleic", *proc5["types"], site.expect["localprocess_type"]}
 
 
 async def test_search_by_formats_and_types(localprocess):
