@@ -14,13 +14,18 @@ from biomaj.runtime.roles import ROLES, parse_roles
 log = logging.getLogger(__name__)
 
 
-def _run(coro) -> None:
+def _loop_runner():
+    """``uvloop.run`` when uvloop is installed (biomaj[fast]), else ``asyncio.run``."""
     try:
-        import uvloop  # optional: biomaj[fast]
+        import uvloop
     except ImportError:
-        asyncio.run(coro)
-    else:
-        uvloop.run(coro)
+        return asyncio.run
+    return uvloop.run
+
+
+def _run(coro) -> None:
+    # the loop runs outside the `except ImportError`: its exceptions must not carry that one
+    _loop_runner()(coro)
 
 
 @click.command()
