@@ -39,7 +39,7 @@ def serve(obj: CliContext, all_roles: bool, role_spec: str | None, node_id: str 
     """Run the service until SIGINT or SIGTERM."""
     from biomaj.runtime.node import Node, serve_until_signalled
 
-    roles = parse_roles(all_roles, role_spec)
+    roles = parse_roles(all_roles, role_spec, warn=lambda text: click.echo(f"warning: {text}", err=True))
     config = obj.config()
     if node_id is not None:
         if not node_id.strip():

@@ -15,7 +15,6 @@ from typing import Any, Protocol, Sequence
 from biomaj import __version__
 from biomaj.actors.downloader import DownloaderActor, DownloaderSettings
 from biomaj.actors.manager import ManagerActor, ManagerSettings
-from biomaj.actors.placeholders import IdleActor
 from biomaj.actors.processor import ProcessorActor, ProcessorSettings
 from biomaj.actors.web import WebActor
 from biomaj.bus import Bus, open_bus
@@ -97,10 +96,7 @@ class Node:
             assert self.store is not None
             return FtpActor(self.config.settings.ftp, self.store, users_of(self.config, self.store), grace=grace,
                             asked=set(self.roles) != set(ROLES))
-        descriptions = {
-            "auth": "users and API keys",
-        }
-        return IdleActor(name, descriptions[name])
+        raise ValueError(f"no actor named {name!r}")
 
     def read_bank_secret(self, bank: str, key: str) -> str | None:
         """A secret property (server.credentials ...) read from the bank file on this node, so

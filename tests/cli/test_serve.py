@@ -80,11 +80,12 @@ def test_serve_all_answers_and_stops_gracefully(biomaj_root, server_factory, sig
     assert [n["node_id"] for n in status["nodes"]] == [status["node"]]
     node = status["nodes"][0]
     assert node["roles"] == ["manager", "download", "process", "scheduler", "web", "ftp"]
-    assert set(node["actors"]) == {"auth", "manager", "downloader", "processor", "scheduler", "web", "ftp"}
+    assert set(node["actors"]) == {"manager", "downloader", "processor", "scheduler", "web", "ftp"}
     assert node["pid"] == server.proc.pid
     code, _elapsed, err = server.stop(signum)
     assert code == 0, err
     assert "stopping" in err and "Traceback" not in err
+    assert "actor auth" not in err  # authentication is a library of web and ftp, not an idle actor
 
 
 def test_ctl_nodes_sees_the_running_server(biomaj_root, server_factory, biomaj_cmd):

@@ -36,7 +36,7 @@ async def test_readyz_checks_store_bus_state(client):
 async def test_status_lists_this_node(client):
     body = await (await client.get("/api/v1/status")).json()
     assert body["nodes"][0]["roles"] == ["manager", "download"]
-    assert body["nodes"][0]["actors"] == ["auth", "manager", "downloader"]
+    assert body["nodes"][0]["actors"] == ["manager", "downloader"]
     assert body["backends"]["store"].startswith("sqlite ")
 
 
