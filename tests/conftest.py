@@ -98,14 +98,15 @@ def require_upstream() -> BankFiles:
 
 
 def upstream_paths(pattern: str) -> list:
-    """Parameters for a test over upstream's files matching ``pattern`` (relative to their root).
+    """Parameters for a test over upstream's bank files matching ``pattern`` (relative to their
+    root; global.properties is never a bank and is left out).
 
     Without them, one placeholder parameter: its test skips through :func:`require_upstream`
     (with the one reason) instead of pytest's "empty parameter set".
     """
     if UPSTREAM_DIR.is_dir():
         return [pytest.param(p, marks=pytest.mark.compat, id=f"{p.parent.name}/{p.stem}")
-                for p in sorted(UPSTREAM_DIR.glob(pattern))]
+                for p in sorted(UPSTREAM_DIR.glob(pattern)) if p.name != "global.properties"]
     return [pytest.param(None, marks=pytest.mark.compat, id="upstream-absent")]
 
 
@@ -144,6 +145,20 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if {"upstream_files", "fixtures_dir"} & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.compat)
+
+
+def pytest_runtest_setup(item):
+    """A compat test without upstream's files: skipped with the one reason, failed when CI=true."""
+    if item.get_closest_marker("compat"):
+        require_upstream()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Every compat skip reported at one place, so that ``-rs`` names them all in one line."""
+    report = (yield).get_result()
+    if report.skipped and isinstance(report.longrepr, tuple) and UPSTREAM_MISSING in str(report.longrepr[2]):
+        report.longrepr = (__file__, require_upstream.__code__.co_firstlineno - 1, report.longrepr[2])
 
 
 @pytest.fixture

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import BOTH, OURS, upstream_paths
+
 
 def run(cmd: list[str], *args: str, env: dict | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
     full_env = {k: v for k, v in os.environ.items() if k != "BIOMAJ_CONFIG"}
@@ -93,22 +95,23 @@ def test_check_invalid_bank_lists_every_problem_and_fails(biomaj_root, biomaj_cm
     assert {"protocol", "dir.version", "offline.dir.name"} <= keys
 
 
-def test_check_a_biomaj3_bank_file_by_path(biomaj_root, biomaj_cmd, fixtures_dir):
-    bank = fixtures_dir / "bank-properties" / "UniProt.properties"
+@pytest.mark.parametrize("files", BOTH, indirect=True)
+def test_check_a_biomaj3_bank_file_by_path(biomaj_root, biomaj_cmd, files):
+    name = files.expect["uniprot_like"]  # a real-world-shaped bank with a large process DAG
+    bank = files.real_world / f"{name}.properties"
     result = run(biomaj_cmd, "-c", str(biomaj_root / "config.yml"), "ctl", "check", str(bank))
     assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout.startswith("UniProt check: True")
+    assert result.stdout.startswith(f"{name} check: True")
     assert "frequency.update" in result.stdout and "not read by BioMAJ 3" in result.stdout  # legacy: warned, not fatal
 
 
 @pytest.mark.parametrize(
     "bank_file",
-    sorted(
-        p
-        for p in (Path(__file__).resolve().parents[3] / "shared" / "biomaj3-fixtures").glob("*/*.properties")
-        if p.name != "global.properties"
-    ),
-    ids=lambda p: f"{p.parent.name}/{p.name}",
+    # ours: the real-world-shaped banks and one that fails its check (every one of ours gets its
+    # verdict in process in tests/config/test_fixtures.py; a subprocess each is slow)
+    [pytest.param(p, id=f"ours/{p.parent.name}/{p.name}") for p in
+     sorted(OURS.real_world.glob("*.properties")) + [OURS.bank("locallist")]]
+    + upstream_paths("*/*.properties"),
 )
 def test_every_fixture_bank_gets_a_verdict_from_ctl_check(biomaj_root, biomaj_cmd, bank_file):
     result = run(biomaj_cmd, "-c", str(biomaj_root / "config.yml"), "ctl", "--json", "check", str(bank_file))

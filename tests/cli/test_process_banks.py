@@ -1,12 +1,18 @@
-"""Banks with processes, end to end through `biomaj ctl`: upstream's localprocess and a
-UniProt-shaped bank (blocks of metas of processes writing files and ##BIOMAJ# lines)."""
+"""Banks with processes, end to end through `biomaj ctl`: the localprocess bank (ours, and
+upstream's in the compat suite) and a UniProt-shaped bank (blocks of metas of processes writing
+files and ##BIOMAJ# lines)."""
 
 from __future__ import annotations
 
 import gzip
 import json
+import re
 import shutil
 import subprocess
+
+import pytest
+
+from tests.conftest import BOTH
 
 UNIPROT = """[GENERAL]
 db.fullname="UniProt-shaped test bank"
@@ -98,11 +104,12 @@ def test_a_uniprot_shaped_bank_updates_and_reports_its_formats(biomaj_root, biom
     assert "blast" in text and "fasta" in text
 
 
-def test_localprocess_updates_with_ctl(biomaj_root, biomaj_cmd, fixtures_dir):
-    upstream = fixtures_dir / "upstream-tests"
-    remote = biomaj_root / "upstream-remote"
-    shutil.copytree(upstream / "bank", remote)
-    bank = (upstream / "localprocess.properties").read_text().replace("remote.dir=/tmp/", f"remote.dir={remote}/")
+@pytest.mark.parametrize("files", BOTH, indirect=True)
+def test_localprocess_updates_with_ctl(biomaj_root, biomaj_cmd, files):
+    remote = biomaj_root / "test-remote"
+    shutil.copytree(files.remote, remote)
+    bank = re.sub(r"^remote\.dir=.*$", lambda _: f"remote.dir={remote}/", files.bank("localprocess").read_text(),
+                  count=1, flags=re.MULTILINE)
     (biomaj_root / "conf" / "localprocess.properties").write_text(bank)
     executable(biomaj_root / "process" / "test.sh",
                '#!/bin/sh\necho "##BIOMAJ#blast#nucleic#organism:hg19#blast/chr1/chr1db"\n')
@@ -110,5 +117,6 @@ def test_localprocess_updates_with_ctl(biomaj_root, biomaj_cmd, fixtures_dir):
     assert job["state"] == "done", job
     status = ctl(biomaj_cmd, biomaj_root, "status", "localprocess").stdout
     assert job["result"]["release"] in status
-    found = json.loads(ctl(biomaj_cmd, biomaj_root, "--json", "search", "--formats", "blast,test").stdout)
+    formats = f"blast,{files.expect['proc5']['format']}"  # test.sh's and PROC5.format
+    found = json.loads(ctl(biomaj_cmd, biomaj_root, "--json", "search", "--formats", formats).stdout)
     assert [row["Name"] for row in found] == ["localprocess"]

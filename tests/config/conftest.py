@@ -1,19 +1,16 @@
-"""Helpers for the properties tests: temporary global/bank pairs and the BioMAJ 3 fixtures."""
+"""Helpers for the properties tests: temporary global/bank pairs, and a set's test global file
+(ours from tests/fixtures, or upstream's in the compat suite: tests/conftest.py ``BankFiles``)."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Callable, Mapping
 
 import pytest
 
 from biomaj.config.properties import BankProperties
-
-#: Real BioMAJ 3 files, beside the project: read in place, never copied.
-FIXTURES = Path(__file__).resolve().parents[2] / ".." / "shared" / "biomaj3-fixtures"
-GLOBAL_EXAMPLE = FIXTURES / "global.properties.example"
-UPSTREAM = FIXTURES / "upstream-tests"
-UPSTREAM_GLOBAL = UPSTREAM / "global.properties"
+from tests.conftest import BankFiles
 
 #: A bank file that passes every check, as key -> value.
 VALID_BANK = {
@@ -84,11 +81,13 @@ def make_bank(tmp_path: Path) -> MakeBank:
     return make
 
 
-def upstream_global(root: Path) -> Path:
-    """upstream-tests/global.properties with its directories moved under ``root``, as upstream's harness does."""
-    text = UPSTREAM_GLOBAL.read_text()
+def suite_global(files: BankFiles, root: Path) -> Path:
+    """The set's test global.properties with its directories moved under ``root`` (data.dir is
+    ``<root>/``), as upstream's harness does."""
+    text = files.test_global.read_text()
     for key in ("conf.dir", "log.dir", "process.dir", "data.dir", "lock.dir", "cache.dir"):
-        text = text.replace(f"\n{key}=/tmp/biomaj", f"\n{key}={root}")
+        value = f"{root}/" if key == "data.dir" else f"{root}/{key.split('.')[0]}"
+        text = re.sub(rf"^{re.escape(key)}=.*$", lambda _: f"{key}={value}", text, count=1, flags=re.MULTILINE)
     path = root / "global.properties"
     path.write_text(text)
     return path

@@ -7,7 +7,9 @@ import pytest
 from biomaj.config.check import Problem, check_bank, verdict
 from biomaj.config.properties import BankProperties
 
-from .conftest import UPSTREAM, upstream_global
+from tests.conftest import BOTH
+
+from .conftest import suite_global
 
 PROCESSES = """
 db.pre.process=META0
@@ -236,10 +238,11 @@ def test_enum_value_out_of_range_is_a_warning(make_bank):
     assert keys(problems, "warning") == {"historic.logfile.level", "url.method"}
 
 
-# valid upstream banks ------------------------------------------------------------------------
+# valid test banks (ours, and upstream's in the compat suite) ---------------------------------
+@pytest.mark.parametrize("files", BOTH, indirect=True)
 @pytest.mark.parametrize("bank", ["local", "localprocess"])
-def test_upstream_valid_banks(tmp_path, bank):
-    props = BankProperties.load(upstream_global(tmp_path), UPSTREAM / f"{bank}.properties", environ={})
+def test_valid_test_banks(tmp_path, files, bank):
+    props = BankProperties.load(suite_global(files, tmp_path), files.bank(bank), environ={})
     problems = check_bank(props)
     assert verdict(problems) is True, errors(problems)
     assert props.get("data.dir") == f"{tmp_path}/"

@@ -15,7 +15,9 @@ from biomaj.config.check import check_bank
 from biomaj.config.properties import BankProperties
 from biomaj.config.settings import DEFAULTS, PROPERTIES, SCOPES, SECTIONS, find_setting, render_markdown
 
-from .conftest import UPSTREAM, upstream_global
+from tests.conftest import BOTH
+
+from .conftest import suite_global
 
 PROJECT = Path(__file__).resolve().parents[2]
 DOCS = PROJECT / "docs" / "bank-properties.md"
@@ -132,8 +134,9 @@ class _Recording(BankProperties):
         return super().get(key, default)
 
 
-def test_every_key_read_by_check_is_declared(tmp_path):
-    props = _Recording.load(upstream_global(tmp_path), UPSTREAM / "localprocess.properties", environ={})
+@pytest.mark.parametrize("files", BOTH, indirect=True)
+def test_every_key_read_by_check_is_declared(tmp_path, files):
+    props = _Recording.load(suite_global(files, tmp_path), files.bank("localprocess"), environ={})
     props.read = set()
     check_bank(props)
     # META names are free words (values of the process lists); the interpolation check reads

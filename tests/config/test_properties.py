@@ -11,7 +11,9 @@ from biomaj.config.properties import BankProperties, GlobalProperties, list_bank
 from biomaj.config.settings import DEFAULTS
 from biomaj.errors import ConfigError, UnknownBank
 
-from .conftest import UPSTREAM, UPSTREAM_GLOBAL, render, upstream_global
+from tests.conftest import BOTH
+
+from .conftest import render, suite_global
 
 
 # precedence ----------------------------------------------------------------------------------
@@ -228,12 +230,13 @@ def test_syntax_error_in_global_names_the_global_file(make_bank):
         make_bank(global_text="[GENERAL]\nbroken\n")
 
 
-def test_global_with_logging_sections_loads(tmp_path):
-    glob = GlobalProperties.load(UPSTREAM_GLOBAL, environ={})
-    assert glob.get("db.name") == "biomaj_test"
-    assert glob.get("use_ldap") == "1"
-    assert "format" not in glob.keys()  # [formatter_generic] is not [GENERAL]
-    props = BankProperties.load(upstream_global(tmp_path), UPSTREAM / "local.properties", environ={})
+@pytest.mark.parametrize("files", BOTH, indirect=True)
+def test_global_with_logging_sections_loads(tmp_path, files):
+    glob = GlobalProperties.load(files.test_global, environ={})
+    assert glob.get("db.name") == files.expect["global"]["db.name"]
+    assert glob.get("use_ldap") == files.expect["global"]["use_ldap"]
+    assert "format" not in glob.keys()  # [formatter_*] is not [GENERAL]
+    props = BankProperties.load(suite_global(files, tmp_path), files.bank("local"), environ={})
     assert props.get("historic.logfile.level") == "DEBUG"
     assert props.get("data.dir") == f"{tmp_path}/"
 

@@ -9,31 +9,37 @@ import pytest
 from biomaj.config.properties import BankProperties
 from biomaj.download.remote import from_message, remote_config, split_server, to_message
 from biomaj.errors import ConfigError
+from tests.conftest import BOTH
 
 
 @pytest.fixture
-def load(tmp_path, fixtures_dir):
-    def load(text: str | None = None, bank: str | None = None, global_file: str = "global.properties.example"):
-        path = fixtures_dir / bank if bank else tmp_path / "bank.properties"
+def load(tmp_path, bank_files):
+    """Load a bank of the set (``bank="directhttp"``) or a bank written from ``text``, with the
+    set's production-shaped global file (or its test global with ``test_global=True``)."""
+
+    def load(text: str | None = None, bank: str | None = None, test_global: bool = False, files=bank_files):
+        path = files.bank(bank) if bank else tmp_path / "bank.properties"
         if text is not None:
             path.write_text("[GENERAL]\n" + text)
-        return BankProperties.load(fixtures_dir / global_file, path, environ={})
+        return BankProperties.load(files.test_global if test_global else files.global_example, path, environ={})
 
     return load
 
 
-def test_direct_protocol_splits_the_file_path(load):
-    config = remote_config(load(bank="upstream-tests/directhttp.properties"))
-    assert (config.protocol, config.host, config.root, config.direct_file) == (
-        "directhttp", "ftp2.fr.debian.org", "/debian", "README.html")
-    release = remote_config(load(bank="upstream-tests/directhttp.properties"), prefix="release.")
-    assert release.direct_file == "README"
+@pytest.mark.parametrize("files", BOTH, indirect=True)
+def test_direct_protocol_splits_the_file_path(load, files):
+    host, root, page, release_file = files.expect["directhttp"]
+    config = remote_config(load(bank="directhttp", files=files))
+    assert (config.protocol, config.host, config.root, config.direct_file) == ("directhttp", host, root, page)
+    release = remote_config(load(bank="directhttp", files=files), prefix="release.")
+    assert release.direct_file == release_file
 
 
-def test_biomaj_stock_index_regexps_mean_auto_detection(load):
-    for global_file in ("global.properties.example", "upstream-tests/global.properties"):
-        parse = remote_config(load(bank="upstream-tests/testhttp.properties", global_file=global_file)).http_parse
-        assert parse.dir_line is None and parse.file_line is None
+@pytest.mark.parametrize("files", BOTH, indirect=True)
+@pytest.mark.parametrize("test_global", [False, True], ids=["example-global", "test-global"])
+def test_biomaj_stock_index_regexps_mean_auto_detection(load, files, test_global):
+    parse = remote_config(load(bank="testhttp", files=files, test_global=test_global)).http_parse
+    assert parse.dir_line is None and parse.file_line is None
 
 
 def test_a_bank_regexp_is_used_as_is(load):

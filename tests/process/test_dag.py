@@ -1,4 +1,5 @@
-"""Process declarations, statuses and --process resets, on upstream's localprocess bank."""
+"""Process declarations, statuses and --process resets, on the localprocess bank (ours, and
+upstream's in the compat suite)."""
 
 from __future__ import annotations
 
@@ -10,15 +11,21 @@ from biomaj.config.properties import BankProperties
 from biomaj.errors import ConfigError
 from biomaj.process import dag
 from biomaj.process.environment import build_environment, command_args, is_secret, substitute
+from tests.conftest import BOTH, OURS, require_upstream
 
 
-@pytest.fixture
-def localprocess(tmp_path, fixtures_dir) -> BankProperties:
+@pytest.fixture(params=BOTH)
+def localprocess(request, tmp_path) -> BankProperties:
+    files = require_upstream() if request.param == "upstream" else OURS
     conf = tmp_path / "conf"
     conf.mkdir()
-    shutil.copy(fixtures_dir / "upstream-tests" / "global.properties", conf / "global.properties")
-    shutil.copy(fixtures_dir / "upstream-tests" / "localprocess.properties", conf / "localprocess.properties")
-    return BankProperties.load(conf / "global.properties", "localprocess", conf_dir=conf)
+    shutil.copy(files.test_global, conf / "global.properties")
+    shutil.copy(files.bank("localprocess"), conf / "localprocess.properties")
+    for path in conf.iterdir():
+        path.chmod(0o644)
+    props = BankProperties.load(conf / "global.properties", "localprocess", conf_dir=conf)
+    props.expect = files.expect  # type: ignore[attr-defined]  (the set's content-specific values)
+    return props
 
 
 def test_the_plans_of_localprocess(localprocess):
@@ -27,10 +34,10 @@ def test_the_plans_of_localprocess(localprocess):
     assert [[m.name for m in b.metas] for b in post.blocks] == [["META0"], ["META1", "META2", "META3"]]
     assert [p.full_name for _, _, p in post.processes()] == [
         "META0_PROC0", "META1_PROC1", "META1_PROC2", "META2_PROC3", "META3_PROC4", "META3_PROC5"]
-    proc5 = post.processes()[-1][2]
-    assert (proc5.exe, proc5.args, proc5.format, proc5.types) == ("test.sh", "", "test", ("any",))
-    assert proc5.tags == {"chr": "chr1", "organism": "hg19"}
-    assert proc5.files == ("dir1/file1", "dir1/file2", "dir1/file3")
+    proc5, expected = post.processes()[-1][2], localprocess.expect["proc5"]
+    assert (proc5.exe, proc5.args, proc5.format, proc5.types) == ("test.sh", "", expected["format"], expected["types"])
+    assert proc5.tags == expected["tags"]
+    assert proc5.files == expected["files"]
     assert proc5.expand is True and proc5.docker is None
     pre = dag.plan(localprocess, "preprocess")
     assert [p.full_name for _, _, p in pre.processes()] == ["META0_PROC0"]
@@ -110,7 +117,8 @@ def test_environment_is_the_biomaj3_table_without_secrets(localprocess):
     assert env["processdir"] == env["PATH_PROCESS_BIOMAJ"] == "/proc" and env["PATH"] == "/usr/bin:/proc"
     assert env["sub1source"] == "/data/sub1/sub1_1" and env["mailadmin"] == "a@b.c"
     assert env["PP_DEPENDENCE"] == env["PP_WARNING"] == "#"
-    assert env["remote.dir"] == "/tmp/" and env["db.name"] == "local"  # every bank property
+    assert env["remote.dir"] == localprocess.get("remote.dir") != ""  # every bank property
+    assert env["db.name"] == localprocess.get("db.name") != ""
     assert "server.credentials" not in env and "RABBITMQ_PASSWORD" not in env and "MONGO_URL" not in env
     assert all(isinstance(v, str) for v in env.values())
 

@@ -23,6 +23,7 @@ from biomaj.workflow.extract import (
     archive_kind,
     extract_archive,
 )
+from tests.conftest import BOTH
 
 MTIME = time.mktime((2021, 3, 4, 5, 6, 8, 0, 0, -1))  # even seconds: zip times have a 2 s resolution
 
@@ -169,9 +170,10 @@ def test_single_file_replaces_existing(offline):
     assert snapshot(offline) == {"a.fasta": b"new"}
 
 
-def test_upstream_fixture(tmp_path, fixtures_dir):
+@pytest.mark.parametrize("files", BOTH, indirect=True)
+def test_the_remote_tree_archive(tmp_path, files):
     archive = tmp_path / "test.fasta.gz"
-    shutil.copy2(fixtures_dir / "upstream-tests" / "bank" / "test.fasta.gz", archive)
+    shutil.copy2(files.remote / "test.fasta.gz", archive)
     expected = gzip.decompress(archive.read_bytes())
 
     assert extract_archive(archive) == ["test.fasta"]
