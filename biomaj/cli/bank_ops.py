@@ -61,6 +61,9 @@ class _Follow:
         progress = event.progress
         if event.kind == "download" and progress.get("file"):
             return  # per-file events: the manager's summaries are enough here
+        if progress.get("notice"):  # something the operator should know, said once
+            self._show(f"[{event.bank}] {event.message}")
+            return
         if "files_total" in progress:
             done, total = progress["files_done"], progress["files_total"]
             line = (f"[{event.bank}] download {_bar(done, total)} {done}/{total} files, "

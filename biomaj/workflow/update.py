@@ -12,7 +12,7 @@ import logging
 import os
 import tempfile
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -318,10 +318,14 @@ class UpdateWorkflow(Workflow):
         """Reuse what the offline directory and the previous release already have, then send
         one download message per remaining file and wait for every result."""
         plan = await asyncio.to_thread(self._plan, wanted)
-        to_fetch, present, reused = plan
+        to_fetch, present, reused = plan.to_fetch, plan.present, plan.reused
         self.reused = reused
         self.log.info("Workflow:wf_download:%d files: %d to download, %d already in the offline directory, "
                       "%d reused from the previous release", len(wanted), len(to_fetch), len(present), len(reused))
+        if plan.blind:
+            notice = blind_notice(plan.blind)
+            self.log.warning("Workflow:wf_download:%s", notice)
+            await self.run_ctx.event(self.bank.name, "running", step="download", message=notice, notice=True)
         await self._status("download", {"total": len(wanted)})
         progress = _DownloadProgress(self, len(wanted), len(present) + len(reused))
         await progress.emit(force=True)
@@ -341,26 +345,29 @@ class UpdateWorkflow(Workflow):
             more = f" (and {len(failed) - 5} more)" if len(failed) > 5 else ""
             raise TaskFailed(f"{len(failed)} of {len(wanted)} files failed to download: {shown}{more}")
 
-    def _plan(self, wanted: list[Wanted]) -> tuple[list[Wanted], list[str], list[str]]:
+    def _plan(self, wanted: list[Wanted]) -> _Plan:
         offline = self.bank.offline_dir
         previous = self._reuse_source()
         cache: dict = {}
-        to_fetch, present, reused = [], [], []
+        plan = _Plan()
         for item in wanted:
             dest = safe_join(offline, item.save_as, cache)
             if _same_file(dest, item):
-                present.append(item.save_as)
+                plan.present.append(item.save_as)
                 continue
+            old = None
             if previous is not None:
                 flat, known = previous
                 old = known.get(item.save_as)
                 source = flat / item.save_as
                 if old is not None and _same_record(old, item.record()) and source.is_file():
                     fs.link_or_copy(source, dest, hardlink=self._hardlinks())
-                    reused.append(item.save_as)
+                    plan.reused.append(item.save_as)
                     continue
-            to_fetch.append(item)
-        return to_fetch, present, reused
+            if item.entry.size is None and (old is not None or (item.entry.mtime is None and dest.is_file())):
+                plan.blind.append(item)  # a local copy exists, but nothing to compare it with
+            plan.to_fetch.append(item)
+        return plan
 
     def _hardlinks(self) -> bool:
         # biomaj hard-links by default (releases are immutable); use_hardlinks=0 copies, as BioMAJ 3 does
@@ -569,6 +576,24 @@ class _DownloadProgress:
             files_done=self.done, files_total=self.total, files_failed=self.failed,
             bytes=self.bytes, rate=self.bytes / elapsed,
         )
+
+
+@dataclass
+class _Plan:
+    """What the download task does with each wanted file."""
+
+    to_fetch: list[Wanted] = field(default_factory=list)
+    present: list[str] = field(default_factory=list)  # complete in the offline directory
+    reused: list[str] = field(default_factory=list)  # linked from the previous release
+    blind: list[Wanted] = field(default_factory=list)  # fetched again: the listing gives no exact size
+
+
+def blind_notice(blind: list[Wanted]) -> str:
+    """Why these files are downloaded again although a local copy exists: the listing (an index
+    page without sizes, Python's http.server) gives nothing to compare that copy with."""
+    what = "no size nor date" if all(w.entry.mtime is None for w in blind) else "no exact size"
+    return (f"the server gives {what} for {len(blind)} files: they cannot be compared with the last release, "
+            f"so they are downloaded again")
 
 
 def _true(value: Any) -> bool:
