@@ -51,6 +51,22 @@ class WebSettings(_Section):
     max_request_bytes: int = Field(
         1024 * 1024, ge=1024, description="Largest request body accepted, in bytes; a larger one gets 413."
     )
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="Reverse proxies (addresses or networks, e.g. [127.0.0.1, 10.0.0.0/8]) whose X-Forwarded-For names "
+        "the client, for the web UI's login throttle; []: the header is never trusted, the peer address counts.",
+    )
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry.strip(), strict=False)
+            except ValueError:
+                raise ValueError(f"trusted_proxies: {entry!r} is not an IP address or network "
+                                 "(such as 127.0.0.1 or 10.0.0.0/8)") from None
+        return value
 
 
 class FtpSettings(_Section):

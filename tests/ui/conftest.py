@@ -93,7 +93,11 @@ async def site(tmp_path):
 
 @pytest.fixture
 async def updated(site: Site) -> Site:
-    """The example bank updated once by its owner (so owned by it), public."""
+    """The example bank given to its owner by an admin (a bank with no owner yet is the admins'),
+    then updated once by that owner; public."""
+    admin = await site.browser("admin")
+    given = await admin.api("PUT", "/api/v1/banks/example/owner", json={"owner": "owner"})
+    assert given.status == 200, await given.text()
     owner = await site.browser("owner")
     response = await owner.api("POST", "/api/v1/banks/example/update", json={})
     assert response.status == 202, await response.text()

@@ -10,11 +10,13 @@ horizontal scrolling. Screenshots of the main pages go to $BIOMAJ_TEST_ARTEFACTS
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import subprocess
 import tempfile
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -132,6 +134,8 @@ def _update_and_watch(alice: Person, release: str) -> None:
         return live.dataset.submitted && live.dataset.job === live.dataset.submitted && live.dataset.state === "done"; }""",
                            timeout=60_000)
     assert re.search(rf"release {release} updated", page.inner_text("#live-status")), page.inner_text("#live-status")
+    flash = page.locator("#flash")  # the job's "queued" message gave way to its end
+    assert flash.is_hidden() or "queued" not in flash.inner_text(), flash.inner_text()
     states = page.eval_on_selector_all("#live-steps li", "items => items.map(li => li.className)")
     assert states == ["step done"] * len(states), states
     assert page.inner_text("#live-count") == "3/3 files"
@@ -287,3 +291,38 @@ def test_an_admin_manages_users_and_schedules(browser, server, artefacts):
         person.open("/ui/")
         assert page.locator('#banks tr[data-bank="example"] td[data-label="Next run"] time').count() == 1
     person.close()
+
+
+def _post(server, path: str, who: str) -> dict:
+    request = urllib.request.Request(server.url + path, data=b"{}", method="POST", headers={
+        "Authorization": f"APIKEY {server.keys[who]}", "Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
+
+
+def test_a_job_that_ends_unheard_leaves_no_running_or_queued_banner(browser, server, artefacts):
+    """The page was drawn while a job ran, and the job ended while the page's event stream was
+    down (it never heard the end): once the stream opens again, the page fetches the state anew
+    and shows the bank idle, with the steps of its last update."""
+    example = (server.root / "conf" / "example.properties").read_text()
+    (server.root / "conf" / "slowbank.properties").write_text(
+        example.replace("db.name=example", "db.name=slowbank").replace("dir.version=example", "dir.version=slowbank")
+        .replace("offline/example_tmp", "offline/slowbank_tmp")
+        + "\ndb.pre.process=META0\nMETA0=PROC0\nPROC0.name=wait\nPROC0.exe=sleep\nPROC0.args=3\n")
+    alice = Person(browser, server, artefacts)
+    alice.login("alice")
+    page = alice.page
+    page.route("**/api/v1/events*", lambda route: route.abort())  # the stream is down
+    job = _post(server, "/api/v1/banks/slowbank/update", "alice")
+    alice.open("/ui/banks/slowbank")
+    assert page.get_attribute("#live", "data-state") in ("queued", "running")
+    assert server.wait_job(job["id"], "alice")["state"] == "done"
+    assert page.get_attribute("#live", "data-state") in ("queued", "running")  # nothing heard yet
+    page.unroute("**/api/v1/events*")  # the stream comes back (EventSource reconnects by itself)
+    page.wait_for_selector('#live[data-state="idle"]', state="attached", timeout=30_000)
+    assert "last update" in page.inner_text("#live-status")
+    states = page.eval_on_selector_all("#live-steps li", "items => items.map(li => li.className)")
+    assert states and set(states) == {"step done"}, states
+    facts = page.inner_text(".facts")
+    assert "queued" not in facts and "running" not in facts, facts
+    alice.close()

@@ -4,16 +4,23 @@ charts drawn. Actions are the REST API's, called with the cookie and the page's 
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import re
 import time
+from urllib.parse import quote
 
 import pytest
+from aiohttp import CookieJar
+from aiohttp.test_utils import TestClient, TestServer
 
+from biomaj.web.app import create_app
 from biomaj.web.auth import SESSIONS_KEY
 from biomaj.web.ui import views
-from biomaj.web.ui.sessions import CSRF_COOKIE, LIFETIME, SESSION_COOKIE, Throttle
+from biomaj.web.ui.sessions import CSRF_COOKIE, LIFETIME, SESSION_COOKIE
+from biomaj.web.ui.throttle import Throttle
 
-from .conftest import PASSWORDS, Site
+from .conftest import PASSWORDS, Browser, Site
 
 
 def _morsel(response, name: str):
@@ -72,15 +79,74 @@ async def test_a_failed_login_says_nothing_about_which_part_was_wrong(site: Site
     assert (await browser.client.get("/api/v1/me")).status == 401
 
 
-async def test_failed_logins_are_throttled(site: Site):
-    site.server.app[SESSIONS_KEY].throttle = Throttle(limit=2, max_delay=0)
+async def _post_login(client, name: str, password: str, csrf: str, forwarded_for: str | None = None):
+    headers = {"X-Forwarded-For": forwarded_for} if forwarded_for else {}
+    return await client.post("/ui/login", allow_redirects=False, headers=headers,
+                             data={"user": name, "password": password, "csrf_token": csrf, "next": "/ui/"})
+
+
+async def test_failed_logins_slow_down_guessing_and_never_lock_the_right_password_out(site: Site):
+    site.server.app[SESSIONS_KEY].throttle = Throttle(max_delay=0.3)
     browser = await site.browser()
-    for _ in range(2):
-        assert (await browser.login("owner", "bad")).status == 401
-    refused = await browser.login("owner")  # the right password, too late
-    assert refused.status == 429 and "Too many failed logins" in await refused.text()
+    await browser.page("/ui/login")
+    for attempt in range(12):  # more than the old lock-out's 10
+        if attempt:
+            await asyncio.sleep(0.3)  # each failure's back-off: short, however many came before
+        assert (await _post_login(browser.client, "owner", "bad", browser.csrf)).status == 401, attempt
+    refused = await _post_login(browser.client, "owner", PASSWORDS["owner"], browser.csrf)  # within the back-off
+    assert refused.status == 429 and refused.headers["Retry-After"] == "1"
+    assert "Too many failed logins: try again in 1 second." in await refused.text()
+    await asyncio.sleep(0.3)  # the back-off is short, however many failures came before
+    assert (await _post_login(browser.client, "owner", PASSWORDS["owner"], browser.csrf)).status == 303
     other = await site.browser()
     assert (await other.login("admin")).status == 303  # another user is not held back
+
+
+def test_the_login_back_off_is_short_and_the_throttle_table_bounded():
+    throttle = Throttle(max_entries=100)
+    key = ("203.0.113.7", "owner")
+    delays = [throttle.failed(key) for _ in range(1000)]
+    assert delays[0] <= 1 and delays == sorted(delays) and max(delays) <= 5
+    assert 0 < throttle.wait(key) <= 5
+    throttle.succeeded(key)
+    assert throttle.wait(key) == 0
+    for i in range(10_000):  # a flood of names and addresses
+        throttle.failed((f"198.51.{i // 256}.{i % 256}", f"name-{i}"))
+    assert len(throttle) <= 100
+
+
+async def test_forwarded_for_is_ignored_unless_the_peer_is_a_trusted_proxy(site: Site):
+    browser = await site.browser()
+    await browser.page("/ui/login")
+    # no trusted proxy (the default): the header is the client's to forge, the peer address counts
+    assert (await _post_login(browser.client, "owner", "bad", browser.csrf, "203.0.113.1")).status == 401
+    refused = await _post_login(browser.client, "owner", PASSWORDS["owner"], browser.csrf, "203.0.113.2")
+    assert refused.status == 429
+    # behind a trusted proxy, each client behind it has its own back-off
+    site.node.config.settings.web.trusted_proxies = ["127.0.0.0/8", "::1"]
+    proxied = TestServer(create_app(site.node))
+    await proxied.start_server()
+    try:
+        behind = Browser(TestClient(proxied, cookie_jar=CookieJar(unsafe=True)))
+        await behind.client.start_server()
+        await behind.page("/ui/login")
+        chain = "198.51.100.9, 203.0.113.1"  # what the client sent, then what the proxy saw
+        assert (await _post_login(behind.client, "owner", "bad", behind.csrf, chain)).status == 401
+        assert (await _post_login(behind.client, "owner", PASSWORDS["owner"], behind.csrf, chain)).status == 429
+        neighbour = await _post_login(behind.client, "owner", PASSWORDS["owner"], behind.csrf, "203.0.113.2")
+        assert neighbour.status == 303
+        await behind.client.close()
+    finally:
+        await proxied.close()
+
+
+def test_trusted_proxies_must_be_addresses_or_networks():
+    from biomaj.config.service import WebSettings
+
+    assert WebSettings().trusted_proxies == []
+    assert WebSettings(trusted_proxies=["10.0.0.0/8", "::1", "192.0.2.1"]).trusted_proxies
+    with pytest.raises(ValueError, match="trusted_proxies"):
+        WebSettings(trusted_proxies=["proxy.example.org"])
 
 
 async def test_login_needs_the_csrf_token_and_never_redirects_elsewhere(site: Site):
@@ -93,6 +159,28 @@ async def test_login_needs_the_csrf_token_and_never_redirects_elsewhere(site: Si
     for target in ("https://evil.example/", "//evil.example/ui/", "/api/v1/me", "/ui\\..\\x"):
         response = await browser.login("owner", next_page=target)
         assert response.headers["Location"] == "/ui/", target
+
+
+NEXT_TARGETS = {  # the next field of the login form -> where the login leads
+    "/ui/nodes": "/ui/nodes", "/ui/banks/example?x=1": "/ui/banks/example?x=1",
+    "/ui/nodes\r\nSet-Cookie: evil=1": "/ui/", "/ui/nodes\n": "/ui/", "/ui/\r": "/ui/", "\r\n": "/ui/",
+    "//evil.example": "/ui/", "///evil.example": "/ui/", "/ui//evil.example": "/ui/", "https://evil.example/ui/": "/ui/",
+    "javascript:alert(1)": "/ui/", "/\\evil.example": "/ui/", "/ui/\\evil": "/ui/", "/ui/\tx": "/ui/",
+    "/ui/\u2028x": "/ui/", "/ui/\x85x": "/ui/", "/ui/../api/v1/me": "/ui/", "/ui/%2e%2e/api": "/ui/",
+    "/ui/banks/b\u00e4nk": "/ui/banks/b%C3%A4nk", "/ui/\u0101\U0001f600": "/ui/%C4%81%F0%9F%98%80",
+    "/ui/" + "a" * 100_000: "/ui/", "": "/ui/", "ui/": "/ui/",
+}
+
+
+async def test_login_leads_only_to_a_safe_local_page(site: Site, caplog):
+    browser = await site.browser()
+    for target, expected in NEXT_TARGETS.items():
+        response = await browser.login("owner", next_page=target)
+        assert response.status == 303, (target[:40], response.status)
+        assert response.headers["Location"] == expected, target[:40]
+        page = await browser.get(f"/ui/login?next={quote(target[:4000], safe='')}")
+        assert page.status == 200 and response.headers["Location"] in await page.text()
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
 async def test_logout_clears_the_cookie(site: Site):
@@ -140,7 +228,7 @@ async def test_expired_sessions_end(site: Site, monkeypatch):
 
 
 async def test_state_changes_with_the_cookie_need_the_csrf_token(site: Site):
-    browser = await site.browser("owner")
+    browser = await site.browser("admin")  # a bank with no owner yet is the admins'
     refused = await browser.api("POST", "/api/v1/banks/example/update", json={}, csrf=False)
     assert refused.status == 403 and "CSRF" in (await refused.json())["error"]
     browser_token, browser.csrf = browser.csrf, "forged-token"
@@ -150,12 +238,12 @@ async def test_state_changes_with_the_cookie_need_the_csrf_token(site: Site):
     accepted = await browser.api("POST", "/api/v1/banks/example/update", json={})
     assert accepted.status == 202, await accepted.text()
     # the token of another browser does not fit this one
-    other = await site.browser("admin")
+    other = await site.browser("owner")
     browser.csrf = other.csrf
     assert (await browser.api("POST", "/api/v1/banks/example/cancel")).status == 403
     # an API key needs no token (a browser never sends one on its own), even beside the cookie
     keyed = await browser.client.post("/api/v1/banks/example/cancel",
-                                      headers={"Authorization": f"APIKEY {site.keys['owner']}"})
+                                      headers={"Authorization": f"APIKEY {site.keys['admin']}"})
     assert keyed.status in (200, 404), await keyed.text()
 
 
@@ -250,6 +338,59 @@ async def test_bank_page_shows_releases_sessions_charts_and_live_panel(updated: 
         assert f'data-step="{task}"' in text
     assert re.search(r'class="step done"[^>]*><span class="name">download</span>', text)
     assert 'class="log-link"' in text and "<time datetime=" in text
+
+
+def _live_panel(page: str) -> str:
+    start = page.index('<section id="live"')
+    return page[start:page.index("</section>", start)]
+
+
+def _step_states(live: str) -> dict[str, str]:
+    return dict(re.findall(r'<li data-step="([^"]+)" class="step ([a-z-]+)"', live))
+
+
+async def test_an_idle_bank_shows_the_steps_of_its_last_update(updated: Site):
+    browser = await updated.browser("owner")
+    live = _live_panel(await browser.page("/ui/banks/example"))
+    doc = await updated.node.store.get_bank("example")
+    session = views.session_of(doc, doc["last_update_session"])
+    assert session["status"] and all(session["status"].values())
+    assert 'data-state="idle"' in live and "last update" in live and "pending" not in live
+    assert _step_states(live) == dict.fromkeys(session["status"], "done")
+    # a failed update: each step as it ended
+    (updated.node.config.root / "example-remote" / "release.txt").write_text("no release here\n")
+    response = await browser.api("POST", "/api/v1/banks/example/update", json={})
+    assert (await updated.job_done((await response.json())["id"]))["state"] == "failed"
+    live = _live_panel(await browser.page("/ui/banks/example"))
+    steps = _step_states(live)
+    assert (steps["init"], steps["release"], steps["download"], steps["over"]) == ("done", "failed", "not-run", "not-run")
+    assert 'data-state="idle"' in live and "pending" not in live and "failed" in live
+
+
+async def test_a_bank_never_updated_says_so_in_its_live_panel(site: Site):
+    live = _live_panel(await (await site.browser("user")).page("/ui/banks/example"))
+    assert 'data-state="idle"' in live and "never been updated" in live
+
+
+async def test_the_queued_state_ends_with_the_job(updated: Site):
+    """A job queued when the page is drawn shows as queued; once it ended (here cancelled before
+    it ran), the page's state (what the script fetches again when a job ends or its event stream
+    opens) is idle, with no queued banner left."""
+    job_id = await updated.node.store.add_job({"kind": "update", "bank": "example", "options": {}, "user": "owner",
+                                               "admin": False}, dedup_key="update:example")
+    owner = await updated.browser("owner")
+    page = await owner.page("/ui/banks/example")
+    live = _live_panel(page)
+    assert 'data-state="queued"' in live and "update queued" in live
+    assert '<span class="badge queued">queued</span>' in page
+    assert set(_step_states(live).values()) == {"pending"}  # the queued update's steps, not the last one's
+    cancelled = await owner.api("POST", "/api/v1/banks/example/cancel")
+    assert cancelled.status == 200, await cancelled.text()
+    assert (await updated.node.store.get_job(job_id))["state"] == "cancelled"
+    page = await owner.page("/ui/banks/example")
+    live = _live_panel(page)
+    assert 'data-state="idle"' in live and "queued" not in live and "badge queued" not in page
+    assert set(_step_states(live).values()) == {"done"}
 
 
 async def test_the_log_page_shows_the_session_log(updated: Site):

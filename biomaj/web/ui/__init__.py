@@ -49,7 +49,8 @@ def setup(app: web.Application) -> None:
     config = getattr(node, "config", None)
     # a node without config (tests' stand-ins) has no users either: any key will do
     secret = config.settings.web.secret.get_secret_value() if config is not None else secrets.token_urlsafe(32)
-    app[SESSIONS_KEY] = Sessions(secret, app.get(USERS_KEY))
+    proxies = config.settings.web.trusted_proxies if config is not None else []
+    app[SESSIONS_KEY] = Sessions(secret, app.get(USERS_KEY), proxies)
     app.middlewares.insert(app.middlewares.index(errors.json_errors) + 1, html_errors)
     app.on_response_prepare.append(_security_headers)
     get, post = app.router.add_get, app.router.add_post  # a GET route answers HEAD too

@@ -12,10 +12,13 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import math
+import string
+import unicodedata
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 import jinja2
 from aiohttp import web
@@ -42,6 +45,7 @@ log = logging.getLogger(__name__)
 HERE = Path(__file__).parent
 LOG_TAIL_BYTES = 256 * 1024  # of a session log shown in its page (the whole log is one click away)
 LOG_TAIL_LINES = 2000
+NEXT_MAX = 2048  # characters of the page to go to after logging in
 
 _env = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True,
                           trim_blocks=True, lstrip_blocks=True)
@@ -189,7 +193,7 @@ async def bank_page(request: web.Request) -> web.Response:
     in_store = doc is not None
     doc = doc or {"name": name}
     running_session = (doc.get("status") or {}).get("session") if active and active.get("kind") == "update" else None
-    live = _live_state(active, progress.get(active["id"]) if active else None)
+    live = _live_state(active, progress.get(active["id"]) if active else None, views.last_update_row(doc))
     return render(
         request, "bank.html", title=name, page="bank", bank=name, doc=doc, in_store=in_store,
         props=doc.get("properties") or {}, can_act=viewer.is_owner(doc) if in_store else who is not None,
@@ -203,12 +207,17 @@ async def bank_page(request: web.Request) -> web.Response:
         size_table=views.size_bars(doc), duration_table=views.duration_bars(doc))
 
 
-def _live_state(job: dict | None, progress: dict | None) -> dict[str, Any]:
-    """The live panel as the page starts it: the active job's step states and counters; the
-    server-sent events take it from there."""
+def _live_state(job: dict | None, progress: dict | None, last: views.SessionRow | None) -> dict[str, Any]:
+    """The live panel as the page starts it: the active job's step states and counters (the
+    server-sent events take it from there); with no active job, the steps of the bank's ``last``
+    update session as they ended."""
     progress = progress or {}
     if job is None:
-        return {"state": "idle", "job": None, "steps": {}, "progress": {}, "text": "No job is running on this bank."}
+        text = ("No job is running on this bank; its last update:" if last is not None else
+                "No job is running on this bank; it has never been updated.")
+        ended = last.steps if last is not None else []
+        return {"state": "idle", "job": None, "steps": {step.name: step.state for step in ended},
+                "seconds": {step.name: step.seconds for step in ended}, "progress": {}, "text": text, "last": last}
     current = progress.get("step")
     steps = {}
     if job.get("kind") == "update" and current in UPDATE_TASKS:
@@ -216,7 +225,8 @@ def _live_state(job: dict | None, progress: dict | None) -> dict[str, Any]:
         for i, task in enumerate(UPDATE_TASKS[: at + 1]):
             steps[task] = "done" if i < at else str(progress.get("task_state") or "running")
     text = f"{job.get('kind')} {job.get('state')}" + (f": {current}" if current else "")
-    return {"state": job.get("state"), "job": job, "steps": steps, "progress": progress, "text": text}
+    return {"state": job.get("state"), "job": job, "steps": steps, "seconds": {}, "progress": progress, "text": text,
+            "last": None}
 
 
 # --- a session log ---------------------------------------------------------------------------
@@ -281,12 +291,18 @@ async def users_page(request: web.Request) -> web.Response:
 
 
 def _next_target(value: Any) -> str:
-    """Where to go after logging in: a UI page of this server, never elsewhere."""
-    target = str(value or "")
-    parts = urlsplit(target)
-    if parts.scheme or parts.netloc or not target.startswith("/ui/") or "\\" in target:
+    """Where to go after logging in: a page of this UI (``/ui/...``), else the dashboard. Only a
+    plain local path is taken (a single leading ``/``, no ``//``, no backslash, no scheme, no
+    control or blank character, no ``..``, at most NEXT_MAX characters); its non-ASCII letters are
+    percent-encoded, so that the ``Location`` header is always one a browser reads as this server's."""
+    target = value if isinstance(value, str) else ""
+    if (len(target) > NEXT_MAX or not target.startswith("/ui/") or "//" in target or "\\" in target
+            or any(unicodedata.category(char)[0] in "CZ" for char in target)):
         return "/ui/"
-    return target
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc or any(unquote(segment) in (".", "..") for segment in parts.path.split("/")):
+        return "/ui/"
+    return quote(target, safe=string.punctuation)
 
 
 async def login_page(request: web.Request) -> web.Response:
@@ -306,10 +322,15 @@ async def login(request: web.Request) -> web.Response:
         return render(request, "login.html", status=status, title="Log in", page="login", next=target,
                       message=message, user_name=name)
 
-    who_key = (request.remote or "", name.lower())
-    wait = sessions.throttle.blocked_for(who_key)
+    throttle = sessions.throttle
+    client = throttle.client(request)
+    who_key = throttle.key(client, name)
+    wait = throttle.wait(who_key)
     if wait:
-        return again(429, f"Too many failed logins: try again in {int(wait // 60) + 1} minutes.")
+        seconds = math.ceil(wait)
+        response = again(429, f"Too many failed logins: try again in {seconds} second{'s' if seconds > 1 else ''}.")
+        response.headers["Retry-After"] = str(seconds)
+        return response
     users = request.app[USERS_KEY]
     if users is None:
         return again(503, "This node has no user store: log in on the manager's web address.")
@@ -319,13 +340,13 @@ async def login(request: web.Request) -> web.Response:
         log.warning("ui: login of %s could not be checked: %s", name, exc)
         return again(503, "The login service is unavailable, try again later.")
     if identity is None:
-        await asyncio.sleep(sessions.throttle.failed(who_key))
-        log.info("ui: failed login for %r from %s", name[:64], request.remote)
+        throttle.failed(who_key)
+        log.info("ui: failed login for %r from %s", name[:64], client)
         return again(401, "Wrong user name or password.")
-    sessions.throttle.succeeded(who_key)
+    throttle.succeeded(who_key)
     response = web.Response(status=303, headers={"Location": target})
     sessions.set_session(request, response, await sessions.cookie_for(identity))
-    log.info("ui: %s logged in from %s", identity.name, request.remote)
+    log.info("ui: %s logged in from %s", identity.name, client)
     return response
 
 

@@ -10,7 +10,7 @@
   fields); any state-changing request authenticated by the session cookie must send it back, in
   the ``X-CSRF-Token`` header (the UI's JavaScript, calling ``/api/...``) or in a ``csrf_token``
   form field (the login and logout forms). :func:`biomaj.web.auth.identify` enforces it.
-* Failed logins are slowed down per (address, user) and refused for a while after too many.
+* Failed logins are slowed down per (client address, user): :mod:`.throttle`.
 
 A cookie that does not verify (expired, forged, signed by another secret, user gone) is ignored:
 the browser is anonymous, and the UI offers to log in again.
@@ -24,11 +24,13 @@ import hmac
 import logging
 import secrets
 import time
-from dataclasses import dataclass, field
+from collections.abc import Iterable
 
 from aiohttp import web
 
 from biomaj.auth.users import Identity, Users
+
+from .throttle import Throttle
 
 log = logging.getLogger(__name__)
 
@@ -48,51 +50,10 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
-@dataclass
-class Throttle:
-    """Failed logins per (address, user): each failure waits a little longer (up to ``max_delay``
-    seconds); after ``limit`` failures within ``window`` seconds, logins are refused until the
-    window has passed."""
-
-    limit: int = 10
-    window: float = 900.0
-    max_delay: float = 3.0
-    failures: dict[tuple[str, str], list[float]] = field(default_factory=dict)
-
-    def _recent(self, who: tuple[str, str]) -> list[float]:
-        now = time.monotonic()
-        recent = [t for t in self.failures.get(who, []) if now - t < self.window]
-        if recent:
-            self.failures[who] = recent
-        else:
-            self.failures.pop(who, None)
-        return recent
-
-    def blocked_for(self, who: tuple[str, str]) -> float:
-        """Seconds before ``who`` may try again; 0 when it may now."""
-        recent = self._recent(who)
-        if len(recent) < self.limit:
-            return 0.0
-        return max(0.0, self.window - (time.monotonic() - recent[-self.limit]))
-
-    def failed(self, who: tuple[str, str]) -> float:
-        """Record a failure; the delay to wait before answering."""
-        if len(self.failures) > 10_000:  # a flood of names: forget the oldest half
-            for key in list(self.failures)[:5_000]:
-                del self.failures[key]
-        recent = self._recent(who)
-        recent.append(time.monotonic())
-        self.failures[who] = recent
-        return min(self.max_delay, 0.25 * 2 ** (len(recent) - 1))
-
-    def succeeded(self, who: tuple[str, str]) -> None:
-        self.failures.pop(who, None)
-
-
 class Sessions:
     """Signs and checks the session and CSRF cookies of one web app."""
 
-    def __init__(self, secret: str, users: Users | None):
+    def __init__(self, secret: str, users: Users | None, trusted_proxies: Iterable[str] = ()):
         if not secret:
             log.warning("web.secret is empty in config.yml: web UI logins last until this process stops "
                         "(run `biomaj init` for a new config.yml, or set web.secret to a long random string)")
@@ -101,7 +62,7 @@ class Sessions:
         self._session_key = hmac.new(master, b"biomaj ui session", hashlib.sha256).digest()
         self._csrf_key = hmac.new(master, b"biomaj ui csrf", hashlib.sha256).digest()
         self.users = users
-        self.throttle = Throttle()
+        self.throttle = Throttle(trusted_proxies)
 
     # --- sessions ------------------------------------------------------------------------------
 

@@ -226,15 +226,21 @@ def session_rows(doc: dict, running_session: Any = None, limit: int = 20) -> lis
     """The bank's sessions, newest first; ``running_session``: the id of the session an active job
     works on (its first unfinished step is running)."""
     sessions = sorted(doc.get("sessions") or [], key=lambda s: _number(s.get("id")) or 0, reverse=True)[:limit]
-    rows = []
-    for session in sessions:
-        running = running_session is not None and session.get("id") == running_session
-        run = LastRun("running", _number(session.get("id"))) if running else _session_run(session)
-        rows.append(SessionRow(session.get("id"), str(session.get("action") or "update"),
-                               str(session.get("release") or session.get("remoterelease") or ""), run,
-                               _number(session.get("id")), _steps(session, run, running),
-                               bool(session.get("log_file"))))
-    return rows
+    return [_session_row(s, running_session is not None and s.get("id") == running_session) for s in sessions]
+
+
+def last_update_row(doc: dict) -> SessionRow | None:
+    """The bank's last update session (each step with the state it ended in), or None when the
+    bank has none on record (never updated)."""
+    session = session_of(doc, doc.get("last_update_session"))
+    return _session_row(session, False) if session is not None else None
+
+
+def _session_row(session: dict, running: bool) -> SessionRow:
+    run = LastRun("running", _number(session.get("id"))) if running else _session_run(session)
+    return SessionRow(session.get("id"), str(session.get("action") or "update"),
+                      str(session.get("release") or session.get("remoterelease") or ""), run,
+                      _number(session.get("id")), _steps(session, run, running), bool(session.get("log_file")))
 
 
 def _steps(session: dict, run: LastRun, running: bool) -> list[StepRow]:

@@ -39,14 +39,26 @@
   // --- messages --------------------------------------------------------------------------------
 
   let flashTimer = null;
-  function flash(message, kind) {
+  // job: the id of the job the message is about (its "queued" gives way when the job ends)
+  function flash(message, kind, job) {
     const box = document.getElementById("flash");
     if (!box) return;
     box.textContent = message;
     box.className = `flash ${kind || "info"}`;
+    box.dataset.job = job || "";
     box.hidden = false;
     clearTimeout(flashTimer);
     if (kind !== "error") flashTimer = setTimeout(() => { box.hidden = true; }, 8000);
+  }
+
+  // A job ended: its message goes, replaced by the outcome when there is one to tell.
+  // jobId null: whichever job the message is about (the page learnt from the server that none runs).
+  function jobEnded(jobId, outcome, kind) {
+    const box = document.getElementById("flash");
+    if (!box || !box.dataset.job || (jobId && box.dataset.job !== jobId)) return;
+    if (outcome) { flash(outcome, kind); return; }
+    box.hidden = true;
+    box.dataset.job = "";
   }
 
   // --- the REST API ----------------------------------------------------------------------------
@@ -87,7 +99,7 @@
         const next = fresh.querySelector(selector);
         if (now && next) { now.replaceWith(next); localizeTimes(next); }
       }
-      document.dispatchEvent(new CustomEvent("biomaj:refreshed"));
+      document.dispatchEvent(new CustomEvent("biomaj:refreshed", { detail: fresh }));
     } catch (e) { /* the next event tries again */ }
   }
   const refreshBank = () => refresh(["#bank-data", ".facts"]);
@@ -115,7 +127,8 @@
   function done(form, data) {
     if (form.dataset.kind === "job") {
       const jobs = Array.isArray(data) ? data : [data];
-      flash(jobs.map((j) => `${j.kind} of ${j.bank}: ${j.state} (job ${String(j.id).slice(0, 8)})`).join("; "), "info");
+      flash(jobs.map((j) => `${j.kind} of ${j.bank}: ${j.state} (job ${String(j.id).slice(0, 8)})`).join("; "), "info",
+            jobs.length ? jobs[0].id : "");
       const live = document.getElementById("live");
       if (live && jobs.length) live.dataset.submitted = jobs[0].id;
       if (form.dataset.firstUpdate) {
@@ -152,6 +165,7 @@
   // --- live progress of a bank ------------------------------------------------------------------
 
   const FINAL = ["done", "failed", "cancelled"];
+  const ACTIVE = ["queued", "running"];
 
   function drawThroughput(svg, points) {
     while (svg.lastChild && svg.lastChild.nodeName !== "title") svg.removeChild(svg.lastChild);
@@ -204,6 +218,7 @@
       else if (stepStart[name] != null && at) li.querySelector(".dur").textContent = humanDuration(at - stepStart[name]);
     }
     function reset() {
+      live.querySelector("#live-steps").setAttribute("aria-label", "Steps of the running update");
       live.querySelectorAll("li[data-step]").forEach((li) => {
         li.className = "step pending";
         li.querySelector(".state").textContent = "pending";
@@ -241,15 +256,39 @@
         if (e.state !== "done") {
           live.querySelectorAll("li.step.running").forEach((li) => setStep(li.dataset.step, e.state === "failed" ? "failed" : "cancelled", e.at));
         }
+        jobEnded(e.job_id, status.textContent, e.state === "failed" ? "error" : "info");
         setTimeout(refreshBank, 300);
       }
     }
+
+    // The server's state, fetched again (refreshBank): a job this page saw queued or running has
+    // ended without the page hearing its last event (it ended before the event stream opened, or
+    // while it was reconnecting). Show the panel as the server draws it now: idle, the steps of
+    // the last update.
+    function catchUp(fresh) {
+      const now = fresh && fresh.getElementById("live");
+      if (!now || ACTIVE.includes(now.dataset.state) || !ACTIVE.includes(live.dataset.state)) return;
+      live.dataset.state = now.dataset.state;
+      status.replaceChildren(...now.querySelector("#live-status").childNodes);
+      localizeTimes(status);
+      const steps = live.querySelector("#live-steps");
+      steps.setAttribute("aria-label", now.querySelector("#live-steps").getAttribute("aria-label"));
+      now.querySelectorAll("li[data-step]").forEach((li) => {
+        const mine = stepItem(li.dataset.step);
+        if (mine) mine.replaceWith(li);
+      });
+      jobEnded(null);
+    }
+    document.addEventListener("biomaj:refreshed", (ev) => catchUp(ev.detail));
 
     let source = null;
     function connect() {
       if (source) source.close();
       const stream = source = new EventSource(live.dataset.events, { withCredentials: true });
-      stream.onopen = () => { live.dataset.sse = "open"; };
+      stream.onopen = () => {
+        live.dataset.sse = "open";
+        if (ACTIVE.includes(live.dataset.state)) refreshBank();  // it may have ended before we listened
+      };
       stream.onerror = () => { live.dataset.sse = stream.readyState === EventSource.CLOSED ? "closed" : "reconnecting"; };
       stream.addEventListener("job", (ev) => onJob(JSON.parse(ev.data)));
       stream.addEventListener("log", (ev) => {
@@ -268,7 +307,11 @@
   function startDashboard(box) {
     let pending = null;
     const source = new EventSource(box.dataset.events, { withCredentials: true });
-    source.onopen = () => { document.body.dataset.sse = "open"; };
+    source.onopen = () => {
+      document.body.dataset.sse = "open";
+      // a job shown queued or running may have ended before the stream opened
+      if (document.querySelector("#banks tr.result-queued, #banks tr.result-running")) refresh(["#banks", ".summary"]);
+    };
     source.addEventListener("job", (ev) => {
       const e = JSON.parse(ev.data);
       const row = document.querySelector(`#banks tr[data-bank="${CSS.escape(e.bank)}"]`);
