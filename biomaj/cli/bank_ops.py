@@ -45,15 +45,22 @@ def register(ctl: click.Group) -> None:
 # --- running a job in this process ---------------------------------------------------------------
 
 
-class _Follow:
-    """Shows a job's progress: a live line (steps, files, bytes, rate) on a terminal, one line per
-    step otherwise."""
+#: Seconds between two progress lines of ``update --follow`` when stderr is not a terminal.
+PROGRESS_INTERVAL = 5.0
 
-    def __init__(self, enabled: bool):
+
+class _Follow:
+    """Shows a job's progress: a live line (steps, files, bytes, rate) on a terminal; off a
+    terminal (a pipe, a cron job's log file), a line per step and a plain progress line every
+    ``interval`` seconds during the download, and its last one."""
+
+    def __init__(self, enabled: bool, interval: float = PROGRESS_INTERVAL):
         self.enabled = enabled
+        self.interval = interval
         self.tty = sys.stderr.isatty()
         self.step: str | None = None
         self.width = 0
+        self.printed: dict[str, tuple[float, bool]] = {}  # bank -> (when, was it the last) of its last progress line
 
     def __call__(self, event: JobEvent) -> None:
         if not self.enabled:
@@ -66,17 +73,31 @@ class _Follow:
             return
         if "files_total" in progress:
             done, total = progress["files_done"], progress["files_total"]
-            line = (f"[{event.bank}] download {_bar(done, total)} {done}/{total} files, "
-                    f"{_bytes(progress.get('bytes', 0))}, {_bytes(progress.get('rate', 0))}/s")
+            counts = (f"{done}/{total} files, {_bytes(progress.get('bytes', 0))}, "
+                      f"{_bytes(progress.get('rate', 0))}/s")
             if progress.get("files_failed"):
-                line += f", {progress['files_failed']} failed"
-            self._show(line, transient=True)
+                counts += f", {progress['files_failed']} failed"
+            if self.tty:
+                self._show(f"[{event.bank}] download {_bar(done, total)} {counts}", transient=True)
+            else:
+                self._every(event.bank, f"[{event.bank}] download {counts}", last=done >= total)
             return
         if event.step and event.step != self.step and progress.get("task_state") == "running":
             self.step = event.step
             self._show(f"[{event.bank}] {event.step}")
         elif event.state not in ("running", "queued"):
             self._show(f"[{event.bank}] {event.state}: {event.message}")
+
+    def _every(self, bank: str, line: str, last: bool) -> None:
+        """A plain progress line, at most every ``interval`` seconds, and the download's last one."""
+        now = time.monotonic()
+        previous = self.printed.get(bank)
+        if previous is not None:
+            when, was_last = previous
+            if (was_last and last) or (not last and now - when < self.interval):
+                return
+        self.printed[bank] = (now, last)
+        click.echo(line, err=True)
 
     def log_line(self, line: str) -> None:
         """A line of the job's session log, streamed by a --proxy server (``-v``)."""
@@ -138,14 +159,15 @@ def _jobs(obj: CliContext):
     return job_client(obj.config())
 
 
-async def _run_job(obj: CliContext, kind: str, bank: str, options: dict[str, Any], follow: bool) -> dict:
+async def _run_job(obj: CliContext, kind: str, bank: str, options: dict[str, Any], follow: bool,
+                   interval: float = PROGRESS_INTERVAL) -> dict:
     if not obj.remote:  # the server checks its own bank files
         _check_bank_file(obj, bank, validate=kind in ("update", "release-check"))
     if obj.console_level:  # without -v: one `error: ...` line, not the same failure three times
         for handler in logging.getLogger().handlers:
             if not isinstance(handler, logging.FileHandler):
                 handler.addFilter(_ReportedHere())
-    follower = _Follow(follow and not obj.json_output)
+    follower = _Follow(follow and not obj.json_output, interval)
     loop = asyncio.get_running_loop()
     async with _jobs(obj) as client:
         job_id: list[str] = []
@@ -209,14 +231,18 @@ def _update_message(result: dict) -> str:
 @click.option("--stop-after", type=TASK_CHOICE, help="Stop after this task; the next update resumes.")
 @click.option("--publish", is_flag=True, help="Publish the new release at the end (as auto_publish=1).")
 @click.option("--follow", "-f", is_flag=True, help="Show progress: steps, files, bytes and rate.")
+@click.option("--progress-interval", type=click.FloatRange(min=0), default=PROGRESS_INTERVAL, show_default=True,
+              envvar="BIOMAJ_PROGRESS_INTERVAL", metavar="SECONDS",
+              help="With --follow off a terminal (a pipe, a log file): seconds between two progress lines "
+                   "($BIOMAJ_PROGRESS_INTERVAL).")
 @config_option
 @json_option
 @click.pass_obj
-def update(obj: CliContext, bank: str, follow: bool, **options: Any) -> None:
+def update(obj: CliContext, bank: str, follow: bool, progress_interval: float, **options: Any) -> None:
     """Update BANK (and the banks it depends on): a new release if the remote changed."""
     for name in ("from_task", "stop_before", "stop_after"):
         check_task_name("--" + name.replace("_", "-"), options.get(name))
-    job = asyncio.run(_run_job(obj, "update", bank, options, follow))
+    job = asyncio.run(_run_job(obj, "update", bank, options, follow, progress_interval))
     _report(obj, job, _update_message)
 
 
