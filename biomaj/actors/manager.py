@@ -35,6 +35,7 @@ from biomaj.storage.base import (
     JOB_CANCELLED, JOB_DONE, JOB_FAILED, JOB_QUEUED, JOB_RUNNING, Store,
 )
 from biomaj.workflow import runner
+from biomaj.workflow.engine import CANCELLED
 from biomaj.workflow.bank import RunContext
 from biomaj.process.runner import ProcessRunner
 from biomaj.workflow.downloads import Downloads, Processes
@@ -224,7 +225,7 @@ class ManagerActor(Actor):
             if lease is not None and lease.lost:
                 error = f"stopped: {lease.lost} (another manager may take the bank over)"
             elif outcome.cancelled:
-                state, error = JOB_CANCELLED, "cancelled"
+                state, error = JOB_CANCELLED, CANCELLED
             elif outcome.ok:
                 state = JOB_DONE
             else:

@@ -28,9 +28,10 @@ from biomaj.logs import setup_logging
 from biomaj.runtime.cluster import job_client
 from biomaj.runtime.identity import admins_of, current_user
 from biomaj.storage import open_store
-from biomaj.storage.base import ACTIVE_JOB_STATES, JOB_DONE
+from biomaj.storage.base import ACTIVE_JOB_STATES, JOB_CANCELLED, JOB_DONE
 from biomaj.workflow import runner
 from biomaj.workflow.bank import RunContext
+from biomaj.workflow.engine import CANCELLED
 from biomaj.workflow.session import UPDATE_TASKS, check_task_name
 
 TASK_CHOICE = click.Choice(UPDATE_TASKS)
@@ -86,7 +87,7 @@ class _Follow:
             self.step = event.step
             self._show(f"[{event.bank}] {event.step}")
         elif event.state not in ("running", "queued"):
-            self._show(f"[{event.bank}] {event.state}: {event.message}")
+            self._show(f"[{event.bank}] {_ended(event.state, event.message)}")
 
     def _every(self, bank: str, line: str, last: bool) -> None:
         """A plain progress line, at most every ``interval`` seconds, and the download's last one."""
@@ -204,10 +205,18 @@ def _report(obj: CliContext, job: dict, describe) -> None:
             click.echo(describe(result))
         else:
             log_file = result.get("log_file")
-            click.echo(f"error: {job['kind']} of {job['bank']} {job['state']}: {job.get('error')}"
+            click.echo(f"error: {job['kind']} of {job['bank']} {_ended(job['state'], job.get('error'))}"
                        + (f"\n  log: {log_file}" if log_file else ""), err=True)
     if job["state"] != JOB_DONE:
         raise SystemExit((job.get("result") or {}).get("exit_code") or 1)
+
+
+def _ended(state: str, reason: str | None) -> str:
+    """How a job ended, for one line: ``failed: why``; a cancelled job says only that (its
+    reason would repeat it)."""
+    if state == JOB_CANCELLED:
+        return CANCELLED
+    return f"{state}: {reason}"
 
 
 def _update_message(result: dict) -> str:

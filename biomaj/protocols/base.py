@@ -14,7 +14,9 @@ direct protocols (one file, no listing) ``root`` is the directory of the file an
 from __future__ import annotations
 
 import abc
+import errno
 import posixpath
+import socket
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
@@ -45,6 +47,10 @@ class Throttled(RetryableError):
         self.retry_after = retry_after
 
 
+class Unreachable(RetryableError):
+    """The server cannot be reached: connection refused, unknown host, no route, no answer."""
+
+
 class FatalError(RemoteError):
     """A failure that retrying will not fix: bad credentials, permission denied, bad option."""
 
@@ -62,6 +68,26 @@ def checked_path(path: str, *, forbid: str = "\x00", no_dash: bool = False) -> s
     if ".." in parts or any(c in path for c in forbid) or (no_dash and any(p.startswith("-") for p in parts)):
         raise UnsafePath(f"unsafe remote path {path!r}: '..', a control character or a leading '-'")
     return path.strip("/")
+
+
+def unreachable(server: str, exc: BaseException) -> Unreachable:
+    """``cannot reach SERVER: REASON`` for a connection that failed to open, in the words an
+    operator uses (``connection refused``, ``unknown host``, ``no answer``), for every protocol."""
+    return Unreachable(f"cannot reach {server}: {connect_failure(exc)}")
+
+
+def connect_failure(exc: BaseException) -> str:
+    """Why a connection did not open, in a few plain words."""
+    text = str(exc)
+    if isinstance(exc, ConnectionRefusedError) or f"[Errno {errno.ECONNREFUSED}]" in text:
+        return "connection refused"  # a "Multiple exceptions" error of several addresses, all refused
+    if isinstance(exc, socket.gaierror):
+        return "unknown host"
+    if isinstance(exc, TimeoutError):
+        return "no answer (connection timed out)"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror[:1].lower() + exc.strerror[1:]
+    return text or type(exc).__name__
 
 
 # Data --------------------------------------------------------------------------------------------
@@ -136,6 +162,17 @@ class RemoteConfig:
     def address(self) -> str:
         """``host:port`` for logs and per-host limits (no credentials)."""
         return f"{self.host}:{self.port}" if self.port else self.host
+
+    @property
+    def server_url(self) -> str:
+        """``scheme://host:port`` of the server, for messages (no credentials)."""
+        return f"{self.protocol.removeprefix('direct')}://{self.address}"
+
+    @property
+    def root_url(self) -> str:
+        """The remote directory (``remote.dir``) as a URL, for messages (no credentials)."""
+        root = self.root.strip("/")
+        return f"{self.server_url}/{root + '/' if root else ''}"
 
 
 class RemoteStream(abc.ABC):

@@ -35,7 +35,7 @@ from functools import partial
 from biomaj.protocols.base import (
     checked_path,
     FatalError, Features, Protocol, RemoteConfig, RemoteEntry, RemoteError, RemoteNotFound, RemoteStream,
-    RetryableError, Throttled,
+    RetryableError, Throttled, unreachable,
 )
 from biomaj.protocols.ftp_listing import fact, line_hash, parse_list_line, parse_mlsd_line, parse_mlsx_time, split_lines
 
@@ -126,11 +126,16 @@ class FtpProtocol(Protocol):
         config = self.config
         context = self._ssl_context() if self._tls else None
         implicit = self._tls == "implicit"
-        async with asyncio.timeout(config.connect_timeout):
-            reader, writer = await asyncio.open_connection(
-                config.host, config.port or (990 if implicit else 21), limit=1 << 20,
-                ssl=context if implicit else None, server_hostname=config.host if implicit else None,
-            )
+        try:
+            async with asyncio.timeout(config.connect_timeout):
+                reader, writer = await asyncio.open_connection(
+                    config.host, config.port or (990 if implicit else 21), limit=1 << 20,
+                    ssl=context if implicit else None, server_hostname=config.host if implicit else None,
+                )
+        except ssl.SSLError:
+            raise  # the server answered: its certificate or TLS is the problem
+        except OSError as exc:  # refused, unknown host, no route, no answer (TimeoutError)
+            raise unreachable(config.server_url, exc) from None
         ctl = _Control(reader, writer, config, context, self._keepalive)
         self._open = {c for c in self._open if not c.broken} | {ctl}
         try:

@@ -35,6 +35,7 @@ from yarl import URL
 
 from biomaj import __version__
 from biomaj.protocols.base import (
+    unreachable,
     FatalError,
     Features,
     Protocol,
@@ -473,6 +474,12 @@ def _translate_error(error: BaseException | aiohttp.ClientResponse, url: URL) ->
         return FatalError(f"{where}: TLS certificate not trusted ({error.certificate_error})")
     if isinstance(error, aiohttp.ClientSSLError):
         return FatalError(f"{where}: TLS failure ({error})")
+    if isinstance(error, aiohttp.ClientProxyConnectionError):
+        return unreachable(f"the proxy {error.host}:{error.port}", error.os_error)
+    if isinstance(error, aiohttp.ClientConnectorError):  # refused, unknown host, no route
+        return unreachable(str(url.origin()), error.os_error)
+    if isinstance(error, aiohttp.ConnectionTimeoutError):
+        return unreachable(str(url.origin()), TimeoutError())
     if isinstance(error, (aiohttp.TooManyRedirects, aiohttp.InvalidURL)):
         return FatalError(f"{where}: {type(error).__name__} ({error})")
     if isinstance(error, (asyncio.TimeoutError, aiohttp.ServerTimeoutError)):

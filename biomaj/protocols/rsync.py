@@ -30,6 +30,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 
 from biomaj.protocols.base import (
+    Unreachable,
     checked_path,
     FatalError,
     Features,
@@ -203,7 +204,8 @@ class RsyncProtocol(Protocol):
             # --copy-links cannot follow a link to nothing: the listing is complete without it.
             log.warning("rsync: %s: links to nothing left out: %s", what, stderr.decode("utf-8", "replace").strip())
         elif returncode != 0:
-            raise _translate_error(returncode, stderr, f"{self.config.address or 'local'}: {what}")
+            raise _translate_error(returncode, stderr, f"{self.config.address or 'local'}: {what}",
+                                   server=self.config.server_url if self.config.address else None)
 
     # list / stat / fetch -------------------------------------------------------------------------
 
@@ -330,15 +332,22 @@ class _Progress:
 # (5 starting the session, 10 socket, 12 data stream, 30/35 timeouts, 255 ssh ...) may pass.
 _FATAL_CODES = {1, 2, 3, 4, 6, 11, 25}
 _DANGLING = "symlink has no referent"
+#: rsync's (or ssh's) words for a connection that did not open -> ours (protocols.base.connect_failure)
+_UNREACHABLE = {"connection refused": "connection refused", "name or service not known": "unknown host",
+                "could not resolve hostname": "unknown host", "connection timed out": "no answer (connection timed out)",
+                "no route to host": "no route to host"}
 
 
-def _translate_error(returncode: int, stderr: bytes, where: str) -> RemoteError:
+def _translate_error(returncode: int, stderr: bytes, where: str, *, server: str | None = None) -> RemoteError:
     """Map an rsync exit code and its error output onto the shared errors."""
     text = stderr.decode("utf-8", "replace")
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     detail = "; ".join(lines[-3:])[-500:] or "no message"
     message = f"{where}: rsync exited with code {returncode}: {detail}"
     lowered = text.lower()
+    for said, reason in _UNREACHABLE.items():
+        if server and said in lowered:
+            return Unreachable(f"cannot reach {server}: {reason}")
     if returncode < 0:
         return RetryableError(f"{where}: rsync was killed by signal {-returncode}")
     if "auth failed" in lowered or "permission denied (publickey" in lowered or "access denied" in lowered:

@@ -25,6 +25,7 @@ from collections.abc import AsyncIterator
 import asyncssh
 
 from biomaj.protocols.base import (
+    unreachable,
     checked_path,
     FatalError,
     Features,
@@ -122,6 +123,8 @@ class SftpProtocol(Protocol):
         except BaseException as exc:
             if conn is not None:
                 conn.abort()
+            if conn is None and isinstance(exc, OSError):  # refused, unknown host, no answer
+                raise unreachable(config.server_url, exc) from exc
             if isinstance(exc, Exception):
                 raise _translate_error(exc, config.address, host_key=checker.problem) from exc
             raise

@@ -32,6 +32,11 @@ QUEUED_WARNING = 30.0
 log = logging.getLogger(__name__)
 
 
+def with_article(word: str) -> str:
+    """``an update``, ``a remove``: the word with its indefinite article."""
+    return f"{'an' if word[:1].lower() in 'aeiou' else 'a'} {word}"
+
+
 async def deliver(event: JobEvent, on_event: OnEvent | None, kind: str, bank: str) -> bool:
     """Hand a job's event to ``on_event``; True when it is the job's final one."""
     if on_event is not None:
@@ -91,7 +96,7 @@ class JobClient:
                 job_id = await submit_job(self.store, self.bus, kind, bank, options, self.user)
             except DuplicateJob as exc:
                 if not await self.forget_dead_job(exc.job_id):
-                    raise BiomajError(f"a {kind} of {bank} is already queued or running (job {exc.job_id}); "
+                    raise BiomajError(f"{with_article(kind)} of {bank} is already queued or running (job {exc.job_id}); "
                                       f"`biomaj ctl cancel {bank}` stops it") from None
                 job_id = await submit_job(self.store, self.bus, kind, bank, options, self.user)
             if on_submitted is not None:

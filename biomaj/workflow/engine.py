@@ -18,6 +18,10 @@ from .session import Session
 Persist = Callable[[str], Awaitable[None]]
 
 
+#: Why a cancelled job stopped: only a user cancels (Ctrl-C, `ctl cancel`, the API, the web UI).
+CANCELLED = "cancelled by the user"
+
+
 class Cancelled(BiomajError):
     """The job was cancelled."""
 
@@ -119,7 +123,7 @@ class Workflow:
             result = await method()
         except Cancelled:
             self.cancelled = True
-            self.error = "cancelled"
+            self.error = CANCELLED
             return False
         except BiomajError as exc:
             self.error = str(exc)
@@ -132,8 +136,8 @@ class Workflow:
 
     async def _cancel(self, task: str) -> bool:
         self.cancelled = True
-        self.error = "cancelled"
-        self.session["error"] = {"task": task, "message": "cancelled"}
+        self.error = CANCELLED
+        self.session["error"] = {"task": task, "message": CANCELLED}
         self.log.warning("Workflow:cancelled before %s", task)
         await self.unlock()
         if self.persist is not None:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from biomaj.config.properties import BankProperties
 from biomaj.download.engine import ClientPool
-from biomaj.download.matching import match_files
+from biomaj.download.matching import NoFileMatched, match_files
 from biomaj.download.paths import safe_relative
 from biomaj.download.remote import remote_config, split_server
 from biomaj.errors import ConfigError
@@ -151,11 +151,16 @@ async def wanted_files(props: BankProperties, pool: ClientPool) -> list[Wanted]:
             matched = await match_files(client, props.get_list("remote.files") or [".*"])
         return [Wanted(config, m.entry, m.save_as, secrets) for m in matched]
     except RemoteError as exc:
-        raise TaskFailed(f"listing {protocol}://{_where(props)} failed: {exc}") from None
+        raise remote_failure(exc, "remote.files", "listing the remote files") from None
 
 
-def _where(props: BankProperties) -> str:
-    return f"{props.get('server') or ''}{props.get('remote.dir') or ''}"
+def remote_failure(exc: RemoteError, key: str, doing: str) -> TaskFailed:
+    """The failure of a remote while the update was ``doing`` something for ``key``: the cause
+    first, in an operator's words, then what was being done."""
+    if isinstance(exc, NoFileMatched):
+        where = f" in {exc.where}" if exc.where else ""
+        return TaskFailed(f"no remote file matches {key}={' '.join(exc.patterns)}{where}")
+    return TaskFailed(f"{exc} (while {doing})")
 
 
 async def _stat_direct(pool: ClientPool, config: RemoteConfig) -> RemoteEntry:
@@ -180,5 +185,5 @@ async def release_files(props: BankProperties, pool: ClientPool) -> tuple[Remote
         async with pool.client(config) as client:
             matched = await match_files(client, [pattern])
     except RemoteError as exc:
-        raise TaskFailed(f"release.file defined but does not match any file ({exc})") from None
+        raise remote_failure(exc, "release.file", "reading the release from release.file") from None
     return config, [m.entry for m in matched], secrets

@@ -26,7 +26,7 @@ from biomaj.errors import BiomajError
 from . import files as fs
 from . import locks, publishing, release as rel
 from .bank import Bank, RunContext
-from .engine import Cancelled, TaskFailed, Workflow
+from .engine import CANCELLED, Cancelled, TaskFailed, Workflow
 from .extract import ExtractionError, archive_kind, extract_archive
 from .remote_files import Wanted, release_files, wanted_files
 from .session import UPDATE_FLOW, Session
@@ -111,7 +111,7 @@ class UpdateWorkflow(Workflow):
 
     def check_cancel(self) -> None:
         if self.run_ctx.cancelled.is_set():
-            raise Cancelled("cancelled")
+            raise Cancelled(CANCELLED)
 
     @property
     def release_dir(self) -> Path:
@@ -235,7 +235,7 @@ class UpdateWorkflow(Workflow):
             return True  # decided from the file dates in the download task
         config, entries, secrets = await release_files(self.props, self.pool)
         if not entries:
-            raise TaskFailed("release.file defined but does not match any file")
+            raise TaskFailed(f"no remote file matches release.file={pattern}")
         regexp = self.props.get("release.regexp")
         if not regexp:
             release = rel.release_from_name(pattern, rel.most_recent(entries).name)

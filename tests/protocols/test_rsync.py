@@ -288,9 +288,10 @@ async def test_injected_server_errors(daemon, tmp_path):
 async def test_connection_refused_is_retryable(tmp_path):
     from tests.servers.rsync_server import _free_port
 
-    config = RemoteConfig(protocol="rsync", host="127.0.0.1", port=_free_port(), root="/data/", connect_timeout=2)
+    port = _free_port()
+    config = RemoteConfig(protocol="rsync", host="127.0.0.1", port=port, root="/data/", connect_timeout=2)
     async with open_protocol(config) as client:
-        with pytest.raises(RetryableError, match="code 10"):
+        with pytest.raises(RetryableError, match=f"^cannot reach rsync://127.0.0.1:{port}: connection refused$"):
             await names(client)
 
 
