@@ -64,12 +64,14 @@ def create_app(node: StatusSource) -> web.Application:
 
     from . import metrics, openapi, ui
     from .auth import USERS_KEY, identify
-    from .errors import json_errors
+    from .errors import CLIENT_TEXT, json_errors
+    from .server_paths import hide_paths, server_dirs
 
     app = web.Application(middlewares=[json_errors, identify], client_max_size=1024 * 1024)
     app[NODE_KEY] = node
     store, config = getattr(node, "store", None), getattr(node, "config", None)
     app[USERS_KEY] = users_of(config, store) if store is not None and config is not None else None
+    app[CLIENT_TEXT] = lambda text: hide_paths(text, server_dirs(config))  # no server path in an error
     app.add_routes(routes)
     operations = api_operations()
     for operation in operations:

@@ -1,7 +1,8 @@
 """`/api/v1/banks...`: banks as their viewer may see them, and the actions on them.
 
 Reads follow BioMAJ 3's visibility rules (public banks for everyone, private ones for their owner
-and admins); every write needs the bank's owner or an admin. Long actions (update, removals,
+and admins; a bank one may not see is a 404, as an unknown one); every write needs the bank's owner
+or an admin, checked by the registry before the handler reads anything (:mod:`.bank_access`). Long actions (update, removals,
 repair) are jobs: the answer is ``202`` with the job record, to follow at ``/api/v1/jobs/{id}``.
 Quick ones (publish, freeze, unlock...) answer the operation's outcome. ``check`` and ``bank-files``
 read the bank files of conf.dir, as ``biomaj ctl check`` and ``biomaj ctl banks`` do.
@@ -16,15 +17,14 @@ from aiohttp import web
 
 from biomaj import inventory, reports
 from biomaj.actors.manager import request_cancel, submit_job
-from biomaj.config.check import check_bank, check_support, refuse_invalid, verdict
-from biomaj.config.properties import BankProperties
+from biomaj.config.check import check_bank, check_support, verdict
 from biomaj.errors import UnknownBank
 from biomaj.runtime.lease import lease_free
 from biomaj.storage.base import ACTIVE_JOB_STATES
 from biomaj.workflow import runner
-from biomaj.workflow.bank import NotAuthorized
 from biomaj.workflow.session import UPDATE_TASKS
 
+from .bank_access import client_paths, load_bank_file, unknown_bank, visible_bank
 from .context import USERS_KEY, identity_of, node_of, run_context, viewer_of
 from .errors import ApiError, json_body
 from .registry import Api
@@ -39,7 +39,9 @@ SESSION_FIELDS = ("id", "action", "release", "remoterelease", "status", "workflo
 
 
 async def _visible_bank(request: web.Request) -> dict:
-    """The bank document, if the requester may see it: 404 when unknown, 401/403 when private."""
+    """The web UI's rule (its pages ask an anonymous visitor to log in): the bank document, 404
+    when unknown, 401/403 when private. The API answers a bank one may not see as an unknown one
+    (:func:`.bank_access.visible_bank`)."""
     name = request.match_info["bank"]
     doc = await node_of(request).store.get_bank(name)
     if doc is None:
@@ -49,12 +51,18 @@ async def _visible_bank(request: web.Request) -> dict:
 
 
 def _refuse_hidden(request: web.Request, doc: dict) -> None:
-    """401 (anonymous) or 403 when the bank is private and the requester is not its owner."""
+    """The web UI's rule: 401 (anonymous) or 403 when the bank is private and the requester is not
+    its owner."""
     if not viewer_of(request).can_see(doc):
         if identity_of(request) is None:
             raise ApiError(401, f"bank {doc['name']} is private: authenticate as its owner",
                            {"WWW-Authenticate": 'APIKEY realm="biomaj"'})
         raise ApiError(403, f"bank {doc['name']} is private and you are not its owner")
+
+
+async def _api_visible_bank(request: web.Request) -> dict:
+    """The bank document of the URL, if the requester may see it (:func:`.bank_access.visible_bank`)."""
+    return await visible_bank(request, request.match_info["bank"])
 
 
 def _pick(doc: dict, names: tuple[str, ...]) -> dict[str, Any]:
@@ -100,7 +108,7 @@ async def list_banks(request: web.Request) -> web.Response:
            access="public", tag="banks", responses={404: "unknown bank", 403: "private bank"}, query=(FORMAT_QUERY,))
 async def get_bank(request: web.Request) -> web.Response:
     as_tables = wants_tables(request)
-    doc = await _visible_bank(request)
+    doc = await _api_visible_bank(request)
     if as_tables:
         return tables_answer(reports.status_bank(doc, viewer_of(request)))
     body = _pick(doc, BANK_FIELDS)
@@ -112,7 +120,7 @@ async def get_bank(request: web.Request) -> web.Response:
 @api.route("GET", "/api/v1/banks/{bank}/sessions", summary="The sessions of a bank, newest first", access="public",
            tag="banks")
 async def bank_sessions(request: web.Request) -> web.Response:
-    doc = await _visible_bank(request)
+    doc = await _api_visible_bank(request)
     sessions = sorted(doc.get("sessions") or [], key=lambda s: s.get("id") or 0, reverse=True)
     return web.json_response([_pick(s, SESSION_FIELDS) for s in sessions])
 
@@ -120,7 +128,7 @@ async def bank_sessions(request: web.Request) -> web.Response:
 @api.route("GET", "/api/v1/banks/{bank}/status", summary="Jobs queued or running on a bank, with live progress",
            access="public", tag="banks")
 async def bank_status(request: web.Request) -> web.Response:
-    doc = await _visible_bank(request)
+    doc = await _api_visible_bank(request)
     node = node_of(request)
     jobs = await node.store.list_jobs(state=ACTIVE_JOB_STATES, bank=doc["name"], limit=None)
     for job in jobs:
@@ -136,13 +144,13 @@ async def check_bank_file(request: web.Request) -> web.Response:
     node = node_of(request)
     name = request.match_info["bank"]
     doc = await node.store.get_bank(name)
-    if doc is not None:  # a bank never updated has no owner yet: its file is anyone's to check
-        _refuse_hidden(request, doc)
-    props = BankProperties.load(node.config.global_properties, name)
+    if doc is not None and not viewer_of(request).can_see(doc):  # a bank never updated: its file is public
+        raise unknown_bank(request, name)
+    props = await asyncio.to_thread(load_bank_file, request, name)
     problems = check_bank(props) + check_support(props)  # BioMAJ 3's rules, then what biomaj lacks
-    return web.json_response({
-        "bank": props.name, "file": str(props.path), "valid": verdict(problems),
-        "problems": [{"level": p.level, "key": p.key, "message": p.message} for p in problems]})
+    return web.json_response({  # paths relative to the installation but for admins: conf/NAME.properties
+        "bank": props.name, "file": client_paths(request, str(props.path)), "valid": verdict(problems),
+        "problems": [{"level": p.level, "key": p.key, "message": client_paths(request, p.message)} for p in problems]})
 
 
 @api.route("GET", "/api/v1/bank-files", summary="The bank files of conf.dir beside their store records, as "
@@ -174,26 +182,11 @@ def _job_view(job: dict) -> dict:
                                     "finished", "attempts", "error", "result", "progress") if k in job}
 
 
-def _bank_file(request: web.Request, name: str, validate: bool) -> None:
-    props = BankProperties.load(node_of(request).config.global_properties, name)
-    if validate:
-        refuse_invalid(props)
-
-
-async def _check_owner(request: web.Request, name: str) -> None:
-    """Owners and admins only; a bank never updated yet belongs to whoever updates it first
-    (BioMAJ 3's rule)."""
-    doc = await node_of(request).store.get_bank(name)
-    viewer = viewer_of(request)
-    if doc is not None and not viewer.is_owner(doc):
-        owner = (doc.get("properties") or {}).get("owner")
-        raise NotAuthorized(f"not authorized: bank {name} is owned by {owner}")
-
-
 async def _submit(request: web.Request, kind: str, options: dict[str, Any], validate: bool = False) -> web.Response:
+    """Queue a job on the URL's bank (the registry has checked the owner): 404 with no bank file,
+    400 when ``validate`` and the file fails BioMAJ 3's check."""
     name = request.match_info["bank"]
-    _bank_file(request, name, validate)
-    await _check_owner(request, name)
+    load_bank_file(request, name, validate)
     node = node_of(request)
     who = identity_of(request)
     job_id = await submit_job(node.store, node.bus, kind, name, options, who.name, admin=who.admin)
@@ -256,7 +249,6 @@ async def release_check(request: web.Request) -> web.Response:
            access="owner", tag="actions")
 async def cancel(request: web.Request) -> web.Response:
     name = request.match_info["bank"]
-    await _check_owner(request, name)
     node = node_of(request)
     jobs = await node.store.list_jobs(state=ACTIVE_JOB_STATES, bank=name, limit=None)
     if not jobs:

@@ -3,8 +3,8 @@ says about it (summary, who may call it, parameters, body), and the access rule 
 registry itself, so that no route can forget it.
 
 Access levels: ``public`` (anyone, anonymous included; visibility rules apply inside), ``user``
-(an authenticated user), ``owner`` (an authenticated user; the handler checks bank ownership, as
-only it knows the bank), ``admin``.
+(an authenticated user), ``owner`` (the owner of the URL's ``{bank}`` or an admin, checked before the
+handler reads its body: :func:`.bank_access.check_owner`), ``admin``.
 """
 
 from __future__ import annotations
@@ -57,6 +57,8 @@ class Api:
               pattern: str | None = None, head: bool = False) -> Callable[[Handler], Handler]:
         if access not in ACCESS:
             raise ValueError(f"access must be one of {ACCESS}")
+        if access == "owner" and "{bank}" not in path:
+            raise ValueError(f"{method} {path}: an owner route names its bank ({{bank}})")
 
         def register(handler: Handler) -> Handler:
             self.operations.append(Operation(method, path, _guarded(handler, access), summary, access, tag,
@@ -68,6 +70,7 @@ class Api:
 
 def _guarded(handler: Handler, access: str) -> Handler:
     from .auth import identity_of
+    from .bank_access import check_owner
 
     async def guarded(request: web.Request) -> web.StreamResponse:
         if access != "public":
@@ -77,6 +80,8 @@ def _guarded(handler: Handler, access: str) -> Handler:
                                            headers={"WWW-Authenticate": 'APIKEY realm="biomaj"'})
             if access == "admin" and not who.admin:
                 raise web.HTTPForbidden(reason="admin rights needed")
+            if access == "owner" and "bank" in request.match_info:
+                await check_owner(request, request.match_info["bank"])
         return await handler(request)
 
     guarded.__name__ = handler.__name__

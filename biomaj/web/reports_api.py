@@ -19,10 +19,11 @@ from biomaj.bus.messages import JobEvent
 from biomaj.storage.base import ACTIVE_JOB_STATES
 from biomaj.workflow import locks
 
-from .banks import FORMAT_QUERY, _visible_bank, tables_answer, wants_tables
+from .banks import FORMAT_QUERY, _api_visible_bank, tables_answer, wants_tables
 from .context import identity_of, node_of, viewer_of
 from .errors import ApiError, json_body
 from .registry import Api
+from .tail import tail as read_tail
 
 api = Api()
 
@@ -46,7 +47,7 @@ async def search(request: web.Request) -> web.Response:
            access="public", tag="reports", query=(("release", "string", "only this release"), FORMAT_QUERY))
 async def show(request: web.Request) -> web.Response:
     as_tables = wants_tables(request)
-    doc = await _visible_bank(request)
+    doc = await _api_visible_bank(request)
     table = reports.show(doc, viewer_of(request), request.query.get("release"))
     return tables_answer([table]) if as_tables else web.json_response(table.records())
 
@@ -142,7 +143,7 @@ async def set_maintenance(request: web.Request) -> web.Response:
                   ("follow", "boolean", "keep sending new lines while a job runs on the bank")),
            content_type="text/plain")
 async def session_log(request: web.Request) -> web.StreamResponse:
-    doc = await _visible_bank(request)
+    doc = await _api_visible_bank(request)
     wanted = request.match_info["session"]
     session = next((s for s in doc.get("sessions") or [] if str(s.get("id")) == wanted
                     or (wanted == "last" and s is (doc.get("sessions") or [None])[-1])), None)
@@ -168,9 +169,8 @@ async def session_log(request: web.Request) -> web.StreamResponse:
 async def _send_log(response: web.StreamResponse, path: Path, tail: str | None, follow: bool, store,
                     bank: str) -> None:
     with path.open("rb") as log:
-        if tail is not None:
-            lines = log.read().splitlines(keepends=True)[-int(tail):]
-            await response.write(b"".join(lines))
+        if tail is not None:  # read from the end: memory bounded whatever the log's size
+            await response.write(await asyncio.to_thread(read_tail, log, int(tail)))
         else:
             while chunk := log.read(65536):
                 await response.write(chunk)
@@ -207,8 +207,8 @@ async def events(request: web.Request) -> web.StreamResponse:
         cached = seen.get(bank)
         if cached is None or time.monotonic() - cached[0] > 10:
             doc = await node.store.get_bank(bank)
-            if doc is None:  # never updated: anyone's to update first (as /api/v1/bank-files); not cached,
-                return viewer.user is not None  # the record its first update makes decides from then on
+            if doc is None:  # never updated: users follow its first update (as /api/v1/bank-files); not
+                return viewer.user is not None  # cached, the record its first update makes decides from then on
             cached = seen[bank] = (time.monotonic(), viewer.can_see(doc))
         return cached[1]
 

@@ -1,5 +1,7 @@
 """A real biomaj node (every actor, in-process bus) on a `biomaj init` root, its web app served by
-aiohttp's test server, and three users: an owner, a plain user and an admin."""
+aiohttp's test server, and three users: an owner, a plain user and an admin. A bank with no owner
+is the admins': ``api`` starts as an operator would, the admin giving the example bank to ``owner``;
+``bare_api`` leaves it as `biomaj init` wrote it (no record, no owner)."""
 
 from __future__ import annotations
 
@@ -37,15 +39,25 @@ class Api:
 
 
 @pytest.fixture
-async def api(tmp_path):
+async def bare_api(tmp_path):
+    """The node as `biomaj init` leaves it: the example bank has no record and no owner."""
     async with node_with_users(tmp_path) as (node, keys):
         async with TestClient(TestServer(create_app(node))) as client:
             yield Api(client, node, {"anonymous": None, **keys})
 
 
 @pytest.fixture
+async def api(bare_api: Api) -> Api:
+    """The example bank given to ``owner`` by the admin (``PUT /api/v1/banks/example/owner``), never
+    updated yet."""
+    response = await bare_api.call("admin", "PUT", "/api/v1/banks/example/owner", json={"owner": "owner"})
+    assert response.status == 200, await response.text()
+    return bare_api
+
+
+@pytest.fixture
 async def private_bank(api: Api) -> Api:
-    """The example bank, updated by its owner (its first updater) and made private."""
+    """The example bank, updated by its owner and made private."""
     response = await api.call("owner", "POST", "/api/v1/banks/example/update", json={})
     assert response.status == 202, await response.text()
     job = await api.job_done((await response.json())["id"], "owner")

@@ -74,8 +74,9 @@ def biomaj_cli() -> list[str]:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, biomaj_cmd):
-    """`biomaj serve --all` on a fresh `biomaj init` root, with users alice and bob."""
-    with biomaj_server(tmp_path_factory.mktemp("biomaj-cli") / "root", biomaj_cmd, {"alice": False, "bob": False}) as srv:
+    """`biomaj serve --all` on a fresh `biomaj init` root, with users alice and bob, and carol, an admin."""
+    with biomaj_server(tmp_path_factory.mktemp("biomaj-cli") / "root", biomaj_cmd,
+                       {"alice": False, "bob": False, "carol": True}) as srv:
         yield srv
 
 
@@ -106,6 +107,11 @@ def test_about_me(biomaj_cli, server):
 def test_a_bank_s_life_through_biomaj_cli(biomaj_cli, server):
     code, out = run_cli(biomaj_cli, server, "--status")
     assert code == 0 and "| Name" in out and "example" not in out  # nothing updated yet
+    # a bank with no owner yet is the admins' (BioMAJ 3: its first updater's): an admin gives it away
+    code, out = run_cli(biomaj_cli, server, "--update", "--bank", "example")
+    assert code == 1 and "Failed to contact BioMAJ daemon" in out
+    code, out = run_cli(biomaj_cli, server, "--owner", "alice", "--bank", "example", who="carol")
+    assert code == 0, out
 
     job = update(biomaj_cli, server)
     assert job["user"] == "alice" and job["result"]["release"] == "1"

@@ -99,7 +99,7 @@ async def test_writes_need_a_key_and_the_owner(private_bank):
                     {"unfreeze": True, "release": "1"}, {"owner": "user"}, {"visibility": "public"},
                     {"updatecancel": True}):
         await cli(api, "anonymous", 401, bank="example", **options)
-        await cli(api, "user", 403, bank="example", **options)
+        await cli(api, "user", 404, bank="example", **options)  # private: as an unknown bank
     assert (await api.node.store.get_bank("example"))["properties"]["owner"] == "owner"
 
 
@@ -118,8 +118,8 @@ async def test_status_follows_visibility_in_text_and_json(private_bank):
     data = (await cli(api, "admin", status=True, json=True))["msg"]
     assert data["headers"] == ["Name", "Type(s)", "Release", "Visibility", "Last update"]
     assert [row[:4] for row in data["banks"]] == [["example", "nucleic", "1", "private"]]
-    await cli(api, "anonymous", 401, status=True, bank="example")
-    await cli(api, "user", 403, status=True, bank="example")
+    await cli(api, "anonymous", 404, status=True, bank="example")  # private: as an unknown bank
+    await cli(api, "user", 404, status=True, bank="example")
     detail = (await cli(api, "owner", status=True, bank="example", json=True))["msg"]["bank"]
     assert detail["info"]["headers"][0] == "Name" and detail["info"]["details"][0][0] == "example"
     assert detail["production"]["details"][0][2] == "1" and detail["pending"] == []
@@ -133,10 +133,11 @@ async def test_reads_hide_private_banks(private_bank):
                           ({"search": True, "formats": "fasta"}, "example")):
         assert word not in str((await cli(api, "anonymous", **options))["msg"]), options
         assert word in str((await cli(api, "owner", **options))["msg"]), options
-    await cli(api, "anonymous", 401, show=True, bank="example")
-    await cli(api, "user", 403, updatestatus=True, bank="example")
-    await cli(api, "user", 403, lastlog=True, bank="example")
-    await cli(api, "user", 403, check=True, bank="example")
+    unknown = await cli(api, "anonymous", 404, show=True, bank="nobank")
+    for who in ("anonymous", "user"):  # a private bank is answered as an unknown one
+        for options in ({"show": True}, {"updatestatus": True}, {"lastlog": True}, {"check": True}, {"status": True}):
+            hidden = await cli(api, who, 404, bank="example", **options)
+            assert hidden["error"] == unknown["error"].replace("nobank", "example"), (who, options)
 
 
 async def test_read_answers_have_biomaj3_shapes(public_bank):
@@ -223,7 +224,8 @@ async def test_remove_all_repair_and_remove_pending_are_jobs(private_bank):
     assert answer["jobs"][0]["kind"] == "remove-all" and answer["jobs"][0]["options"] == {"force": True}
     await wait_jobs(api, answer)
     assert await api.node.store.get_bank("example") is None
-    await cli(api, "owner", 404, removeall=True, bank="example")
+    await cli(api, "owner", 403, removeall=True, bank="example")  # no record, no owner: the admins' again
+    await cli(api, "admin", 404, removeall=True, bank="example")  # nothing to remove
 
 
 async def test_owner_and_visibility(private_bank):
@@ -231,7 +233,7 @@ async def test_owner_and_visibility(private_bank):
     await cli(api, "owner", 404, owner="nobody", bank="example")
     await cli(api, "owner", 400, visibility="secret", bank="example")
     assert (await cli(api, "owner", owner="user", bank="example"))["msg"] is None
-    await cli(api, "owner", 403, status=True, bank="example")
+    await cli(api, "owner", 404, status=True, bank="example")  # private and not the owner's any more
     await cli(api, "user", status=True, bank="example")
 
 
@@ -325,7 +327,7 @@ async def test_the_log_route(private_bank):
     assert tail.splitlines()[-1] == "##END_OF_LOG" and len(tail.splitlines()) == 3
     assert text.endswith(tail)
     assert await (await api.call("owner", "GET", "/api/daemon/bank/example/log/0")).text() == text
-    for who, status in (("anonymous", 401), ("user", 403), ("admin", 200)):
+    for who, status in (("anonymous", 404), ("user", 404), ("admin", 200)):
         assert (await api.call(who, "GET", "/api/daemon/bank/example/log")).status == status
 
 
@@ -357,32 +359,33 @@ async def test_the_log_file_comes_from_the_store_and_stays_in_the_log_dir(privat
 
 # --- REST routes -----------------------------------------------------------------------------------
 
-# (method, path, body, expected for anonymous, user, owner, admin); the bank is private.
+# (method, path, body, expected for anonymous, user, owner, admin); the bank is private, so answered
+# as an unknown bank (404) to whoever may not see it; writes need a key first (401).
 MATRIX = [
     ("GET", "/api/daemon", None, (OK, OK, OK, OK)),
     ("POST", "/api/daemon", {"options": {"status": True}}, (OK, OK, OK, OK)),
     ("GET", "/api/daemon/status", None, (OK, OK, OK, OK)),
     ("GET", "/api/daemon/status/ko", None, (OK, OK, OK, OK)),
     ("GET", "/api/daemon/bank", None, (OK, OK, OK, OK)),
-    ("GET", "/api/daemon/bank/example", None, (401, 403, OK, OK)),
-    ("POST", "/api/daemon/bank/example", {}, (401, 403, OK, OK)),
-    ("DELETE", "/api/daemon/bank/example", {"release": "9"}, (401, 403, OK, OK)),
+    ("GET", "/api/daemon/bank/example", None, (404, 404, OK, OK)),
+    ("POST", "/api/daemon/bank/example", {}, (401, 404, OK, OK)),
+    ("DELETE", "/api/daemon/bank/example", {"release": "9"}, (401, 404, OK, OK)),
     ("GET", "/api/daemon/bank/example/owns", None, (OK, OK, OK, OK)),
-    ("GET", "/api/daemon/bank/example/check", None, (401, 403, OK, OK)),
-    ("GET", "/api/daemon/bank/example/status", None, (401, 403, OK, OK)),
-    ("GET", "/api/daemon/bank/example/show", None, (401, 403, OK, OK)),
-    ("GET", "/api/daemon/bank/example/log", None, (401, 403, OK, OK)),
-    ("GET", "/api/daemon/bank/example/log/5", None, (401, 403, OK, OK)),
-    ("PUT", "/api/daemon/bank/example/cancel", None, (401, 403, OK, OK)),
-    ("PUT", "/api/daemon/bank/example/owner/owner", None, (401, 403, OK, OK)),
-    ("PUT", "/api/daemon/bank/example/visibility/private", None, (401, 403, OK, OK)),
+    ("GET", "/api/daemon/bank/example/check", None, (404, 404, OK, OK)),
+    ("GET", "/api/daemon/bank/example/status", None, (404, 404, OK, OK)),
+    ("GET", "/api/daemon/bank/example/show", None, (404, 404, OK, OK)),
+    ("GET", "/api/daemon/bank/example/log", None, (404, 404, OK, OK)),
+    ("GET", "/api/daemon/bank/example/log/5", None, (404, 404, OK, OK)),
+    ("PUT", "/api/daemon/bank/example/cancel", None, (401, 404, OK, OK)),
+    ("PUT", "/api/daemon/bank/example/owner/owner", None, (401, 404, OK, OK)),
+    ("PUT", "/api/daemon/bank/example/visibility/private", None, (401, 404, OK, OK)),
     ("PUT", "/api/daemon/bank/example/name/other", None, (401, 400, 400, 400)),
     ("PUT", "/api/daemon/bank/example/move", {"path": "/tmp"}, (401, 400, 400, 400)),
-    ("PUT", "/api/daemon/bank/example/repair", {}, (401, 403, OK, OK)),
-    ("PUT", "/api/daemon/bank/example/publish", {}, (401, 403, OK, OK)),
-    ("DELETE", "/api/daemon/bank/example/publish", None, (401, 403, OK, OK)),
-    ("PUT", "/api/daemon/bank/example/freeze/1", None, (401, 403, OK, OK)),
-    ("DELETE", "/api/daemon/bank/example/freeze/1", None, (401, 403, OK, OK)),
+    ("PUT", "/api/daemon/bank/example/repair", {}, (401, 404, OK, OK)),
+    ("PUT", "/api/daemon/bank/example/publish", {}, (401, 404, OK, OK)),
+    ("DELETE", "/api/daemon/bank/example/publish", None, (401, 404, OK, OK)),
+    ("PUT", "/api/daemon/bank/example/freeze/1", None, (401, 404, OK, OK)),
+    ("DELETE", "/api/daemon/bank/example/freeze/1", None, (401, 404, OK, OK)),
     ("GET", "/api/daemon/search", None, (OK, OK, OK, OK)),
     ("POST", "/api/daemon/aboutme", None, (401, OK, OK, OK)),
     ("GET", "/api/daemon/maintenance", None, (OK, OK, OK, OK)),
@@ -432,9 +435,11 @@ async def test_rest_routes_answer_biomaj3_json(private_bank):
     assert (await (await api.call("anonymous", "GET", "/api/daemon/bank")).json())["banks"] == []
     bank = await (await api.call("owner", "GET", "/api/daemon/bank/example")).json()
     assert set(bank["bank"]) == {"info", "production", "pending"}
-    owns = {who: (await (await api.call(who, "GET", "/api/daemon/bank/example/owns")).json())["is_admin_or_owner"]
-            for who in WHO}
-    assert owns == {"anonymous": False, "user": False, "owner": True, "admin": True}
+    owns = {}
+    for who in WHO:
+        response = await api.call(who, "GET", "/api/daemon/bank/example/owns")
+        owns[who] = (await response.json())["is_admin_or_owner"] if response.status == 200 else response.status
+    assert owns == {"anonymous": 404, "user": 404, "owner": True, "admin": True}  # private: as an unknown bank
     assert (await api.call("owner", "GET", "/api/daemon/bank/nobank/owns")).status == 404
     show = await (await api.call("owner", "GET", "/api/daemon/bank/example/show?release=1")).json()
     assert show["details"][0][0] == "example"
@@ -498,7 +503,7 @@ async def test_expose_checks_visibility_on_the_normalised_path(private_bank):
     assert await expose("/db/example/x", _basic("user", api.keys["user"])) == 403
     assert await expose("/db/example/x", _basic("user", api.keys["owner"])) == 403  # login bound to key (W31)
     assert await expose("/db/example/x", {"Authorization": "Basic !!!"}) == 403
-    assert await expose("/db/nobank/x") == 404
+    assert await expose("/db/nobank/x") == 403  # as a private bank: nobody tells them apart
     assert await expose("/db/nobank/../example/x") == 403  # W37: what nginx would serve
     assert await expose("/db/nobank/%2e%2e/example/x") == 403
     assert await expose("/db/../etc/passwd") == 403

@@ -4,7 +4,6 @@ one ``op_*`` function per action, answering BioMAJ 3's JSON form or the text bio
 from __future__ import annotations
 
 import asyncio
-import collections
 import logging
 import re
 from dataclasses import dataclass
@@ -23,8 +22,10 @@ from biomaj.workflow import locks, runner
 from biomaj.workflow.bank import Bank, find_production
 from biomaj.workflow.session import PROCESS_TASKS, UPDATE_TASKS, check_task_name
 
-from ..banks import _bank_file, _check_owner, _job_view
+from ..bank_access import check_owner, client_paths, load_bank_file, visible_bank
+from ..banks import _job_view
 from ..context import USERS_KEY, identity_of, node_of, run_context, viewer_of
+from ..tail import tail
 
 log = logging.getLogger(__name__)
 
@@ -161,17 +162,17 @@ def _authenticated(request: web.Request, what: str):
     return who
 
 
+async def _owned(request: web.Request, name: str, what: str) -> None:
+    """The requester must own the bank or be an admin (:func:`..bank_access.check_owner`), checked
+    before any option of the call: anonymous 401, a bank one may not see 404, another's 403."""
+    _authenticated(request, what)
+    await check_owner(request, name)
+
+
 async def _visible(request: web.Request, name: str) -> dict:
-    """The bank document if the requester may see it: 404 unknown, 401/403 private."""
-    doc = await node_of(request).store.get_bank(name)
-    if doc is None:
-        raise _err(web.HTTPNotFound, f"no bank {name} in the store (it has never been updated)")
-    if not viewer_of(request).can_see(doc):
-        if identity_of(request) is None:
-            raise _err(web.HTTPUnauthorized, f"Access forbidden: bank {name} is private, authenticate as its owner",
-                       headers=AUTH)
-        raise _err(web.HTTPForbidden, f"Access forbidden: bank {name} is private and you are not its owner")
-    return doc
+    """The bank document if the requester may see it; a bank one may not see is a 404, as an
+    unknown one (:func:`..bank_access.visible_bank`)."""
+    return await visible_bank(request, name)
 
 
 async def _visible_names(request: web.Request) -> set[str]:
@@ -266,15 +267,16 @@ async def op_show(request: web.Request, options: Options) -> Answer:
 
 
 async def op_check(request: web.Request, options: Options) -> Answer:
-    """The bank file's verdict; a private bank's only for its owner and the admins."""
+    """The bank file's verdict; a private bank's only for its owner and the admins (a bank never
+    updated: anyone's to check)."""
     name = _one_bank(options)
     doc = await node_of(request).store.get_bank(name)
     if doc is not None:
         await _visible(request, name)
-    props = BankProperties.load(node_of(request).config.global_properties, name)
+    props = await asyncio.to_thread(load_bank_file, request, name)
     problems = check_bank(props) + check_support(props)
     text = f"{name} check: {verdict(problems)}\n" + "".join(f"  {p}\n" for p in problems)
-    return Answer.same(text)
+    return Answer.same(client_paths(request, text))
 
 
 async def op_status(request: web.Request, options: Options) -> Answer:
@@ -334,7 +336,7 @@ async def op_update_status(request: web.Request, options: Options) -> Answer:
     BioMAJ 3 answered anyone, W33)."""
     name = _one_bank(options)
     if await node_of(request).store.get_bank(name) is None:  # a first update may be queued
-        _bank_file(request, name, False)  # 404 for no bank at all
+        load_bank_file(request, name)  # 404 for no bank at all
         doc = {}
     else:
         doc = await _visible(request, name)
@@ -381,8 +383,9 @@ def _log_file(request: web.Request, doc: dict) -> Path:
 
 
 def _tail(path: Path, lines: int) -> bytes:
+    """The last ``lines`` lines of the log, read from its end (:func:`..tail.tail`)."""
     with path.open("rb") as handle:
-        return b"".join(collections.deque(handle, maxlen=lines))
+        return tail(handle, lines)
 
 
 async def op_lastlog(request: web.Request, options: Options) -> Answer:
@@ -426,7 +429,7 @@ async def op_maintenance(request: web.Request, options: Options) -> Answer:
 
 async def op_owner(request: web.Request, options: Options) -> Answer:
     name = _one_bank(options)
-    _authenticated(request, "changing the owner")
+    await _owned(request, name, "changing the owner")
     owner = options["owner"]
     await request.app[USERS_KEY].get(owner)  # 404 for an unknown user
     await runner.set_owner(run_context(request), name, owner)
@@ -435,7 +438,7 @@ async def op_owner(request: web.Request, options: Options) -> Answer:
 
 async def op_visibility(request: web.Request, options: Options) -> Answer:
     name = _one_bank(options)
-    _authenticated(request, "changing the visibility")
+    await _owned(request, name, "changing the visibility")
     if options["visibility"] not in runner.VISIBILITIES:
         raise _err(web.HTTPBadRequest, "Valid values are public|private")
     await runner.set_visibility(run_context(request), name, options["visibility"])
@@ -455,10 +458,10 @@ def _task_options(options: Options) -> dict[str, Any]:
 async def _jobs(request: web.Request, kind: str, names: list[str], job_options: dict[str, Any],
                 sent: str, validate: bool = False) -> Answer:
     """Check every bank (its file, and the requester owns it) before queueing any job."""
-    _authenticated(request, f"{kind} of a bank")
     for name in names:
-        _bank_file(request, name, validate)
-        await _check_owner(request, name)
+        await _owned(request, name, f"{kind} of a bank")
+    for name in names:
+        load_bank_file(request, name, validate)
     lines, jobs, busy = [], [], []
     for name in names:
         try:
@@ -497,14 +500,13 @@ async def _production_entry(request: web.Request, name: str, release: str) -> di
 
 async def op_remove(request: web.Request, options: Options) -> Answer:
     name = _one_bank(options)
-    _authenticated(request, "removal")
+    await _owned(request, name, "removal")
     if options["removeall"]:
         if await node_of(request).store.get_bank(name) is None:
             raise _err(web.HTTPNotFound, f"no bank {name} in the store: nothing to remove")
         return await _jobs(request, "remove-all", [name], {"force": options["force"]}, "Bank removal request sent for")
     if not options["release"]:
         raise _err(web.HTTPBadRequest, "Bank release is missing (--release)")
-    await _check_owner(request, name)
     found = await _production_entry(request, name, options["release"])
     doc, entry = found["doc"], found["entry"]
     if entry.get("freeze"):
@@ -522,21 +524,21 @@ async def op_remove_pending(request: web.Request, options: Options) -> Answer:
 
 async def op_publish(request: web.Request, options: Options) -> Answer:
     name = _one_bank(options)
-    _authenticated(request, "publish")
+    await _owned(request, name, "publish")
     await runner.publish_bank(run_context(request), name, options["release"])
     return Answer(None)
 
 
 async def op_unpublish(request: web.Request, options: Options) -> Answer:
     name = _one_bank(options)
-    _authenticated(request, "unpublish")
+    await _owned(request, name, "unpublish")
     await runner.unpublish_bank(run_context(request), name)
     return Answer(None)
 
 
 async def _freeze(request: web.Request, options: Options, frozen: bool) -> Answer:
     name = _one_bank(options)
-    _authenticated(request, "freeze" if frozen else "unfreeze")
+    await _owned(request, name, "freeze" if frozen else "unfreeze")
     if not options["release"]:
         raise _err(web.HTTPBadRequest, "Bank release is missing (--release)")
     await runner.freeze_release(run_context(request), name, options["release"], frozen)
@@ -555,8 +557,7 @@ async def op_cancel(request: web.Request, options: Options) -> Answer:
     """Cancel the bank's queued or running jobs: its owner or an admin only (BioMAJ 3: anyone, W32);
     nothing to cancel is a 404 (BioMAJ 3 left a flag that cancelled the next run, W11)."""
     name = _one_bank(options)
-    _authenticated(request, "cancel")
-    await _check_owner(request, name)
+    await _owned(request, name, "cancel")
     node = node_of(request)
     jobs = await node.store.list_jobs(state=ACTIVE_JOB_STATES, bank=name, limit=None)
     if not jobs:

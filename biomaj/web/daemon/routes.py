@@ -12,7 +12,7 @@ from aiohttp import web
 
 from biomaj.published import exposed
 
-from ..banks import _bank_file
+from ..bank_access import load_bank_file, visible_bank
 from ..context import identity_of, node_of, viewer_of
 from ..db import BadCredentials, db_viewer
 from ..errors import json_body
@@ -207,10 +207,11 @@ async def daemon_bank_owns(request: web.Request) -> web.Response:
     name = _bank(request)
     doc = await node_of(request).store.get_bank(name)
     if doc is None:
-        _bank_file(request, name, False)  # 404 for no bank at all
-        owns = identity_of(request) is not None  # a bank never updated belongs to its first updater
+        load_bank_file(request, name)  # 404 for no bank at all
     else:
-        owns = viewer_of(request).is_owner(doc)
+        await visible_bank(request, name)  # 404 for a bank one may not see, as for an unknown one
+    viewer = viewer_of(request)
+    owns = viewer.is_owner(doc) if doc is not None else viewer.user in viewer.admins  # no owner: the admins'
     return web.json_response({"is_admin_or_owner": owns})
 
 
@@ -411,9 +412,8 @@ async def daemon_expose(request: web.Request) -> web.Response:
         raise _err(web.HTTPForbidden, "access refused: expose is disabled")
     if len(parts) == 1:
         return web.json_response({"msg": "access allowed"})
-    doc = await node_of(request).store.get_bank(parts[1])
-    if doc is None:
-        raise _err(web.HTTPNotFound, "no such bank")
+    # an unknown bank is refused as a private one (nobody tells them apart); admins pass: /db says 404
+    doc = await node_of(request).store.get_bank(parts[1]) or {"name": parts[1], "properties": {}}
     try:
         viewer, authenticated = await db_viewer(request)  # the rule of /db itself (API key or Basic login:apikey)
     except BadCredentials as exc:
