@@ -9,6 +9,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import tempfile
 import threading
 from pathlib import Path
@@ -330,9 +331,10 @@ async def test_the_size_limit_is_a_setting(api):
 
 # --- fuzz -------------------------------------------------------------------------------------
 # Every operation of /api/v1/openapi.json, with schemathesis' positive and negative data, as
-# anonymous and as an admin, against a real node served on a loopback port (the node's own web
-# actor, in a thread with its own event loop: schemathesis calls are synchronous). No answer may
-# be a 500, and every error must be the JSON {error, status} of the OpenAPI document.
+# anonymous, as a plain user and as an admin, then deeply nested and huge JSON bodies on every
+# route, against a real node served on a loopback port (the node's own web actor, in a thread with
+# its own event loop: schemathesis calls are synchronous). No answer may be a 500, and every error
+# must be the JSON {error, status} of the OpenAPI document.
 
 FUZZ_EXAMPLES = int(os.environ.get("BIOMAJ_FUZZ_EXAMPLES", "25"))
 SKIPPED = {"GET /api/v1/events"}  # a never-ending event stream
@@ -372,12 +374,19 @@ class ServedNode:
         from biomaj.config.scaffold import init_root
         from biomaj.config.service import load_config
         from biomaj.runtime.node import Node
+        from biomaj.workflow import runner
+        from biomaj.workflow.bank import RunContext
 
         init_root(self.root, web_port=0)
         node = Node(load_config(self.root / "config.yml"), ["manager", "download", "process", "web"])
         await node.start()
         users = Users(node.store, frozenset())
-        keys = {name: (await users.create(name, admin=admin))[1] for name, admin in (("owner", False), ("admin", True))}
+        keys = {name: (await users.create(name, admin=admin))[1]
+                for name, admin in (("owner", False), ("user", False), ("admin", True))}
+        # the example bank given to "owner" (a bank with no owner is the admins'): "user" is a stranger to it
+        await runner.set_owner(RunContext(store=node.store, global_properties=node.config.global_properties,
+                                          job_id="fuzz", user="admin", admins=frozenset({"admin"})),
+                               "example", "owner")
         [web] = [actor for actor in node.actors if actor.name == "web"]
         return node, keys, web.port
 
@@ -408,7 +417,7 @@ def test_fuzz_the_api_from_its_openapi_document(served, label):
 
     @hypothesis.settings(max_examples=FUZZ_EXAMPLES, deadline=None, database=None, derandomize=not random,
                          suppress_health_check=list(HealthCheck), phases=[hypothesis.Phase.generate])
-    @hypothesis.given(case=st.one_of(strategies), who=st.sampled_from(["anonymous", "admin"]))
+    @hypothesis.given(case=st.one_of(strategies), who=st.sampled_from(["anonymous", "user", "admin"]))
     def fuzz(case, who):
         headers = {"Authorization": f"APIKEY {served.keys[who]}"} if who != "anonymous" else {}
         response = case.call(base_url=served.url, headers=headers, timeout=30)
@@ -426,6 +435,38 @@ def test_fuzz_the_api_from_its_openapi_document(served, label):
         fuzz()
     except hypothesis.errors.Unsatisfiable:  # nothing to vary (no parameter, no body): nothing to find
         pass
+
+
+HOSTILE_BODIES = {
+    "nested arrays": b"[" * 5000 + b"]" * 5000,
+    "nested objects": b'{"a":' * 5000 + b"1" + b"}" * 5000,
+    "nested in a field": b'{"options": {"status": ' + b"[" * 5000 + b"]" * 5000 + b"}}",
+    "huge": b'{"release": "' + b"x" * (1024 * 1024 + 1) + b'"}',
+}
+
+
+@pytest.mark.parametrize("label", _operations())
+def test_hostile_json_bodies_on_every_route(served, label, caplog):
+    """Deeply nested and huge JSON bodies, as anonymous, a plain user and an admin: a JSON 400 or 413
+    (or the route's own answer when it reads no body), never a 500, no traceback logged."""
+    import requests
+
+    method, path = label.split(" ", 1)
+    url = served.url + re.sub(r"{(\w+)(:[^}]*)?}", lambda m: "example" if m.group(1) == "bank" else "x", path)
+    caplog.set_level(logging.ERROR)
+    for who in ("anonymous", "user", "admin"):
+        headers = {"Content-Type": "application/json"}
+        if who != "anonymous":
+            headers["Authorization"] = f"APIKEY {served.keys[who]}"
+        for name, body in HOSTILE_BODIES.items():
+            response = requests.request(method, url, data=body, headers=headers, timeout=30, stream=True)
+            status = response.status_code
+            assert status < 500, f"{who}: {method} {url} {name} -> {status} {response.text[:300]}"
+            if status >= 400 and method != "HEAD":
+                error = response.json()
+                assert isinstance(error.get("error"), str) and error["status"] == status, (who, name, error)
+            response.close()
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
 
 
 def test_the_fuzzed_server_never_answered_500(served):
