@@ -32,10 +32,9 @@ ALL_FILES = "**/*"
 class NoFileMatched(RemoteError):
     """remote.files matched nothing (BioMAJ: 'no file found matching expressions')."""
 
-    def __init__(self, patterns: Sequence[str], where: str = ""):
+    def __init__(self, patterns: Sequence[str]):
         super().__init__(f"no file found matching expressions {' '.join(patterns)}")
         self.patterns = tuple(patterns)
-        self.where = where  # the remote directory listed, as a URL
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,8 +99,7 @@ async def match_files(client: Protocol, patterns: Sequence[str] | str, *, path: 
     for pattern in patterns:
         await _match_pattern(client, pattern, path, found)
     if not found:
-        config = getattr(client, "config", None)
-        raise NoFileMatched(patterns, config.root_url + path if config is not None else "")
+        raise NoFileMatched(patterns)
     anchored = [_anchor(p) for p in patterns if p not in (".*", ALL_FILES)]
     matched = []
     for entry in found.values():

@@ -21,7 +21,7 @@ from biomaj.download.paths import safe_relative
 from biomaj.download.remote import remote_config, split_server
 from biomaj.errors import ConfigError
 from biomaj.protocols import DIRECT_PROTOCOLS
-from biomaj.protocols.base import RemoteConfig, RemoteEntry, RemoteError
+from biomaj.protocols.base import RemoteConfig, RemoteEntry, RemoteError, Unreachable
 
 from .engine import TaskFailed
 
@@ -122,17 +122,17 @@ async def wanted_files(props: BankProperties, pool: ClientPool) -> list[Wanted]:
     Raises TaskFailed (listing failed, nothing matched) with BioMAJ 3's message.
     """
     protocol = (props.get("protocol") or "").lower()
+    config = None if protocol == "multi" else remote_config(props)
     try:
         if protocol == "multi":
             wanted = []
-            for config, save_as, secrets in multi_configs(props):
+            for file_config, save_as, secrets in multi_configs(props):
                 # multi targets queries (GET/POST with parameters): what HEAD says of a dynamic
                 # answer's size is not what GET returns, so only its date is kept
-                stat = await _stat_direct(pool, config)
+                stat = await _stat_direct(pool, file_config)
                 entry = RemoteEntry(stat.path, None, stat.mtime, hash=stat.hash)
-                wanted.append(Wanted(config, entry, safe_relative(save_as), secrets))
+                wanted.append(Wanted(file_config, entry, safe_relative(save_as), secrets))
             return wanted
-        config = remote_config(props)
         secrets = _secrets(props)
         list_file = props.get("remote.list")
         if list_file:
@@ -151,16 +151,17 @@ async def wanted_files(props: BankProperties, pool: ClientPool) -> list[Wanted]:
             matched = await match_files(client, props.get_list("remote.files") or [".*"])
         return [Wanted(config, m.entry, m.save_as, secrets) for m in matched]
     except RemoteError as exc:
-        raise remote_failure(exc, "remote.files", "listing the remote files") from None
+        raise remote_failure(exc, "remote.files", "listing remote.files", config.root_url if config else None) from None
 
 
-def remote_failure(exc: RemoteError, key: str, doing: str) -> TaskFailed:
-    """The failure of a remote while the update was ``doing`` something for ``key``: the cause
-    first, in an operator's words, then what was being done."""
+def remote_failure(exc: RemoteError, key: str, doing: str, where: str | None) -> TaskFailed:
+    """The failure of a remote while the update was ``doing`` something (in ``where``, a URL)
+    for ``key``: the cause first, in an operator's words, then what was being done."""
     if isinstance(exc, NoFileMatched):
-        where = f" in {exc.where}" if exc.where else ""
-        return TaskFailed(f"no remote file matches {key}={' '.join(exc.patterns)}{where}")
-    return TaskFailed(f"{exc} (while {doing})")
+        return TaskFailed(f"no remote file matches {key}={' '.join(exc.patterns)}" + (f" in {where}" if where else ""))
+    if isinstance(exc, Unreachable) or not where:  # the server is named already
+        return TaskFailed(f"{exc} (while {doing})")
+    return TaskFailed(f"{exc} (while {doing} in {where})")
 
 
 async def _stat_direct(pool: ClientPool, config: RemoteConfig) -> RemoteEntry:
@@ -185,5 +186,5 @@ async def release_files(props: BankProperties, pool: ClientPool) -> tuple[Remote
         async with pool.client(config) as client:
             matched = await match_files(client, [pattern])
     except RemoteError as exc:
-        raise remote_failure(exc, "release.file", "reading the release from release.file") from None
+        raise remote_failure(exc, "release.file", "reading the release from release.file", config.root_url) from None
     return config, [m.entry for m in matched], secrets
