@@ -301,13 +301,16 @@ async def test_actions_are_offered_to_owners_and_admins_only(updated: Site):
     assert refused.status == 403
 
 
-async def test_a_bank_never_updated_is_shown_to_users_only(site: Site):
+async def test_a_bank_never_updated_is_shown_to_users_only_and_is_the_admins(site: Site):
+    """A bank with no owner yet is the admins' (docs/api.md): a plain user sees it, with no action."""
     anonymous, user = await site.browser(), await site.browser("user")
     assert 'data-bank="example"' not in await anonymous.page("/ui/")
     await anonymous.page("/ui/banks/example", 404)
     dashboard = await user.page("/ui/")
     assert 'data-bank="example"' in dashboard and "never updated" in dashboard
     page = await user.page("/ui/banks/example")
+    assert "no owner yet" in page and 'id="actions"' not in page and 'id="update-form"' not in page
+    page = await (await site.browser("admin")).page("/ui/banks/example")
     assert 'id="update-form"' in page and 'data-first-update="1"' in page
 
 
@@ -479,3 +482,4 @@ def test_a_job_that_failed_before_any_session_is_the_last_run():
     assert views.last_run(doc, []).result == "ok"
     running = {"kind": "update", "state": "running", "id": "j", "started": 300.0}
     assert views.last_run(doc, [running, failed], {"step": "download"}).step == "download"
+

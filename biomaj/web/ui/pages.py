@@ -146,7 +146,7 @@ async def dashboard(request: web.Request) -> web.Response:
         bank_jobs = by_bank.get(doc["name"], [])
         active = next((j for j in bank_jobs if j.get("state") in ACTIVE_JOB_STATES), None)
         rows.append(views.bank_row(doc, bank_jobs, runs.get(doc["name"]), progress.get(active["id"]) if active else None))
-    if who is not None:  # bank files never updated: any user may update one (and then owns it)
+    if who is not None:  # bank files never updated: shown to users; the admins' until one gives them an owner
         recorded = {b["name"] for b in summaries}
         gpath = node.config.global_properties
         try:
@@ -196,7 +196,7 @@ async def bank_page(request: web.Request) -> web.Response:
     live = _live_state(active, progress.get(active["id"]) if active else None, views.last_update_row(doc))
     return render(
         request, "bank.html", title=name, page="bank", bank=name, doc=doc, in_store=in_store,
-        props=doc.get("properties") or {}, can_act=viewer.is_owner(doc) if in_store else who is not None,
+        props=doc.get("properties") or {}, can_act=viewer.is_owner(doc),  # a bank with no owner yet: the admins' only
         run=views.last_run(doc, jobs, progress.get(active["id"]) if active else None),
         releases=views.release_rows(doc), sessions=views.session_rows(doc, running_session), jobs=jobs[:10],
         live=live, config=config,
