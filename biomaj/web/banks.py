@@ -38,29 +38,7 @@ SESSION_FIELDS = ("id", "action", "release", "remoterelease", "status", "workflo
                   "last_update_time", "error", "log_file", "dir_version")
 
 
-async def _visible_bank(request: web.Request) -> dict:
-    """The web UI's rule (its pages ask an anonymous visitor to log in): the bank document, 404
-    when unknown, 401/403 when private. The API answers a bank one may not see as an unknown one
-    (:func:`.bank_access.visible_bank`)."""
-    name = request.match_info["bank"]
-    doc = await node_of(request).store.get_bank(name)
-    if doc is None:
-        raise UnknownBank(f"bank {name}: never updated (no record in the store)")
-    _refuse_hidden(request, doc)
-    return doc
-
-
-def _refuse_hidden(request: web.Request, doc: dict) -> None:
-    """The web UI's rule: 401 (anonymous) or 403 when the bank is private and the requester is not
-    its owner."""
-    if not viewer_of(request).can_see(doc):
-        if identity_of(request) is None:
-            raise ApiError(401, f"bank {doc['name']} is private: authenticate as its owner",
-                           {"WWW-Authenticate": 'APIKEY realm="biomaj"'})
-        raise ApiError(403, f"bank {doc['name']} is private and you are not its owner")
-
-
-async def _api_visible_bank(request: web.Request) -> dict:
+async def visible_bank_of_url(request: web.Request) -> dict:
     """The bank document of the URL, if the requester may see it (:func:`.bank_access.visible_bank`)."""
     return await visible_bank(request, request.match_info["bank"])
 
@@ -108,7 +86,7 @@ async def list_banks(request: web.Request) -> web.Response:
            access="public", tag="banks", responses={404: "unknown bank", 403: "private bank"}, query=(FORMAT_QUERY,))
 async def get_bank(request: web.Request) -> web.Response:
     as_tables = wants_tables(request)
-    doc = await _api_visible_bank(request)
+    doc = await visible_bank_of_url(request)
     if as_tables:
         return tables_answer(reports.status_bank(doc, viewer_of(request)))
     body = _pick(doc, BANK_FIELDS)
@@ -120,7 +98,7 @@ async def get_bank(request: web.Request) -> web.Response:
 @api.route("GET", "/api/v1/banks/{bank}/sessions", summary="The sessions of a bank, newest first", access="public",
            tag="banks")
 async def bank_sessions(request: web.Request) -> web.Response:
-    doc = await _api_visible_bank(request)
+    doc = await visible_bank_of_url(request)
     sessions = sorted(doc.get("sessions") or [], key=lambda s: s.get("id") or 0, reverse=True)
     return web.json_response([_pick(s, SESSION_FIELDS) for s in sessions])
 
@@ -128,7 +106,7 @@ async def bank_sessions(request: web.Request) -> web.Response:
 @api.route("GET", "/api/v1/banks/{bank}/status", summary="Jobs queued or running on a bank, with live progress",
            access="public", tag="banks")
 async def bank_status(request: web.Request) -> web.Response:
-    doc = await _api_visible_bank(request)
+    doc = await visible_bank_of_url(request)
     node = node_of(request)
     jobs = await node.store.list_jobs(state=ACTIVE_JOB_STATES, bank=doc["name"], limit=None)
     for job in jobs:

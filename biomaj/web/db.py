@@ -145,21 +145,21 @@ async def db_viewer(request: web.Request) -> tuple[Viewer, bool]:
 
 
 async def _visible(request: web.Request, name: str) -> dict[str, Any]:
-    """The bank's summary if the requester may see it: 404 unknown, 401/403 private."""
+    """The bank's summary if the requester may see it. Nothing tells an unknown bank from a private
+    one: anonymous requests get the same 401 challenge for both (mirror clients send their
+    credentials only after one), authenticated ones the same 404."""
     found = await node_of(request).store.list_banks([name])
-    if not found:
-        raise ApiError(404, f"no bank {name} in the store (it has never been updated)")
-    doc = found[0]
     try:
         viewer, authenticated = await db_viewer(request)
     except BadCredentials as exc:
         raise ApiError(401, str(exc), CHALLENGE) from None
-    if not viewer.can_see(doc):
-        if not authenticated:
-            raise ApiError(401, f"bank {name} is private: authenticate as its owner (APIKEY <key>, or Basic "
-                                "login:apikey)", CHALLENGE)
-        raise ApiError(403, f"bank {name} is private and you are not its owner")
-    return doc
+    if found and viewer.can_see(found[0]):
+        return found[0]
+    if not authenticated:
+        raise ApiError(401, f"bank {name}: no such bank, or a private bank: authenticate as its owner "
+                            "(APIKEY <key>, or Basic login:apikey)", CHALLENGE)
+    raise ApiError(404, f"bank {name}: no such bank with a record, or a private bank (only its owner and the "
+                        "admins see it)")
 
 
 # --- the index page ----------------------------------------------------------------------------------
@@ -284,8 +284,8 @@ async def db_banks(request: web.Request) -> web.StreamResponse:
         "Range, If-Modified-Since and HEAD as for static files", content_type="application/octet-stream",
         responses={200: "a file, or an HTML index of a directory", 206: "the requested range of a file",
                    301: "a directory asked without its trailing /", 304: "not modified since If-Modified-Since",
-                   401: "private bank: authenticate as its owner (APIKEY, or Basic login:apikey)",
-                   403: "private bank of another user"})
+                   401: "anonymous: a private or unknown bank (authenticate: APIKEY, or Basic login:apikey)",
+                   404: "a private bank of another user, or an unknown one"})
 async def db_files(request: web.Request) -> web.StreamResponse:
     return await _serve(request)
 

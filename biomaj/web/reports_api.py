@@ -19,7 +19,7 @@ from biomaj.bus.messages import JobEvent
 from biomaj.storage.base import ACTIVE_JOB_STATES
 from biomaj.workflow import locks
 
-from .banks import FORMAT_QUERY, _api_visible_bank, tables_answer, wants_tables
+from .banks import FORMAT_QUERY, visible_bank_of_url, tables_answer, wants_tables
 from .context import identity_of, node_of, viewer_of
 from .errors import ApiError, json_body
 from .registry import Api
@@ -47,7 +47,7 @@ async def search(request: web.Request) -> web.Response:
            access="public", tag="reports", query=(("release", "string", "only this release"), FORMAT_QUERY))
 async def show(request: web.Request) -> web.Response:
     as_tables = wants_tables(request)
-    doc = await _api_visible_bank(request)
+    doc = await visible_bank_of_url(request)
     table = reports.show(doc, viewer_of(request), request.query.get("release"))
     return tables_answer([table]) if as_tables else web.json_response(table.records())
 
@@ -143,7 +143,7 @@ async def set_maintenance(request: web.Request) -> web.Response:
                   ("follow", "boolean", "keep sending new lines while a job runs on the bank")),
            content_type="text/plain")
 async def session_log(request: web.Request) -> web.StreamResponse:
-    doc = await _api_visible_bank(request)
+    doc = await visible_bank_of_url(request)
     wanted = request.match_info["session"]
     session = next((s for s in doc.get("sessions") or [] if str(s.get("id")) == wanted
                     or (wanted == "last" and s is (doc.get("sessions") or [None])[-1])), None)

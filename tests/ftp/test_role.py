@@ -162,7 +162,8 @@ def test_biomaj_serve_all_serves_ftp_when_enabled(tmp_path, biomaj_cmd):
     settings = yaml.safe_load(config.read_text())
     settings["ftp"].update(enabled=True, port=ftp_port)
     config.write_text(yaml.safe_dump(settings))
-    made = subprocess.run([*biomaj_cmd, "-c", str(config), "users", "create", "owner"], capture_output=True, text=True,
+    made = subprocess.run([*biomaj_cmd, "-c", str(config), "users", "create", "owner", "--admin"],  # a bank with no owner is the admins'
+                          capture_output=True, text=True,
                           timeout=60, env=clean_env())
     assert made.returncode == 0, made.stderr
     key = KEY_LINE.search(made.stdout).group(1)

@@ -3,7 +3,7 @@ Python through `executable_path`) against a real `biomaj serve --all`.
 
 What a person does: log in, see the dashboard, update the example bank and watch its progress
 reach the end, open the log, freeze, unfreeze and remove a release, make the bank private and
-see an anonymous visitor denied it; every main page at 1280 px and at a phone's 390 px without
+see an anonymous visitor told it is unknown; every main page at 1280 px and at a phone's 390 px without
 horizontal scrolling. Screenshots of the main pages go to $BIOMAJ_TEST_ARTEFACTS (default
 <tmp>/biomaj-ui-screenshots). Without Chromium or Playwright the tests skip, and fail when CI=true.
 """
@@ -211,8 +211,9 @@ def test_an_operator_drives_the_example_bank(browser, server, artefacts):
     page.select_option("#visibility-select", "private")
     page.click("#visibility-form button")
     page.wait_for_function("() => document.getElementById('visibility')?.textContent === 'private'")
-    anonymous.open("/ui/banks/example", status=401)
-    assert "private" in anonymous.page.inner_text("#error-message")
+    anonymous.open("/ui/banks/example", status=404)  # as an unknown bank, with a way to log in
+    assert "private bank" in anonymous.page.inner_text("#error-message")
+    assert anonymous.page.locator('a[href^="/ui/login"]').count() >= 1
     anonymous.shot("private-bank-anonymous")
     anonymous.open("/ui/")
     assert anonymous.page.locator('#banks tr[data-bank="example"]').count() == 0
@@ -220,7 +221,7 @@ def test_an_operator_drives_the_example_bank(browser, server, artefacts):
     # a plain user is denied it too, and has no admin pages
     bob = Person(browser, server, artefacts)
     bob.login("bob")
-    bob.open("/ui/banks/example", status=403)
+    bob.open("/ui/banks/example", status=404)
     assert bob.page.locator('a[href="/ui/users"]').count() == 0
     bob.open("/ui/users", status=403)
 
@@ -228,7 +229,7 @@ def test_an_operator_drives_the_example_bank(browser, server, artefacts):
     page.click("header form button")
     page.wait_for_url(server.url + "/ui/")
     assert page.locator("#current-user").count() == 0
-    alice.open("/ui/banks/example", status=401)
+    alice.open("/ui/banks/example", status=404)  # logged out: the private bank is unknown again
     for person in (anonymous, alice, bob):
         person.close()
 

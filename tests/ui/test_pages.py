@@ -260,8 +260,8 @@ async def test_reads_and_events_work_with_the_cookie(updated: Site):
 
 PAGES = {  # path -> status for anonymous, user, owner, admin (the example bank is private)
     "/ui/": (200, 200, 200, 200),
-    "/ui/banks/example": (401, 403, 200, 200),
-    "/ui/banks/example/sessions/last/log": (401, 403, 200, 200),
+    "/ui/banks/example": (404, 404, 200, 200),  # a private bank is an unknown one to others
+    "/ui/banks/example/sessions/last/log": (404, 404, 200, 200),
     "/ui/nodes": (303, 200, 200, 200),
     "/ui/schedules": (303, 403, 403, 200),
     "/ui/users": (303, 403, 403, 200),
@@ -285,7 +285,9 @@ async def test_who_may_see_which_page(updated: Site):
     dashboards = {who: await browser.page("/ui/") for who, browser in people.items()}
     assert 'data-bank="example"' not in dashboards["anonymous"] and 'data-bank="example"' not in dashboards["user"]
     assert 'data-bank="example"' in dashboards["owner"] and 'data-bank="example"' in dashboards["admin"]
-    assert "private" in await people["anonymous"].page("/ui/banks/example", 401)
+    private = await people["anonymous"].page("/ui/banks/example", 404)
+    unknown = await people["anonymous"].page("/ui/banks/nope", 404)
+    assert private.replace("example", "nope") == unknown and "Log in" in private  # nothing tells them apart
 
 
 async def test_actions_are_offered_to_owners_and_admins_only(updated: Site):

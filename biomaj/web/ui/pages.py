@@ -1,6 +1,6 @@
 """The web UI's pages, rendered on the server (Jinja2, autoescaped).
 
-Reads use the store with the REST API's own visibility rules (``viewer_of``, ``_refuse_hidden``,
+Reads use the store with the REST API's own visibility rules (``viewer_of``, ``..bank_access``,
 the same ``inventory`` rows as ``/api/v1/bank-files``). Pages hold no action code: their forms
 are sent by ``static/biomaj.js`` to the REST API itself (``/api/v1/...``, the session cookie and
 the page's CSRF token), so that every action goes through the API's one authorization path and
@@ -27,12 +27,12 @@ from markupsafe import Markup
 from biomaj import __version__, inventory, reports
 from biomaj.config.check import check_bank, check_support
 from biomaj.config.properties import BankProperties
-from biomaj.errors import BiomajError, UnknownBank
+from biomaj.errors import BiomajError
 from biomaj.storage.base import ACTIVE_JOB_STATES
 from biomaj.workflow.session import UPDATE_TASKS
 
 from ..auth import SESSIONS_KEY, USERS_KEY, identity_of, viewer_of
-from ..banks import _refuse_hidden, _visible_bank
+from ..bank_access import unknown_bank, visible_bank
 from ..context import NODE_KEY, node_of
 from ..errors import ApiError
 from ..schedules_api import schedule_views
@@ -181,12 +181,11 @@ async def bank_page(request: web.Request) -> web.Response:
     node, viewer, who = node_of(request), viewer_of(request), identity_of(request)
     name = request.match_info["bank"]
     doc = await node.store.get_bank(name)
-    if doc is not None:
-        _refuse_hidden(request, doc)
+    if doc is None and who is None or doc is not None and not viewer.can_see(doc):
+        raise unknown_bank(request, name)  # a bank one may not see is an unknown one (docs/api.md)
     config = await asyncio.to_thread(_configuration, node, name)
-    if doc is None and (who is None or config["file"] is None):
-        raise UnknownBank(f"bank {name}: never updated (no record in the store)"
-                          + ("" if who is not None else "; log in to see the bank files never updated"))
+    if doc is None and config["file"] is None:
+        raise unknown_bank(request, name)
     jobs = await node.store.list_jobs(bank=name, limit=20)
     progress = await _progress(node, jobs)
     active = next((j for j in jobs if j.get("state") in ACTIVE_JOB_STATES), None)
@@ -247,7 +246,7 @@ def _tail(path: Path) -> tuple[str, bool]:
 
 
 async def log_page(request: web.Request) -> web.Response:
-    doc = await _visible_bank(request)
+    doc = await visible_bank(request, request.match_info["bank"])
     node = node_of(request)
     wanted = request.match_info["session"]
     sessions = doc.get("sessions") or []
