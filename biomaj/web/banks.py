@@ -26,7 +26,7 @@ from biomaj.workflow.session import UPDATE_TASKS
 
 from .bank_access import client_paths, load_bank_file, unknown_bank, visible_bank
 from .context import USERS_KEY, identity_of, node_of, run_context, viewer_of
-from .errors import ApiError, json_body
+from .errors import ApiError, json_body, json_type_name
 from .registry import Api
 
 api = Api()
@@ -177,7 +177,7 @@ def _typed(body: dict, spec: dict[str, type]) -> dict[str, Any]:
         raise ApiError(400, f"unknown option(s): {', '.join(unknown)}; expected {', '.join(spec)}")
     for key, kind in spec.items():
         if key in body and body[key] is not None and not isinstance(body[key], kind):
-            raise ApiError(400, f"option {key} must be a {kind.__name__}")
+            raise ApiError(400, f"option {key} must be {json_type_name(kind)}")
     return body
 
 

@@ -129,3 +129,12 @@ def _depth_over(data: object, limit: int) -> bool:
         if not any(isinstance(item, (list, dict)) for item in level):
             return False
     return True
+
+
+JSON_TYPE_NAMES = {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list",
+                   dict: "an object"}
+
+
+def json_type_name(kind: type) -> str:
+    """``an integer``, ``a boolean``...: a JSON value's expected type, as error messages say it."""
+    return JSON_TYPE_NAMES.get(kind, f"a {kind.__name__}")

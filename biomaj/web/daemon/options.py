@@ -17,6 +17,7 @@ from biomaj.actors.manager import request_cancel, submit_job
 from biomaj.config.check import check_bank, check_support, verdict
 from biomaj.config.properties import BankProperties, GlobalProperties
 from biomaj.errors import BiomajError
+from biomaj.runtime.job_client import with_article
 from biomaj.storage.base import ACTIVE_JOB_STATES, DuplicateJob
 from biomaj.workflow import locks, runner
 from biomaj.workflow.bank import Bank, find_production
@@ -467,7 +468,7 @@ async def _jobs(request: web.Request, kind: str, names: list[str], job_options: 
         try:
             job = await _submit(request, kind, name, job_options)
         except DuplicateJob as exc:
-            busy.append(f"Bank {name}: a {kind} is already queued or running (job {exc.job_id})")
+            busy.append(f"Bank {name}: {with_article(kind)} is already queued or running (job {exc.job_id})")
             continue
         jobs.append(job)
         lines.append(f"{sent} {name} (job {job['id']})")

@@ -15,7 +15,7 @@ from biomaj.published import exposed
 from ..bank_access import load_bank_file, visible_bank
 from ..context import identity_of, node_of, viewer_of
 from ..db import BadCredentials, db_viewer
-from ..errors import json_body
+from ..errors import json_body, json_type_name
 from ..registry import Api
 from .options import (
     DEFAULTS,
@@ -94,7 +94,7 @@ async def _body_fields(request: web.Request, allowed: dict[str, type]) -> dict[s
     for key, kind in allowed.items():
         value = body.get(key)
         if value is not None and not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
-            raise _err(web.HTTPBadRequest, f"{key} must be a {'boolean' if kind is bool else kind.__name__}")
+            raise _err(web.HTTPBadRequest, f"{key} must be {json_type_name(kind)}")
     return body
 
 
