@@ -1,4 +1,4 @@
-"""The message bus: work queues, events and request/reply between actors.
+"""The message bus: work queues and events between actors.
 
 ``open_bus(url)`` picks the transport from ``bus.url`` in config.yml: ``memory://`` (or empty)
 for the single-binary mode, RabbitMQ (``amqp://``/``amqps://``, :mod:`biomaj.bus.amqp`) for the

@@ -32,8 +32,6 @@ RabbitMQ:
   ``x-max-length`` = its buffer (the broker drops the oldest), feeding a
   :class:`~biomaj.bus.base.Subscription` that drops the oldest too: a slow subscriber never
   blocks a publisher.
-* **Request/reply**: the reply queue is ``names.REPLY_PREFIX + <bus instance id>``, exclusive,
-  declared on the first request; replies carry the request's correlation id.
 * **Reconnection**: ``aio_pika.connect_robust``. After a connection drop, channels, queues,
   bindings and consumers are restored; an iterating consumer just keeps going (the deliveries
   it held come back through the broker, counted as above; settling one of them afterwards is
@@ -183,8 +181,6 @@ class _AmqpDelivery(Delivery):
             consumer.queue,
             attempts=attempts,
             redelivered=attempts > 1 or bool(incoming.redelivered),
-            reply_to=incoming.reply_to,
-            correlation_id=incoming.correlation_id,
         )
         self._bus = bus
         self._consumer = consumer
@@ -200,9 +196,6 @@ class _AmqpDelivery(Delivery):
 
     async def nack(self, requeue: bool = True, reason: str = "") -> None:
         await self._bus._settle(self, requeue=bool(requeue), reason=reason)
-
-    async def reply(self, message: Message) -> None:
-        await self._bus._reply(self, message)
 
 
 class _Unroutable(BusError):
@@ -224,15 +217,12 @@ class AmqpBus(Bus):
         self._publisher: AbstractRobustChannel | None = None
         self._events: AbstractRobustExchange | None = None
         self._events_channel: AbstractRobustChannel | None = None
-        self._reply_channel: AbstractRobustChannel | None = None
-        self._reply_queue: str | None = None
         self._connect_lock = asyncio.Lock()
         self._setup_lock = asyncio.Lock()
         self._limits: dict[str, int] = {}  # max_deliveries of the queues declared here
         self._unacked: Counter[str] = Counter()  # deliveries received here and not settled
         self._consumers: set[_Consumer] = set()
         self._subscriptions: dict[Subscription, tuple[AbstractRobustQueue, str]] = {}
-        self._pending: dict[str, asyncio.Future[Message]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._names = itertools.count(1)
         self._closed = False
@@ -414,70 +404,6 @@ class AmqpBus(Bus):
         except (AMQPError, *_CONNECTION_ERRORS) as exc:
             log.warning("subscription %r: could not delete its queue %s: %s", sub.pattern, queue.name, exc)
 
-    # --- request / reply ---------------------------------------------------------------------
-
-    async def request(self, queue: str, message: Message, *, timeout: float = 30.0) -> Message:
-        self._check_open()
-        check_name("queue name", queue)
-        reply_to = await self._ensure_reply_queue()
-        correlation_id = uuid.uuid4().hex
-        future: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
-        self._pending[correlation_id] = future
-        try:
-            await self._publish_work(queue, message, reply_to=reply_to, correlation_id=correlation_id)
-            async with asyncio.timeout(timeout):
-                return await future
-        except TimeoutError:
-            raise BusTimeout(f"no reply to {message.describe()} on {queue!r} within {timeout}s") from None
-        finally:
-            self._pending.pop(correlation_id, None)
-
-    async def _reply(self, delivery: _AmqpDelivery, message: Message) -> None:
-        self._check_open()
-        if not delivery.reply_to or not delivery.correlation_id:
-            raise BusError(f"{delivery.message.describe()} was not sent with request(): no one to reply to")
-        amqp_message = aio_pika.Message(
-            message.encode(),
-            content_type=CONTENT_TYPE,
-            delivery_mode=aio_pika.DeliveryMode.NOT_PERSISTENT,
-            correlation_id=delivery.correlation_id,
-            message_id=message.id,
-            type=message.TYPE,
-        )
-        try:
-            await self._publish("", delivery.reply_to, amqp_message)
-        except _Unroutable:
-            log.info("reply to %s: the requester is gone", delivery.message.describe())
-
-    async def _on_reply(self, incoming: AbstractIncomingMessage) -> None:
-        future = self._pending.get(incoming.correlation_id or "")
-        if future is None or future.done():
-            log.info("a reply (correlation id %s) arrived after the requester gave up", incoming.correlation_id)
-            return
-        try:
-            future.set_result(decode(incoming.body))
-        except MessageError as exc:
-            future.set_exception(BusError(f"undecodable reply: {exc}"))
-
-    async def _ensure_reply_queue(self) -> str:
-        if self._reply_queue is not None:
-            return self._reply_queue
-        async with self._setup_lock:
-            if self._reply_queue is None:
-                try:
-                    await _guarded(self._open_reply_queue(names.REPLY_PREFIX + self._id))
-                except (AMQPError, *_CONNECTION_ERRORS) as exc:
-                    raise self._error("cannot declare the reply queue", exc) from None
-        assert self._reply_queue is not None
-        return self._reply_queue
-
-    async def _open_reply_queue(self, name: str) -> None:
-        conn = await self._connection()
-        channel = await conn.channel(publisher_confirms=False)
-        queue = await channel.declare_queue(name, exclusive=True, auto_delete=True, timeout=OPERATION_TIMEOUT)
-        await queue.consume(self._on_reply, no_ack=True, timeout=OPERATION_TIMEOUT)
-        self._reply_channel, self._reply_queue = channel, name  # (a robust channel is only weakly held)
-
     # --- lifecycle ---------------------------------------------------------------------------
 
     async def close(self) -> None:
@@ -493,9 +419,6 @@ class AmqpBus(Bus):
                                timeout=SHUTDOWN_TIMEOUT + 1)
         for sub in list(self._subscriptions):
             await sub.close()
-        for future in self._pending.values():
-            if not future.done():
-                future.set_exception(BusClosed("bus closed while waiting for a reply"))
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=SHUTDOWN_TIMEOUT + 1)
         async with self._connect_lock:
@@ -623,7 +546,7 @@ class AmqpBus(Bus):
 
     # --- publishing --------------------------------------------------------------------------
 
-    async def _publish_work(self, queue: str, message: Message, **envelope: str) -> None:
+    async def _publish_work(self, queue: str, message: Message) -> None:
         amqp_message = aio_pika.Message(
             message.encode(),
             content_type=CONTENT_TYPE,
@@ -631,7 +554,6 @@ class AmqpBus(Bus):
             message_id=message.id,
             type=message.TYPE,
             timestamp=message.created,
-            **envelope,
         )
         try:
             await self._publish("", queue, amqp_message)
@@ -698,8 +620,6 @@ class AmqpBus(Bus):
             message_id=incoming.message_id,
             type=incoming.type,
             timestamp=incoming.timestamp,
-            reply_to=incoming.reply_to,
-            correlation_id=incoming.correlation_id,
         )
         await self._publish("", queue, copy)
 

@@ -1,4 +1,5 @@
-"""The message bus contract every transport implements (in-memory now, RabbitMQ later).
+"""The message bus contract every transport implements: :class:`~biomaj.bus.memory.MemoryBus`
+(the single-binary mode) and :class:`~biomaj.bus.amqp.AmqpBus` (RabbitMQ, the distributed mode).
 
 Two kinds of traffic:
 
@@ -11,7 +12,6 @@ Two kinds of traffic:
   gets a copy. Events are for watching (progress, heartbeats); a subscriber too slow to keep
   up loses its oldest events, never blocks the publisher.
 
-``request`` sends a work message and waits for the consumer's :meth:`Delivery.reply`.
 ``join`` waits until a queue is empty and nothing is unacked: run-until-idle and tests use it.
 
 A consumer is an async generator. Closing it (``aclose``, leaving ``async with aclosing(...)``,
@@ -50,7 +50,7 @@ class BusError(Exception):
 
 
 class BusTimeout(BusError, TimeoutError):
-    """``request`` got no reply, or ``join`` did not see the queue idle, in time."""
+    """``join`` did not see the queue idle in time."""
 
 
 class BusClosed(BusError):
@@ -70,7 +70,7 @@ class DeadLetter:
 
 
 class Delivery(abc.ABC):
-    """One message handed to one consumer, plus its envelope (attempts, reply address).
+    """One message handed to one consumer, plus its envelope (attempts, redelivered).
 
     Settle it exactly once with :meth:`ack` or :meth:`nack`; settling twice raises
     :class:`BusError`.
@@ -83,15 +83,11 @@ class Delivery(abc.ABC):
         *,
         attempts: int,
         redelivered: bool,
-        reply_to: str | None = None,
-        correlation_id: str | None = None,
     ) -> None:
         self.message = message
         self.queue = queue
         self.attempts = attempts  # 1 on the first delivery
         self.redelivered = redelivered  # delivered before, to this or another consumer
-        self.reply_to = reply_to  # set when the sender used Bus.request
-        self.correlation_id = correlation_id
 
     @property
     @abc.abstractmethod
@@ -110,10 +106,6 @@ class Delivery(abc.ABC):
         with ``reason`` instead.
         """
 
-    @abc.abstractmethod
-    async def reply(self, message: Message) -> None:
-        """Answer a :meth:`Bus.request`. Raises :class:`BusError` when the sender expects none."""
-
     def __repr__(self) -> str:
         return (
             f"<{type(self).__name__} {self.queue} {self.message.describe()} "
@@ -122,7 +114,7 @@ class Delivery(abc.ABC):
 
 
 class Bus(abc.ABC):
-    """Work queues with acks and dead letters, topic broadcasts, and request/reply."""
+    """Work queues with acks and dead letters, and topic broadcasts."""
 
     @abc.abstractmethod
     async def declare_queue(self, name: str, *, max_deliveries: int | None = None) -> None:
@@ -160,13 +152,6 @@ class Bus(abc.ABC):
         The subscription is active when this returns; iterate it, and close it when done.
         """
 
-    @abc.abstractmethod
-    async def request(self, queue: str, message: Message, *, timeout: float = 30.0) -> Message:
-        """Publish ``message`` to ``queue`` and wait for the consumer's reply.
-
-        Raises :class:`BusTimeout` when no reply comes within ``timeout`` seconds.
-        """
-
     async def queue_depths(self) -> dict[tuple[str, str], int]:
         """``{(queue, "ready" | "unacked"): count}`` as far as this bus can tell, for metrics;
         ``{}`` when it cannot."""
@@ -182,7 +167,7 @@ class Bus(abc.ABC):
 
     @abc.abstractmethod
     async def close(self) -> None:
-        """Stop every consumer and subscription, fail pending requests. Idempotent."""
+        """Stop every consumer and subscription. Idempotent."""
 
     async def __aenter__(self) -> Bus:
         return self

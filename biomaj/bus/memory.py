@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
 from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -43,8 +42,6 @@ class _Item:
     body: bytes
     describe: str  # "type id", for logs
     attempts: int = 0
-    reply_to: str | None = None
-    correlation_id: str | None = None
     # set when dead-lettered
     origin: str = ""
     reason: str = ""
@@ -96,8 +93,6 @@ class _MemoryDelivery(Delivery):
             consumer.queue.name,
             attempts=item.attempts,
             redelivered=item.attempts > 1,
-            reply_to=item.reply_to,
-            correlation_id=item.correlation_id,
         )
         self._bus = bus
         self._consumer = consumer
@@ -115,18 +110,13 @@ class _MemoryDelivery(Delivery):
     async def nack(self, requeue: bool = True, reason: str = "") -> None:
         self._bus._settle(self, requeue=bool(requeue), reason=reason)
 
-    async def reply(self, message: Message) -> None:
-        self._bus._reply(self, message)
-
 
 class MemoryBus(Bus):
     """In-process :class:`~biomaj.bus.base.Bus`: fair, prefetch-bounded, at-least-once."""
 
     def __init__(self) -> None:
-        self._id = uuid.uuid4().hex
         self._queues: dict[str, _Queue] = {}
         self._subscriptions: list[Subscription] = []
-        self._pending: dict[str, asyncio.Future[Message]] = {}
         self._closed = False
 
     def __repr__(self) -> str:
@@ -251,33 +241,6 @@ class MemoryBus(Bus):
         if sub in self._subscriptions:
             self._subscriptions.remove(sub)
 
-    # --- request / reply ---------------------------------------------------------------------
-
-    async def request(self, queue: str, message: Message, *, timeout: float = 30.0) -> Message:
-        q = self._queue(queue)
-        correlation_id = uuid.uuid4().hex
-        future: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
-        self._pending[correlation_id] = future
-        try:
-            self._put(q, message, reply_to=names.REPLY_PREFIX + self._id, correlation_id=correlation_id)
-            async with asyncio.timeout(timeout):
-                return await future
-        except TimeoutError:
-            raise BusTimeout(f"no reply to {message.describe()} on {queue!r} within {timeout}s") from None
-        finally:
-            self._pending.pop(correlation_id, None)
-
-    def _reply(self, delivery: _MemoryDelivery, message: Message) -> None:
-        self._check_open()
-        if not delivery.reply_to or not delivery.correlation_id:
-            raise BusError(f"{delivery.message.describe()} was not sent with request(): no one to reply to")
-        body = message.encode()
-        future = self._pending.get(delivery.correlation_id)
-        if future is None or future.done():
-            log.info("reply to %s arrived after the requester gave up", delivery.message.describe())
-            return
-        future.set_result(decode(body))
-
     # --- lifecycle ---------------------------------------------------------------------------
 
     async def close(self) -> None:
@@ -290,9 +253,6 @@ class MemoryBus(Bus):
                 consumer.wake()
         for sub in list(self._subscriptions):
             await sub.close()
-        for future in self._pending.values():
-            if not future.done():
-                future.set_exception(BusClosed("bus closed while waiting for a reply"))
 
     # --- internals ---------------------------------------------------------------------------
 
@@ -307,8 +267,8 @@ class MemoryBus(Bus):
             raise BusError(f"queue {name!r} is not declared; call declare_queue({name!r}) first")
         return queue
 
-    def _put(self, q: _Queue, message: Message, **envelope: str) -> None:
-        item = _Item(message.encode(), message.describe(), **envelope)
+    def _put(self, q: _Queue, message: Message) -> None:
+        item = _Item(message.encode(), message.describe())
         q.ready.append(item)
         self._dispatch(q)
 

@@ -44,8 +44,6 @@ __all__ = [
     "Message",
     "MessageError",
     "NodeHeartbeat",
-    "Ping",
-    "Pong",
     "ProcessRequest",
     "ProcessResult",
     "decode",
@@ -437,22 +435,3 @@ class NodeHeartbeat(Message):
 
     def topic(self) -> str:
         return names.NODE_TOPIC
-
-
-@message
-class Ping(Message):
-    """Generic request, for request/reply checks and tests."""
-
-    TYPE = "ping"
-
-    payload: str = ""
-
-
-@message
-class Pong(Message):
-    """Reply to :class:`Ping`."""
-
-    TYPE = "pong"
-
-    payload: str = ""
-    node_id: str = ""

@@ -54,9 +54,6 @@ def is_dead_letter_queue(queue: str) -> bool:
     return queue.endswith(DEAD_LETTER_SUFFIX)
 
 
-REPLY_PREFIX = "biomaj.reply."
-"""Reply queues of :meth:`Bus.request` are ``REPLY_PREFIX + <bus instance id>``."""
-
 # --- events (topic exchange) -------------------------------------------------------------------
 
 EVENTS_EXCHANGE = "biomaj.events"

@@ -16,12 +16,13 @@ from collections.abc import AsyncIterator
 
 import aio_pika
 import pytest
-from aiormq.exceptions import ChannelLockedResource, ChannelPreconditionFailed
+from aiormq.exceptions import ChannelPreconditionFailed
 
 from biomaj.bus import Bus, BusError, Delivery, Message, names, open_bus, topic_matches
 from biomaj.bus.amqp import AmqpBus
-from biomaj.bus.messages import JobEvent, NodeHeartbeat, Ping, Pong
+from biomaj.bus.messages import JobEvent, NodeHeartbeat
 from biomaj.errors import ConfigError
+from tests.bus.note import Note
 
 WAIT = 5.0
 RECONNECT_WAIT = 20.0  # broker-side close, then aio-pika's reconnection (1 s interval)
@@ -125,7 +126,7 @@ async def test_unreachable_broker_is_a_bus_error_without_the_password(caplog: py
     bus = open_bus("amqp://biomaj:s3cret@127.0.0.1:1/")
     try:
         with pytest.raises(BusError) as info:
-            await bus.publish("biomaj.jobs", Ping())
+            await bus.publish("biomaj.jobs", Note())
     finally:
         await bus.close()
     assert "127.0.0.1:1" in str(info.value)
@@ -136,7 +137,7 @@ async def test_unreachable_broker_is_a_bus_error_without_the_password(caplog: py
 
 @pytest.mark.service
 async def test_messages_survive_a_new_bus_instance(amqp_url: str, queue: str) -> None:
-    sent = [Ping(payload=str(n)) for n in range(3)]
+    sent = [Note(payload=str(n)) for n in range(3)]
     first = open_bus(amqp_url)
     try:
         await first.declare_queue(queue)
@@ -162,7 +163,7 @@ async def test_messages_survive_a_new_bus_instance(amqp_url: str, queue: str) ->
 async def test_work_messages_are_persistent_json_in_durable_queues(
     amqp_url: str, amqp_bus: AmqpBus, queue: str
 ) -> None:
-    sent = Ping(payload="on disk")
+    sent = Note(payload="on disk")
     await amqp_bus.declare_queue(queue)
     await amqp_bus.publish(queue, sent)
     incoming = await raw_get(amqp_url, queue)
@@ -182,9 +183,7 @@ async def test_work_messages_are_persistent_json_in_durable_queues(
 @pytest.mark.service
 async def test_publishing_to_a_missing_queue_is_an_error_not_silent(amqp_bus: AmqpBus, queue_name: str) -> None:
     with pytest.raises(BusError, match="not declared"):
-        await amqp_bus.publish(queue_name, Ping())
-    with pytest.raises(BusError, match="not declared"):
-        await amqp_bus.request(queue_name, Ping(), timeout=WAIT)
+        await amqp_bus.publish(queue_name, Note())
     await amqp_bus.broadcast("job.nobody-listens", JobEvent(job_id="j", bank="b", kind="update", state="done"))
 
 
@@ -204,7 +203,7 @@ async def test_dead_letter_carries_the_reason_and_attempts_headers(
     amqp_url: str, amqp_bus: AmqpBus, queue: str
 ) -> None:
     await amqp_bus.declare_queue(queue, max_deliveries=2)
-    sent = Ping(payload="poison")
+    sent = Note(payload="poison")
     before = time.time()
     await amqp_bus.publish(queue, sent)
     async with contextlib.aclosing(amqp_bus.consume(queue)) as deliveries:
@@ -240,7 +239,7 @@ async def test_a_consumer_that_dies_holding_a_message_counts_as_an_attempt(
         await connection.close()  # RabbitMQ puts it back, flagged "redelivered"
 
     await amqp_bus.declare_queue(queue, max_deliveries=3)
-    sent = Ping(payload="kills workers")
+    sent = Note(payload="kills workers")
     await amqp_bus.publish(queue, sent)
     await crash()  # attempt 1
     async with contextlib.aclosing(amqp_bus.consume(queue)) as deliveries:
@@ -249,7 +248,7 @@ async def test_a_consumer_that_dies_holding_a_message_counts_as_an_attempt(
         assert (delivery.attempts, delivery.redelivered) == (2, True)
         await delivery.nack(reason="still failing")  # attempt 2
     await crash()  # attempt 3: the last one
-    marker = Ping(payload="next")
+    marker = Note(payload="next")
     await amqp_bus.publish(queue, marker)
     async with contextlib.aclosing(amqp_bus.consume(queue)) as deliveries:
         delivery = await take(deliveries)  # the poison went to the dead letters on the way
@@ -269,7 +268,7 @@ async def test_an_undecodable_message_is_dead_lettered_not_delivered(
     body = b'{"type": "from.a.newer.node", "version": 1, "fields": {}}'
     async with raw_channel(amqp_url) as channel:
         await channel.default_exchange.publish(aio_pika.Message(body), routing_key=queue)
-    marker = Ping(payload="next")
+    marker = Note(payload="next")
     await amqp_bus.publish(queue, marker)
     async with contextlib.aclosing(amqp_bus.consume(queue)) as deliveries:
         delivery = await take(deliveries)
@@ -287,7 +286,7 @@ async def test_closing_a_consumer_counts_what_it_yielded_not_what_it_prefetched(
 ) -> None:
     await amqp_bus.declare_queue(queue)
     for name in "abc":
-        await amqp_bus.publish(queue, Ping(payload=name))
+        await amqp_bus.publish(queue, Note(payload=name))
     first = amqp_bus.consume(queue, prefetch=3)
     seen = await take(first)  # a is yielded; b and c only prefetched
     await first.aclose()  # type: ignore[attr-defined]
@@ -310,15 +309,15 @@ async def test_consumer_keeps_consuming_after_the_connection_is_closed(
 ) -> None:
     await amqp_bus.declare_queue(queue)
     async with contextlib.aclosing(amqp_bus.consume(queue)) as deliveries:
-        await amqp_bus.publish(queue, Ping(payload="before"))
+        await amqp_bus.publish(queue, Note(payload="before"))
         await (await take(deliveries)).ack()
 
-        await amqp_bus.publish(queue, Ping(payload="in flight"))
+        await amqp_bus.publish(queue, Note(payload="in flight"))
         held = await take(deliveries)
         reconnected = reconnection(amqp_bus)
         how = await force_close(amqp_bus)
         # The publisher waits for the reconnection and sends it then.
-        await amqp_bus.publish(queue, Ping(payload="after"))
+        await amqp_bus.publish(queue, Note(payload="after"))
         async with asyncio.timeout(RECONNECT_WAIT):
             await reconnected.wait()
         await held.ack()  # too late: its channel is gone; logged, not raised
@@ -335,39 +334,25 @@ async def test_consumer_keeps_consuming_after_the_connection_is_closed(
 
 
 @pytest.mark.service
-async def test_subscriptions_and_requests_survive_a_reconnection(amqp_bus: AmqpBus, queue: str) -> None:
-    await amqp_bus.declare_queue(queue)
+async def test_subscriptions_survive_a_reconnection(amqp_bus: AmqpBus) -> None:
     sub = await amqp_bus.subscribe("node.#")
-
-    async def replier() -> None:
-        async with contextlib.aclosing(amqp_bus.consume(queue)) as deliveries:
-            async for delivery in deliveries:
-                await delivery.reply(Pong(payload=delivery.message.payload))  # type: ignore[attr-defined]
-                await delivery.ack()
-
-    task = asyncio.create_task(replier())
     try:
-        assert isinstance(await amqp_bus.request(queue, Ping(payload="1"), timeout=WAIT), Pong)
         reconnected = reconnection(amqp_bus)
         await force_close(amqp_bus)
         async with asyncio.timeout(RECONNECT_WAIT):
             await reconnected.wait()
-        # Restoration of every channel can trail the connection by a moment: retry briefly.
-        async with asyncio.timeout(RECONNECT_WAIT):
-            while True:
-                try:
-                    answer = await amqp_bus.request(queue, Ping(payload="2"), timeout=1.0)
-                    break
-                except BusError:
-                    continue
-        assert isinstance(answer, Pong) and answer.payload == "2"
         beat = NodeHeartbeat(node_id="n", host="h", pid=1, roles=[], actors=[], version="0",
                              in_flight=0, started=0.0, at=1.0)
-        await amqp_bus.broadcast(beat.topic(), beat)
-        assert await next_event(sub, timeout=RECONNECT_WAIT) == beat
+        # Restoration of every channel can trail the connection by a moment: send until one arrives.
+        async with asyncio.timeout(RECONNECT_WAIT):
+            while True:
+                await amqp_bus.broadcast(beat.topic(), beat)
+                try:
+                    assert await next_event(sub, timeout=1.0) == beat
+                    break
+                except TimeoutError:
+                    continue
     finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
         await sub.close()
 
 
@@ -410,49 +395,3 @@ async def test_a_slow_subscriber_never_blocks_publishers(amqp_bus: AmqpBus) -> N
     numbers = [int(i) for i in ids[:-1]]
     assert numbers == sorted(numbers)  # what is kept is the newest, in order
     await slow.close()
-
-
-# --- request / reply -------------------------------------------------------------------------
-
-
-@pytest.mark.service
-async def test_replies_come_back_on_an_exclusive_queue_named_after_the_bus(
-    amqp_url: str, amqp_bus: AmqpBus, queue: str
-) -> None:
-    await amqp_bus.declare_queue(queue)
-    seen: list[Delivery] = []
-
-    async def replier(bus: Bus) -> None:
-        async with contextlib.aclosing(bus.consume(queue)) as deliveries:
-            async for delivery in deliveries:
-                seen.append(delivery)
-                await delivery.reply(Pong(payload="pong", node_id="other"))
-                await delivery.ack()
-
-    other = open_bus(amqp_url)  # the replier runs in "another process"
-    task = asyncio.create_task(replier(other))
-    try:
-        answer = await amqp_bus.request(queue, Ping(payload="ping"), timeout=WAIT)
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        await other.close()
-    assert isinstance(answer, Pong) and answer.node_id == "other"
-    [delivery] = seen
-    assert delivery.reply_to is not None and delivery.reply_to.startswith(names.REPLY_PREFIX)
-    assert delivery.correlation_id
-    async with raw_channel(amqp_url) as channel:
-        with pytest.raises(ChannelLockedResource):  # exclusive to the requesting bus
-            await channel.declare_queue(delivery.reply_to, passive=True)
-
-
-@pytest.mark.service
-async def test_a_late_reply_is_dropped_quietly(amqp_bus: AmqpBus, queue: str) -> None:
-    await amqp_bus.declare_queue(queue)
-    with pytest.raises(BusError):  # BusTimeout
-        await amqp_bus.request(queue, Ping(payload="slow"), timeout=0.05)
-    async with contextlib.aclosing(amqp_bus.consume(queue)) as deliveries:
-        delivery = await take(deliveries)
-        await delivery.reply(Pong(payload="too late"))  # nobody waits: logged, not raised
-        await delivery.ack()
-    await amqp_bus.join(queue, timeout=WAIT)

@@ -21,12 +21,11 @@ from biomaj.bus.messages import (
     JobEvent,
     JobRequest,
     NodeHeartbeat,
-    Ping,
-    Pong,
     ProcessRequest,
     ProcessResult,
     registered_types,
 )
+from tests.bus.note import Note
 
 WAIT = 5.0  # generous upper bound on anything that should happen "at once"
 
@@ -49,7 +48,7 @@ def payloads(deliveries: list[Delivery]) -> list[str]:
 async def test_publish_then_consume_in_order(bus: Bus, queue_name: str) -> None:
     await bus.declare_queue(queue_name)
     for n in range(5):
-        await bus.publish(queue_name, Ping(payload=str(n)))
+        await bus.publish(queue_name, Note(payload=str(n)))
     got = []
     async with contextlib.aclosing(bus.consume(queue_name)) as deliveries:
         for _ in range(5):
@@ -64,7 +63,7 @@ async def test_publish_then_consume_in_order(bus: Bus, queue_name: str) -> None:
 
 async def test_ack_removes_the_message(bus: Bus, queue_name: str) -> None:
     await bus.declare_queue(queue_name)
-    await bus.publish(queue_name, Ping(payload="once"))
+    await bus.publish(queue_name, Note(payload="once"))
     async with contextlib.aclosing(bus.consume(queue_name)) as deliveries:
         delivery = await take(deliveries)
         await delivery.ack()
@@ -75,7 +74,7 @@ async def test_ack_removes_the_message(bus: Bus, queue_name: str) -> None:
 
 async def test_settling_twice_is_an_error(bus: Bus, queue_name: str) -> None:
     await bus.declare_queue(queue_name)
-    await bus.publish(queue_name, Ping())
+    await bus.publish(queue_name, Note())
     async with contextlib.aclosing(bus.consume(queue_name)) as deliveries:
         delivery = await take(deliveries)
         await delivery.ack()
@@ -87,7 +86,7 @@ async def test_settling_twice_is_an_error(bus: Bus, queue_name: str) -> None:
 
 async def test_nack_requeues_and_counts_attempts(bus: Bus, queue_name: str) -> None:
     await bus.declare_queue(queue_name, max_deliveries=5)
-    sent = Ping(payload="again")
+    sent = Note(payload="again")
     await bus.publish(queue_name, sent)
     async with contextlib.aclosing(bus.consume(queue_name)) as deliveries:
         first = await take(deliveries)
@@ -102,7 +101,7 @@ async def test_nack_requeues_and_counts_attempts(bus: Bus, queue_name: str) -> N
 
 async def test_dead_letter_after_max_deliveries(bus: Bus, queue_name: str) -> None:
     await bus.declare_queue(queue_name, max_deliveries=3)
-    sent = Ping(payload="poison")
+    sent = Note(payload="poison")
     await bus.publish(queue_name, sent)
     async with contextlib.aclosing(bus.consume(queue_name)) as deliveries:
         for attempt in (1, 2, 3):
@@ -122,20 +121,20 @@ async def test_dead_lettering_is_announced_on_the_events_topic(bus: Bus, queue_n
     await bus.declare_queue(queue_name, max_deliveries=2)
     notices = await bus.subscribe(names.DEAD_LETTER_TOPIC)
     async with notices:
-        sent = Ping(payload="poison")
+        sent = Note(payload="poison")
         await bus.publish(queue_name, sent)
         async with contextlib.aclosing(bus.consume(queue_name)) as deliveries:
             for attempt in (1, 2):
                 await (await take(deliveries)).nack(reason=f"worker crashed {attempt}")
         notice = await next_event(notices)
     assert isinstance(notice, DeadLettered)
-    assert (notice.queue, notice.message_id, notice.message_type) == (queue_name, sent.id, Ping.TYPE)
+    assert (notice.queue, notice.message_id, notice.message_type) == (queue_name, sent.id, Note.TYPE)
     assert (notice.reason, notice.attempts) == ("worker crashed 2", 2)
 
 
 async def test_nack_without_requeue_dead_letters_at_once(bus: Bus, queue_name: str) -> None:
     await bus.declare_queue(queue_name, max_deliveries=5)
-    await bus.publish(queue_name, Ping(payload="bad input"))
+    await bus.publish(queue_name, Note(payload="bad input"))
     async with contextlib.aclosing(bus.consume(queue_name)) as deliveries:
         delivery = await take(deliveries)
         await delivery.nack(requeue=False, reason="malformed bank file")
@@ -146,7 +145,7 @@ async def test_nack_without_requeue_dead_letters_at_once(bus: Bus, queue_name: s
 
 async def test_dead_letter_queue_can_be_consumed(bus: Bus, queue_name: str) -> None:
     await bus.declare_queue(queue_name, max_deliveries=1)
-    sent = Ping(payload="replay me")
+    sent = Note(payload="replay me")
     await bus.publish(queue_name, sent)
     async with contextlib.aclosing(bus.consume(queue_name)) as deliveries:
         await (await take(deliveries)).nack(reason="nope")
@@ -160,7 +159,7 @@ async def test_dead_letter_queue_can_be_consumed(bus: Bus, queue_name: str) -> N
 
 async def test_cancelled_consumer_gives_its_message_to_another(bus: Bus, queue_name: str) -> None:
     await bus.declare_queue(queue_name)
-    sent = Ping(payload="orphan")
+    sent = Note(payload="orphan")
     await bus.publish(queue_name, sent)
     received = asyncio.Event()
     kept = []  # the generator outlives its task and is never closed: only the cancel returns it
@@ -188,7 +187,7 @@ async def test_cancelled_consumer_gives_its_message_to_another(bus: Bus, queue_n
 
 async def test_closing_a_consumer_returns_what_it_holds(bus: Bus, queue_name: str) -> None:
     await bus.declare_queue(queue_name)
-    await bus.publish(queue_name, Ping(payload="held"))
+    await bus.publish(queue_name, Note(payload="held"))
     first = bus.consume(queue_name)
     delivery = await take(first)
     await first.aclose()  # type: ignore[attr-defined]
@@ -203,7 +202,7 @@ async def test_closing_a_consumer_returns_what_it_holds(bus: Bus, queue_name: st
 async def test_prefetch_limits_unacked_deliveries(bus: Bus, queue_name: str) -> None:
     await bus.declare_queue(queue_name)
     for n in range(3):
-        await bus.publish(queue_name, Ping(payload=str(n)))
+        await bus.publish(queue_name, Note(payload=str(n)))
     async with (
         contextlib.aclosing(bus.consume(queue_name, prefetch=2)) as a,
         contextlib.aclosing(bus.consume(queue_name, prefetch=1)) as b,
@@ -213,7 +212,7 @@ async def test_prefetch_limits_unacked_deliveries(bus: Bus, queue_name: str) -> 
         third = await take(b)  # A is full, so the third message went to B
         assert payloads([third]) == ["2"]
         await held[0].ack()
-        await bus.publish(queue_name, Ping(payload="3"))
+        await bus.publish(queue_name, Note(payload="3"))
         fourth = await take(a)  # B still holds one: only A has room
         assert payloads([fourth]) == ["3"]
         for delivery in (held[1], third, fourth):
@@ -238,13 +237,13 @@ async def test_round_robin_between_two_consumers(bus: Bus, queue_name: str) -> N
     workers = [asyncio.create_task(worker("a")), asyncio.create_task(worker("b"))]
     try:
         # Two warm-up messages: with prefetch 1 and no ack, each consumer must hold one.
-        await bus.publish(queue_name, Ping(payload="w1"))
-        await bus.publish(queue_name, Ping(payload="w2"))
+        await bus.publish(queue_name, Note(payload="w1"))
+        await bus.publish(queue_name, Note(payload="w2"))
         async with asyncio.timeout(WAIT):
             await ready["a"].wait()
             await ready["b"].wait()
         for n in range(8):
-            await bus.publish(queue_name, Ping(payload=str(n)))
+            await bus.publish(queue_name, Note(payload=str(n)))
         go.set()
         await bus.join(queue_name, timeout=WAIT)
     finally:
@@ -284,48 +283,9 @@ async def test_closed_subscription_ends_and_receives_nothing(bus: Bus) -> None:
     assert [event async for event in sub] == []
 
 
-async def test_request_reply(bus: Bus, queue_name: str) -> None:
-    await bus.declare_queue(queue_name)
-
-    async def replier() -> None:
-        async with contextlib.aclosing(bus.consume(queue_name)) as deliveries:
-            async for delivery in deliveries:
-                ping = delivery.message
-                assert isinstance(ping, Ping)
-                await delivery.reply(Pong(payload=ping.payload.upper(), node_id="n1"))
-                await delivery.ack()
-
-    task = asyncio.create_task(replier())
-    try:
-        answer = await bus.request(queue_name, Ping(payload="hello"), timeout=WAIT)
-        again = await bus.request(queue_name, Ping(payload="again"), timeout=WAIT)
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-    assert isinstance(answer, Pong) and (answer.payload, answer.node_id) == ("HELLO", "n1")
-    assert isinstance(again, Pong) and again.payload == "AGAIN"
-
-
-async def test_request_times_out_without_a_replier(bus: Bus, queue_name: str) -> None:
-    await bus.declare_queue(queue_name)
-    with pytest.raises(BusTimeout):
-        await bus.request(queue_name, Ping(payload="anyone?"), timeout=0.05)
-
-
-async def test_reply_to_a_plain_message_is_an_error(bus: Bus, queue_name: str) -> None:
-    await bus.declare_queue(queue_name)
-    await bus.publish(queue_name, Ping())
-    async with contextlib.aclosing(bus.consume(queue_name)) as deliveries:
-        delivery = await take(deliveries)
-        assert delivery.reply_to is None
-        with pytest.raises(BusError):
-            await delivery.reply(Pong())
-        await delivery.ack()
-
-
 async def test_join_waits_for_acks(bus: Bus, queue_name: str) -> None:
     await bus.declare_queue(queue_name)
-    await bus.publish(queue_name, Ping())
+    await bus.publish(queue_name, Note())
     with pytest.raises(BusTimeout):
         await bus.join(queue_name, timeout=0.05)  # ready
     async with contextlib.aclosing(bus.consume(queue_name)) as deliveries:
@@ -339,7 +299,7 @@ async def test_join_waits_for_acks(bus: Bus, queue_name: str) -> None:
 
 async def test_undeclared_queue_is_an_error(bus: Bus, queue_name: str) -> None:
     with pytest.raises(BusError):
-        await bus.publish(queue_name, Ping())
+        await bus.publish(queue_name, Note())
 
 
 async def test_redeclaring_with_other_settings_is_an_error(bus: Bus, queue_name: str) -> None:
@@ -352,7 +312,7 @@ async def test_redeclaring_with_other_settings_is_an_error(bus: Bus, queue_name:
 
 async def test_default_delivery_limit_comes_from_names(bus: Bus, queue_name: str) -> None:
     await bus.declare_queue(queue_name)
-    sent = Ping()
+    sent = Note()
     await bus.publish(queue_name, sent)
     async with contextlib.aclosing(bus.consume(queue_name)) as deliveries:
         for _ in range(names.max_deliveries(queue_name)):
@@ -371,7 +331,7 @@ async def test_close_ends_consumers(bus: Bus, queue_name: str) -> None:
             received.set()
 
     task = asyncio.create_task(consumer())
-    await bus.publish(queue_name, Ping())
+    await bus.publish(queue_name, Note())
     async with asyncio.timeout(WAIT):
         await received.wait()
     await bus.close()
@@ -379,7 +339,7 @@ async def test_close_ends_consumers(bus: Bus, queue_name: str) -> None:
         await task  # the generator ended by itself
     await bus.close()  # idempotent
     with pytest.raises(BusError):
-        await bus.publish(queue_name, Ping())
+        await bus.publish(queue_name, Note())
 
 
 def samples() -> list[Message]:
@@ -409,8 +369,6 @@ def samples() -> list[Message]:
                       metadata=[{"format": "blast", "files": ["alu.n.nhr"]}], elapsed=12.5),
         NodeHeartbeat(node_id="n1", host="h1", pid=42, roles=["download"], actors=["downloader"],
                       version="0.1.0", in_flight=2, started=1.7e9, at=1.7e9 + 5),
-        Ping(payload="p"),
-        Pong(payload="q", node_id="n1"),
     ]
 
 

@@ -16,10 +16,10 @@ from biomaj.bus.messages import (
     Message,
     MessageError,
     NodeHeartbeat,
-    Ping,
     decode,
     message,
 )
+from tests.bus.note import Note
 
 
 @message
@@ -41,7 +41,7 @@ class Renamed(Message):
 
 
 def envelope(**overrides: Any) -> bytes:
-    body = {"type": "ping", "version": 1, "id": "a" * 32, "created": 1.0, "fields": {"payload": "x"}}
+    body = {"type": "test.note", "version": 1, "id": "a" * 32, "created": 1.0, "fields": {"payload": "x"}}
     body.update(overrides)
     return json.dumps(body).encode()
 
@@ -70,7 +70,7 @@ def test_ids_are_unique_and_defaults_are_not_shared() -> None:
 
 def test_messages_are_frozen() -> None:
     with pytest.raises(FrozenInstanceError):
-        Ping().payload = "changed"  # type: ignore[misc]
+        Note().payload = "changed"  # type: ignore[misc]
 
 
 def test_routing_is_carried_by_the_message() -> None:
@@ -79,7 +79,7 @@ def test_routing_is_carried_by_the_message() -> None:
     assert event.topic() == "job.my_bank"
     assert NodeHeartbeat.topic is not Message.topic
     with pytest.raises(MessageError):
-        Ping().topic()
+        Note().topic()
 
 
 def test_unknown_type() -> None:
@@ -156,7 +156,7 @@ def test_registration_rules() -> None:
 
         @message
         class Impostor(Message):
-            TYPE = "ping"
+            TYPE = "test.note"
 
     with pytest.raises(TypeError, match="set a TYPE"):
 

@@ -10,11 +10,12 @@ from dataclasses import dataclass
 import pytest
 
 from biomaj.bus import Delivery, MemoryBus, names
-from biomaj.bus.messages import Message, NodeHeartbeat, Ping, Pong
+from biomaj.bus.messages import NodeHeartbeat
 from biomaj.runtime.actor import Actor, ActorSettings
 from biomaj.runtime.heartbeat import Heartbeat
 from biomaj.runtime.hooks import Hooks
 from biomaj.state import MemoryState
+from tests.bus.note import Note
 
 WAIT = 5.0
 
@@ -73,7 +74,7 @@ class Broken(Hooks):
 async def publish(bus: MemoryBus, *payloads: str, max_deliveries: int | None = None) -> None:
     await bus.declare_queue(Recorder.queue, max_deliveries=max_deliveries)
     for payload in payloads:
-        await bus.publish(Recorder.queue, Ping(payload=payload))
+        await bus.publish(Recorder.queue, Note(payload=payload))
 
 
 async def test_failing_handler_is_logged_and_the_actor_keeps_serving(caplog: pytest.LogCaptureFixture) -> None:
@@ -87,7 +88,7 @@ async def test_failing_handler_is_logged_and_the_actor_keeps_serving(caplog: pyt
     assert (actor.succeeded, actor.failed) == (2, 2)
     failures = [r for r in caplog.records if r.name == "biomaj.runtime.actor"]
     assert len(failures) == 2
-    assert all("recorder" in r.getMessage() and "ping" in r.getMessage() and "ValueError: boom" in r.getMessage()
+    assert all("recorder" in r.getMessage() and "test.note" in r.getMessage() and "ValueError: boom" in r.getMessage()
                for r in failures)
     assert failures[0].exc_info is not None  # the traceback is logged
     [dead] = await bus.dead_letters(Recorder.queue)
@@ -189,25 +190,26 @@ async def test_handler_may_settle_the_delivery_itself() -> None:
     class Echo(Actor):
         name = "echo"
         queue = "test.echo"
+        acked: list[str] = []
 
         async def handle(self, delivery: Delivery) -> None:
-            ping = delivery.message
-            assert isinstance(ping, Ping)
-            if ping.payload == "reject":
+            note = delivery.message
+            assert isinstance(note, Note)
+            if note.payload == "reject":
                 await delivery.nack(requeue=False, reason="rejected on purpose")
                 return
-            await delivery.reply(Pong(payload=ping.payload))
             await delivery.ack()
+            self.acked.append(note.payload)
 
     actor = Echo(bus)
     await actor.start()
     try:
-        answer: Message = await bus.request(Echo.queue, Ping(payload="hi"), timeout=WAIT)
-        await bus.publish(Echo.queue, Ping(payload="reject"))
+        await bus.publish(Echo.queue, Note(payload="hi"))
+        await bus.publish(Echo.queue, Note(payload="reject"))
         await actor.run_until_idle(timeout=WAIT)
     finally:
         await actor.stop()
-    assert isinstance(answer, Pong) and answer.payload == "hi"
+    assert actor.acked == ["hi"]
     [dead] = await bus.dead_letters(Echo.queue)
     assert (dead.reason, dead.attempts) == ("rejected on purpose", 1)
     assert actor.succeeded == 2 and actor.failed == 0
