@@ -1,7 +1,8 @@
 """The RabbitMQ bus: the distributed-mode transport, on aio-pika (``amqp://`` and ``amqps://``).
 
-Same contract and semantics as :class:`~biomaj.bus.memory.MemoryBus`; how each part maps onto
-RabbitMQ:
+Same contract and semantics as :class:`~biomaj.bus.memory.MemoryBus`. This module connects,
+consumes, settles and subscribes; publishing, republishing and dead-lettering are
+:mod:`biomaj.bus.amqp_publish`'s. How each part maps onto RabbitMQ:
 
 * **Work queues** are durable classic queues, each with a durable ``<queue>.dead`` beside it.
   Messages are ``Message.encode()`` bytes, ``content_type=application/json``, persistent, sent
@@ -71,12 +72,10 @@ import itertools
 import logging
 import os
 import socket
-import time
 import uuid
 from collections import Counter, deque
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 
 import aio_pika
 from aio_pika.abc import (
@@ -88,31 +87,33 @@ from aio_pika.abc import (
     AbstractRobustExchange,
     AbstractRobustQueue,
 )
-from aio_pika.exceptions import (
-    AMQPChannelError,
-    AMQPError,
-    ChannelInvalidStateError,
-    ChannelNotFoundEntity,
-    DeliveryError,
-    PublishError,
-)
+from aio_pika.exceptions import AMQPError, ChannelNotFoundEntity
 from yarl import URL
 
 from biomaj.redaction import redact_url
 
 from . import names
+from .amqp_publish import (
+    _CONNECTION_ERRORS,
+    CONTENT_TYPE,
+    OPERATION_TIMEOUT,
+    AmqpPublishing,
+    _alive,
+    _Disconnected,
+    _guarded,
+    _int,
+)
 from .base import (
     Bus,
     BusClosed,
     BusError,
     BusTimeout,
-    DeadLetter,
     Delivery,
     Subscription,
     check_name,
     check_queue_declaration,
 )
-from .messages import DeadLettered, Message, MessageError, decode
+from .messages import Message, MessageError, decode
 
 __all__ = ["AmqpBus"]
 
@@ -124,24 +125,12 @@ RECONNECT_INTERVAL = 1.0
 CONNECT_TIMEOUT = 10.0
 """Seconds the first connection may take before the bus gives up with :class:`BusError`."""
 
-PUBLISH_RETRY_TIMEOUT = 30.0
-"""Seconds a publish keeps waiting for a lost connection to come back before failing."""
-
-OPERATION_TIMEOUT = 30.0
-"""Seconds any single broker round trip (declare, confirm, cancel) may take."""
-
 SHUTDOWN_TIMEOUT = 10.0
 """Seconds a closing consumer may spend giving back its deliveries before it just drops its
 channel (RabbitMQ then requeues them itself, and they count as attempts)."""
 
 JOIN_POLL = 0.02
 """Seconds between two readings of a queue's message count in :meth:`AmqpBus.join`."""
-
-CONTENT_TYPE = "application/json"
-
-_CONNECTION_ERRORS = (ConnectionError, OSError, ChannelInvalidStateError, asyncio.TimeoutError)
-"""Failures that mean "the connection is (temporarily) gone", worth a retry after reconnection."""
-
 
 class _Consumer:
     """One ``consume()`` generator: its channel, the messages RabbitMQ pushed to it, and the
@@ -185,28 +174,12 @@ class _AmqpDelivery(Delivery):
         self._bus = bus
         self._consumer = consumer
         self._incoming = incoming
-        self._state = "held"  # held, acked, nacked, returned
 
-    @property
-    def settled(self) -> bool:
-        return self._state != "held"
-
-    async def ack(self) -> None:
-        await self._bus._settle(self, requeue=None, reason="")
-
-    async def nack(self, requeue: bool = True, reason: str = "") -> None:
-        await self._bus._settle(self, requeue=bool(requeue), reason=reason)
+    async def _settle(self, requeue: bool | None, reason: str) -> None:
+        await self._bus._settle(self, requeue=requeue, reason=reason)
 
 
-class _Unroutable(BusError):
-    """The broker returned a mandatory message: no queue by that name."""
-
-
-class _Disconnected(BusError):
-    """A publish gave up: the connection did not come back within PUBLISH_RETRY_TIMEOUT."""
-
-
-class AmqpBus(Bus):
+class AmqpBus(AmqpPublishing, Bus):
     """:class:`~biomaj.bus.base.Bus` over RabbitMQ. Connects on first use; see the module doc."""
 
     def __init__(self, url: str) -> None:
@@ -298,25 +271,6 @@ class AmqpBus(Bus):
             for task in watched:
                 task.remove_done_callback(task_done)
             await self._shut_down(consumer)
-
-    async def dead_letters(self, queue: str) -> list[DeadLetter]:
-        limit = await self._resolve(queue)
-        if limit is None:  # a dead-letter queue has none of its own
-            return []
-        try:
-            return await _guarded(self._read_dead_letters(queue))
-        except (AMQPError, *_CONNECTION_ERRORS) as exc:
-            raise self._error(f"queue {queue!r}: cannot read its dead letters", exc) from None
-
-    async def _read_dead_letters(self, queue: str) -> list[DeadLetter]:
-        # basic.get every message without acking, then close the channel: RabbitMQ puts them
-        # all back where they were.
-        letters = []
-        async with self._channel() as channel:
-            dead = await channel.declare_queue(names.dead_letter_queue(queue), passive=True, timeout=OPERATION_TIMEOUT)
-            while (incoming := await dead.get(no_ack=False, fail=False, timeout=OPERATION_TIMEOUT)) is not None:
-                letters.append(_dead_letter_of(queue, incoming))
-        return letters
 
     async def join(self, queue: str, *, timeout: float | None = None) -> None:
         await self._resolve(queue)
@@ -544,116 +498,6 @@ class AmqpBus(Bus):
         password = URL(self._url).password if "://" in self._url else None
         return detail.replace(password, "***") if password else detail
 
-    # --- publishing --------------------------------------------------------------------------
-
-    async def _publish_work(self, queue: str, message: Message) -> None:
-        amqp_message = aio_pika.Message(
-            message.encode(),
-            content_type=CONTENT_TYPE,
-            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-            message_id=message.id,
-            type=message.TYPE,
-            timestamp=message.created,
-        )
-        try:
-            await self._publish("", queue, amqp_message)
-        except _Unroutable:
-            raise BusError(f"queue {queue!r} is not declared; call declare_queue({queue!r}) first") from None
-
-    async def _publish(
-        self,
-        exchange: str | AbstractRobustExchange,
-        routing_key: str,
-        message: aio_pika.Message,
-        *,
-        mandatory: bool = True,
-    ) -> None:
-        """Publish with confirms; wait out a reconnection (up to PUBLISH_RETRY_TIMEOUT) and retry.
-
-        Works after :meth:`close` began (consumers give their messages back while closing),
-        until the connection itself is closed.
-        """
-        if self._conn is None:
-            await self._connection()
-        assert self._publisher is not None and self._conn is not None
-        channel = self._publisher
-        target = channel.default_exchange if exchange == "" else exchange
-        assert not isinstance(target, str)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + PUBLISH_RETRY_TIMEOUT
-        while True:
-            try:
-                await _guarded(target.publish(message, routing_key, mandatory=mandatory, timeout=OPERATION_TIMEOUT))
-                return
-            except PublishError:
-                raise _Unroutable(f"no queue {routing_key!r} to route to") from None
-            except DeliveryError as exc:
-                raise BusError(f"the broker refused a message for {routing_key!r}: {exc}") from None
-            except AMQPChannelError as exc:
-                raise self._error(f"cannot publish to {routing_key!r}", exc) from None
-            except (AMQPError, *_CONNECTION_ERRORS) as exc:
-                if self._conn.is_closed:
-                    raise BusClosed(f"cannot publish to {routing_key!r}: the connection is closed") from None
-                if loop.time() >= deadline:
-                    raise _Disconnected(
-                        f"cannot publish to {routing_key!r}: no connection to RabbitMQ at "
-                        f"{redact_url(self._url)} for {PUBLISH_RETRY_TIMEOUT:g}s"
-                    ) from None
-                log.warning("bus: publish to %r interrupted (%s); retrying once reconnected",
-                            routing_key, self._detail(exc))
-            await asyncio.sleep(0.05)
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(max(0.0, deadline - loop.time())):
-                    await _guarded(channel.ready())
-
-    async def _republish(self, queue: str, incoming: AbstractIncomingMessage, attempts: int, reason: str) -> None:
-        """Put a copy of ``incoming`` at the tail of ``queue`` with its delivery count."""
-        headers = dict(incoming.headers or {})
-        headers[names.ATTEMPTS_HEADER] = attempts
-        if reason:
-            headers[names.REASON_HEADER] = reason
-        copy = aio_pika.Message(
-            incoming.body,
-            headers=headers,
-            content_type=incoming.content_type or CONTENT_TYPE,
-            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-            message_id=incoming.message_id,
-            type=incoming.type,
-            timestamp=incoming.timestamp,
-        )
-        await self._publish("", queue, copy)
-
-    async def _dead_letter(self, queue: str, incoming: AbstractIncomingMessage, attempts: int, reason: str) -> None:
-        log.warning("queue %s: message %s %s dead-lettered after %d deliveries: %s",
-                    queue, incoming.type, incoming.message_id, attempts, reason)
-        dead = aio_pika.Message(
-            incoming.body,
-            headers={names.ATTEMPTS_HEADER: attempts, names.REASON_HEADER: reason},
-            content_type=incoming.content_type or CONTENT_TYPE,
-            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-            message_id=incoming.message_id,
-            type=incoming.type,
-            timestamp=time.time(),
-        )
-        await self._publish("", names.dead_letter_queue(queue), dead)
-        notice = DeadLettered(queue=queue, message_id=incoming.message_id or "", message_type=incoming.type or "",
-                              reason=reason, attempts=attempts)
-        try:
-            await self.broadcast(notice.topic(), notice)
-        except BusError as exc:  # the message is safe in the dead-letter queue; only the notice is lost
-            log.warning("queue %s: could not announce dead-lettered message %s: %s", queue, incoming.message_id, exc)
-
-    async def _retry_or_dead_letter(
-        self, consumer: _Consumer, incoming: AbstractIncomingMessage, attempts: int, reason: str
-    ) -> None:
-        """After ``attempts`` deliveries that failed: requeue with the count, or dead-letter; then ack."""
-        assert consumer.limit is not None
-        if attempts >= consumer.limit:
-            await self._dead_letter(consumer.queue, incoming, attempts, reason)
-        else:
-            await self._republish(consumer.queue, incoming, attempts, reason)
-        await incoming.ack()
-
     # --- consuming ---------------------------------------------------------------------------
 
     async def _start_consumer(self, consumer: _Consumer) -> None:
@@ -726,15 +570,7 @@ class AmqpBus(Bus):
     async def _settle(self, delivery: _AmqpDelivery, *, requeue: bool | None, reason: str) -> None:
         consumer, incoming = delivery._consumer, delivery._incoming
         async with consumer.lock:
-            if delivery._state == "returned":
-                raise BusError(
-                    f"{delivery.message.describe()} was returned to {delivery.queue!r} when its "
-                    "consumer closed; it can no longer be settled here"
-                )
-            if delivery._state != "held":
-                raise BusError(f"{delivery.message.describe()} is already {delivery._state}")
-            self._check_open()
-            delivery._state = "acked" if requeue is None else "nacked"
+            delivery._claim(requeue, self._check_open)
             try:
                 if not _alive(incoming):
                     log.warning(
@@ -832,45 +668,13 @@ class AmqpBus(Bus):
 
 # --- helpers ---------------------------------------------------------------------------------
 
-T = TypeVar("T")
-
-
-async def _guarded(operation: Awaitable[T]) -> T:
-    """Await a broker operation in a task of its own, so that cancelling the caller (a
-    timeout, a stopping actor) always raises CancelledError in the caller.
-
-    aio-pika 10.2 / aiormq 7.2 on Python 3.11 can swallow a cancellation that lands just as an
-    operation completes (``asyncio.wait_for`` inside aiormq, channel close): an
-    ``asyncio.timeout`` around the caller then never fires (seen with ``join``). The
-    operation is left to finish in the background (each is bounded by OPERATION_TIMEOUT):
-    cancelling it half-way would only make aiormq close its channel.
-    """
-    task = asyncio.ensure_future(operation)
-    try:
-        return await asyncio.shield(task)
-    except asyncio.CancelledError:
-        _BACKGROUND.add(task)
-        task.add_done_callback(_forget)
-        raise
-
-
-_BACKGROUND: set[asyncio.Future[Any]] = set()
-"""Operations whose caller was cancelled, kept referenced until they finish."""
-
-
-def _forget(task: asyncio.Future[Any]) -> None:
-    _BACKGROUND.discard(task)
-    if not task.cancelled():
-        task.exception()  # retrieved: no "exception was never retrieved" noise
-
-
 def _take_all(consumer: _Consumer) -> tuple[list[_AmqpDelivery], list[AbstractIncomingMessage]]:
     """Stop ``consumer`` for good and take what it holds: unsettled deliveries (now
     "returned"), and messages received but never yielded."""
     consumer.finished = True
-    held = [d for d in consumer.held if d._state == "held"]
+    held = [d for d in consumer.held if not d.settled]
     for delivery in held:
-        delivery._state = "returned"
+        delivery._return()
     unseen = list(consumer.buffer)
     consumer.held.clear()
     consumer.buffer.clear()
@@ -880,30 +684,3 @@ def _take_all(consumer: _Consumer) -> tuple[list[_AmqpDelivery], list[AbstractIn
 def _open(channel: AbstractRobustChannel | None) -> bool:
     return channel is not None and not channel.is_closed
 
-
-def _alive(incoming: AbstractIncomingMessage) -> bool:
-    """True while the channel ``incoming`` came on is open (so it can still be acked)."""
-    try:
-        return not incoming.channel.is_closed
-    except ChannelInvalidStateError:
-        return False
-
-
-def _int(headers: Any, key: str) -> int:
-    try:
-        return max(0, int((headers or {}).get(key) or 0))
-    except (TypeError, ValueError):
-        return 0
-
-
-def _dead_letter_of(queue: str, incoming: AbstractIncomingMessage) -> DeadLetter:
-    try:
-        message: Message | None = decode(incoming.body)
-    except MessageError:
-        message = None
-    headers = incoming.headers or {}
-    reason = headers.get(names.REASON_HEADER) or ""
-    if isinstance(reason, bytes):
-        reason = reason.decode(errors="replace")
-    at = incoming.timestamp.timestamp() if isinstance(incoming.timestamp, datetime) else 0.0
-    return DeadLetter(queue, message, incoming.body, str(reason), _int(headers, names.ATTEMPTS_HEADER), at)

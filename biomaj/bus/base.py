@@ -73,7 +73,8 @@ class Delivery(abc.ABC):
     """One message handed to one consumer, plus its envelope (attempts, redelivered).
 
     Settle it exactly once with :meth:`ack` or :meth:`nack`; settling twice raises
-    :class:`BusError`.
+    :class:`BusError`. Every transport shares this settle state (held, then acked, nacked, or
+    returned when its consumer closed) and implements :meth:`_settle`, which tells its queue.
     """
 
     def __init__(
@@ -88,23 +89,48 @@ class Delivery(abc.ABC):
         self.queue = queue
         self.attempts = attempts  # 1 on the first delivery
         self.redelivered = redelivered  # delivered before, to this or another consumer
+        self._state = "held"  # held, acked, nacked, returned
 
     @property
-    @abc.abstractmethod
     def settled(self) -> bool:
         """True once acked, nacked, or returned to the queue."""
+        return self._state != "held"
 
-    @abc.abstractmethod
     async def ack(self) -> None:
         """The work is done: remove the message from the queue."""
+        await self._settle(None, "")
 
-    @abc.abstractmethod
     async def nack(self, requeue: bool = True, reason: str = "") -> None:
         """The work failed: requeue (at the end), or dead-letter at once when ``requeue`` is False.
 
         A requeued message that has been delivered ``max_deliveries`` times is dead-lettered
         with ``reason`` instead.
         """
+        await self._settle(bool(requeue), reason)
+
+    @abc.abstractmethod
+    async def _settle(self, requeue: bool | None, reason: str) -> None:
+        """Settle on the transport: ``requeue`` None acks, True requeues, False dead-letters.
+
+        Begins with :meth:`_claim`, which raises when the delivery cannot be settled any more.
+        """
+
+    def _claim(self, requeue: bool | None, check_open: Callable[[], None]) -> None:
+        """Move from held to acked (``requeue`` None) or nacked, or raise :class:`BusError`:
+        already settled, returned to the queue, or (``check_open``) the bus is closed."""
+        if self._state == "returned":
+            raise BusError(
+                f"{self.message.describe()} was returned to {self.queue!r} when its "
+                "consumer closed; it can no longer be settled here"
+            )
+        if self._state != "held":
+            raise BusError(f"{self.message.describe()} is already {self._state}")
+        check_open()
+        self._state = "acked" if requeue is None else "nacked"
+
+    def _return(self) -> None:
+        """Its consumer closed before settling it: the message went back to the queue."""
+        self._state = "returned"
 
     def __repr__(self) -> str:
         return (

@@ -98,17 +98,9 @@ class _MemoryDelivery(Delivery):
         self._consumer = consumer
         self._item = item
         self._yielded = False
-        self._state = "held"  # held, acked, nacked, returned
 
-    @property
-    def settled(self) -> bool:
-        return self._state != "held"
-
-    async def ack(self) -> None:
-        self._bus._settle(self, requeue=None, reason="")
-
-    async def nack(self, requeue: bool = True, reason: str = "") -> None:
-        self._bus._settle(self, requeue=bool(requeue), reason=reason)
+    async def _settle(self, requeue: bool | None, reason: str) -> None:
+        self._bus._settle(self, requeue=requeue, reason=reason)
 
 
 class MemoryBus(Bus):
@@ -298,16 +290,8 @@ class MemoryBus(Bus):
         q.update_idle()
 
     def _settle(self, delivery: _MemoryDelivery, *, requeue: bool | None, reason: str) -> None:
-        if delivery._state == "returned":
-            raise BusError(
-                f"{delivery.message.describe()} was returned to {delivery.queue!r} when its "
-                "consumer closed; it can no longer be settled here"
-            )
-        if delivery._state != "held":
-            raise BusError(f"{delivery.message.describe()} is already {delivery._state}")
-        self._check_open()
+        delivery._claim(requeue, self._check_open)
         consumer, q = delivery._consumer, delivery._consumer.queue
-        delivery._state = "acked" if requeue is None else "nacked"
         del consumer.held[delivery]
         q.unacked -= 1
         if requeue is True:
@@ -327,7 +311,7 @@ class MemoryBus(Bus):
         consumer.buffer.clear()
         q.unacked -= len(returned)
         for delivery in reversed(returned):
-            delivery._state = "returned"
+            delivery._return()
             if delivery._yielded:
                 self._requeue(q, delivery._item, "consumer went away before settling", front=True)
             else:  # never seen by the consumer: not an attempt
