@@ -153,12 +153,22 @@ def pytest_runtest_setup(item):
         require_upstream()
 
 
+#: The skips that are expected on a machine (upstream's files absent, no MongoDB server): each is
+#: reported at one place, so that ``-rs`` names each in one line.
+MONGO_MISSING = ("set BIOMAJ_TEST_MONGO_URL to run the store suite on a real MongoDB server (skipped in CI too: "
+                 "no MongoDB server runs there; the mongo-double variant ran)")
+#: reason -> (file, 0-based line) where it is reported; tests/storage/conftest.py adds MongoDB's.
+ONE_LINE_SKIPS = {UPSTREAM_MISSING: (__file__, require_upstream.__code__.co_firstlineno - 1)}
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
-    """Every compat skip reported at one place, so that ``-rs`` names them all in one line."""
+    """Each expected skip (:data:`ONE_LINE_SKIPS`) reported at one place, whatever the test."""
     report = (yield).get_result()
-    if report.skipped and isinstance(report.longrepr, tuple) and UPSTREAM_MISSING in str(report.longrepr[2]):
-        report.longrepr = (__file__, require_upstream.__code__.co_firstlineno - 1, report.longrepr[2])
+    if report.skipped and isinstance(report.longrepr, tuple):
+        where = next((where for reason, where in ONE_LINE_SKIPS.items() if reason in str(report.longrepr[2])), None)
+        if where is not None:
+            report.longrepr = (*where, report.longrepr[2])
 
 
 @pytest.fixture

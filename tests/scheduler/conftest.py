@@ -17,7 +17,7 @@ from biomaj.config.service import load_config
 from biomaj.scheduler import schedules
 from biomaj.storage import Store, open_store
 from biomaj.storage.base import ACTIVE_JOB_STATES, JOB_DONE
-from tests.web.conftest import api  # noqa: F401 - the web tests' node and users (test_schedules_api.py)
+from tests.web.conftest import api, bare_api  # noqa: F401 - the web tests' node and users (test_schedules_api.py)
 
 
 def utc(*args: int) -> float:

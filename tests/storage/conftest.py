@@ -23,6 +23,7 @@ import pytest
 
 from biomaj.storage import Store, open_store
 from biomaj.storage import mongo as mongo_module
+from tests.conftest import MONGO_MISSING, ONE_LINE_SKIPS
 from tests.storage import mongo_double
 
 BACKENDS = ["sqlite", "mongo-double", pytest.param("mongo", marks=pytest.mark.service)]
@@ -38,10 +39,12 @@ def _store_url(backend: str, tmp_path: Path) -> str:
     if backend == "mongo":
         base = os.environ.get("BIOMAJ_TEST_MONGO_URL")
         if not base:
-            pytest.skip("set BIOMAJ_TEST_MONGO_URL to run the store suite on a real MongoDB server"
-                        " (skipped in CI too: no MongoDB server runs there; the mongo-double variant ran)")
+            pytest.skip(MONGO_MISSING)
         return _with_database(base, database)
     raise AssertionError(f"unknown store backend {backend}")
+
+
+ONE_LINE_SKIPS[MONGO_MISSING] = (__file__, _store_url.__code__.co_firstlineno - 1)
 
 
 def _with_database(base: str, database: str) -> str:
