@@ -17,7 +17,6 @@ import signal
 import socket
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 from tests.servers import http_server
@@ -390,24 +389,11 @@ def test_lock_of_a_live_process_is_not_taken_nor_cleared_without_force(biomaj_ro
 BIG = "example-big.fasta"
 
 
-@dataclass
-class _Watched(Faults):
-    """Faults that also tell when the big file's transfer has started."""
-
-    def __post_init__(self) -> None:
-        self.big_started = asyncio.Event()
-
-    def transfer_started(self, path: str) -> None:
-        super().transfer_started(path)
-        if path == BIG:
-            self.big_started.set()
-
-
 async def _serve_example_over_http(root: Path):
     """Serve example-remote over HTTP, with a 1 MiB file that stalls after its first 256 KiB."""
     remote = root / "example-remote"
     (remote / BIG).write_bytes(b">big\n" + b"ACGT" * (1 << 18))
-    faults = _Watched(stall={BIG: 60})
+    faults = Faults(stall={BIG: 60})
     server = await http_server.start(remote, faults, protocol="http")
     conf = root / "conf" / "example.properties"
     text = conf.read_text().replace("protocol=local", "protocol=http")
@@ -424,16 +410,16 @@ async def arun(root: Path, *args: str) -> tuple[int, str, str]:
     return proc.returncode, out.decode(), err.decode()
 
 
-async def _start_stalled_update(root: Path, faults: _Watched) -> asyncio.subprocess.Process:
+async def _start_stalled_update(root: Path, faults: Faults) -> asyncio.subprocess.Process:
     update = await asyncio.create_subprocess_exec(*ctl_args(root, "update", "example"), env=ENV,
                                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    await asyncio.wait_for(faults.big_started.wait(), 60)
+    await asyncio.wait_for(faults.started(BIG).wait(), 60)
     code, out, _ = await arun(root, "whatsup", "--json")
     assert code == 0 and json.loads(out) == [{"Type": "system", "Bank": "example", "Status": "running"}]
     return update
 
 
-async def _assert_cancelled_then_resumed(root: Path, server, faults: _Watched, update) -> str:
+async def _assert_cancelled_then_resumed(root: Path, server, faults: Faults, update) -> str:
     """The update ends cancelled (its stderr is returned); the next one resumes the big file."""
     out, err = (text.decode() for text in await asyncio.wait_for(update.communicate(), 30))  # << the 60 s stall
     assert update.returncode == 1, out + err

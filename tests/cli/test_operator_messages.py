@@ -12,7 +12,6 @@ import signal
 import socket
 import subprocess
 import threading
-from dataclasses import dataclass
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -82,19 +81,6 @@ def test_remote_files_matching_nothing_says_so(biomaj_root, biomaj_cmd):
 BIG = "example-big.fasta"
 
 
-@dataclass
-class _Watched(Faults):
-    """Faults that also tell when the big file's transfer has started."""
-
-    def __post_init__(self) -> None:
-        self.big_started = asyncio.Event()
-
-    def transfer_started(self, path: str) -> None:
-        super().transfer_started(path)
-        if path == BIG:
-            self.big_started.set()
-
-
 async def _run(args: list[str]) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(*args, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     out, err = await asyncio.wait_for(proc.communicate(), 60)
@@ -106,14 +92,14 @@ async def _stalled_update(root: Path, biomaj_cmd: list[str]):
     """`ctl update example --follow` running, its big file stalled over HTTP after the first block."""
     remote = root / "example-remote"
     (remote / BIG).write_bytes(b">big\n" + b"ACGT" * (1 << 18))
-    faults = _Watched(stall={BIG: 60})
+    faults = Faults(stall={BIG: 60})
     server = await http_server.start(remote, faults, protocol="http")
     update = None
     try:
         _point_at(root, "http", server.config.port)
         update = await asyncio.create_subprocess_exec(*_ctl(root, biomaj_cmd, "update", "example", "--follow"),
                                                       env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        await asyncio.wait_for(faults.big_started.wait(), 60)
+        await asyncio.wait_for(faults.started(BIG).wait(), 60)
         yield update
     finally:
         if update is not None and update.returncode is None:

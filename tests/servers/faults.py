@@ -40,8 +40,14 @@ class Faults:
     logins: int = 0  # sessions/connections opened (FTP/SFTP logins, HTTP TCP connections)
     active: int = 0  # transfers in progress now
     peak_active: int = 0  # most transfers in progress at once
+    _started: dict[str, asyncio.Event] = field(default_factory=dict)  # path -> set at its first transfer
+
+    def started(self, path: str) -> asyncio.Event:
+        """An event set once a transfer of ``path`` has started."""
+        return self._started.setdefault(path, asyncio.Event())
 
     def transfer_started(self, path: str) -> None:
+        self.started(path).set()
         self.transfers[path] += 1
         self.active += 1
         self.peak_active = max(self.peak_active, self.active)
