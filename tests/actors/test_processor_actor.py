@@ -10,8 +10,9 @@ import pytest
 
 from biomaj.actors.processor import ProcessorActor, ProcessorSettings
 from biomaj.bus import MemoryBus, names
-from biomaj.bus.messages import CancelJob, JobEvent, Ping, ProcessRequest, ProcessResult
+from biomaj.bus.messages import CancelJob, JobEvent, ProcessRequest, ProcessResult
 from biomaj.state import MemoryState
+from tests.bus.note import Note
 from tests.process.procs import running
 
 RESULTS = names.PROCESS_RESULTS + ".manager1"  # a manager's own results queue
@@ -159,10 +160,10 @@ async def test_a_job_cancelled_in_the_state_is_answered_without_running(rig, tmp
 
 async def test_other_messages_are_refused_to_the_dead_letter_queue(rig):
     bus, *_ = rig
-    await bus.publish(names.PROCESS, Ping(payload="x"))
+    await bus.publish(names.PROCESS, Note(payload="x"))
     await bus.join(names.PROCESS, timeout=10)
     [letter] = await bus.dead_letters(names.PROCESS)
-    assert letter.reason == "processor cannot handle ping" and letter.attempts == 1
+    assert letter.reason == "processor cannot handle test.note" and letter.attempts == 1
 
 
 async def test_a_timeout_is_a_failed_result(rig, tmp_path):
