@@ -38,7 +38,7 @@ from biomaj.workflow import runner
 from biomaj.workflow.engine import CANCELLED
 from biomaj.workflow.bank import RunContext
 from biomaj.process.runner import ProcessRunner
-from biomaj.workflow.downloads import Downloads, Processes
+from biomaj.runtime.dispatch import Downloads, Processes
 from biomaj.workflow.update import UpdateOptions
 
 log = logging.getLogger(__name__)

@@ -15,16 +15,22 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Protocol
 
 from biomaj.bus.messages import ProcessRequest, ProcessResult
 from biomaj.config.properties import BankProperties
 from biomaj.errors import BiomajError
-from biomaj.workflow.downloads import Processes
 
 from . import dag
 from .environment import build_environment, command_args
 from .metadata import apply_defaults
+
+
+class ProcessDispatcher(Protocol):
+    """What the process runner needs from the dispatcher of process requests (the manager passes a
+    :class:`biomaj.runtime.dispatch.Processes`): send one request, return its result."""
+
+    async def run_one(self, request: ProcessRequest, cancelled: asyncio.Event) -> ProcessResult: ...
 
 
 class ProcessFailed(BiomajError):
@@ -55,9 +61,9 @@ class PhaseRun:
 
 
 class ProcessRunner:
-    """The ``processes`` of a RunContext: runs phases through a Processes dispatcher."""
+    """The ``processes`` of a RunContext: runs phases through a process dispatcher."""
 
-    def __init__(self, dispatcher: Processes):
+    def __init__(self, dispatcher: ProcessDispatcher):
         self.dispatcher = dispatcher
 
     async def run_phase(self, run: PhaseRun, start: str | None = None) -> bool:

@@ -9,9 +9,9 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Protocol, Sequence
 
-from biomaj.bus.messages import JobEvent
+from biomaj.bus.messages import JobEvent, Message
 from biomaj.config.properties import BankProperties
 from biomaj.errors import BiomajError, ConfigError
 from biomaj.storage.base import Doc, Store
@@ -22,6 +22,16 @@ log = logging.getLogger(__name__)
 
 #: (step, state, message, progress) -> None: job events of the running job
 EventSink = Callable[[JobEvent], Awaitable[None]]
+
+
+class WorkDispatcher(Protocol):
+    """What a workflow needs from the dispatcher of its work messages (the manager passes a
+    :class:`biomaj.runtime.dispatch.Downloads`): publish every request, give each result to
+    ``on_result`` as it comes, return them all; once ``cancelled`` is set, every request still
+    gets a (failed) result."""
+
+    async def run_all(self, requests: Sequence[Message], on_result: Callable[[Any], Awaitable[None]],
+                      cancelled: asyncio.Event) -> list[Any]: ...
 
 
 class NotAuthorized(BiomajError):
@@ -37,8 +47,8 @@ class RunContext:
     job_id: str
     user: str | None
     admins: frozenset[str] = frozenset()
-    downloads: Any = None  # biomaj.workflow.downloads.Downloads
-    processes: Any = None  # runs pre/post/remove processes; None until the processor arrives
+    downloads: WorkDispatcher | None = None
+    processes: Any = None  # runs pre/post/remove processes: a biomaj.process.runner.ProcessRunner
     emit: EventSink | None = None
     cancelled: asyncio.Event = field(default_factory=asyncio.Event)
     kind: str = "update"

@@ -23,7 +23,7 @@ from biomaj.storage.sqlite import SQLiteStore
 from biomaj.workflow import runner
 from biomaj.workflow.bank import RunContext
 from biomaj.process.runner import ProcessRunner
-from biomaj.workflow.downloads import Downloads, Processes
+from biomaj.runtime.dispatch import Downloads, Processes
 from biomaj.workflow.update import UpdateOptions
 from tests.conftest import BankFiles
 

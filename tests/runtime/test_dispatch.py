@@ -8,7 +8,7 @@ import logging
 
 from biomaj.bus import MemoryBus, names
 from biomaj.bus.messages import ProcessRequest, ProcessResult
-from biomaj.workflow.downloads import Processes
+from biomaj.runtime.dispatch import Processes
 
 
 def request(name: str) -> ProcessRequest:
@@ -57,7 +57,7 @@ async def test_a_silent_work_queue_is_reported(caplog):
     await dispatcher.start()
     waiting = asyncio.create_task(dispatcher.run_one(request("a"), asyncio.Event()))
     try:
-        with caplog.at_level(logging.WARNING, logger="biomaj.workflow.downloads"):
+        with caplog.at_level(logging.WARNING, logger="biomaj.runtime.dispatch"):
             for _ in range(100):
                 if any("is a worker running?" in r.getMessage() for r in caplog.records):
                     break

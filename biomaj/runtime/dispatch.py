@@ -1,5 +1,6 @@
 """Sending work messages (one per file, one per process) to worker actors and collecting their
-results.
+results: the manager's side of a work queue, as :class:`~biomaj.runtime.actor.Actor` is the
+worker's.
 
 The manager publishes requests on a work queue (``download``, ``process``); each request names
 the manager's own results queue, where the worker publishes its result before acking the
@@ -8,6 +9,10 @@ id), so a workflow awaits its work without any polling loop, whatever the number
 A request that its workers give up on (a message that kills every worker that takes it ends in
 the dead-letter queue) gets a failed result from the bus's dead-letter notice, so the workflow
 fails with the reason instead of waiting for ever.
+
+The workflows do not import this module: they declare what they need from it
+(:class:`biomaj.workflow.bank.WorkDispatcher`, :class:`biomaj.process.runner.ProcessDispatcher`)
+and the manager actor, which builds the dispatchers, passes them in.
 """
 
 from __future__ import annotations
