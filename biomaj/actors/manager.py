@@ -1,7 +1,7 @@
 """The manager actor: runs bank jobs (update, remove, remove-all, remove-pending, repair,
 release-check) from the durable job queue.
 
-A job is recorded in the store before its JobRequest is published (:func:`submit_job`), claimed
+A job is recorded in the store before its JobRequest is published (:func:`biomaj.jobs.submit_job`), claimed
 by exactly one manager, and finished in the store with its outcome; a manager that starts again
 after a crash puts the jobs it left running back in the queue and republishes what is queued,
 so a restart neither loses nor repeats a job (a requeued update resumes its session). One
@@ -24,8 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from biomaj.bus import Bus, Delivery, names
-from biomaj.bus.messages import CancelJob, JobEvent, JobRequest
+from biomaj.bus.messages import JobEvent, JobRequest
 from biomaj.errors import BiomajError
+from biomaj.jobs import KINDS
 from biomaj.runtime.actor import Actor, ActorSettings
 from biomaj.runtime.cancels import CancelListener
 from biomaj.runtime.lease import LEASE_TTL, BankLease, holder_of
@@ -39,11 +40,8 @@ from biomaj.workflow.engine import CANCELLED
 from biomaj.workflow.bank import RunContext
 from biomaj.process.runner import ProcessRunner
 from biomaj.runtime.dispatch import Downloads, Processes
-from biomaj.workflow.update import UpdateOptions
 
 log = logging.getLogger(__name__)
-
-JOB_KINDS = ("update", "remove", "remove-all", "remove-pending", "repair", "release-check")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -55,35 +53,6 @@ class ManagerSettings(ActorSettings):
     recover: bool = True
     cancel_check: float = 1.0  # seconds between two looks at a running job's cancel request in the store
     lease_ttl: float = LEASE_TTL  # seconds a bank lease outlives its holder
-
-
-async def submit_job(store: Store, bus: Bus, kind: str, bank: str, options: dict[str, Any] | None = None,
-                     user: str | None = None, admin: bool = False) -> str:
-    """Record a job and queue it; DuplicateJob (with the active job's id) if the same kind of
-    job is already queued or running on that bank. ``admin``: the submitter was authenticated as
-    an admin (by the web API, from the user's flag), which the manager honours."""
-    if kind not in JOB_KINDS:
-        raise BiomajError(f"unknown job kind {kind!r}; expected one of {', '.join(JOB_KINDS)}")
-    options = {k: v for k, v in (options or {}).items() if v not in (None, False, "")}
-    job_id = await store.add_job({"kind": kind, "bank": bank, "options": options, "user": user, "admin": admin},
-                                 dedup_key=f"{kind}:{bank}")
-    await bus.declare_queue(names.JOBS)
-    await bus.publish(names.JOBS, JobRequest(job_id=job_id, kind=kind, bank=bank, options=options, user=user))
-    await bus.broadcast(names.job_topic(bank), JobEvent(job_id=job_id, bank=bank, kind=kind, state=JOB_QUEUED,
-                                                         message=f"{kind} of {bank} queued"))
-    return job_id
-
-
-async def request_cancel(store: Store, bus: Bus, state: State | None, job_id: str) -> dict:
-    """Cancel a job: a queued one at once, a running one through its manager."""
-    job = await store.cancel_job(job_id)
-    if state is not None:
-        await state.set_cancel(job_id, ttl=24 * 3600)
-    await bus.broadcast(names.CANCEL_TOPIC, CancelJob(job_id=job_id, bank=job["bank"]))
-    if job["state"] == JOB_CANCELLED:
-        await bus.broadcast(names.job_topic(job["bank"]), JobEvent(
-            job_id=job_id, bank=job["bank"], kind=job["kind"], state=JOB_CANCELLED, message="cancelled before it started"))
-    return job
 
 
 class ManagerActor(Actor):
@@ -248,24 +217,11 @@ class ManagerActor(Actor):
                                                          job["bank"], state, message)
 
     async def _dispatch(self, run: RunContext, job: dict) -> runner.Outcome:
-        options, bank = job.get("options") or {}, job["bank"]
-        kind = job["kind"]
-        if kind == "update":
-            return await runner.update_bank(run, bank, UpdateOptions.from_dict(options),
-                                            resume_job=job.get("attempts", 1) > 1)
-        if kind == "remove":
-            if not options.get("release"):
-                raise BiomajError("remove needs a release (--release R)")
-            return await runner.remove_bank_release(run, bank, options["release"])
-        if kind == "remove-all":
-            return await runner.remove_all(run, bank, force=bool(options.get("force")))
-        if kind == "remove-pending":
-            return await runner.remove_pending(run, bank, options.get("release"))
-        if kind == "repair":
-            return await runner.repair(run, bank, options.get("release"))
-        if kind == "release-check":
-            return await runner.release_check(run, bank)
-        raise BiomajError(f"unknown job kind {kind!r}")
+        """Run the job's kind (:data:`biomaj.jobs.KINDS`); a requeued job resumes its work."""
+        kind = KINDS.get(job["kind"])
+        if kind is None:
+            raise BiomajError(f"unknown job kind {job['kind']!r}")
+        return await kind.run(run, job["bank"], job.get("options") or {}, job.get("attempts", 1) > 1)
 
     async def _watch_cancel(self, run: RunContext) -> None:
         """A cancel asked from another process reaches this one through the job record."""

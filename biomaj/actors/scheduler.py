@@ -1,6 +1,6 @@
 """The scheduler actor: fires the cron schedules of the store, and runs the release-driven mode
 of the banks whose ``schedule.auto`` is set. Everything it does is a job for the managers
-(:func:`~biomaj.actors.manager.submit_job`), as the schedule's user.
+(:func:`~biomaj.jobs.submit_job`), as the schedule's user.
 
 One readable loop: every ``tick`` seconds, :meth:`SchedulerActor.run_pending` reads the schedules
 and does what is due. Tests call ``run_pending`` themselves with an injected clock.
@@ -36,9 +36,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
-from biomaj.actors.manager import submit_job
 from biomaj.bus import Bus
 from biomaj.errors import BiomajError
+from biomaj.jobs import submit_job
 from biomaj.scheduler.backoff import DAY, Backoff
 from biomaj.scheduler.cron import Cron, CronError, time_zone
 from biomaj.scheduler.schedules import AUTO_PREFIX

@@ -19,6 +19,7 @@ from urllib.parse import quote
 
 import click
 
+from biomaj import jobs
 from biomaj.bus.messages import JobEvent
 from biomaj.cli.context import CliContext, config_option, emit_json, json_option
 from biomaj.config.check import refuse_invalid
@@ -32,9 +33,6 @@ from biomaj.storage.base import ACTIVE_JOB_STATES, JOB_CANCELLED, JOB_DONE
 from biomaj.workflow import runner
 from biomaj.workflow.bank import RunContext
 from biomaj.workflow.engine import CANCELLED
-from biomaj.workflow.session import UPDATE_TASKS, check_task_name
-
-TASK_CHOICE = click.Choice(UPDATE_TASKS)
 
 
 def register(ctl: click.Group) -> None:
@@ -163,7 +161,7 @@ def _jobs(obj: CliContext):
 async def _run_job(obj: CliContext, kind: str, bank: str, options: dict[str, Any], follow: bool,
                    interval: float = PROGRESS_INTERVAL) -> dict:
     if not obj.remote:  # the server checks its own bank files
-        _check_bank_file(obj, bank, validate=kind in ("update", "release-check"))
+        _check_bank_file(obj, bank, validate=jobs.KINDS[kind].checks_bank_file)
     if obj.console_level:  # without -v: one `error: ...` line, not the same failure three times
         for handler in logging.getLogger().handlers:
             if not isinstance(handler, logging.FileHandler):
@@ -230,15 +228,29 @@ def _update_message(result: dict) -> str:
 # --- update and the other jobs -------------------------------------------------------------------
 
 
+def job_options(kind: str):
+    """The click options of a job kind, generated from its declaration (:data:`biomaj.jobs.KINDS`).
+    No ``default`` is given to click: an option left out comes as None, a flag as False, which
+    are the declared defaults."""
+
+    def decorate(command):
+        for option in reversed(jobs.KINDS[kind].options):
+            settings: dict[str, Any] = {"help": option.help}
+            if option.type is bool:
+                settings["is_flag"] = True
+            elif option.tasks:
+                settings["type"] = click.Choice(option.tasks)
+            if option.required:
+                settings["required"] = True
+            command = click.option(option.flag, *option.aliases, **settings)(command)
+        return command
+
+    return decorate
+
+
 @click.command()
 @click.argument("bank")
-@click.option("--fromscratch", "-z", "--from-scratch", is_flag=True, help="Start a new cycle: new session, offline directory wiped, nothing reused.")
-@click.option("--from-task", type=TASK_CHOICE, help="Re-run from this task (the tasks before it must have succeeded).")
-@click.option("--process", help="With --from-task pre/postprocess: restart at this block, meta or process.")
-@click.option("--release", help="Work on the session of this release (with --from-task).")
-@click.option("--stop-before", type=TASK_CHOICE, help="Stop before this task; the next update resumes.")
-@click.option("--stop-after", type=TASK_CHOICE, help="Stop after this task; the next update resumes.")
-@click.option("--publish", is_flag=True, help="Publish the new release at the end (as auto_publish=1).")
+@job_options("update")
 @click.option("--follow", "-f", is_flag=True, help="Show progress: steps, files, bytes and rate.")
 @click.option("--progress-interval", type=click.FloatRange(min=0), default=PROGRESS_INTERVAL, show_default=True,
               envvar="BIOMAJ_PROGRESS_INTERVAL", metavar="SECONDS",
@@ -249,69 +261,69 @@ def _update_message(result: dict) -> str:
 @click.pass_obj
 def update(obj: CliContext, bank: str, follow: bool, progress_interval: float, **options: Any) -> None:
     """Update BANK (and the banks it depends on): a new release if the remote changed."""
-    for name in ("from_task", "stop_before", "stop_after"):
-        check_task_name("--" + name.replace("_", "-"), options.get(name))
+    jobs.check_options("update", options)
     job = asyncio.run(_run_job(obj, "update", bank, options, follow, progress_interval))
     _report(obj, job, _update_message)
 
 
 @click.command()
 @click.argument("bank")
-@click.option("--release", required=True, help="Release (or its directory name) to remove.")
+@job_options("remove")
 @config_option
 @json_option
 @click.pass_obj
-def remove(obj: CliContext, bank: str, release: str) -> None:
+def remove(obj: CliContext, bank: str, **options: Any) -> None:
     """Remove one release of BANK (not the published one, not a frozen one)."""
-    job = asyncio.run(_run_job(obj, "remove", bank, {"release": release}, False))
+    job = asyncio.run(_run_job(obj, "remove", bank, options, False))
     _report(obj, job, lambda r: f"{bank}: release {r.get('release')} removed")
 
 
 @click.command("remove-all")
 @click.argument("bank")
-@click.option("--force", is_flag=True, help="Also when some releases are frozen.")
+@job_options("remove-all")
 @config_option
 @json_option
 @click.pass_obj
-def remove_all(obj: CliContext, bank: str, force: bool) -> None:
+def remove_all(obj: CliContext, bank: str, **options: Any) -> None:
     """Remove every release of BANK, its offline directory, logs and record (owner or admin)."""
-    job = asyncio.run(_run_job(obj, "remove-all", bank, {"force": force}, False))
+    job = asyncio.run(_run_job(obj, "remove-all", bank, options, False))
     _report(obj, job, lambda r: f"{bank}: removed ({len(r.get('details', {}).get('releases', []))} releases)")
 
 
 @click.command("remove-pending")
 @click.argument("bank")
-@click.option("--release", help="Only this pending release.")
+@job_options("remove-pending")
 @config_option
 @json_option
 @click.pass_obj
-def remove_pending(obj: CliContext, bank: str, release: str | None) -> None:
+def remove_pending(obj: CliContext, bank: str, **options: Any) -> None:
     """Remove the unfinished (pending) releases of BANK."""
-    job = asyncio.run(_run_job(obj, "remove-pending", bank, {"release": release}, False))
+    job = asyncio.run(_run_job(obj, "remove-pending", bank, options, False))
     _report(obj, job, lambda r: f"{bank}: {len(r.get('details', {}).get('removed', []))} pending release(s) removed")
 
 
 @click.command()
 @click.argument("bank")
-@click.option("--release", help="Repair the session of this release instead of the last one.")
+@job_options("repair")
 @config_option
 @json_option
 @click.pass_obj
-def repair(obj: CliContext, bank: str, release: str | None) -> None:
+def repair(obj: CliContext, bank: str, **options: Any) -> None:
     """After fixing a failed update by hand: unlock BANK and record its last session as done."""
-    job = asyncio.run(_run_job(obj, "repair", bank, {"release": release}, False))
+    job = asyncio.run(_run_job(obj, "repair", bank, options, False))
     _report(obj, job, lambda r: f"{bank}: repaired, release {r.get('release')}" if r.get("details", {}).get("repaired")
             else f"{bank}: unlocked (the last session had no release to record)")
 
 
 @click.command("release-check")
 @click.argument("bank")
+@job_options("release-check")
 @config_option
 @json_option
 @click.pass_obj
-def release_check(obj: CliContext, bank: str) -> None:
+def release_check(obj: CliContext, bank: str, **options: Any) -> None:
     """The remote release of BANK, and whether it is new (nothing is downloaded)."""
-    job = asyncio.run(_run_job(obj, "release-check", bank, {}, False))
+    job = asyncio.run(_run_job(obj, "release-check", bank, options, False))
     _report(obj, job, lambda r: f"{bank}: remote release {r['details']['remoterelease']}"
             f" ({'new' if r['details']['new'] else 'already in production'})")
 

@@ -15,10 +15,10 @@ import logging
 import time
 from typing import Any, Awaitable, Callable
 
-from biomaj.actors.manager import request_cancel, submit_job
 from biomaj.bus import Bus, names
 from biomaj.bus.messages import JobEvent
 from biomaj.errors import BiomajError
+from biomaj.jobs import request_cancel, submit_job
 from biomaj.state import State
 from biomaj.storage.base import FINAL_JOB_STATES, DuplicateJob, Store
 

@@ -15,14 +15,13 @@ from typing import Any
 
 from aiohttp import web
 
-from biomaj import inventory, reports
-from biomaj.actors.manager import request_cancel, submit_job
+from biomaj import inventory, jobs, reports
 from biomaj.config.check import check_bank, check_support, verdict
 from biomaj.errors import UnknownBank
+from biomaj.jobs import request_cancel, submit_job
 from biomaj.runtime.lease import lease_free
 from biomaj.storage.base import ACTIVE_JOB_STATES
 from biomaj.workflow import runner
-from biomaj.workflow.session import UPDATE_TASKS
 
 from .bank_access import client_paths, load_bank_file, unknown_bank, visible_bank
 from .context import USERS_KEY, identity_of, node_of, run_context, viewer_of
@@ -144,31 +143,31 @@ async def bank_files(request: web.Request) -> web.Response:
 
 # --- actions -------------------------------------------------------------------------------------
 
-UPDATE_OPTIONS = {
-    "fromscratch": bool, "from_task": str, "process": str, "release": str, "stop_before": str, "stop_after": str,
-    "publish": bool,
-}
-UPDATE_SCHEMA = {"type": "object", "additionalProperties": False, "properties": {
-    "fromscratch": {"type": "boolean"}, "from_task": {"type": "string", "enum": list(UPDATE_TASKS)},
-    "process": {"type": "string"}, "release": {"type": "string"},
-    "stop_before": {"type": "string", "enum": list(UPDATE_TASKS)},
-    "stop_after": {"type": "string", "enum": list(UPDATE_TASKS)}, "publish": {"type": "boolean"}}}
-
-
 def _job_view(job: dict) -> dict:
     return {k: job.get(k) for k in ("id", "kind", "bank", "state", "user", "options", "created", "started",
                                     "finished", "attempts", "error", "result", "progress") if k in job}
 
 
-async def _submit(request: web.Request, kind: str, options: dict[str, Any], validate: bool = False) -> web.Response:
+async def _submit(request: web.Request, kind: str, options: dict[str, Any]) -> web.Response:
     """Queue a job on the URL's bank (the registry has checked the owner): 404 with no bank file,
-    400 when ``validate`` and the file fails BioMAJ 3's check."""
+    400 when the kind checks the bank file and it fails BioMAJ 3's check."""
     name = request.match_info["bank"]
-    load_bank_file(request, name, validate)
+    load_bank_file(request, name, jobs.KINDS[kind].checks_bank_file)
     node = node_of(request)
     who = identity_of(request)
     job_id = await submit_job(node.store, node.bus, kind, name, options, who.name, admin=who.admin)
     return web.json_response(_job_view(await node.store.get_job(job_id)), status=202)
+
+
+async def _job_options(request: web.Request, kind: str) -> dict[str, Any]:
+    """The request body as the options of a job of ``kind`` (:data:`biomaj.jobs.KINDS`): only its
+    declared options, each of its declared type, a task option naming a task of the flow."""
+    options = _typed(await json_body(request), jobs.KINDS[kind].types())
+    for option in jobs.KINDS[kind].options:
+        value = options.get(option.name)
+        if option.tasks and value is not None and value not in option.tasks:
+            raise ApiError(400, f"{option.name} must be one of {', '.join(option.tasks)}")
+    return options
 
 
 def _typed(body: dict, spec: dict[str, type]) -> dict[str, Any]:
@@ -182,13 +181,9 @@ def _typed(body: dict, spec: dict[str, type]) -> dict[str, Any]:
 
 
 @api.route("POST", "/api/v1/banks/{bank}/update", summary="Update a bank (a job)", access="owner", tag="actions",
-           body=UPDATE_SCHEMA, responses={202: "the queued job", 409: "already queued or running"})
+           body=jobs.UPDATE.body_schema(), responses={202: "the queued job", 409: "already queued or running"})
 async def update_bank(request: web.Request) -> web.Response:
-    options = _typed(await json_body(request), UPDATE_OPTIONS)
-    for key in ("from_task", "stop_before", "stop_after"):
-        if options.get(key) is not None and options[key] not in UPDATE_TASKS:
-            raise ApiError(400, f"{key} must be one of {', '.join(UPDATE_TASKS)}")
-    return await _submit(request, "update", options, validate=True)
+    return await _submit(request, "update", await _job_options(request, "update"))
 
 
 @api.route("DELETE", "/api/v1/banks/{bank}/releases/{release}", summary="Remove one release (a job)",
@@ -198,29 +193,28 @@ async def remove_release(request: web.Request) -> web.Response:
 
 
 @api.route("POST", "/api/v1/banks/{bank}/remove-all", summary="Remove every release and the bank's record (a job)",
-           access="owner", tag="actions", responses={202: "the queued job"},
-           body={"type": "object", "properties": {"force": {"type": "boolean"}}})
+           access="owner", tag="actions", responses={202: "the queued job"}, body=jobs.REMOVE_ALL.body_schema())
 async def remove_all(request: web.Request) -> web.Response:
-    return await _submit(request, "remove-all", _typed(await json_body(request), {"force": bool}))
+    return await _submit(request, "remove-all", await _job_options(request, "remove-all"))
 
 
 @api.route("POST", "/api/v1/banks/{bank}/remove-pending", summary="Remove unfinished releases (a job)",
-           access="owner", tag="actions", responses={202: "the queued job"}, body={"type": "object", "properties": {"release": {"type": "string"}}})
+           access="owner", tag="actions", responses={202: "the queued job"}, body=jobs.REMOVE_PENDING.body_schema())
 async def remove_pending(request: web.Request) -> web.Response:
-    return await _submit(request, "remove-pending", _typed(await json_body(request), {"release": str}))
+    return await _submit(request, "remove-pending", await _job_options(request, "remove-pending"))
 
 
 @api.route("POST", "/api/v1/banks/{bank}/repair", summary="Unlock and record the last session as done (a job)",
-           access="owner", tag="actions", responses={202: "the queued job"}, body={"type": "object", "properties": {"release": {"type": "string"}}})
+           access="owner", tag="actions", responses={202: "the queued job"}, body=jobs.REPAIR.body_schema())
 async def repair(request: web.Request) -> web.Response:
-    return await _submit(request, "repair", _typed(await json_body(request), {"release": str}))
+    return await _submit(request, "repair", await _job_options(request, "repair"))
 
 
 @api.route("POST", "/api/v1/banks/{bank}/release-check",
            summary="Find the remote release, as an update would, without downloading (a job)", access="owner",
            tag="actions", responses={202: "the queued job; its result holds the remote release and whether it is new"})
 async def release_check(request: web.Request) -> web.Response:
-    return await _submit(request, "release-check", {}, validate=True)
+    return await _submit(request, "release-check", {})
 
 
 @api.route("POST", "/api/v1/banks/{bank}/cancel", summary="Cancel the queued or running jobs of a bank",

@@ -37,6 +37,7 @@ from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamil
 
 from biomaj import __version__
 from biomaj.errors import ConfigError
+from biomaj.jobs import JOB_KINDS
 
 from .auth import identity_of
 from .context import NODE_KEY
@@ -259,8 +260,6 @@ class _Collector:
         jobs = CounterMetricFamily("biomaj_jobs", "Finished jobs of every manager (read from the store), by kind and result.",
                                    labels=["kind", "result"])
         updates = CounterMetricFamily("biomaj_updates", "Finished bank updates (jobs of kind update), by result.", labels=["result"])
-        from biomaj.actors.manager import JOB_KINDS
-
         kinds = sorted(set(JOB_KINDS) | {kind for kind, _ in m.jobs})
         for kind in kinds:
             for result in sorted(set(JOB_RESULTS) | {r for k, r in m.jobs if k == kind}):

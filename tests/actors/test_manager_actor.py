@@ -6,9 +6,10 @@ import asyncio
 
 import pytest
 
-from biomaj.actors.manager import ManagerActor, ManagerSettings, request_cancel, submit_job
+from biomaj.actors.manager import ManagerActor, ManagerSettings
 from biomaj.bus import names
 from biomaj.bus.messages import JobEvent
+from biomaj.jobs import request_cancel, submit_job
 from biomaj.storage.base import DuplicateJob
 
 

@@ -14,10 +14,10 @@ from typing import Any, TypeVar
 
 import pytest
 
-from biomaj.actors.manager import submit_job
 from biomaj.auth.users import Users
 from biomaj.config.scaffold import init_root
 from biomaj.config.service import load_config
+from biomaj.jobs import submit_job
 from biomaj.runtime.node import Node
 from tests.servers.published_tree import release_dir as published_release_dir
 

@@ -86,7 +86,7 @@ async def test_a_failed_check_is_retried_at_the_same_interval(site):
 
 
 async def test_no_check_while_a_job_works_on_the_bank(site):
-    from biomaj.actors.manager import submit_job
+    from biomaj.jobs import submit_job
     from biomaj.bus.memory import MemoryBus
 
     auto(site, "schedule.auto=1")

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 from yarl import URL
 
-from biomaj.actors.manager import submit_job
 from biomaj.config.scaffold import init_root
 from biomaj.config.service import load_config
 from biomaj.config.settings import HTTP_PARSE_DIR_LINE, HTTP_PARSE_FILE_LINE
+from biomaj.jobs import submit_job
 from biomaj.protocols.base import HttpParse
 from biomaj.protocols.html_index import parse_index
 from biomaj.runtime.node import Node

@@ -9,7 +9,7 @@ the text biomaj-cli prints: the same tables as `biomaj ctl` (:mod:`biomaj.report
 routes under `/api/daemon/...` answer the JSON form, as BioMAJ 3's did.
 
 Operations are ours: jobs (update, remove, remove-all, remove-pending, repair) go to the managers
-through :func:`~biomaj.actors.manager.submit_job`, quick operations (publish, freeze, owner,
+through :func:`~biomaj.jobs.submit_job`, quick operations (publish, freeze, owner,
 visibility) run here through :mod:`biomaj.workflow.runner`, reads use :mod:`biomaj.reports` with
 the requester's :func:`~.auth.viewer_of`.
 

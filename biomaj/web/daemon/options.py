@@ -13,15 +13,15 @@ from typing import Any, Awaitable, Callable
 from aiohttp import web
 
 from biomaj import __version__, reports
-from biomaj.actors.manager import request_cancel, submit_job
 from biomaj.config.check import check_bank, check_support, verdict
 from biomaj.config.properties import BankProperties, GlobalProperties
 from biomaj.errors import BiomajError
+from biomaj.jobs import KINDS, UPDATE, check_options, request_cancel, submit_job
 from biomaj.runtime.job_client import with_article
 from biomaj.storage.base import ACTIVE_JOB_STATES, DuplicateJob
 from biomaj.workflow import locks, runner
 from biomaj.workflow.bank import Bank, find_production
-from biomaj.workflow.session import PROCESS_TASKS, UPDATE_TASKS, check_task_name
+from biomaj.workflow.session import PROCESS_TASKS, UPDATE_TASKS
 
 from ..bank_access import check_owner, client_paths, load_bank_file, visible_bank
 from ..banks import _job_view
@@ -448,21 +448,21 @@ async def op_visibility(request: web.Request, options: Options) -> Answer:
 
 
 def _task_options(options: Options) -> dict[str, Any]:
-    for key in ("from_task", "stop_before", "stop_after"):
-        check_task_name("--" + key.replace("_", "-"), options[key])
+    """The update options among biomaj-cli's (its option names are the declared ones,
+    :data:`biomaj.jobs.UPDATE`), checked."""
+    check_options("update", options)
     if options["process"] and not options["from_task"]:
         raise _err(web.HTTPBadRequest, "--process needs --from-task")
-    return {k: options[k] for k in ("fromscratch", "from_task", "process", "release", "stop_before", "stop_after",
-                                    "publish")}
+    return {option.name: options[option.name] for option in UPDATE.options}
 
 
 async def _jobs(request: web.Request, kind: str, names: list[str], job_options: dict[str, Any],
-                sent: str, validate: bool = False) -> Answer:
+                sent: str) -> Answer:
     """Check every bank (its file, and the requester owns it) before queueing any job."""
     for name in names:
         await _owned(request, name, f"{kind} of a bank")
     for name in names:
-        load_bank_file(request, name, validate)
+        load_bank_file(request, name, KINDS[kind].checks_bank_file)
     lines, jobs, busy = [], [], []
     for name in names:
         try:
@@ -479,8 +479,7 @@ async def _jobs(request: web.Request, kind: str, names: list[str], job_options: 
 
 
 async def op_update(request: web.Request, options: Options) -> Answer:
-    return await _jobs(request, "update", _banks(options), _task_options(options), "Bank update request sent for",
-                       validate=True)
+    return await _jobs(request, "update", _banks(options), _task_options(options), "Bank update request sent for")
 
 
 async def op_repair(request: web.Request, options: Options) -> Answer:

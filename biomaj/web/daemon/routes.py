@@ -10,6 +10,7 @@ from urllib.parse import unquote, urlsplit
 
 from aiohttp import web
 
+from biomaj import jobs
 from biomaj.published import exposed
 
 from ..bank_access import load_bank_file, visible_bank
@@ -111,8 +112,10 @@ OPTIONS_SCHEMA = {
                        "historyLimit": {"type": ["integer", "string", "null"]},
                        "timestamp": {"type": ["number", "null"]}, "options": {}}}},
 }
-UPDATE_BODY = {"publish": bool, "fromscratch": bool, "stop_before": str, "stop_after": str, "from_task": str,
-               "process": str, "release": str}
+#: BioMAJ 3's fields of ``POST /api/daemon/bank/{bank}``, in its order, onto the declared update options
+#: (:data:`biomaj.jobs.UPDATE`): same names, the declared types and schemas.
+UPDATE_FIELDS = ("publish", "fromscratch", "stop_before", "stop_after", "from_task", "process", "release")
+UPDATE_BODY = {name: jobs.UPDATE.option(name).type for name in UPDATE_FIELDS}
 
 
 @api.route("GET", "/api/daemon", summary="Ping (BioMAJ 3's Consul check): {\"msg\": \"pong\"}", access="public",
@@ -177,7 +180,7 @@ async def daemon_bank(request: web.Request) -> web.Response:
 
 @api.route("POST", "/api/daemon/bank/{bank}", summary="Update the bank (a job)", access="owner", tag=TAG,
            body={"type": "object", "additionalProperties": False, "properties": {
-               k: {"type": "boolean" if v is bool else "string"} for k, v in UPDATE_BODY.items()}})
+               name: jobs.UPDATE.option(name).schema() for name in UPDATE_FIELDS}})
 async def daemon_bank_update(request: web.Request) -> web.Response:
     body = await _body_fields(request, UPDATE_BODY)
     return await _call(request, op_update, update=True, bank=_bank(request), **body)

@@ -1,0 +1,210 @@
+"""Bank jobs: their kinds, the options of each kind declared once, and how a job is submitted
+and cancelled.
+
+A job is a long action on a bank (update, remove, remove-all, remove-pending, repair,
+release-check) that a manager runs from the durable job queue. Every layer that speaks of jobs
+imports this module, never the manager actor: the CLI (``biomaj ctl update``), the REST API
+(``/api/v1/banks/{bank}/update``), BioMAJ 3's ``/api/daemon``, the job clients, the scheduler and
+the metrics.
+
+Each option of a kind is declared once here (:class:`JobOption`: name, type, default, help, the
+tasks it may name); from it are generated the click options of ``biomaj ctl`` (``cli/bank_ops.py``),
+the REST body schemas and their validation (``web/banks.py``, ``web/daemon/routes.py``), the OpenAPI
+text and the checks (:func:`check_options`). The workflow receives the update options as its own
+:class:`~biomaj.workflow.update.UpdateOptions`, whose fields are these (checked at import).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable
+
+from biomaj.bus import Bus, names
+from biomaj.bus.messages import CancelJob, JobEvent, JobRequest
+from biomaj.errors import BiomajError
+from biomaj.state import State
+from biomaj.storage.base import JOB_CANCELLED, JOB_QUEUED, Store
+from biomaj.workflow import runner
+from biomaj.workflow.bank import RunContext
+from biomaj.workflow.session import UPDATE_TASKS, check_task_name
+from biomaj.workflow.update import UpdateOptions
+
+JSON_TYPES = {bool: "boolean", str: "string"}
+
+
+@dataclass(frozen=True)
+class JobOption:
+    """One option of a job kind. ``name`` is the key in the job's options, the REST body and
+    biomaj-cli's request; ``--name-with-dashes`` is its command-line flag, ``aliases`` its other
+    spellings there. ``tasks``: the value must name one of these workflow tasks."""
+
+    name: str
+    type: type
+    help: str
+    default: Any = None
+    tasks: tuple[str, ...] = ()
+    required: bool = False
+    aliases: tuple[str, ...] = ()
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    def check(self, value: Any) -> None:
+        """UnknownTask when the value names no task of the flow (before any work is queued)."""
+        if self.tasks:
+            check_task_name(self.flag, value, self.tasks)
+
+    def schema(self) -> dict[str, Any]:
+        """The option's JSON schema, as the OpenAPI document shows it."""
+        schema: dict[str, Any] = {"type": JSON_TYPES[self.type]}
+        if self.tasks:
+            schema["enum"] = list(self.tasks)
+        return schema
+
+
+Runner = Callable[[RunContext, str, dict[str, Any], bool], Awaitable[runner.Outcome]]
+
+
+@dataclass(frozen=True)
+class JobKind:
+    """A kind of job: its options and what a manager runs for it (``run(context, bank, options,
+    resumed)``; ``resumed``: the job was claimed before, by a manager that died).
+    ``checks_bank_file``: the bank file must pass BioMAJ 3's check before the job is queued."""
+
+    name: str
+    options: tuple[JobOption, ...]
+    run: Runner
+    checks_bank_file: bool = False
+
+    def option(self, name: str) -> JobOption:
+        for option in self.options:
+            if option.name == name:
+                return option
+        raise KeyError(f"{self.name} has no option {name!r}")
+
+    def types(self) -> dict[str, type]:
+        """Option name -> Python type, in declaration order."""
+        return {option.name: option.type for option in self.options}
+
+    def body_schema(self) -> dict[str, Any]:
+        """The JSON schema of a request body carrying these options (nothing else is accepted)."""
+        return {"type": "object", "additionalProperties": False,
+                "properties": {option.name: option.schema() for option in self.options}}
+
+
+# --- what a manager runs for each kind ------------------------------------------------------------
+
+
+async def _update(run: RunContext, bank: str, options: dict[str, Any], resumed: bool) -> runner.Outcome:
+    return await runner.update_bank(run, bank, UpdateOptions.from_dict(options), resume_job=resumed)
+
+
+async def _remove(run: RunContext, bank: str, options: dict[str, Any], resumed: bool) -> runner.Outcome:
+    if not options.get("release"):
+        raise BiomajError("remove needs a release (--release R)")
+    return await runner.remove_bank_release(run, bank, options["release"])
+
+
+async def _remove_all(run: RunContext, bank: str, options: dict[str, Any], resumed: bool) -> runner.Outcome:
+    return await runner.remove_all(run, bank, force=bool(options.get("force")))
+
+
+async def _remove_pending(run: RunContext, bank: str, options: dict[str, Any], resumed: bool) -> runner.Outcome:
+    return await runner.remove_pending(run, bank, options.get("release"))
+
+
+async def _repair(run: RunContext, bank: str, options: dict[str, Any], resumed: bool) -> runner.Outcome:
+    return await runner.repair(run, bank, options.get("release"))
+
+
+async def _release_check(run: RunContext, bank: str, options: dict[str, Any], resumed: bool) -> runner.Outcome:
+    return await runner.release_check(run, bank)
+
+
+# --- the declaration ------------------------------------------------------------------------------
+
+UPDATE = JobKind("update", checks_bank_file=True, run=_update, options=(
+    JobOption("fromscratch", bool, "Start a new cycle: new session, offline directory wiped, nothing reused.",
+              default=False, aliases=("-z", "--from-scratch")),
+    JobOption("from_task", str, "Re-run from this task (the tasks before it must have succeeded).", tasks=UPDATE_TASKS),
+    JobOption("process", str, "With --from-task pre/postprocess: restart at this block, meta or process."),
+    JobOption("release", str, "Work on the session of this release (with --from-task)."),
+    JobOption("stop_before", str, "Stop before this task; the next update resumes.", tasks=UPDATE_TASKS),
+    JobOption("stop_after", str, "Stop after this task; the next update resumes.", tasks=UPDATE_TASKS),
+    JobOption("publish", bool, "Publish the new release at the end (as auto_publish=1).", default=False),
+))
+REMOVE = JobKind("remove", run=_remove, options=(
+    JobOption("release", str, "Release (or its directory name) to remove.", required=True),
+))
+REMOVE_ALL = JobKind("remove-all", run=_remove_all, options=(
+    JobOption("force", bool, "Also when some releases are frozen.", default=False),
+))
+REMOVE_PENDING = JobKind("remove-pending", run=_remove_pending, options=(
+    JobOption("release", str, "Only this pending release."),
+))
+REPAIR = JobKind("repair", run=_repair, options=(
+    JobOption("release", str, "Repair the session of this release instead of the last one."),
+))
+RELEASE_CHECK = JobKind("release-check", run=_release_check, options=(), checks_bank_file=True)
+
+#: Every kind of job, by name: the only list of them.
+KINDS: dict[str, JobKind] = {kind.name: kind for kind in
+                             (UPDATE, REMOVE, REMOVE_ALL, REMOVE_PENDING, REPAIR, RELEASE_CHECK)}
+JOB_KINDS = tuple(KINDS)
+
+
+def _same_as_update_options() -> None:
+    """The workflow's UpdateOptions carries exactly the declared update options."""
+    declared = [(o.name, o.default) for o in UPDATE.options]
+    fields = [(f.name, f.default) for f in dataclasses.fields(UpdateOptions)]
+    if declared != fields:
+        raise RuntimeError(f"UpdateOptions {fields} differs from the declared update options {declared}")
+
+
+_same_as_update_options()
+
+
+def kind_of(name: str) -> JobKind:
+    """The declared kind, or BiomajError naming the known ones."""
+    if name not in KINDS:
+        raise BiomajError(f"unknown job kind {name!r}; expected one of {', '.join(KINDS)}")
+    return KINDS[name]
+
+
+def check_options(kind: str, options: dict[str, Any]) -> None:
+    """Run every declared option's check on ``options`` (UnknownTask for a task no flow has)."""
+    for option in kind_of(kind).options:
+        option.check(options.get(option.name))
+
+
+# --- submit and cancel ----------------------------------------------------------------------------
+
+
+async def submit_job(store: Store, bus: Bus, kind: str, bank: str, options: dict[str, Any] | None = None,
+                     user: str | None = None, admin: bool = False) -> str:
+    """Record a job and queue it; DuplicateJob (with the active job's id) if the same kind of
+    job is already queued or running on that bank. ``admin``: the submitter was authenticated as
+    an admin (by the web API, from the user's flag), which the manager honours."""
+    kind_of(kind)
+    options = {k: v for k, v in (options or {}).items() if v not in (None, False, "")}
+    job_id = await store.add_job({"kind": kind, "bank": bank, "options": options, "user": user, "admin": admin},
+                                 dedup_key=f"{kind}:{bank}")
+    await bus.declare_queue(names.JOBS)
+    await bus.publish(names.JOBS, JobRequest(job_id=job_id, kind=kind, bank=bank, options=options, user=user))
+    await bus.broadcast(names.job_topic(bank), JobEvent(job_id=job_id, bank=bank, kind=kind, state=JOB_QUEUED,
+                                                         message=f"{kind} of {bank} queued"))
+    return job_id
+
+
+async def request_cancel(store: Store, bus: Bus, state: State | None, job_id: str) -> dict:
+    """Cancel a job: a queued one at once, a running one through its manager."""
+    job = await store.cancel_job(job_id)
+    if state is not None:
+        await state.set_cancel(job_id, ttl=24 * 3600)
+    await bus.broadcast(names.CANCEL_TOPIC, CancelJob(job_id=job_id, bank=job["bank"]))
+    if job["state"] == JOB_CANCELLED:
+        await bus.broadcast(names.job_topic(job["bank"]), JobEvent(
+            job_id=job_id, bank=job["bank"], kind=job["kind"], state=JOB_CANCELLED, message="cancelled before it started"))
+    return job
