@@ -309,9 +309,9 @@ async def daemon_bank_move(request: web.Request) -> web.Response:
 
 
 @api.route("PUT", "/api/daemon/bank/{bank}/repair", summary="Repair the bank (a job)", access="owner", tag=TAG,
-           body={"type": "object", "properties": {"release": {"type": "string"}}})
+           body=jobs.REPAIR.body_schema())
 async def daemon_bank_repair(request: web.Request) -> web.Response:
-    body = await _body_fields(request, {"release": str})
+    body = await _body_fields(request, jobs.REPAIR.types())
     return await _call(request, op_repair, repair=True, bank=_bank(request), release=body.get("release"))
 
 
