@@ -179,13 +179,14 @@ async def test_ctrl_c_and_cancel_stop_a_job_on_the_server(updated, biomaj_cmd):
     import shutil
     import signal
 
-    from tests.cli.test_bank_commands import BIG, _Watched
+    from tests.cli.test_bank_commands import BIG
     from tests.servers import http_server
+    from tests.servers.faults import Faults
 
     remote = updated.root / "slow-remote"
     shutil.copytree(updated.root / "example-remote", remote)
     (remote / BIG).write_bytes(b">big\n" + b"ACGT" * (1 << 18))
-    faults = _Watched(stall={BIG: 60})
+    faults = Faults(stall={BIG: 60})
     server = await http_server.start(remote, faults, protocol="http")
     conf = updated.root / "conf"
     text = (conf / "example.properties").read_text().replace("protocol=local", "protocol=http")
@@ -199,7 +200,7 @@ async def test_ctrl_c_and_cancel_stop_a_job_on_the_server(updated, biomaj_cmd):
         proc = await asyncio.create_subprocess_exec(
             *biomaj_cmd, "ctl", "--proxy", updated.url, "--api-key", key, "update", "slow",
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=clean_env())
-        started = asyncio.ensure_future(faults.big_started.wait())
+        started = asyncio.ensure_future(faults.started(BIG).wait())
         await asyncio.wait({started, asyncio.ensure_future(proc.wait())}, timeout=60,
                            return_when=asyncio.FIRST_COMPLETED)
         assert started.done(), (await proc.stderr.read()).decode() if proc.returncode is not None else "no transfer"
@@ -216,7 +217,7 @@ async def test_ctrl_c_and_cancel_stop_a_job_on_the_server(updated, biomaj_cmd):
         update.send_signal(signal.SIGINT)
         assert "cancelling update of slow (Ctrl-C again to quit at once)" in await cancelled(update)
 
-        faults.big_started.clear()
+        faults.started(BIG).clear()
         faults.stall[BIG] = 60
         update = await start_update()
         cancel = await asyncio.create_subprocess_exec(
