@@ -1,0 +1,1 @@
+"""Clients of a remote biomaj server: api.py, the REST API client of `biomaj ctl --proxy`."""
