@@ -10,6 +10,13 @@ from contextlib import asynccontextmanager
 
 log = logging.getLogger(__name__)
 
+#: Connections the manager itself opens to one server while it lists remote directories and reads
+#: release.file, before any download. They come on top of the downloaders' own
+#: (limits.downloads_per_host, 4 by default, in another pool), so they stay fewer: two keep a listing
+#: of several directories parallel while the total stays within what FTP servers commonly allow
+#: one client at once.
+LISTING_PER_HOST = 2
+
 
 class HostLimit:
     """A semaphore whose size shrinks when a server throttles us (HTTP 429/503, FTP 421) and

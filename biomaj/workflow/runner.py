@@ -26,7 +26,7 @@ from .session import (
     PROCESS_TASKS, REMOVE_FLOW, UPDATE_TASKS, Session, check_task_name, is_over, new_session, reset_from_task,
 )
 from .session_log import session_logger
-from .update import UpdateOptions, UpdateWorkflow
+from .update import UpdateDependency, UpdateOptions, UpdateWorkflow
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +126,16 @@ def _refuse_if_busy(bank: Bank, run: RunContext, resume_job: bool) -> None:
         raise locks.BankLocked(bank.name, holder, stale=ours or holder.is_dead())
 
 
+def _dependency_updater(run: RunContext) -> UpdateDependency:
+    """A dependency is a whole update of another bank, without its own dependencies (the
+    workflow updates all of them, in order) and without mail, as in BioMAJ 3."""
+
+    async def update_dependency(name: str) -> Outcome:
+        return await update_bank(run, name, UpdateOptions(), depends=False, notify=False)
+
+    return update_dependency
+
+
 async def update_bank(run: RunContext, name: str, options: UpdateOptions, *, depends: bool = True,
                       resume_job: bool = False, notify: bool = True) -> Outcome:
     """Update bank ``name``: the whole workflow, resumable. Dependencies are updated first.
@@ -149,7 +159,8 @@ async def update_bank(run: RunContext, name: str, options: UpdateOptions, *, dep
         session["log_file"] = str(log_file)
         bank_log.info("Workflow:update of %s (session %s%s)", name, session["id"],
                       ", resumed" if session["status"].get("init") else "")
-        workflow = UpdateWorkflow(bank, session, options, run, bank_log, depends=depends, resume_job=resume_job)
+        workflow = UpdateWorkflow(bank, session, options, run, bank_log, resume_job=resume_job,
+                                  update_dependency=_dependency_updater(run) if depends else None)
         try:
             ok = await workflow.run()
         finally:
@@ -442,8 +453,7 @@ async def release_check(run: RunContext, name: str) -> Outcome:
         raise locks.BankLocked(name, holder, stale=False)
     doc = await run.store.get_bank(name) or {}
     session = new_session("update", data_dir=str(bank.data_dir), dir_version=bank.dir_version)
-    workflow = UpdateWorkflow(bank, session, UpdateOptions(), run, logging.getLogger(f"biomaj.bank.{name}"),
-                              depends=False)
+    workflow = UpdateWorkflow(bank, session, UpdateOptions(), run, logging.getLogger(f"biomaj.bank.{name}"))
     workflow._doc = doc
     workflow.record = False
     try:

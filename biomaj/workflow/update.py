@@ -14,10 +14,12 @@ import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
 
 from biomaj.bus.messages import DownloadRequest, DownloadResult
 from biomaj.download.engine import ClientPool, FetchFailed, Fetcher, FetchSettings
+from biomaj.download.limits import LISTING_PER_HOST
 from biomaj.download.paths import safe_join
 from biomaj.download.remote import to_message
 from biomaj.download.verify import VerificationFailed, check_sidecars
@@ -52,6 +54,21 @@ class UpdateOptions:
         return cls(**known)
 
 
+class DependencyOutcome(Protocol):
+    """What updating a dependency bank returns (a :class:`~biomaj.workflow.runner.Outcome`)."""
+
+    ok: bool
+    updated: bool
+    release: str | None
+    release_dir: Path | None
+    error: str | None
+
+
+#: Updates the named dependency bank (without its own dependencies): runner.py passes it in, as a
+#: dependency's update is a whole update_bank, one level up from this module.
+UpdateDependency = Callable[[str], Awaitable[DependencyOutcome]]
+
+
 @dataclass
 class DependencyRun:
     """What the update of a dependency bank left for the bank that depends on it."""
@@ -69,20 +86,23 @@ class UpdateWorkflow(Workflow):
     flow = UPDATE_FLOW
 
     def __init__(self, bank: Bank, session: Session, options: UpdateOptions, run: RunContext,
-                 log: logging.Logger, *, depends: bool = True, resume_job: bool = False):
+                 log: logging.Logger, *, update_dependency: UpdateDependency | None = None,
+                 resume_job: bool = False):
+        """``update_dependency``: how to update a bank of ``depends``; None updates none (a
+        dependency's own update, a release check)."""
         super().__init__(session, log, stop_before=options.stop_before, stop_after=options.stop_after,
                          is_cancelled=run.cancelled.is_set, persist=self._persist)
         self.bank = bank
         self.props = bank.props
         self.options = options
         self.run_ctx = run
-        self.run_depends = depends
+        self.update_dependency = update_dependency
         self.resume_job = resume_job
         self._remote_docs: dict[int, tuple[Any, dict]] = {}  # id(RemoteConfig) -> (it, its message form)
         self.holder = locks.LockHolder.here(run.job_id, run.user or "")
         self.locked = False
         self.dependencies: dict[str, DependencyRun] = {}
-        self.pool = ClientPool(per_host=2)
+        self.pool = ClientPool(per_host=LISTING_PER_HOST)
         self.downloaded: list[str] = []  # save_as of files fetched (or found complete) this run
         self.reused: list[str] = []  # save_as of files linked from the previous release
         self.record = True  # False for a release check
@@ -164,14 +184,12 @@ class UpdateWorkflow(Workflow):
 
     async def wf_depends(self) -> bool:
         self.session["depends"] = {}
-        if not self.run_depends:
+        if self.update_dependency is None:
             return True
-        from .runner import update_bank  # a dependency is a whole update of another bank
-
         for name in dependency_order(self.bank):
             self.check_cancel()
             self.log.info("Workflow:wf_depends:updating %s", name)
-            outcome = await update_bank(self.run_ctx, name, UpdateOptions(), depends=False, notify=False)
+            outcome = await self.update_dependency(name)
             dep = DependencyRun(name, outcome.ok, outcome.updated, outcome.release, outcome.release_dir)
             self.dependencies[name] = dep
             self.session["depends"][name] = outcome.ok
