@@ -4,7 +4,8 @@ Health (`/healthz`, `/readyz`) and the service status (`/api/v1/status`) are her
 lives in one module per resource (`banks.py`, `users_api.py`), each an :class:`~.registry.Api`
 whose routes carry their access rule and their OpenAPI description (`openapi.py`); the web UI
 under `/ui/` is the `ui` package. Middlewares: JSON errors outermost, then the UI's error pages
-(`/ui/` only), then the requester's identity (`auth.py`).
+(`/ui/` only), then the requester's identity (`auth.py`), then no server path in an answer to an
+anonymous request (`server_paths.py`).
 """
 
 from __future__ import annotations
@@ -65,9 +66,9 @@ def create_app(node: StatusSource) -> web.Application:
     from . import metrics, openapi, ui
     from .auth import USERS_KEY, identify
     from .errors import CLIENT_TEXT, json_errors
-    from .server_paths import hide_paths, server_dirs
+    from .server_paths import anonymous_answers_without_paths, hide_paths, server_dirs
 
-    app = web.Application(middlewares=[json_errors, identify], client_max_size=1024 * 1024)
+    app = web.Application(middlewares=[json_errors, identify, anonymous_answers_without_paths], client_max_size=1024 * 1024)
     app[NODE_KEY] = node
     store, config = getattr(node, "store", None), getattr(node, "config", None)
     app[USERS_KEY] = users_of(config, store) if store is not None and config is not None else None

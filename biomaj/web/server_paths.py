@@ -10,7 +10,11 @@ import re
 from pathlib import Path
 from typing import Any
 
+from aiohttp import web
+
 from biomaj.errors import BiomajError
+
+from .errors import CLIENT_TEXT
 
 #: the directory settings of global.properties whose paths may appear in a message
 DIR_KEYS = ("conf.dir", "data.dir", "log.dir", "lock.dir", "cache.dir", "process.dir")
@@ -56,3 +60,24 @@ def hide_paths(text: str, dirs: list[tuple[str, str]]) -> str:
 def shown_path(path: str | Path, config: Any) -> str:
     """One server path as a client sees it (``conf/alu.properties``)."""
     return hide_paths(str(path), server_dirs(config))
+
+
+#: the answers whose text is rewritten for anonymous requests (files of /db are streamed as they are)
+TEXT_TYPES = ("application/json", "text/plain", "text/html")
+
+
+@web.middleware
+async def anonymous_answers_without_paths(request: web.Request, handler) -> web.StreamResponse:
+    """Rewrite every server path of an answer to an anonymous request as a client sees it: bank
+    records, sessions, tables and pages of public banks included (a user who may see the bank reads
+    BioMAJ 3's fields as they are). Runs inside ``identify``, which tells who asks."""
+    from .auth import identity_of
+
+    response = await handler(request)
+    if (identity_of(request) is None and type(response) is web.Response and response.body is not None
+            and response.content_type in TEXT_TYPES):
+        text = response.text
+        shown = request.app[CLIENT_TEXT](text)
+        if shown != text:
+            response.text = shown
+    return response

@@ -286,3 +286,19 @@ async def test_a_non_owner_is_refused_before_the_body_is_read(private_bank, meth
         assert response.status == 403, (kwargs, await response.text())
         response = await api.call("anonymous", method, path, **kwargs)
         assert response.status == 401, (kwargs, await response.text())
+
+
+async def test_no_server_path_in_any_answer_to_anonymous_users(private_bank):
+    """A public bank's record, sessions, status tables and UI page name no absolute server path to an
+    anonymous visitor; its owner still reads BioMAJ 3's fields (data_dir) as they are."""
+    api = private_bank
+    response = await api.call("owner", "PUT", "/api/v1/banks/example/visibility", json={"visibility": "public"})
+    assert response.status == 200, await response.text()
+    root = str(api.node.config.root)
+    for path in ("/api/v1/banks/example", "/api/v1/banks/example/sessions", "/api/v1/banks/example/status",
+                 "/api/v1/banks?format=table", "/api/v1/status", "/ui/banks/example", "/ui/"):
+        response = await api.call("anonymous", "GET", path)
+        text = await response.text()
+        assert response.status == 200 and root not in text and "/tmp/" not in text, (path, text[:2000])
+    record = await (await api.call("owner", "GET", "/api/v1/banks/example")).json()
+    assert record["production"][0]["data_dir"].startswith(root)
