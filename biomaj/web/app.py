@@ -66,13 +66,13 @@ def create_app(node: StatusSource) -> web.Application:
     from . import metrics, openapi, ui
     from .auth import USERS_KEY, identify
     from .errors import CLIENT_TEXT, json_errors
-    from .server_paths import anonymous_answers_without_paths, hide_paths, server_dirs
+    from .server_paths import anonymous_answers_without_paths, client_text
 
     app = web.Application(middlewares=[json_errors, identify, anonymous_answers_without_paths], client_max_size=1024 * 1024)
     app[NODE_KEY] = node
     store, config = getattr(node, "store", None), getattr(node, "config", None)
     app[USERS_KEY] = users_of(config, store) if store is not None and config is not None else None
-    app[CLIENT_TEXT] = lambda text: hide_paths(text, server_dirs(config))  # no server path in an error
+    app[CLIENT_TEXT] = client_text(config)  # no server path in an error nor in an anonymous answer
     app.add_routes(routes)
     operations = api_operations()
     for operation in operations:

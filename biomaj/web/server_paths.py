@@ -6,9 +6,10 @@ path of the server; bank records keep BioMAJ 3's fields (``data_dir``...) for th
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from aiohttp import web
 
@@ -55,6 +56,23 @@ def hide_paths(text: str, dirs: list[tuple[str, str]]) -> str:
         text = re.sub(re.escape(absolute) + r"(/|(?![\w.+\-]))",
                       lambda found, name=name: (f"{name}/" if name else "") if found.group(1) else (name or "."), text)
     return text
+
+
+def client_text(config: Any) -> Callable[[str], str]:
+    """``text -> text`` with the server paths hidden (:func:`hide_paths`). The directories are read
+    again only when global.properties changes: every answer to an anonymous request goes through it."""
+    cached: dict[str, Any] = {"stamp": object(), "dirs": []}
+
+    def rewrite(text: str) -> str:
+        try:
+            stamp = os.stat(config.global_properties).st_mtime_ns
+        except (AttributeError, OSError, TypeError):
+            stamp = None
+        if stamp != cached["stamp"]:
+            cached["stamp"], cached["dirs"] = stamp, server_dirs(config)
+        return hide_paths(text, cached["dirs"])
+
+    return rewrite
 
 
 def shown_path(path: str | Path, config: Any) -> str:
