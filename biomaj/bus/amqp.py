@@ -384,8 +384,15 @@ class AmqpBus(AmqpPublishing, Bus):
     # --- connection and channels -------------------------------------------------------------
 
     def _connected(self) -> bool:
-        """True while the connection to the broker is up (False during a reconnection)."""
-        return self._conn is not None and self._conn.connected.is_set()
+        """True while the connection to the broker is up (False during a reconnection).
+
+        aio-pika clears ``connected`` only once aiormq has closed its writer, which can take
+        seconds after the socket died; aiormq's own reader state says it at once, so a node
+        stopping right after losing its broker does not wait for it to answer."""
+        if self._conn is None or not self._conn.connected.is_set():
+            return False
+        transport = self._conn.transport
+        return transport is not None and transport.connection.is_opened
 
     def is_connected(self) -> bool:
         return self._connected()

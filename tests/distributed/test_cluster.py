@@ -128,6 +128,8 @@ async def test_every_node_reconnects_after_the_broker_connection_is_cut(cluster:
         await proxy.cut()  # for good: a node that lost its broker still stops cleanly on SIGTERM
         await cluster.stop()
         assert [node.process.returncode for node in nodes] == [0] * len(nodes), cluster.logs()
+        # a lost connection is seen at once: nobody waited for the broker to take messages back
+        assert "could not give its messages back" not in cluster.logs(lines=10_000), cluster.logs()
     finally:
         await proxy.close()
         await remote.close()
