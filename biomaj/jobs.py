@@ -10,13 +10,14 @@ the metrics.
 Each option of a kind is declared once here (:class:`JobOption`: name, type, default, help, the
 tasks it may name); from it are generated the click options of ``biomaj ctl`` (``cli/bank_ops.py``),
 the REST body schemas and their validation (``web/banks.py``, ``web/daemon/routes.py``), the OpenAPI
-text and the checks (:func:`check_options`). The workflow receives the update options as its own
-:class:`~biomaj.workflow.update.UpdateOptions`, whose fields are these (checked at import).
+text and the checks (:func:`check_options`). The update options are the fields of the workflow's
+own :class:`~biomaj.workflow.update.UpdateOptions`, read from there (:meth:`JobOption.fields_of`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import typing
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
@@ -27,7 +28,7 @@ from biomaj.state import State
 from biomaj.storage.base import JOB_CANCELLED, JOB_QUEUED, Store
 from biomaj.workflow import runner
 from biomaj.workflow.bank import RunContext
-from biomaj.workflow.session import UPDATE_TASKS, check_task_name
+from biomaj.workflow.session import check_task_name
 from biomaj.workflow.update import UpdateOptions
 
 JSON_TYPES = {bool: "boolean", str: "string"}
@@ -46,6 +47,17 @@ class JobOption:
     tasks: tuple[str, ...] = ()
     required: bool = False
     aliases: tuple[str, ...] = ()
+
+    @classmethod
+    def fields_of(cls, record: type) -> tuple[JobOption, ...]:
+        """The options a dataclass declares: one per field, with its default and the help,
+        tasks and aliases of its metadata; ``str | None`` is a str option."""
+        hints = typing.get_type_hints(record)
+        return tuple(
+            cls(f.name, bool if hints[f.name] is bool else str, f.metadata["help"], default=f.default,
+                tasks=f.metadata["tasks"], aliases=f.metadata["aliases"])
+            for f in dataclasses.fields(record)
+        )
 
     @property
     def flag(self) -> str:
@@ -125,16 +137,7 @@ async def _release_check(run: RunContext, bank: str, options: dict[str, Any], re
 
 # --- the declaration ------------------------------------------------------------------------------
 
-UPDATE = JobKind("update", checks_bank_file=True, run=_update, options=(
-    JobOption("fromscratch", bool, "Start a new cycle: new session, offline directory wiped, nothing reused.",
-              default=False, aliases=("-z", "--from-scratch")),
-    JobOption("from_task", str, "Re-run from this task (the tasks before it must have succeeded).", tasks=UPDATE_TASKS),
-    JobOption("process", str, "With --from-task pre/postprocess: restart at this block, meta or process."),
-    JobOption("release", str, "Work on the session of this release (with --from-task)."),
-    JobOption("stop_before", str, "Stop before this task; the next update resumes.", tasks=UPDATE_TASKS),
-    JobOption("stop_after", str, "Stop after this task; the next update resumes.", tasks=UPDATE_TASKS),
-    JobOption("publish", bool, "Publish the new release at the end (as auto_publish=1).", default=False),
-))
+UPDATE = JobKind("update", checks_bank_file=True, run=_update, options=JobOption.fields_of(UpdateOptions))
 REMOVE = JobKind("remove", run=_remove, options=(
     JobOption("release", str, "Release (or its directory name) to remove.", required=True),
 ))
@@ -153,17 +156,6 @@ RELEASE_CHECK = JobKind("release-check", run=_release_check, options=(), checks_
 KINDS: dict[str, JobKind] = {kind.name: kind for kind in
                              (UPDATE, REMOVE, REMOVE_ALL, REMOVE_PENDING, REPAIR, RELEASE_CHECK)}
 JOB_KINDS = tuple(KINDS)
-
-
-def _same_as_update_options() -> None:
-    """The workflow's UpdateOptions carries exactly the declared update options."""
-    declared = [(o.name, o.default) for o in UPDATE.options]
-    fields = [(f.name, f.default) for f in dataclasses.fields(UpdateOptions)]
-    if declared != fields:
-        raise RuntimeError(f"UpdateOptions {fields} differs from the declared update options {declared}")
-
-
-_same_as_update_options()
 
 
 def kind_of(name: str) -> JobKind:

@@ -20,9 +20,15 @@ def test_the_kinds_in_their_order():
         jobs.kind_of("nosuch")
 
 
-def test_the_workflow_gets_the_declared_update_options():
-    assert [(f.name, f.default) for f in dataclasses.fields(UpdateOptions)] == [
-        (o.name, o.default) for o in jobs.UPDATE.options]
+def test_the_update_options_are_declared_once_as_the_workflow_s_fields():
+    fields = dataclasses.fields(UpdateOptions)
+    assert [(f.name, f.default, f.metadata["help"]) for f in fields] == [
+        (o.name, o.default, o.help) for o in jobs.UPDATE.options]
+    types = {o.name: o.type for o in jobs.UPDATE.options}
+    assert types == {"fromscratch": bool, "from_task": str, "process": str, "release": str,
+                     "stop_before": str, "stop_after": str, "publish": bool}
+    assert jobs.UPDATE.option("fromscratch").aliases == ("-z", "--from-scratch")
+    assert "download" in jobs.UPDATE.option("stop_after").tasks
 
 
 def test_task_options_are_checked():
