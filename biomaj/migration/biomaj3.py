@@ -31,9 +31,10 @@ from pymongo.errors import PyMongoError
 from biomaj.auth.keys import key_hash
 from biomaj.errors import BiomajError
 from biomaj.redaction import redact_url
-from biomaj.storage import mongo
+from biomaj.storage import mongo_connection
 from biomaj.storage.base import Conflict, Doc, Store, check_session_id, now
-from biomaj.storage.mongo import MongoStore, bank_document, plain
+from biomaj.storage.mongo import MongoStore
+from biomaj.storage.mongo_documents import bank_document, plain
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +118,7 @@ class Biomaj3Source:
 
     def __init__(self, url: str, database: str | None = None, users_database: str | None = None) -> None:
         self.url = url
-        self.database = database or mongo.database_of(url)
+        self.database = database or mongo_connection.database_of(url)
         self.users_database = users_database or self.database
         self._client: Any = None
         self.notes: list[str] = []
@@ -128,14 +129,14 @@ class Biomaj3Source:
 
     async def open(self) -> None:
         try:
-            self._client = mongo.connect(self.url)  # looked up now: tests substitute the double
+            self._client = mongo_connection.connect(self.url)  # looked up now: tests substitute the double
             await self._client[self.database].command("ping")
             names = set(await self._client[self.database].list_collection_names())
             user_names = set(await self._client[self.users_database].list_collection_names())
         except (PyMongoError, ValueError, TypeError) as exc:
             await self.close()
             raise MigrationError(f"cannot read the BioMAJ 3 database at {redact_url(self.url)}:"
-                                 f" {mongo.error_text(exc, self.url)}") from None
+                                 f" {mongo_connection.error_text(exc, self.url)}") from None
         if "banks" not in names:
             self.notes.append(f"database {self.database} has no banks collection: is it BioMAJ 3's db.name?")
         if "users" not in user_names:

@@ -3,7 +3,9 @@
 Every backend (SQLite, MongoDB) implements :class:`Store` and passes the same suite,
 ``tests/storage/test_store_conformance.py``. The interface is about *documents* (plain dicts
 that JSON can encode) laid out as in BioMAJ 3's MongoDB collections, so that an existing
-BioMAJ 3 database can be served by the MongoDB backend without conversion.
+BioMAJ 3 database can be served by the MongoDB backend without conversion. The argument checks
+and document builders here (``check_*``, ``new_bank_document``, ``new_job_document``) are shared by
+both backends, so that they refuse and create the same documents.
 
 Rules every backend keeps:
 
@@ -124,6 +126,60 @@ def check_job_state(state: str, allowed: Iterable[str] = JOB_STATES) -> None:
     allowed = tuple(allowed)
     if state not in allowed:
         raise ValueError(f"job state {state!r}: expected one of {', '.join(allowed)}")
+
+
+def check_release(entry: Mapping[str, Any]) -> str:
+    """Return a production entry's ``release``, or raise ValueError unless a non-empty string."""
+    release = entry.get("release")
+    if not isinstance(release, str) or not release:
+        raise ValueError(f"production entry: 'release' must be a non-empty string: {release!r}")
+    return release
+
+
+def check_user_id(user: Mapping[str, Any]) -> str:
+    """Return the user document's ``id`` (the user name), or raise ValueError."""
+    name = user.get("id")
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"user: 'id' (the user name) must be a non-empty string: {name!r}")
+    return name
+
+
+def check_unchanged(what: str, name: str, key: str, fields: Mapping[str, Any]) -> None:
+    """Raise ValueError when an update's ``fields`` would change the ``key`` that names the
+    document (a user's ``id``, a schedule's ``name``)."""
+    if fields.get(key, name) != name:
+        raise ValueError(f"{what} {name}: '{key}' cannot be changed")
+
+
+def check_claim_fields(name: str, fields: Mapping[str, Any] | None) -> Doc:
+    """claim_schedule_run's ``fields`` as a new dict; ValueError if they set ``name`` or
+    ``last_run``."""
+    fields = dict(fields or {})
+    if "name" in fields or "last_run" in fields:
+        raise ValueError(f"schedule {name}: fields cannot set 'name' or 'last_run'")
+    return fields
+
+
+def check_job_states(state: str | Iterable[str]) -> list[str]:
+    """list_jobs' ``state`` filter as a list of states; ValueError for an unknown one."""
+    states = [state] if isinstance(state, str) else list(state)
+    for s in states:
+        check_job_state(s)
+    return states
+
+
+def new_job_document(doc: Mapping[str, Any], dedup_key: str | None) -> Doc:
+    """The document add_job() queues: ``doc``'s fields over the defaults, then the queue's own
+    fields (state queued, no worker, no attempts, created now). ValueError without a ``kind``."""
+    if not isinstance(doc.get("kind"), str) or not doc["kind"]:
+        raise ValueError(f"job: 'kind' must be a non-empty string: {doc.get('kind')!r}")
+    return {
+        "bank": None, "options": {}, "user": None, "result": None, "error": None,
+        **doc,
+        "id": doc.get("id") or new_job_id(), "state": JOB_QUEUED, "dedup_key": dedup_key,
+        "worker": None, "attempts": 0, "cancel_requested": False,
+        "created": now(), "started": None, "finished": None,
+    }
 
 
 class Store(abc.ABC):

@@ -22,260 +22,53 @@ so two managers never lose each other's writes and never need a transaction:
 * jobs are claimed, finished and cancelled with ``find_one_and_update`` on their state, and are
   ordered by an ``_id`` drawn from an atomic ``$inc`` counter.
 
+Modules. This one keeps :class:`MongoStore`'s records: banks with their sessions, production and
+pending releases, the history, users and API keys, schedules. ``mongo_connection.py`` has the
+client and opening a store, ``mongo_schema.py`` the collections, indexes and schema version,
+``mongo_documents.py`` the documents made plain, and ``mongo_jobs.py`` the durable job queue.
+
 Only the subset of the driver's API that ``tests/storage/mongo_double.py`` implements is used, so
 that the conformance suite runs the same code on the double and on a real server.
 """
 
 from __future__ import annotations
 
-import datetime
-import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 from pymongo import ReturnDocument
-from pymongo.errors import DuplicateKeyError, OperationFailure, PyMongoError
+from pymongo.errors import DuplicateKeyError
 
-from biomaj.errors import ConfigError
-from biomaj.redaction import redact_url
 from biomaj.storage.base import (
-    FINAL_JOB_STATES,
-    JOB_CANCELLED,
-    JOB_QUEUED,
-    JOB_RUNNING,
     Conflict,
     Doc,
-    DuplicateJob,
-    IncompatibleSchema,
     NotFound,
-    Store,
     StoreError,
     check_bank_fields,
-    check_job_state,
+    check_claim_fields,
     check_limit,
+    check_release,
     check_session_id,
+    check_unchanged,
+    check_user_id,
     new_bank_document,
-    new_job_id,
     now,
 )
-
-#: The database when the URL names none: BioMAJ 3's ``db.name`` default.
-DEFAULT_DATABASE = "biomaj"
-#: Schema of the biomaj-owned parts (indexes, api_keys, schedules, jobs); banks and history
-#: keep BioMAJ 3's layout whatever this number.
-SCHEMA_VERSION = 1
-
-BANKS, HISTORY, USERS = "banks", "history", "users"  # BioMAJ 3's collections
-API_KEYS, SCHEDULES, JOBS, COUNTERS, SCHEMA = "api_keys", "schedules", "jobs", "counters", "biomaj_schema"
-
-#: Job field present while the job is queued or running: the unique sparse index on it allows
-#: one active job per dedup key.
-ACTIVE_DEDUP = "active_dedup_key"
-_JOB_PRIVATE = ("_id", ACTIVE_DEDUP)
-
-#: (collection, keys, options) created at open; creating an existing index does nothing.
-INDEXES: list[tuple[str, list[tuple[str, int]], dict[str, Any]]] = [
-    (BANKS, [("name", 1)], {"unique": True}),
-    (HISTORY, [("start", -1)], {}),
-    (HISTORY, [("bank", 1), ("start", -1)], {}),
-    (USERS, [("id", 1)], {"unique": True}),
-    (API_KEYS, [("id", 1)], {"unique": True}),
-    (API_KEYS, [("hash", 1)], {"unique": True}),
-    (API_KEYS, [("user_oid", 1)], {}),
-    (SCHEDULES, [("name", 1)], {"unique": True}),
-    (JOBS, [("id", 1)], {"unique": True}),
-    (JOBS, [("state", 1), ("_id", 1)], {}),
-    (JOBS, [("bank", 1), ("_id", -1)], {}),
-    (JOBS, [(ACTIVE_DEDUP, 1)], {"unique": True, "sparse": True}),
-]
-
-_RETRIES = 20  # compare-and-set attempts before giving up (each lost only to another writer)
-_SERVER_SELECTION_MS = 10_000
+from biomaj.storage.mongo_connection import RETRIES
+from biomaj.storage.mongo_documents import bank_document, check_keys, plain, strip_private
+from biomaj.storage.mongo_jobs import MongoJobQueue
+from biomaj.storage.mongo_schema import API_KEYS, BANKS, HISTORY, SCHEDULES, USERS
 
 
-def connect(url: str) -> Any:
-    """A new ``AsyncMongoClient`` for ``url`` (it connects lazily, at the first operation).
+class MongoStore(MongoJobQueue):
+    """A :class:`~biomaj.storage.base.Store` in a MongoDB database, shared safely by any number of
+    processes and nodes: ``MongoStore(url, database=None, client_factory=None)``.
 
-    Tests replace this function (or pass ``client_factory``) with the mongomock double.
+    ``client_factory(url)`` builds the client (default
+    :func:`~biomaj.storage.mongo_connection.connect`); ``database`` overrides the URL's database.
+    Its connection comes from :class:`~biomaj.storage.mongo_connection.MongoConnection`, its job
+    queue from :class:`~biomaj.storage.mongo_jobs.MongoJobQueue`.
     """
-    from pymongo import AsyncMongoClient
-
-    return AsyncMongoClient(url, serverSelectionTimeoutMS=_SERVER_SELECTION_MS, tz_aware=False)
-
-
-def database_of(url: str, default: str = DEFAULT_DATABASE) -> str:
-    """The database a ``mongodb://`` URL names (its path), else ``default``."""
-    try:
-        path = urlsplit(url).path
-    except ValueError:
-        return default
-    return unquote(path.lstrip("/")) or default
-
-
-def scrub(message: str, url: str) -> str:
-    """``message`` without the password of ``url`` (driver errors may quote a URL)."""
-    try:
-        password = urlsplit(url).password
-    except ValueError:
-        password = None
-    if password:
-        for form in {password, unquote(password)}:
-            message = message.replace(form, "***")
-    return message
-
-
-def error_text(exc: BaseException, url: str) -> str:
-    """A driver error in one short line, without the password of ``url``."""
-    text = scrub(str(exc), url).strip()
-    first = text.splitlines()[0] if text else type(exc).__name__
-    first = re.sub(r" \(configured timeouts: [^)]*\)", "", first)
-    if ", Timeout:" in first:  # server selection: drop the topology description
-        first = first.split(", Timeout:")[0] + f" (no server answered in {_SERVER_SELECTION_MS / 1000:g} s)"
-    return first
-
-
-def plain(value: Any) -> Any:
-    """``value`` with BSON-only types made plain (the Store returns what JSON can encode):
-    ObjectId as its hex string, datetime as epoch seconds, bytes as text, Decimal128 as float."""
-    if value is None or isinstance(value, (str, bool, int, float)):
-        return value
-    if isinstance(value, dict):
-        return {str(k): plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [plain(v) for v in value]
-    if isinstance(value, datetime.datetime):
-        if value.tzinfo is None:  # the driver's datetimes are UTC
-            value = value.replace(tzinfo=datetime.UTC)
-        return value.timestamp()
-    if isinstance(value, (bytes, bytearray)):
-        return bytes(value).decode("utf-8", "replace")
-    if type(value).__name__ == "Decimal128":
-        return float(str(value))
-    return str(value)  # ObjectId, Regex, Timestamp ...
-
-
-def _strip(doc: Mapping[str, Any] | None, private: Iterable[str] = ("_id",)) -> Doc | None:
-    if doc is None:
-        return None
-    hidden = set(private)
-    return plain({k: v for k, v in doc.items() if k not in hidden})
-
-
-def check_keys(fields: Mapping[str, Any], what: str) -> None:
-    """MongoDB reads ``a.b`` and ``$x`` in an update as paths and operators: refuse such keys."""
-    for key in fields:
-        if not isinstance(key, str) or not key or "." in key or key.startswith("$"):
-            raise ValueError(f"{what}: invalid key {key!r} (no dots, no leading $)")
-
-
-def bank_document(raw: Mapping[str, Any], sessions: bool = True) -> Doc:
-    """A bank document as the Store returns it: every key of BioMAJ 3's layout present, sessions
-    ordered by id. A BioMAJ 3 document may lack keys, or keep pending as ``{release: id}`` (the
-    layout before its ``migrate_pendings``)."""
-    doc = new_bank_document(str(raw.get("name")), {})
-    doc.update(_strip(raw) or {})
-    for key in ("sessions", "production", "pending"):
-        if not isinstance(doc.get(key), list) and not (key == "pending" and isinstance(doc.get(key), dict)):
-            doc[key] = []
-    if isinstance(doc["pending"], dict):
-        doc["pending"] = [{"release": r, "id": i} for r, i in doc["pending"].items()]
-    for key in ("properties", "status"):
-        if not isinstance(doc.get(key), dict):
-            doc[key] = {}
-    if sessions:
-        doc["sessions"] = sorted(doc["sessions"], key=_session_order)
-    else:
-        doc.pop("sessions", None)
-    return doc
-
-
-def _session_order(session: Any) -> float:
-    sid = session.get("id") if isinstance(session, dict) else None
-    return float(sid) if isinstance(sid, (int, float)) and not isinstance(sid, bool) else float("-inf")
-
-
-def _release_of(entry: Mapping[str, Any]) -> str:
-    release = entry.get("release")
-    if not isinstance(release, str) or not release:
-        raise ValueError(f"production entry: 'release' must be a non-empty string: {release!r}")
-    return release
-
-
-class MongoStore(Store):
-    """A :class:`Store` in a MongoDB database, shared safely by any number of processes and nodes.
-
-    ``client_factory(url)`` builds the client (default :func:`connect`); ``database`` overrides
-    the URL's database.
-    """
-
-    def __init__(self, url: str, *, database: str | None = None,
-                 client_factory: Callable[[str], Any] | None = None) -> None:
-        self.url = url
-        self.database = database or database_of(url)
-        self._factory = client_factory
-        self._client: Any = None
-        self._db: Any = None
-
-    def describe(self) -> str:
-        return f"mongodb {redact_url(self.url)} (database {self.database})"
-
-    # ---- lifecycle -------------------------------------------------------------------------
-
-    async def open(self) -> None:
-        if self._client is not None:
-            return
-        factory = self._factory or connect  # looked up now, so that tests can substitute it
-        where = redact_url(self.url)
-        try:
-            client = factory(self.url)
-        except (PyMongoError, ValueError, TypeError) as exc:
-            raise ConfigError(f"storage.url: invalid MongoDB URL {where}: {error_text(exc, self.url)}") from None
-        try:
-            db = client[self.database]
-            await db.command("ping")
-            await self._prepare(db)
-        except BaseException as exc:
-            await client.close()
-            if isinstance(exc, OperationFailure) and exc.code in (11000, 11001):  # an index on duplicates
-                raise IncompatibleSchema(
-                    f"{where} database {self.database}: cannot create the unique indexes biomaj needs"
-                    f" ({error_text(exc, self.url)})"
-                ) from None
-            if isinstance(exc, PyMongoError):
-                raise ConfigError(f"storage.url: cannot use MongoDB at {where}: {error_text(exc, self.url)}") from None
-            raise
-        self._client, self._db = client, db
-
-    async def close(self) -> None:
-        client, self._client, self._db = self._client, None, None
-        if client is not None:
-            await client.close()
-
-    async def _prepare(self, db: Any) -> None:
-        """Check the schema version, create the indexes, record the version (each idempotent)."""
-        found = await db[SCHEMA].find_one({"_id": "store"})
-        version = int((found or {}).get("version") or 0)
-        if version > SCHEMA_VERSION:
-            raise IncompatibleSchema(
-                f"{redact_url(self.url)} database {self.database}: schema version {version}, newer than the"
-                f" {SCHEMA_VERSION} this biomaj knows; upgrade biomaj to use it"
-            )
-        for collection, keys, options in INDEXES:
-            await db[collection].create_index(keys, **options)
-        await db[SCHEMA].update_one(
-            {"_id": "store"}, {"$max": {"version": SCHEMA_VERSION}, "$setOnInsert": {"created": now()}},
-            upsert=True,
-        )
-
-    async def schema_version(self) -> int:
-        found = await self._col(SCHEMA).find_one({"_id": "store"})
-        return int((found or {}).get("version") or 0)
-
-    def _col(self, name: str) -> Any:
-        if self._db is None:
-            raise RuntimeError("MongoStore used before open()")
-        return self._db[name]
 
     # ---- banks -----------------------------------------------------------------------------
 
@@ -350,7 +143,7 @@ class MongoStore(Store):
         check_bank_fields(bank_fields)
         doc = dict(session)
         banks = self._col(BANKS)
-        for _ in range(_RETRIES):
+        for _ in range(RETRIES):
             # Replace the session with this id, if the bank has one ...
             replaced = await banks.update_one({"name": name, "sessions.id": sid},
                                               {"$set": {"sessions.$": doc, **bank_fields}})
@@ -394,7 +187,7 @@ class MongoStore(Store):
         """Compare-and-set of the whole production array: ``change(old)`` returns the new array
         (None: nothing to change); retried when another writer changed the array meanwhile."""
         banks = self._col(BANKS)
-        for _ in range(_RETRIES):
+        for _ in range(RETRIES):
             raw = await banks.find_one({"name": name}, {"production": 1})
             if raw is None:
                 raise NotFound(f"bank {name}: not in the store")
@@ -408,7 +201,7 @@ class MongoStore(Store):
         raise StoreError(f"bank {name}: production kept changing under concurrent writes")
 
     async def add_production(self, name: str, entry: Mapping[str, Any]) -> None:
-        release = _release_of(entry)
+        release = check_release(entry)
         doc = dict(entry)
         # The usual case, a new release: one conditional $push.
         added = await self._col(BANKS).update_one(
@@ -438,7 +231,7 @@ class MongoStore(Store):
             if result.matched_count == 0:
                 await self._require_bank(name)
             return result.matched_count > 0
-        _release_of(fields)  # renaming the release: it must be valid and free
+        check_release(fields)  # renaming the release: it must be valid and free
 
         def rename(old: list[Any]) -> list[Any] | None:
             releases = [p.get("release") for p in old if isinstance(p, dict)]
@@ -498,30 +291,27 @@ class MongoStore(Store):
         cursor = self._col(HISTORY).find(query).sort([("start", -1), ("_id", -1)])
         if limit is not None:
             cursor = cursor.limit(limit)
-        return [_strip(doc) for doc in await cursor.to_list()]
+        return [strip_private(doc) for doc in await cursor.to_list()]
 
     # ---- users and API keys ----------------------------------------------------------------
     # An API key record points at its user's _id (user_oid): the keys of a deleted user can never
     # come back to a new user of the same name, even if deleting them was interrupted.
 
     async def create_user(self, user: Mapping[str, Any]) -> None:
-        name = user.get("id")
-        if not isinstance(name, str) or not name:
-            raise ValueError(f"user: 'id' (the user name) must be a non-empty string: {name!r}")
+        name = check_user_id(user)
         try:
             await self._col(USERS).insert_one({k: v for k, v in user.items() if k != "_id"})
         except DuplicateKeyError:
             raise Conflict(f"user {name}: already exists") from None
 
     async def get_user(self, name: str) -> Doc | None:
-        return _strip(await self._col(USERS).find_one({"id": name}))
+        return strip_private(await self._col(USERS).find_one({"id": name}))
 
     async def list_users(self) -> list[Doc]:
-        return [_strip(doc) for doc in await self._col(USERS).find({}).sort([("id", 1)]).to_list()]
+        return [strip_private(doc) for doc in await self._col(USERS).find({}).sort([("id", 1)]).to_list()]
 
     async def update_user(self, name: str, fields: Mapping[str, Any]) -> None:
-        if fields.get("id", name) != name:
-            raise ValueError(f"user {name}: 'id' cannot be changed")
+        check_unchanged("user", name, "id", fields)
         check_keys(fields, f"user {name}")
         fields = {k: v for k, v in fields.items() if k != "_id"}
         if not fields:
@@ -564,7 +354,7 @@ class MongoStore(Store):
         if key is None:
             return None
         user = await self._col(USERS).find_one({"_id": key.get("user_oid")})
-        return None if user is None else (_strip(user), self._key_record(key))
+        return None if user is None else (strip_private(user), self._key_record(key))
 
     async def list_api_keys(self, name: str) -> list[Doc]:
         oid = await self._user_oid(name)
@@ -597,7 +387,7 @@ class MongoStore(Store):
             except DuplicateKeyError:
                 return False
             return True
-        for _ in range(_RETRIES):
+        for _ in range(RETRIES):
             try:
                 await schedules.replace_one({"name": name}, record, upsert=True)
                 return True
@@ -606,14 +396,13 @@ class MongoStore(Store):
         raise StoreError(f"schedule {name}: kept changing under concurrent writes")
 
     async def get_schedule(self, name: str) -> Doc | None:
-        return _strip(await self._col(SCHEDULES).find_one({"name": name}))
+        return strip_private(await self._col(SCHEDULES).find_one({"name": name}))
 
     async def list_schedules(self) -> list[Doc]:
-        return [_strip(d) for d in await self._col(SCHEDULES).find({}).sort([("name", 1)]).to_list()]
+        return [strip_private(d) for d in await self._col(SCHEDULES).find({}).sort([("name", 1)]).to_list()]
 
     async def update_schedule(self, name: str, fields: Mapping[str, Any]) -> None:
-        if fields.get("name", name) != name:
-            raise ValueError(f"schedule {name}: 'name' cannot be changed")
+        check_unchanged("schedule", name, "name", fields)
         check_keys(fields, f"schedule {name}")
         fields = {k: v for k, v in fields.items() if k != "_id"}
         schedules = self._col(SCHEDULES)
@@ -629,9 +418,7 @@ class MongoStore(Store):
 
     async def claim_schedule_run(self, name: str, run: float, *, previous: float | None,
                                  fields: Mapping[str, Any] | None = None) -> bool:
-        fields = dict(fields or {})
-        if "name" in fields or "last_run" in fields:
-            raise ValueError(f"schedule {name}: fields cannot set 'name' or 'last_run'")
+        fields = check_claim_fields(name, fields)
         check_keys(fields, f"schedule {name}")
         schedules = self._col(SCHEDULES)
         # {"last_run": None} matches a missing last_run as well as a null one.
@@ -645,149 +432,3 @@ class MongoStore(Store):
             raise NotFound(f"schedule {name}: not in the store")
         return False
 
-    # ---- durable jobs ----------------------------------------------------------------------
-
-    async def _next_seq(self, counter: str) -> int:
-        for _ in range(_RETRIES):
-            try:
-                doc = await self._col(COUNTERS).find_one_and_update(
-                    {"_id": counter}, {"$inc": {"seq": 1}}, upsert=True, return_document=ReturnDocument.AFTER
-                )
-                return int(doc["seq"])
-            except DuplicateKeyError:
-                continue  # two first upserts raced: the counter exists now
-        raise StoreError(f"counter {counter}: could not be incremented")
-
-    @staticmethod
-    def _job_out(raw: Mapping[str, Any] | None) -> Doc | None:
-        return _strip(raw, _JOB_PRIVATE)
-
-    async def _job_or_not_found(self, job_id: str) -> Doc:
-        job = self._job_out(await self._col(JOBS).find_one({"id": job_id}))
-        if job is None:
-            raise NotFound(f"job {job_id}: not in the store")
-        return job
-
-    async def add_job(self, doc: Mapping[str, Any], dedup_key: str | None = None) -> str:
-        if not isinstance(doc.get("kind"), str) or not doc["kind"]:
-            raise ValueError(f"job: 'kind' must be a non-empty string: {doc.get('kind')!r}")
-        check_keys(doc, "job")
-        job = {
-            "bank": None, "options": {}, "user": None, "result": None, "error": None,
-            **{k: v for k, v in doc.items() if k not in _JOB_PRIVATE},
-            "id": doc.get("id") or new_job_id(), "state": JOB_QUEUED, "dedup_key": dedup_key,
-            "worker": None, "attempts": 0, "cancel_requested": False,
-            "created": now(), "started": None, "finished": None,
-        }
-        jobs = self._col(JOBS)
-        for _ in range(_RETRIES):
-            if dedup_key is not None:
-                active = await jobs.find_one({ACTIVE_DEDUP: dedup_key})
-                if active is not None:
-                    raise DuplicateJob(f"{dedup_key}: job {active['id']} is already {active['state']}",
-                                       active["id"])
-            record = {**job, "_id": await self._next_seq(JOBS)}
-            if dedup_key is not None:
-                record[ACTIVE_DEDUP] = dedup_key
-            try:
-                await jobs.insert_one(record)
-                return job["id"]
-            except DuplicateKeyError:
-                if await jobs.find_one({"id": job["id"]}, {"_id": 1}) is not None:
-                    raise Conflict(f"job {job['id']}: a job with this id exists") from None
-                # else another job took the dedup key first: the next turn reports it
-        raise StoreError(f"job {job['id']}: could not be queued under concurrent writes")
-
-    async def get_job(self, job_id: str) -> Doc | None:
-        return self._job_out(await self._col(JOBS).find_one({"id": job_id}))
-
-    async def list_jobs(
-        self,
-        state: str | Iterable[str] | None = None,
-        bank: str | None = None,
-        limit: int | None = 100,
-    ) -> list[Doc]:
-        check_limit(limit)
-        query: dict[str, Any] = {}
-        if state is not None:
-            states = [state] if isinstance(state, str) else list(state)
-            for s in states:
-                check_job_state(s)
-            query["state"] = {"$in": states}
-        if bank is not None:
-            query["bank"] = bank
-        cursor = self._col(JOBS).find(query).sort([("_id", -1)])
-        if limit is not None:
-            cursor = cursor.limit(limit)
-        return [self._job_out(raw) for raw in await cursor.to_list()]
-
-    async def claim_job(self, worker: str, job_id: str | None = None) -> Doc | None:
-        query: dict[str, Any] = {"state": JOB_QUEUED}
-        if job_id is not None:
-            query["id"] = job_id
-        claimed = await self._col(JOBS).find_one_and_update(
-            query,
-            {"$set": {"state": JOB_RUNNING, "worker": worker, "started": now()}, "$inc": {"attempts": 1}},
-            sort=[("_id", 1)],
-            return_document=ReturnDocument.AFTER,
-        )
-        return self._job_out(claimed)
-
-    async def finish_job(
-        self, job_id: str, state: str, result: Any = None, error: str | None = None
-    ) -> Doc:
-        check_job_state(state, FINAL_JOB_STATES)
-        done = await self._col(JOBS).find_one_and_update(
-            {"id": job_id, "state": JOB_RUNNING},
-            {"$set": {"state": state, "result": result, "error": error, "finished": now()},
-             "$unset": {ACTIVE_DEDUP: ""}},
-            return_document=ReturnDocument.AFTER,
-        )
-        if done is not None:
-            return self._job_out(done)
-        job = await self._job_or_not_found(job_id)
-        raise Conflict(f"job {job_id}: cannot finish it, it is {job['state']}")
-
-    async def requeue_running(self, worker: str | None = None, job_id: str | None = None) -> list[str]:
-        query: dict[str, Any] = {"state": JOB_RUNNING}
-        if worker is not None:
-            query["worker"] = worker
-        if job_id is not None:
-            query["id"] = job_id
-        jobs = self._col(JOBS)
-        requeued = []
-        for raw in await jobs.find(query, {"id": 1}).sort([("_id", 1)]).to_list():
-            # Conditional on still running (for that worker): a job finished meanwhile stays so.
-            result = await jobs.update_one({**query, "id": raw["id"]},
-                                           {"$set": {"state": JOB_QUEUED, "worker": None, "started": None}})
-            if result.modified_count:
-                requeued.append(raw["id"])
-        return requeued
-
-    async def cancel_job(self, job_id: str) -> Doc:
-        jobs = self._col(JOBS)
-        for _ in range(_RETRIES):
-            cancelled = await jobs.find_one_and_update(
-                {"id": job_id, "state": JOB_QUEUED},
-                {"$set": {"state": JOB_CANCELLED, "finished": now()}, "$unset": {ACTIVE_DEDUP: ""}},
-                return_document=ReturnDocument.AFTER,
-            )
-            if cancelled is not None:
-                return self._job_out(cancelled)
-            flagged = await jobs.find_one_and_update(
-                {"id": job_id, "state": JOB_RUNNING}, {"$set": {"cancel_requested": True}},
-                return_document=ReturnDocument.AFTER,
-            )
-            if flagged is not None:  # its worker sees the flag and finishes the job
-                return self._job_out(flagged)
-            job = await self._job_or_not_found(job_id)
-            if job["state"] in FINAL_JOB_STATES:
-                return job
-            # requeued between our two writes: try again
-        raise StoreError(f"job {job_id}: kept changing state under concurrent writes")
-
-    async def purge_jobs(self, before: float) -> int:
-        result = await self._col(JOBS).delete_many(
-            {"state": {"$in": list(FINAL_JOB_STATES)}, "finished": {"$lt": before}}
-        )
-        return result.deleted_count

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from biomaj.storage import Store, open_store
-from biomaj.storage import mongo as mongo_module
+from biomaj.storage import mongo_connection
 from tests.storage import mongo_double
 
 from . import biomaj3_db
@@ -25,7 +25,7 @@ def double_url(database: str = "", password: str | None = None) -> str:
 @pytest.fixture
 def uses_double(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
     """Every mongodb:// client is the double; yields a list where tests add URLs to forget."""
-    monkeypatch.setattr(mongo_module, "connect", mongo_double.AsyncMongoClientDouble)
+    monkeypatch.setattr(mongo_connection, "connect", mongo_double.AsyncMongoClientDouble)
     urls: list[str] = []
     yield urls
     for url in urls:

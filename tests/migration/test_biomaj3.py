@@ -10,7 +10,7 @@ from biomaj.auth.users import Users
 from biomaj.migration.biomaj3 import KINDS, MigrationError, export_to_mongo, import_biomaj3
 from biomaj.storage import Store
 from biomaj.storage.mongo import MongoStore
-from biomaj.storage.mongo import connect as real_connect  # taken before the fixtures put the double there
+from biomaj.storage.mongo_connection import connect as real_connect  # taken before the fixtures put the double there
 from biomaj.storage.sqlite import SQLiteStore
 from tests.storage import mongo_double
 
@@ -159,10 +159,10 @@ async def test_users_in_another_database_are_noted_when_not_found(biomaj3_url, t
 
 
 async def test_an_unreachable_server_is_a_clear_error_without_the_password(monkeypatch, target, free_port):
-    from biomaj.storage import mongo
+    from biomaj.storage import mongo_connection
 
-    monkeypatch.setattr(mongo, "_SERVER_SELECTION_MS", 300)
-    monkeypatch.setattr(mongo, "connect", real_connect)  # the real driver, to a closed port
+    monkeypatch.setattr(mongo_connection, "_SERVER_SELECTION_MS", 300)
+    monkeypatch.setattr(mongo_connection, "connect", real_connect)  # the real driver, to a closed port
     url = f"mongodb://admin:hunter2-secret@127.0.0.1:{free_port()}/biomaj"
     with pytest.raises(MigrationError) as failure:
         await import_biomaj3(url, target)

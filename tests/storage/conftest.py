@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from biomaj.storage import Store, open_store
-from biomaj.storage import mongo as mongo_module
+from biomaj.storage import mongo_connection
 from tests.conftest import MONGO_MISSING, ONE_LINE_SKIPS
 from tests.storage import mongo_double
 
@@ -69,7 +69,7 @@ def store_backend(request: pytest.FixtureRequest) -> str:
 def store_url(store_backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     url = _store_url(store_backend, tmp_path)
     if store_backend == "mongo-double":
-        monkeypatch.setattr(mongo_module, "connect", mongo_double.AsyncMongoClientDouble)
+        monkeypatch.setattr(mongo_connection, "connect", mongo_double.AsyncMongoClientDouble)
     yield url
     if store_backend == "mongo-double":
         mongo_double.forget(url)
@@ -92,9 +92,9 @@ async def store_factory(
     for s in opened:
         await s.close()
     if store_backend == "mongo":
-        client = mongo_module.connect(store_url)
+        client = mongo_connection.connect(store_url)
         try:
-            await client.drop_database(mongo_module.database_of(store_url))
+            await client.drop_database(mongo_connection.database_of(store_url))
         finally:
             await client.close()
 

@@ -1,5 +1,6 @@
 """A TEST DOUBLE of PyMongo's ``AsyncMongoClient``: mongomock's in-memory server behind the async
-methods that :mod:`biomaj.storage.mongo` and :mod:`biomaj.migration.biomaj3` use, and no others.
+methods that the MongoDB store (``biomaj/storage/mongo*.py``) and :mod:`biomaj.migration.biomaj3`
+use, and no others.
 
 No MongoDB server can run on the machines that run biomaj's tests, so the store conformance suite
 and the migration tests run on this double in CI; the same suite runs on a real server when

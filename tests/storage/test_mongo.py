@@ -15,11 +15,12 @@ import pytest
 from biomaj.config.service import config_from_mapping
 from biomaj.errors import ConfigError
 from biomaj.storage import IncompatibleSchema, open_store
-from biomaj.storage import mongo as mongo_module
-from biomaj.storage.mongo import MongoStore, database_of
+from biomaj.storage import mongo_connection, mongo_schema
+from biomaj.storage.mongo import MongoStore
+from biomaj.storage.mongo_connection import database_of
 from tests.storage import mongo_double
 
-real_connect = mongo_module.connect
+real_connect = mongo_connection.connect
 
 BIOMAJ3_BANK = {
     "name": "alu", "current": 2.5,
@@ -34,7 +35,7 @@ BIOMAJ3_BANK = {
 
 @pytest.fixture
 def url(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    monkeypatch.setattr(mongo_module, "connect", mongo_double.AsyncMongoClientDouble)
+    monkeypatch.setattr(mongo_connection, "connect", mongo_double.AsyncMongoClientDouble)
     address = f"mongodb://site-{uuid.uuid4().hex[:8]}.invalid:27017/biomaj"
     yield address
     mongo_double.forget(address)
@@ -114,7 +115,7 @@ async def test_writes_keep_the_biomaj3_layout(url: str) -> None:
 
 
 async def test_a_newer_schema_is_refused(url: str) -> None:
-    raw_db(url)["biomaj_schema"].insert_one({"_id": "store", "version": mongo_module.SCHEMA_VERSION + 1})
+    raw_db(url)["biomaj_schema"].insert_one({"_id": "store", "version": mongo_schema.SCHEMA_VERSION + 1})
     with pytest.raises(IncompatibleSchema, match="newer"):
         await open_store(url, Path("/nonexistent")).open()
 
@@ -128,11 +129,11 @@ async def test_duplicate_bank_names_cannot_get_their_unique_index(url: str) -> N
 async def test_private_fields_never_come_out(url: str) -> None:
     async with open_store(url, Path("/nonexistent")) as store:
         job_id = await store.add_job({"kind": "update", "bank": "alu"}, dedup_key="update:alu")
-        assert set(await store.get_job(job_id)) & {"_id", mongo_module.ACTIVE_DEDUP} == set()
-        assert raw_db(url)["jobs"].find_one({"id": job_id})[mongo_module.ACTIVE_DEDUP] == "update:alu"
+        assert set(await store.get_job(job_id)) & {"_id", mongo_schema.ACTIVE_DEDUP} == set()
+        assert raw_db(url)["jobs"].find_one({"id": job_id})[mongo_schema.ACTIVE_DEDUP] == "update:alu"
         await store.claim_job("w")
         await store.finish_job(job_id, "done")
-        assert mongo_module.ACTIVE_DEDUP not in raw_db(url)["jobs"].find_one({"id": job_id})
+        assert mongo_schema.ACTIVE_DEDUP not in raw_db(url)["jobs"].find_one({"id": job_id})
         await store.create_user({"id": "bob"})
         assert await store.get_user("bob") == {"id": "bob"}
 
@@ -153,8 +154,8 @@ async def test_keys_of_a_half_deleted_user_do_not_come_back(url: str) -> None:
 async def test_an_unreachable_server_is_a_config_error_without_the_password(
     monkeypatch: pytest.MonkeyPatch, free_port
 ) -> None:
-    monkeypatch.setattr(mongo_module, "connect", real_connect)
-    monkeypatch.setattr(mongo_module, "_SERVER_SELECTION_MS", 300)
+    monkeypatch.setattr(mongo_connection, "connect", real_connect)
+    monkeypatch.setattr(mongo_connection, "_SERVER_SELECTION_MS", 300)
     store = open_store(f"mongodb://admin:hunter2@127.0.0.1:{free_port()}/biomaj", Path("/nonexistent"))
     with pytest.raises(ConfigError) as failure:
         await store.open()
@@ -164,6 +165,6 @@ async def test_an_unreachable_server_is_a_config_error_without_the_password(
 
 
 async def test_an_invalid_url_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(mongo_module, "connect", real_connect)
+    monkeypatch.setattr(mongo_connection, "connect", real_connect)
     with pytest.raises(ConfigError, match="invalid MongoDB URL"):
         await open_store("mongodb://u:pw@h:99999999/x", Path("/nonexistent")).open()

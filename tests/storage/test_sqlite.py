@@ -14,7 +14,7 @@ import pytest
 
 from biomaj.errors import BiomajError, ConfigError
 from biomaj.storage import IncompatibleSchema, open_store
-from biomaj.storage import sqlite as sqlite_module
+from biomaj.storage import sqlite_schema
 from biomaj.storage.sqlite import SQLiteStore
 
 PROPS = {"visibility": "public", "type": [], "tags": [], "owner": "bob", "desc": ""}
@@ -76,13 +76,13 @@ async def _add_note_column(db: aiosqlite.Connection) -> None:
 async def test_an_older_database_is_migrated_forward(
     db_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    version_1 = list(sqlite_module.MIGRATIONS[:1])
-    monkeypatch.setattr(sqlite_module, "MIGRATIONS", version_1)
+    version_1 = list(sqlite_schema.MIGRATIONS[:1])
+    monkeypatch.setattr(sqlite_schema, "MIGRATIONS", version_1)
     async with SQLiteStore(db_path) as store:
         assert await store.schema_version() == 1
         await store.ensure_bank("alu", PROPS)
 
-    monkeypatch.setattr(sqlite_module, "MIGRATIONS", [*version_1, _add_note_column])
+    monkeypatch.setattr(sqlite_schema, "MIGRATIONS", [*version_1, _add_note_column])
     async with SQLiteStore(db_path) as store:
         assert await store.schema_version() == 2
         assert (await store.get_bank("alu"))["properties"] == PROPS
@@ -95,8 +95,8 @@ async def test_an_older_database_is_migrated_forward(
 async def test_a_failing_migration_changes_nothing(
     db_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    version_1 = list(sqlite_module.MIGRATIONS[:1])
-    monkeypatch.setattr(sqlite_module, "MIGRATIONS", version_1)
+    version_1 = list(sqlite_schema.MIGRATIONS[:1])
+    monkeypatch.setattr(sqlite_schema, "MIGRATIONS", version_1)
     async with SQLiteStore(db_path) as store:
         await store.ensure_bank("alu", PROPS)
 
@@ -104,7 +104,7 @@ async def test_a_failing_migration_changes_nothing(
         await _add_note_column(db)
         await db.execute("SELECT * FROM no_such_table")
 
-    monkeypatch.setattr(sqlite_module, "MIGRATIONS", [*version_1, broken])
+    monkeypatch.setattr(sqlite_schema, "MIGRATIONS", [*version_1, broken])
     with pytest.raises(BiomajError):
         await SQLiteStore(db_path).open()
     with raw(db_path) as conn:
