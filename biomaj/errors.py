@@ -23,3 +23,8 @@ class UnknownBank(BiomajError):
     """The named bank has no properties file in conf.dir."""
 
     exit_code = 2
+
+
+def with_article(word: str) -> str:
+    """``an update``, ``a remove``: the word with its indefinite article, for messages."""
+    return f"{'an' if word[:1].lower() in 'aeiou' else 'a'} {word}"

@@ -1,8 +1,8 @@
 """`biomaj ctl` commands that act on banks: update, remove*, repair, publish, freeze, owner,
 visibility, cancel, unlock, release-check. Each job is recorded in the store and run by a manager:
 the one inside this command on the in-process bus, the manager nodes when ``bus.url`` names
-RabbitMQ (:func:`biomaj.runtime.cluster.job_client` chooses), or the server at ``ctl --proxy URL``
-(:class:`biomaj.runtime.remote.Remote`), which also runs the quick operations.
+RabbitMQ (:func:`biomaj.node.cluster.job_client` chooses), or the server at ``ctl --proxy URL``
+(:class:`biomaj.node.remote.Remote`), which also runs the quick operations.
 """
 
 from __future__ import annotations
@@ -20,14 +20,14 @@ from urllib.parse import quote
 import click
 
 from biomaj import jobs
+from biomaj.auth.identity import admins_of, current_user
 from biomaj.bus.messages import JobEvent
 from biomaj.cli.context import CliContext, config_option, emit_json, json_option
 from biomaj.config.check import refuse_invalid
 from biomaj.config.properties import BankProperties
 from biomaj.errors import BiomajError
 from biomaj.logs import setup_logging
-from biomaj.runtime.cluster import job_client
-from biomaj.runtime.identity import admins_of, current_user
+from biomaj.node.cluster import job_client
 from biomaj.storage import open_store
 from biomaj.storage.base import ACTIVE_JOB_STATES, JOB_CANCELLED, JOB_DONE
 from biomaj.workflow import runner
@@ -151,7 +151,7 @@ def _jobs(obj: CliContext):
     """Who runs the jobs: the --proxy server, else this process or the manager nodes (bus.url)."""
     if obj.remote:
         from biomaj.client.api import ApiClient
-        from biomaj.runtime.remote import Remote
+        from biomaj.node.remote import Remote
 
         setup_logging(obj.console_level or "INFO")
         return Remote(ApiClient(obj.proxy or "", obj.api_key))

@@ -13,9 +13,9 @@ from urllib.parse import quote
 import click
 
 from biomaj import reports
+from biomaj.auth.identity import admins_of, current_user
 from biomaj.cli.context import CliContext, config_option, emit_json, json_option
 from biomaj.errors import UnknownBank
-from biomaj.runtime.identity import admins_of, current_user
 from biomaj.storage import open_store
 from biomaj.storage.base import ACTIVE_JOB_STATES, Store
 from biomaj.workflow import locks

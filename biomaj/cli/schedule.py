@@ -32,7 +32,7 @@ def _when(value: Any) -> str:
 
 def _local(obj: CliContext, work: Callable[[Any, Any, str], Awaitable[Any]]) -> Any:
     """``work(config, store, user)`` on config.yml's store, if the unix user is an admin."""
-    from biomaj.runtime.identity import current_user, users_of
+    from biomaj.auth.identity import current_user, users_of
     from biomaj.storage import open_store
 
     cfg = obj.config()

@@ -8,8 +8,8 @@ import logging
 import click
 
 from biomaj.cli.context import CliContext, config_option
+from biomaj.config.roles import ROLES, parse_roles
 from biomaj.runtime.memory import tune_malloc
-from biomaj.runtime.roles import ROLES, parse_roles
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ def _run(coro) -> None:
 @click.pass_obj
 def serve(obj: CliContext, all_roles: bool, role_spec: str | None, node_id: str | None) -> None:
     """Run the service until SIGINT or SIGTERM."""
-    from biomaj.runtime.node import Node, serve_until_signalled
+    from biomaj.node.serve import Node, serve_until_signalled
 
     roles = parse_roles(all_roles, role_spec, warn=lambda text: click.echo(f"warning: {text}", err=True))
     config = obj.config()

@@ -26,7 +26,7 @@ def users(ctx: click.Context) -> None:
 
 
 def _run(obj: CliContext, work: Callable[[Any], Awaitable[Any]]) -> Any:
-    from biomaj.runtime.identity import users_of
+    from biomaj.auth.identity import users_of
     from biomaj.storage import open_store
 
     cfg = obj.config()

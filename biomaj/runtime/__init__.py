@@ -1,1 +1,1 @@
-"""The actor runtime: actor base, hooks, heartbeat, and the node that hosts actors by role."""
+"""The actor kernel: the actor base, hooks, cancels, bank leases and the manager's work dispatch."""

@@ -61,7 +61,7 @@ def api_operations() -> list:
 
 def create_app(node: StatusSource) -> web.Application:
     """The web application serving `node` (its store, bus, state and config)."""
-    from biomaj.runtime.identity import users_of
+    from biomaj.auth.identity import users_of
 
     from . import metrics, openapi, ui
     from .auth import USERS_KEY, identify

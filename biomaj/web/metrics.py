@@ -250,7 +250,7 @@ class _Collector:
         return []  # collected at scrape time only
 
     def collect(self) -> Iterable[Metric]:
-        from biomaj.runtime.roles import ROLES
+        from biomaj.config.roles import ROLES
 
         m, snap = self.m, self.m._snapshot
         info = GaugeMetricFamily("biomaj_build_info", "The biomaj version serving these metrics (value 1).", labels=["version"])

@@ -204,7 +204,7 @@ async def test_a_stopping_processor_kills_the_process_and_the_request_comes_back
 
 async def test_the_node_runs_the_processor_for_the_process_role(tmp_path):
     from biomaj.config.service import config_from_mapping
-    from biomaj.runtime.node import Node
+    from biomaj.node.serve import Node
 
     config = config_from_mapping({"root": str(tmp_path / "root"), "web": {"port": 0}}, None, environ={})
     node = Node(config, ["process"])

@@ -13,11 +13,11 @@ import urllib.request
 
 import yaml
 
-from biomaj.runtime.roles import ROLES, parse_roles
+from biomaj.config.roles import ROLES, parse_roles
 
 
 def test_all_roles_and_their_actors_name_no_auth():
-    from biomaj.runtime.roles import ROLE_ACTORS
+    from biomaj.config.roles import ROLE_ACTORS
 
     assert "auth" not in parse_roles(True, None)
     assert all("auth" not in actors for actors in ROLE_ACTORS.values())

@@ -6,7 +6,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from biomaj.config.service import config_from_mapping
-from biomaj.runtime.node import Node
+from biomaj.node.serve import Node
 from biomaj.web.app import create_app
 
 

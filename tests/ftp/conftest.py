@@ -18,7 +18,7 @@ from biomaj.auth.users import Users
 from biomaj.config.scaffold import init_root
 from biomaj.config.service import load_config
 from biomaj.jobs import submit_job
-from biomaj.runtime.node import Node
+from biomaj.node.serve import Node
 from tests.servers.published_tree import release_dir as published_release_dir
 
 T = TypeVar("T")

@@ -23,7 +23,7 @@ from biomaj.config.service import config_from_mapping, load_config
 from biomaj.errors import BiomajError, ConfigError
 from biomaj.ftp.view import virtual_path
 from biomaj.jobs import submit_job
-from biomaj.runtime.node import Node
+from biomaj.node.serve import Node
 from tests.conftest import free_port
 from tests.servers.published_tree import mirror_bank_file, tree
 

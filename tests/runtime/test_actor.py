@@ -1,4 +1,4 @@
-"""The actor base (failures, graceful stop, burst mode, hooks) and the node heartbeat."""
+"""The actor base: failures, graceful stop, burst mode, hooks."""
 
 from __future__ import annotations
 
@@ -9,12 +9,9 @@ from dataclasses import dataclass
 
 import pytest
 
-from biomaj.bus import Delivery, MemoryBus, names
-from biomaj.bus.messages import NodeHeartbeat
+from biomaj.bus import Delivery, MemoryBus
 from biomaj.runtime.actor import Actor, ActorSettings
-from biomaj.runtime.heartbeat import Heartbeat
 from biomaj.runtime.hooks import Hooks
-from biomaj.state import MemoryState
 from tests.bus.note import Note
 
 WAIT = 5.0
@@ -220,51 +217,3 @@ def test_an_actor_needs_a_queue_and_sane_settings() -> None:
         Actor(MemoryBus())
     with pytest.raises(ValueError):
         ActorSettings(concurrency=0)
-
-
-# --- heartbeat -------------------------------------------------------------------------------
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_700_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-async def test_heartbeat_registers_announces_and_forgets_the_node() -> None:
-    bus, clock = MemoryBus(), Clock()
-    state = MemoryState(clock=clock)
-    events = await bus.subscribe("node.*")
-    beat = Heartbeat(state, bus, node_id="n1", roles=["download"], actors=["downloader"],
-                     in_flight=lambda: 2, interval=5, ttl=15, clock=clock)
-    await beat.start()
-    try:
-        [info] = await state.nodes()
-        assert (info.node_id, info.roles, info.actors, info.in_flight) == ("n1", ("download",), ("downloader",), 2)
-        assert info.last_seen == clock.now and info.pid > 0 and info.host
-        async with asyncio.timeout(WAIT):
-            event = await anext(events)
-        assert isinstance(event, NodeHeartbeat) and event.topic() == names.NODE_TOPIC
-        assert (event.node_id, event.roles, event.in_flight, event.at) == ("n1", ["download"], 2, clock.now)
-    finally:
-        await beat.stop()
-    assert await state.nodes() == []  # gone at once, not after the TTL
-    await events.close()
-
-
-async def test_a_silent_node_expires() -> None:
-    clock = Clock()
-    state = MemoryState(clock=clock)
-    beat = Heartbeat(state, None, node_id="n1", interval=5, ttl=15, clock=clock)
-    await beat.beat()  # one beat, no background task: the node then "dies"
-    clock.now += 14
-    assert [n.node_id for n in await state.nodes()] == ["n1"]
-    clock.now += 1
-    assert await state.nodes() == []
-
-
-def test_heartbeat_ttl_must_exceed_interval() -> None:
-    with pytest.raises(ValueError):
-        Heartbeat(MemoryState(), None, interval=5, ttl=5)

@@ -17,7 +17,7 @@ import pytest
 from biomaj.actors.scheduler import SchedulerActor, SchedulerSettings
 from biomaj.config.scaffold import init_root
 from biomaj.config.service import load_config
-from biomaj.runtime.node import Node
+from biomaj.node.serve import Node
 from biomaj.scheduler.backoff import DAY
 from biomaj.scheduler.schedules import add_schedule
 from biomaj.storage.base import FINAL_JOB_STATES

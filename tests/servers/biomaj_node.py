@@ -10,7 +10,7 @@ from pathlib import Path
 from biomaj.auth.users import Users
 from biomaj.config.scaffold import init_root
 from biomaj.config.service import load_config
-from biomaj.runtime.node import Node
+from biomaj.node.serve import Node
 
 USERS = (("owner", False), ("user", False), ("admin", True))
 

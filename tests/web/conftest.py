@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from biomaj.runtime.node import Node
+from biomaj.node.serve import Node
 from biomaj.web.app import create_app
 from tests.servers.biomaj_node import node_with_users
 

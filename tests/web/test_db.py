@@ -17,9 +17,9 @@ from biomaj.config.scaffold import init_root
 from biomaj.config.service import load_config
 from biomaj.config.settings import HTTP_PARSE_DIR_LINE, HTTP_PARSE_FILE_LINE
 from biomaj.jobs import submit_job
+from biomaj.node.serve import Node
 from biomaj.protocols.base import HttpParse
 from biomaj.protocols.html_index import parse_index
-from biomaj.runtime.node import Node
 from biomaj.web.app import api_operations
 from biomaj.web.db import DbPath, Refused, Row, index_page, parse_db_path
 from tests.servers.published_tree import (

@@ -373,7 +373,7 @@ class ServedNode:
         from biomaj.auth.users import Users
         from biomaj.config.scaffold import init_root
         from biomaj.config.service import load_config
-        from biomaj.runtime.node import Node
+        from biomaj.node.serve import Node
         from biomaj.workflow import runner
         from biomaj.workflow.bank import RunContext
 

@@ -15,9 +15,8 @@ from aiohttp import web
 from biomaj import __version__, reports
 from biomaj.config.check import check_bank, check_support, verdict
 from biomaj.config.properties import BankProperties, GlobalProperties
-from biomaj.errors import BiomajError
+from biomaj.errors import BiomajError, with_article
 from biomaj.jobs import KINDS, UPDATE, check_options, request_cancel, submit_job
-from biomaj.runtime.job_client import with_article
 from biomaj.storage.base import ACTIVE_JOB_STATES, DuplicateJob
 from biomaj.workflow import locks, runner
 from biomaj.workflow.bank import Bank, find_production

@@ -1,7 +1,7 @@
 """``biomaj ctl --proxy URL``: jobs submitted to a biomaj server through its REST API.
 
-The third kind of job client, beside :class:`~biomaj.runtime.embedded.Embedded` (in this process)
-and :class:`~biomaj.runtime.cluster.Cluster` (RabbitMQ): same ``run_job``/``cancel`` interface, so
+The third kind of job client, beside :class:`~biomaj.node.embedded.Embedded` (in this process)
+and :class:`~biomaj.node.cluster.Cluster` (RabbitMQ): same ``run_job``/``cancel`` interface, so
 the command prints the same progress and outcome. The bank's event stream (``/api/v1/events``) is
 opened before the job is submitted, so that no event is missed; the job record
 (``/api/v1/jobs/{id}``) is read too every few seconds, so that a cut stream never leaves the
@@ -20,7 +20,7 @@ from urllib.parse import quote
 from biomaj.bus.messages import JobEvent
 from biomaj.client.api import ApiClient
 from biomaj.errors import BiomajError
-from biomaj.runtime.job_client import QUEUED_WARNING, STORE_POLL, OnEvent, deliver
+from biomaj.node.job_client import QUEUED_WARNING, STORE_POLL, OnEvent, deliver
 from biomaj.storage.base import FINAL_JOB_STATES
 
 log = logging.getLogger(__name__)

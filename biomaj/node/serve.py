@@ -16,17 +16,16 @@ from biomaj import __version__
 from biomaj.actors.downloader import DownloaderActor, DownloaderSettings
 from biomaj.actors.manager import ManagerActor, ManagerSettings
 from biomaj.actors.processor import ProcessorActor, ProcessorSettings
-from biomaj.actors.web import WebActor
 from biomaj.bus import Bus, open_bus
+from biomaj.config.roles import ROLE_ACTORS, ROLES, STORE_ROLES
 from biomaj.config.service import Config
-from biomaj.runtime.heartbeat import Heartbeat
+from biomaj.node.heartbeat import Heartbeat
 from biomaj.state import State, open_state
 from biomaj.storage import open_store
 from biomaj.storage.base import Store
+from biomaj.web.actor import WebActor
 
 log = logging.getLogger(__name__)
-
-from biomaj.runtime.roles import ROLE_ACTORS, ROLES, STORE_ROLES, parse_roles  # noqa: F401 - re-exported
 
 
 class _Startable(Protocol):
@@ -63,7 +62,7 @@ class Node:
         grace = self.config.settings.node.stop_grace
         assert self.bus is not None
         if name == "manager":
-            from biomaj.runtime.identity import admins_of
+            from biomaj.auth.identity import admins_of
 
             assert self.store is not None
             settings = ManagerSettings(concurrency=limits.jobs, grace=grace, node_id=self.node_id,
@@ -83,7 +82,7 @@ class Node:
             return WebActor(self, web.host, web.port)
         if name == "scheduler":
             from biomaj.actors.scheduler import SchedulerActor, SchedulerSettings
-            from biomaj.runtime.identity import admins_of
+            from biomaj.auth.identity import admins_of
 
             assert self.store is not None
             settings = SchedulerSettings(grace=grace, **self.config.settings.scheduler.model_dump())
@@ -91,7 +90,7 @@ class Node:
                                   admins=admins_of(self.config))
         if name == "ftp":
             from biomaj.ftp.actor import FtpActor
-            from biomaj.runtime.identity import users_of
+            from biomaj.auth.identity import users_of
 
             assert self.store is not None
             return FtpActor(self.config.settings.ftp, self.store, users_of(self.config, self.store), grace=grace,
@@ -101,7 +100,7 @@ class Node:
     def read_bank_secret(self, bank: str, key: str) -> str | None:
         """A secret property (server.credentials ...) read from the bank file on this node, so
         that passwords never travel in bus messages."""
-        from biomaj.runtime.identity import secret_reader
+        from biomaj.auth.identity import secret_reader
 
         return secret_reader(self.config)(bank, key)
 

@@ -6,8 +6,8 @@ import asyncio
 import logging
 
 from biomaj.bus import MemoryBus
-from biomaj.runtime import job_client
-from biomaj.runtime.job_client import JobClient
+from biomaj.node import job_client
+from biomaj.node.job_client import JobClient
 from biomaj.state import MemoryState
 from biomaj.storage import open_store
 
@@ -18,7 +18,7 @@ async def test_a_job_nobody_runs_is_reported_once_then_cancelled(tmp_path, monke
     client = JobClient(open_store("", tmp_path), MemoryBus(), MemoryState(), "alice")  # no manager anywhere
     submitted: list[str] = []
     async with client:
-        with caplog.at_level(logging.WARNING, logger="biomaj.runtime.job_client"):
+        with caplog.at_level(logging.WARNING, logger="biomaj.node.job_client"):
             running = asyncio.create_task(client.run_job("update", "example", {}, on_submitted=submitted.append))
             async with asyncio.timeout(10):
                 while not any("still queued" in r.getMessage() for r in caplog.records):

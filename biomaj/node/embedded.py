@@ -1,6 +1,6 @@
 """The actors an in-process ``biomaj ctl`` command needs: a manager, downloaders and processors on an
 in-process bus, over the configured store. ``biomaj ctl update`` runs its job here when
-``bus.url`` is the in-process bus (with RabbitMQ, :mod:`biomaj.runtime.cluster` hands it to the
+``bus.url`` is the in-process bus (with RabbitMQ, :mod:`biomaj.node.cluster` hands it to the
 manager nodes instead).
 """
 
@@ -13,10 +13,10 @@ import socket
 from biomaj.actors.downloader import DownloaderActor, DownloaderSettings
 from biomaj.actors.manager import ManagerActor, ManagerSettings
 from biomaj.actors.processor import ProcessorActor, ProcessorSettings
+from biomaj.auth.identity import admins_of, current_user, secret_reader
 from biomaj.bus.memory import MemoryBus
 from biomaj.config.service import Config
-from biomaj.runtime.identity import admins_of, current_user, secret_reader
-from biomaj.runtime.job_client import JobClient
+from biomaj.node.job_client import JobClient
 from biomaj.state import MemoryState
 from biomaj.storage import open_store
 

@@ -9,12 +9,12 @@ manager node is registered, rather than wait for one forever.
 
 from __future__ import annotations
 
+from biomaj.auth.identity import current_user
 from biomaj.bus import open_bus
 from biomaj.config.service import Config
 from biomaj.errors import BiomajError
 from biomaj.redaction import redact_url
-from biomaj.runtime.identity import current_user
-from biomaj.runtime.job_client import JobClient
+from biomaj.node.job_client import JobClient
 from biomaj.state import open_state
 from biomaj.storage import open_store
 
@@ -55,7 +55,7 @@ def job_client(config: Config, *, actors: bool = True) -> JobClient:
     if not config.bus_url.startswith("memory"):
         return Cluster(config)
     if actors:
-        from biomaj.runtime.embedded import Embedded
+        from biomaj.node.embedded import Embedded
 
         return Embedded(config)
     from biomaj.bus.memory import MemoryBus

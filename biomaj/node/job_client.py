@@ -1,7 +1,7 @@
 """What a ``biomaj ctl`` command uses to run a bank job and follow it to its end.
 
-Two kinds of client share this base: :class:`~biomaj.runtime.embedded.Embedded` runs the job in
-the command's own process (single-node mode, in-process bus), :class:`~biomaj.runtime.cluster.Cluster`
+Two kinds of client share this base: :class:`~biomaj.node.embedded.Embedded` runs the job in
+the command's own process (single-node mode, in-process bus), :class:`~biomaj.node.cluster.Cluster`
 hands it to the manager nodes of a distributed deployment through RabbitMQ. Either way the job
 is recorded in the store first, then followed through its events; the store is read too every few
 seconds, so that a lost event (a broker connection cut) never leaves the command waiting.
@@ -17,7 +17,7 @@ from typing import Any, Awaitable, Callable
 
 from biomaj.bus import Bus, names
 from biomaj.bus.messages import JobEvent
-from biomaj.errors import BiomajError
+from biomaj.errors import BiomajError, with_article
 from biomaj.jobs import request_cancel, submit_job
 from biomaj.state import State
 from biomaj.storage.base import FINAL_JOB_STATES, DuplicateJob, Store
@@ -30,11 +30,6 @@ STORE_POLL = 3.0
 QUEUED_WARNING = 30.0
 
 log = logging.getLogger(__name__)
-
-
-def with_article(word: str) -> str:
-    """``an update``, ``a remove``: the word with its indefinite article."""
-    return f"{'an' if word[:1].lower() in 'aeiou' else 'a'} {word}"
 
 
 async def deliver(event: JobEvent, on_event: OnEvent | None, kind: str, bank: str) -> bool:

@@ -22,7 +22,7 @@ from biomaj.state.base import Clock, NodeInfo, State
 
 __all__ = ["Heartbeat", "default_node_id"]
 
-log = logging.getLogger("biomaj.runtime.heartbeat")
+log = logging.getLogger("biomaj.node.heartbeat")
 
 
 def default_node_id() -> str:
