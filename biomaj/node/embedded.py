@@ -10,12 +10,10 @@ import contextlib
 import os
 import socket
 
-from biomaj.actors.downloader import DownloaderActor, DownloaderSettings
-from biomaj.actors.manager import ManagerActor, ManagerSettings
-from biomaj.actors.processor import ProcessorActor, ProcessorSettings
-from biomaj.auth.identity import admins_of, current_user, secret_reader
+from biomaj.auth.identity import current_user
 from biomaj.bus.memory import MemoryBus
 from biomaj.config.service import Config
+from biomaj.node.build import Wiring, build_actor
 from biomaj.node.job_client import JobClient
 from biomaj.state import MemoryState
 from biomaj.storage import open_store
@@ -47,19 +45,11 @@ class Embedded(JobClient):
         self.config = config
         super().__init__(open_store(config.storage_url, config.root), MemoryBus(), MemoryState(),
                          user or current_user())
-        limits = config.settings.limits
-        self.manager = ManagerActor(
-            self.bus, ManagerSettings(concurrency=limits.jobs, node_id=cli_worker(), recover=False),
-            store=self.store, state=self.state, global_properties=config.global_properties,
-            admins=admins_of(config),
-        )
-        self.downloader = DownloaderActor(
-            self.bus, DownloaderSettings(concurrency=limits.downloads, per_host=limits.downloads_per_host,
-                                         node_id=config.node_id),
-            state=self.state, read_secret=secret_reader(config),
-        )
-        self.processor = ProcessorActor(
-            self.bus, ProcessorSettings(concurrency=limits.processes, node_id=config.node_id), state=self.state)
+        wiring = Wiring(config, self.bus, self.state, self.store, config.node_id, manager_id=cli_worker(),
+                        recover=False)
+        self.manager = build_actor("manager", wiring)
+        self.downloader = build_actor("downloader", wiring)
+        self.processor = build_actor("processor", wiring)
 
     async def __aenter__(self) -> Embedded:
         await super().__aenter__()

@@ -10,30 +10,19 @@ import asyncio
 import logging
 import signal
 import time
-from typing import Any, Protocol, Sequence
+from typing import Any, Sequence
 
 from biomaj import __version__
-from biomaj.actors.downloader import DownloaderActor, DownloaderSettings
-from biomaj.actors.manager import ManagerActor, ManagerSettings
-from biomaj.actors.processor import ProcessorActor, ProcessorSettings
 from biomaj.bus import Bus, open_bus
 from biomaj.config.roles import ROLE_ACTORS, ROLES, STORE_ROLES
 from biomaj.config.service import Config
+from biomaj.node.build import Startable, Wiring, build_actor
 from biomaj.node.heartbeat import Heartbeat
 from biomaj.state import State, open_state
 from biomaj.storage import open_store
 from biomaj.storage.base import Store
-from biomaj.web.actor import WebActor
 
 log = logging.getLogger(__name__)
-
-
-class _Startable(Protocol):
-    name: str
-
-    async def start(self) -> None: ...
-
-    async def stop(self) -> None: ...
 
 
 class Node:
@@ -47,7 +36,7 @@ class Node:
         self.bus: Bus | None = None
         self.state: State | None = None
         self.store: Store | None = None
-        self.actors: list[_Startable] = []
+        self.actors: list[Startable] = []
         self.heartbeat: Heartbeat | None = None
 
     @property
@@ -56,53 +45,6 @@ class Node:
         for role in self.roles:
             names += [a for a in ROLE_ACTORS[role] if a not in names]
         return names
-
-    def _build(self, name: str) -> _Startable:
-        limits = self.config.settings.limits
-        grace = self.config.settings.node.stop_grace
-        assert self.bus is not None
-        if name == "manager":
-            from biomaj.auth.identity import admins_of
-
-            assert self.store is not None
-            settings = ManagerSettings(concurrency=limits.jobs, grace=grace, node_id=self.node_id,
-                                       lease_ttl=self.config.settings.node.lease_ttl)
-            return ManagerActor(self.bus, settings, store=self.store, state=self.state,
-                                global_properties=self.config.global_properties, admins=admins_of(self.config))
-        if name == "downloader":
-            settings = DownloaderSettings(
-                concurrency=limits.downloads, grace=grace, per_host=limits.downloads_per_host, node_id=self.node_id
-            )
-            return DownloaderActor(self.bus, settings, state=self.state, read_secret=self.read_bank_secret)
-        if name == "processor":
-            settings = ProcessorSettings(concurrency=limits.processes, grace=grace, node_id=self.node_id)
-            return ProcessorActor(self.bus, settings, state=self.state)
-        if name == "web":
-            web = self.config.settings.web
-            return WebActor(self, web.host, web.port)
-        if name == "scheduler":
-            from biomaj.actors.scheduler import SchedulerActor, SchedulerSettings
-            from biomaj.auth.identity import admins_of
-
-            assert self.store is not None
-            settings = SchedulerSettings(grace=grace, **self.config.settings.scheduler.model_dump())
-            return SchedulerActor(self.bus, settings, store=self.store, global_properties=self.config.global_properties,
-                                  admins=admins_of(self.config))
-        if name == "ftp":
-            from biomaj.ftp.actor import FtpActor
-            from biomaj.auth.identity import users_of
-
-            assert self.store is not None
-            return FtpActor(self.config.settings.ftp, self.store, users_of(self.config, self.store), grace=grace,
-                            asked=set(self.roles) != set(ROLES))
-        raise ValueError(f"no actor named {name!r}")
-
-    def read_bank_secret(self, bank: str, key: str) -> str | None:
-        """A secret property (server.credentials ...) read from the bank file on this node, so
-        that passwords never travel in bus messages."""
-        from biomaj.auth.identity import secret_reader
-
-        return secret_reader(self.config)(bank, key)
 
     def in_flight(self) -> int:
         return sum(getattr(actor, "in_flight", 0) for actor in self.actors)
@@ -122,11 +64,13 @@ class Node:
                     "set bus.url and state.url (RabbitMQ, Redis) to spread roles over processes",
                     ",".join(self.roles),
                 )
+            node = cfg.settings.node
+            wiring = Wiring(cfg, self.bus, self.state, self.store, self.node_id, grace=node.stop_grace,
+                            lease_ttl=node.lease_ttl, status=self, ftp_asked=set(self.roles) != set(ROLES))
             for name in self.actor_names:
-                actor = self._build(name)
+                actor = build_actor(name, wiring)
                 await actor.start()
                 self.actors.append(actor)
-            node = cfg.settings.node
             self.heartbeat = Heartbeat(
                 self.state,
                 self.bus,

@@ -1,0 +1,97 @@
+"""Every actor is built here, by name: for a ``biomaj serve`` node (:mod:`biomaj.node.serve`) and for
+the in-process actors of a ``biomaj ctl`` command (:mod:`biomaj.node.embedded`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+from biomaj.actors.downloader import DownloaderActor, DownloaderSettings
+from biomaj.actors.manager import ManagerActor, ManagerSettings
+from biomaj.actors.processor import ProcessorActor, ProcessorSettings
+from biomaj.auth.identity import admins_of, secret_reader
+from biomaj.bus import Bus
+from biomaj.config.service import Config
+from biomaj.state import State
+from biomaj.storage.base import Store
+
+if TYPE_CHECKING:
+    from biomaj.web.app import StatusSource
+
+
+class Startable(Protocol):
+    """What a process asks of its actors."""
+
+    name: str
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Wiring:
+    """What the actors of one process are built from: its configuration and transports, and the few
+    choices that tell a ``biomaj serve`` node from a ``biomaj ctl`` command."""
+
+    config: Config
+    bus: Bus
+    state: State | None
+    store: Store | None
+    node_id: str
+    #: The manager's worker name, when not ``node_id`` (``cli@host:pid`` in a ``biomaj ctl`` command).
+    manager_id: str | None = None
+    #: The manager requeues its node's running jobs at start (not in a ``biomaj ctl`` command).
+    recover: bool = True
+    #: Seconds in-flight work gets on stop; None: each actor's own default.
+    grace: float | None = None
+    #: Seconds a manager's bank lease outlives it; None: the manager's default.
+    lease_ttl: float | None = None
+    #: What the web actor serves: the node.
+    status: StatusSource | None = None
+    #: The ftp role was named (``--role ftp``) rather than implied by ``--all``.
+    ftp_asked: bool = False
+
+
+def build_actor(name: str, wiring: Wiring) -> Startable:
+    """The actor ``name`` (one of :data:`biomaj.config.roles.ROLE_ACTORS`), not started yet."""
+    config, limits = wiring.config, wiring.config.settings.limits
+    grace = _given(grace=wiring.grace)
+    if name == "manager":
+        assert wiring.store is not None
+        settings = ManagerSettings(concurrency=limits.jobs, node_id=wiring.manager_id or wiring.node_id,
+                                   recover=wiring.recover, **grace, **_given(lease_ttl=wiring.lease_ttl))
+        return ManagerActor(wiring.bus, settings, store=wiring.store, state=wiring.state,
+                            global_properties=config.global_properties, admins=admins_of(config))
+    if name == "downloader":
+        settings = DownloaderSettings(concurrency=limits.downloads, per_host=limits.downloads_per_host,
+                                      node_id=wiring.node_id, **grace)
+        return DownloaderActor(wiring.bus, settings, state=wiring.state, read_secret=secret_reader(config))
+    if name == "processor":
+        settings = ProcessorSettings(concurrency=limits.processes, node_id=wiring.node_id, **grace)
+        return ProcessorActor(wiring.bus, settings, state=wiring.state)
+    if name == "web":
+        from biomaj.web.actor import WebActor
+
+        assert wiring.status is not None
+        return WebActor(wiring.status, config.settings.web.host, config.settings.web.port)
+    if name == "scheduler":
+        from biomaj.actors.scheduler import SchedulerActor, SchedulerSettings
+
+        assert wiring.store is not None
+        settings = SchedulerSettings(**grace, **config.settings.scheduler.model_dump())
+        return SchedulerActor(wiring.bus, settings, store=wiring.store, global_properties=config.global_properties,
+                              admins=admins_of(config))
+    if name == "ftp":
+        from biomaj.auth.identity import users_of
+        from biomaj.ftp.actor import FtpActor
+
+        assert wiring.store is not None
+        return FtpActor(config.settings.ftp, wiring.store, users_of(config, wiring.store), **grace,
+                        asked=wiring.ftp_asked)
+    raise ValueError(f"no actor named {name!r}")
+
+
+def _given(**values: Any) -> dict[str, Any]:
+    """The keyword arguments whose value is not None (None: the settings' own default)."""
+    return {key: value for key, value in values.items() if value is not None}
