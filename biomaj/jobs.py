@@ -190,13 +190,26 @@ async def submit_job(store: Store, bus: Bus, kind: str, bank: str, options: dict
     return job_id
 
 
+#: Seconds the cancel flag of a job lives (its manager clears it when the job ends).
+CANCEL_TTL = 24 * 3600.0
+
+
 async def request_cancel(store: Store, bus: Bus, state: State | None, job_id: str) -> dict:
-    """Cancel a job: a queued one at once, a running one through its manager."""
+    """Cancel a job: a queued one at once, a running one through its manager. The store's record
+    tells a manager that shares nothing else with this process (``biomaj ctl cancel`` beside a
+    running ``biomaj ctl update``)."""
     job = await store.cancel_job(job_id)
-    if state is not None:
-        await state.set_cancel(job_id, ttl=24 * 3600)
-    await bus.broadcast(names.CANCEL_TOPIC, CancelJob(job_id=job_id, bank=job["bank"]))
+    await signal_cancel(bus, state, job_id, job["bank"])
     if job["state"] == JOB_CANCELLED:
         await bus.broadcast(names.job_topic(job["bank"]), JobEvent(
             job_id=job_id, bank=job["bank"], kind=job["kind"], state=JOB_CANCELLED, message="cancelled before it started"))
     return job
+
+
+async def signal_cancel(bus: Bus, state: State | None, job_id: str, bank: str, *, ttl: float = CANCEL_TTL) -> None:
+    """A job's cancel on its one carrier: the state's cancel flag (the truth, for ``ttl`` seconds),
+    then one CancelJob broadcast, only a wake-up so that the holders of the job's work react at
+    once (:class:`biomaj.runtime.cancels.JobCancels`). Without a state, the wake-up alone."""
+    if state is not None:
+        await state.set_cancel(job_id, ttl=ttl)
+    await bus.broadcast(names.CANCEL_TOPIC, CancelJob(job_id=job_id, bank=bank))

@@ -3,8 +3,9 @@
 Each DownloadRequest is fetched with the shared engine (client pool per host, retries, resume,
 verification); its DownloadResult is published to the results queue before the request is acked,
 so a downloader that dies mid-file leaves the request unacked and another one resumes the part
-file. A cancelled job's in-flight transfers are stopped at once (CancelJob broadcasts and the
-state's cancel flag); their part files stay for a later resume.
+file. A cancelled job's in-flight transfers are stopped at once (its CancelJob wake-up), and its
+files not started yet are answered "cancelled" (its cancel flag in the state, or the wake-up);
+their part files stay for a later resume.
 """
 
 from __future__ import annotations
@@ -26,14 +27,13 @@ from biomaj.download.retry import RetryPolicy
 from biomaj.errors import BiomajError
 from biomaj.protocols.base import RemoteEntry
 from biomaj.runtime.actor import Actor, ActorSettings
-from biomaj.runtime.cancels import CancelListener
+from biomaj.runtime.cancels import JobCancels
 from biomaj.state import State
 from biomaj.runtime.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
 PROGRESS_INTERVAL = 0.5  # seconds between two pushes of the byte counters to the state
-CANCEL_RECHECK = 1.0  # seconds a job's cancel flag read from the state is trusted
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -63,53 +63,33 @@ class DownloaderActor(Actor):
         self.pool = ClientPool(per_host=self.settings.per_host)
         self._jobs: dict[str, set[asyncio.Task]] = {}
         self.bytes_received = 0  # over every fetch of this actor
-        self._cancels = CancelListener(bus, self._cancel_job, "downloader-cancels")
+        self.cancels = JobCancels(bus, state, self._cancel_job, "downloader-cancels")
         self._result_queues = {names.DOWNLOAD_RESULTS}
-        self._cancelled: dict[str, float] = {}  # job id -> when its CancelJob broadcast arrived
-        self._cancel_flags: dict[str, tuple[float, bool]] = {}  # job id -> (read at, flag in the state)
         self.progress = _Progress(state, self)
 
     async def start(self) -> None:
         await self.bus.declare_queue(names.DOWNLOAD_RESULTS)
-        await self._cancels.start()
+        await self.cancels.start()
         await super().start()
         self.progress.start()
 
     async def stop(self, grace: float | None = None) -> None:
         await super().stop(grace)
         await self.progress.stop()
-        await self._cancels.stop()
+        await self.cancels.stop()
         await self.pool.close()
 
     def _cancel_job(self, job_id: str) -> None:
-        self._cancelled[job_id] = time.monotonic()
+        """A wake-up: the job's transfers in flight stop at once."""
         for task in list(self._jobs.get(job_id, ())):
             task.cancel()
-
-    async def _is_cancelled(self, job_id: str) -> bool:
-        """The job was cancelled: a broadcast seen here, or its flag in the state (read at most
-        once a second per job: a bank's files arrive by the thousand)."""
-        now = time.monotonic()
-        if job_id in self._cancelled:
-            return True
-        if self.state is None:
-            return False
-        seen = self._cancel_flags.get(job_id)
-        if seen is not None and now - seen[0] < CANCEL_RECHECK:
-            return seen[1]
-        flag = await self.state.is_cancelled(job_id)
-        if len(self._cancel_flags) > 1000 or len(self._cancelled) > 1000:  # forget old jobs
-            self._cancel_flags = {k: v for k, v in self._cancel_flags.items() if now - v[0] < 3600}
-            self._cancelled = {k: t for k, t in self._cancelled.items() if now - t < 3600}
-        self._cancel_flags[job_id] = (now, flag)
-        return flag
 
     async def handle(self, delivery: Delivery) -> None:
         request = delivery.message
         if not isinstance(request, DownloadRequest):
             await delivery.nack(requeue=False, reason=f"downloader cannot handle {request.TYPE}")
             return
-        if await self._is_cancelled(request.job_id):
+        if await self.cancels.is_cancelled(request.job_id):
             await self._publish(request, ok=False, error="cancelled", retryable=False)
             return
         task = asyncio.create_task(self._fetch(request), name=f"fetch-{request.save_as}")

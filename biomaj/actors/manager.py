@@ -28,7 +28,7 @@ from biomaj.bus.messages import JobEvent, JobRequest
 from biomaj.errors import BiomajError
 from biomaj.jobs import KINDS
 from biomaj.runtime.actor import Actor, ActorSettings
-from biomaj.runtime.cancels import CancelListener
+from biomaj.runtime.cancels import JobCancels
 from biomaj.runtime.lease import LEASE_TTL, BankLease, holder_of
 from biomaj.state import LockOwner
 from biomaj.state import State
@@ -51,7 +51,7 @@ class ManagerSettings(ActorSettings):
 
     node_id: str = ""
     recover: bool = True
-    cancel_check: float = 1.0  # seconds between two looks at a running job's cancel request in the store
+    cancel_check: float = 1.0  # seconds between two looks at a running job's cancel flag and store record
     lease_ttl: float = LEASE_TTL  # seconds a bank lease outlives its holder
 
 
@@ -71,17 +71,17 @@ class ManagerActor(Actor):
         self.admins = admins
         # results queues named after the node: a restarted manager finds its own (durable on AMQP)
         owner = _queue_word(self.settings.node_id) if self.settings.node_id else None
-        self.downloads = Downloads(bus, owner)
-        self.process_requests = Processes(bus, owner)
+        self.cancels = JobCancels(bus, state, self._cancel_job, "manager-cancels")
+        self.downloads = Downloads(bus, owner, self.cancels)
+        self.process_requests = Processes(bus, owner, self.cancels)
         self.processes = processes if processes is not None else ProcessRunner(self.process_requests)
         self._bank_locks: dict[str, asyncio.Lock] = {}
         self._running: dict[str, RunContext] = {}
-        self._cancels = CancelListener(bus, self._cancel_job, "manager-cancels")
 
     async def start(self) -> None:
         await self.downloads.start()
         await self.process_requests.start()
-        await self._cancels.start()
+        await self.cancels.start()
         if self.settings.recover:  # before consuming: never requeue a job this very process has claimed
             requeued = await self.store.requeue_running(self.settings.node_id or None)
             if requeued:
@@ -93,7 +93,7 @@ class ManagerActor(Actor):
 
     async def stop(self, grace: float | None = None) -> None:
         await super().stop(grace)
-        await self._cancels.stop()
+        await self.cancels.stop()
         await self.downloads.stop()
         await self.process_requests.stop()
 
@@ -120,6 +120,7 @@ class ManagerActor(Actor):
                             "`biomaj ctl unlock %s`", job["id"], job["kind"], job["bank"], job["bank"])
 
     def _cancel_job(self, job_id: str) -> None:
+        """A wake-up: the job's run, if it is here, stops at once."""
         if job_id in self._running:
             self._running[job_id].cancelled.set()
 
@@ -209,8 +210,7 @@ class ManagerActor(Actor):
             watcher.cancel()
             self._running.pop(job["id"], None)
         await self.store.finish_job(job["id"], state, result=result, error=error)
-        if self.state is not None:
-            await self.state.clear_cancel(job["id"])
+        await self.cancels.clear(job["id"])
         message = error or _done_message(job, result)
         await run.event(job["bank"], state, message=message, result=result or {})
         (log.info if state == JOB_DONE else log.warning)("job %s: %s of %s %s: %s", job["id"], job["kind"],
@@ -224,15 +224,16 @@ class ManagerActor(Actor):
         return await kind.run(run, job["bank"], job.get("options") or {}, job.get("attempts", 1) > 1)
 
     async def _watch_cancel(self, run: RunContext) -> None:
-        """A cancel asked from another process reaches this one through the job record."""
+        """The fallback of the wake-ups (:meth:`_cancel_job`), should one be missed: the job's
+        cancel flag, then its record in the store, where a cancel asked by a process that shares
+        no state with this one is found (``biomaj ctl cancel`` beside a ``biomaj ctl update``).
+        The dispatchers tell the workers, unless a user's cancel told them already."""
         while not run.cancelled.is_set():
             await asyncio.sleep(self.settings.cancel_check)
-            job = await self.store.get_job(run.job_id)
-            cancelled_flag = self.state is not None and await self.state.is_cancelled(run.job_id)
-            if (job and job.get("cancel_requested")) or cancelled_flag:
+            if await self.cancels.is_cancelled(run.job_id):
                 run.cancelled.set()
-        if self.state is not None:
-            await self.state.set_cancel(run.job_id, ttl=3600)
+            elif ((await self.store.get_job(run.job_id)) or {}).get("cancel_requested"):
+                run.cancelled.set()
 
     async def _emit(self, event: JobEvent) -> None:
         await self.bus.broadcast(event.topic(), event)

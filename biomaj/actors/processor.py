@@ -4,8 +4,9 @@ Each ProcessRequest runs as a subprocess (:func:`biomaj.process.execute.run_proc
 ProcessResult (exit code, ``##BIOMAJ#`` metadata) is published to the request's results queue
 before the request is acked, so a processor that dies mid-process leaves the request unacked
 and another one runs it again (BioMAJ 3 re-runs a failed process too). A cancelled job's running
-processes are killed with their whole process group (CancelJob broadcasts and the state's
-cancel flag) and answered with a "cancelled" result. Every request gets an answer: a bug while
+processes are killed with their whole process group (its CancelJob wake-up), its processes not
+started yet are not run (its cancel flag in the state, or the wake-up); both are answered with a
+"cancelled" result. Every request gets an answer: a bug while
 running one gives a failed result, never a workflow waiting for ever.
 """
 
@@ -21,7 +22,7 @@ from biomaj.bus import Delivery, names
 from biomaj.bus.messages import JobEvent, ProcessRequest, ProcessResult
 from biomaj.process.execute import ExecOutcome, run_process
 from biomaj.runtime.actor import Actor, ActorSettings
-from biomaj.runtime.cancels import CancelListener
+from biomaj.runtime.cancels import JobCancels
 from biomaj.state import State
 
 log = logging.getLogger(__name__)
@@ -46,19 +47,20 @@ class ProcessorActor(Actor):
         super().__init__(bus, settings, hooks=hooks)
         self.state = state
         self._jobs: dict[str, set[asyncio.Event]] = {}  # job id -> cancel events of its running processes
-        self._cancels = CancelListener(bus, self._cancel_job, "processor-cancels")
+        self.cancels = JobCancels(bus, state, self._cancel_job, "processor-cancels")
         self._result_queues = {names.PROCESS_RESULTS}
 
     async def start(self) -> None:
         await self.bus.declare_queue(names.PROCESS_RESULTS)
-        await self._cancels.start()
+        await self.cancels.start()
         await super().start()
 
     async def stop(self, grace: float | None = None) -> None:
         await super().stop(grace)
-        await self._cancels.stop()
+        await self.cancels.stop()
 
     def _cancel_job(self, job_id: str) -> None:
+        """A wake-up: the job's running processes are killed at once."""
         for event in list(self._jobs.get(job_id, ())):
             event.set()
 
@@ -70,7 +72,7 @@ class ProcessorActor(Actor):
         cancel = asyncio.Event()
         self._jobs.setdefault(request.job_id, set()).add(cancel)  # before the check: no cancel slips by
         try:
-            if self.state is not None and await self.state.is_cancelled(request.job_id):
+            if await self.cancels.is_cancelled(request.job_id):
                 outcome = ExecOutcome(None, False, "cancelled", cancelled=True)
             else:
                 outcome = await self._run(request, cancel)

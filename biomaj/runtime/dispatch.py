@@ -26,8 +26,9 @@ from typing import Awaitable, Callable, Generic, Sequence, TypeVar
 
 from biomaj.bus import Bus, names
 from biomaj.bus.messages import (
-    CancelJob, DeadLettered, DownloadRequest, DownloadResult, Message, ProcessRequest, ProcessResult,
+    DeadLettered, DownloadRequest, DownloadResult, Message, ProcessRequest, ProcessResult,
 )
+from biomaj.runtime.cancels import JobCancels
 from biomaj.runtime.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
@@ -37,10 +38,13 @@ OnResult = Callable[[R], Awaitable[None]]
 
 
 class Dispatcher(Generic[R]):
-    """Publishes requests on ``work_queue`` and routes their results back."""
+    """Publishes requests on ``work_queue`` and routes their results back. ``cancels``: the
+    manager's view of the job cancels (without one, a cancelled run is told by a wake-up alone)."""
 
-    def __init__(self, bus: Bus, work_queue: str, results_base: str, owner: str | None = None):
+    def __init__(self, bus: Bus, work_queue: str, results_base: str, owner: str | None = None,
+                 cancels: JobCancels | None = None):
         self.bus = bus
+        self.cancels = cancels if cancels is not None else JobCancels(bus, None)
         self.work_queue = work_queue
         self.queue = f"{results_base}.{owner or uuid.uuid4().hex[:12]}"
         self._waiting: dict[str, asyncio.Future[R]] = {}
@@ -99,8 +103,9 @@ class Dispatcher(Generic[R]):
     async def run_all(self, requests: Sequence[Message], on_result: OnResult, cancelled: asyncio.Event) -> list[R]:
         """Publish every request and return every result (in completion order).
 
-        When ``cancelled`` is set the workers are told to stop the job's work; each request then
-        still gets a result (failed: cancelled), so nothing is left waiting.
+        When ``cancelled`` is set the workers are told to stop the job's work (unless a user's
+        cancel told them already); each request then still gets a result (failed: cancelled), so
+        nothing is left waiting.
         """
         if not requests:
             return []
@@ -145,14 +150,14 @@ class Dispatcher(Generic[R]):
 
     async def _cancel_when(self, cancelled: asyncio.Event, job_id: str, bank: str) -> None:
         await cancelled.wait()
-        await self.bus.broadcast(names.CANCEL_TOPIC, CancelJob(job_id=job_id, bank=bank))
+        await self.cancels.spread(job_id, bank)
 
 
 class Downloads(Dispatcher):
     """Download requests to the downloaders, results back to this manager."""
 
-    def __init__(self, bus: Bus, owner: str | None = None):
-        super().__init__(bus, names.DOWNLOAD, names.DOWNLOAD_RESULTS, owner)
+    def __init__(self, bus: Bus, owner: str | None = None, cancels: JobCancels | None = None):
+        super().__init__(bus, names.DOWNLOAD, names.DOWNLOAD_RESULTS, owner, cancels)
 
     def failed_result(self, request: DownloadRequest, error: str) -> DownloadResult:
         return DownloadResult(job_id=request.job_id, bank=request.bank, session_id=request.session_id,
@@ -163,8 +168,8 @@ class Downloads(Dispatcher):
 class Processes(Dispatcher):
     """Process requests to the processors, results back to this manager."""
 
-    def __init__(self, bus: Bus, owner: str | None = None):
-        super().__init__(bus, names.PROCESS, names.PROCESS_RESULTS, owner)
+    def __init__(self, bus: Bus, owner: str | None = None, cancels: JobCancels | None = None):
+        super().__init__(bus, names.PROCESS, names.PROCESS_RESULTS, owner, cancels)
 
     def failed_result(self, request: ProcessRequest, error: str) -> ProcessResult:
         return ProcessResult(job_id=request.job_id, bank=request.bank, session_id=request.session_id,

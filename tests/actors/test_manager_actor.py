@@ -135,3 +135,61 @@ async def test_a_job_unknown_to_its_store_is_dead_lettered_not_dropped(site):
     [letter] = await site.bus.dead_letters(names.JOBS)
     assert letter.message.job_id == "elsewhere"
     assert "is not in this manager's store" in letter.reason and "virtual host" in letter.reason
+
+
+async def _cancels_of_one_running_update(site, cancel) -> list:
+    """The CancelJob broadcasts seen while an update whose big file stalls is cancelled by
+    ``cancel(manager, job_id)``, up to the job's end (cancelled)."""
+    from biomaj.bus.messages import CancelJob
+    from tests.servers import http_server
+    from tests.servers.faults import Faults
+
+    (site.remote / "test_big.bin").write_bytes(b"\0" * 700_000)
+    faults = Faults(stall={"test_big.bin": 120.0})
+    server = await http_server.start(site.remote, faults, protocol="http")
+    # the fallback poll of the store and the flag once a minute: only the wake-up tells the manager
+    manager = manager_for(site, cancel_check=60.0)
+    await manager.start()
+    seen = await site.bus.subscribe(names.CANCEL_TOPIC)
+    try:
+        site.add_bank("local", protocol="http", server=f"127.0.0.1:{server.config.port}", remote__dir="/",
+                      remote__files="^test.*", local__files="^test.*")
+        job_id = await submit_job(site.store, site.bus, "update", "local", {}, site.user)
+        async with asyncio.timeout(20):
+            while not faults.active:  # the big file is in flight
+                await asyncio.sleep(0.02)
+        await cancel(manager, job_id)
+        job = await finished(site, job_id)
+        assert job["state"] == "cancelled", job
+        await site.bus.join(names.DOWNLOAD, timeout=10)
+        cancels = []
+        while True:
+            try:
+                cancels.append(await asyncio.wait_for(anext(seen), 0.2))
+            except asyncio.TimeoutError:
+                return [c for c in cancels if isinstance(c, CancelJob)]
+    finally:
+        await seen.close()
+        await manager.stop()
+        await server.close()
+
+
+async def test_a_users_cancel_wakes_the_workers_up_once(site):
+    """The state's flag is the truth, the CancelJob broadcast only a wake-up: the manager that
+    stops the run does not broadcast the user's cancel a second time."""
+    async def by_user(_manager, job_id):
+        await request_cancel(site.store, site.bus, site.state, job_id)
+
+    cancels = await _cancels_of_one_running_update(site, by_user)
+    assert len(cancels) == 1 and cancels[0].bank == "local"
+    assert not await site.state.is_cancelled(cancels[0].job_id)  # cleared at the job's end
+
+
+async def test_a_run_stopped_by_its_manager_wakes_the_workers_up_once(site):
+    """A run cancelled for the manager's own reasons (a lost lease, a cancel read from the store)
+    sets the flag and broadcasts once, whatever the number of dispatchers waiting."""
+    async def by_manager(manager, job_id):
+        manager._running[job_id].cancelled.set()
+
+    cancels = await _cancels_of_one_running_update(site, by_manager)
+    assert len(cancels) == 1 and cancels[0].bank == "local"
