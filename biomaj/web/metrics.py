@@ -29,7 +29,7 @@ import logging
 import re
 import time
 from collections import Counter as Tally
-from typing import Any, Awaitable, Callable, Iterable
+from typing import Any, Awaitable, Callable, Iterable, Iterator
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
@@ -241,7 +241,8 @@ class Histograms:
 
 
 class _Collector:
-    """Builds the metric families from the tallies and the last snapshot, at each scrape."""
+    """Builds the metric families from the tallies and the last snapshot, at each scrape: one
+    small generator per family, or per group of families fed by the same values (:data:`FAMILIES`)."""
 
     def __init__(self, metrics: Metrics) -> None:
         self.m = metrics
@@ -250,102 +251,142 @@ class _Collector:
         return []  # collected at scrape time only
 
     def collect(self) -> Iterable[Metric]:
-        from biomaj.config.roles import ROLES
-
         m, snap = self.m, self.m._snapshot
-        info = GaugeMetricFamily("biomaj_build_info", "The biomaj version serving these metrics (value 1).", labels=["version"])
-        info.add_metric([__version__], 1)
-        yield info
+        for families in FAMILIES:
+            yield from families(m, snap)
 
-        jobs = CounterMetricFamily("biomaj_jobs", "Finished jobs of every manager (read from the store), by kind and result.",
-                                   labels=["kind", "result"])
-        updates = CounterMetricFamily("biomaj_updates", "Finished bank updates (jobs of kind update), by result.", labels=["result"])
-        kinds = sorted(set(JOB_KINDS) | {kind for kind, _ in m.jobs})
-        for kind in kinds:
-            for result in sorted(set(JOB_RESULTS) | {r for k, r in m.jobs if k == kind}):
-                jobs.add_metric([kind, result], m.jobs[(kind, result)])
-        for result in JOB_RESULTS:
-            updates.add_metric([result], m.jobs[("update", result)])
-        yield jobs
-        yield updates
-        yield m.job_duration.family("biomaj_job_duration_seconds", "Run time of finished jobs (started to finished), by kind.",
-                                    ["kind"])
 
-        if "active" in snap:
-            active = GaugeMetricFamily("biomaj_jobs_active", "Jobs queued (waiting for a manager) or running, from the store.",
-                                       labels=["state"])
-            for state in ("queued", "running"):
-                active.add_metric([state], snap["active"][state])
-            yield active
+Snapshot = dict[str, Any]
 
-        files = CounterMetricFamily("biomaj_download_files", "Files handled by the downloaders (their per-file events, "
-                                    "seen since this web process started), by result.", labels=["result"])
-        for result in FILE_RESULTS:
-            files.add_metric([result], m.files[result])
-        yield files
-        yield CounterMetricFamily("biomaj_download_bytes", "Bytes transferred by the downloaders (per-file events, since this "
-                                  "web process started).", value=m.bytes)
 
-        actors = snap.get("actors", [])
-        errors = CounterMetricFamily("biomaj_errors", "Errors by source: failed jobs, failed file downloads, answers >= 500 "
-                                     "of this web app, messages whose handler raised in this node's actors.", labels=["source"])
-        errors.add_metric(["job"], sum(n for (_, result), n in m.jobs.items() if result == "failed"))
-        errors.add_metric(["download"], m.files["failed"])
-        errors.add_metric(["http"], m.http_errors)
-        errors.add_metric(["actor"], sum(a.failed for a in actors))
-        yield errors
+def _build_info(_m: Metrics, _snap: Snapshot) -> Iterator[Metric]:
+    info = GaugeMetricFamily("biomaj_build_info", "The biomaj version serving these metrics (value 1).", labels=["version"])
+    info.add_metric([__version__], 1)
+    yield info
 
-        if "nodes" in snap:
-            nodes = GaugeMetricFamily("biomaj_nodes", "Live nodes (state registry) hosting each role.", labels=["role"])
-            roles = Tally(role for node in snap["nodes"] for role in node.roles)
-            for role in sorted(set(ROLES) | set(roles)):
-                nodes.add_metric([role], roles[role])
-            yield nodes
-            yield GaugeMetricFamily("biomaj_nodes_registered", "Live nodes in the state registry.", value=len(snap["nodes"]))
 
-        if snap.get("queues"):
-            queues = GaugeMetricFamily("biomaj_bus_queue_messages", "Messages in the bus queues (dead-letter queues end in "
-                                       ".dead): ready, and unacked where the bus can tell.", labels=["queue", "state"])
-            for (queue, state), count in sorted(snap["queues"].items()):
-                queues.add_metric([queue, state], count)
-            yield queues
+def _jobs(m: Metrics, _snap: Snapshot) -> Iterator[Metric]:
+    """Finished jobs (read from the store): by kind and result, the updates alone, their run time."""
+    jobs = CounterMetricFamily("biomaj_jobs", "Finished jobs of every manager (read from the store), by kind and result.",
+                               labels=["kind", "result"])
+    updates = CounterMetricFamily("biomaj_updates", "Finished bank updates (jobs of kind update), by result.", labels=["result"])
+    kinds = sorted(set(JOB_KINDS) | {kind for kind, _ in m.jobs})
+    for kind in kinds:
+        for result in sorted(set(JOB_RESULTS) | {r for k, r in m.jobs if k == kind}):
+            jobs.add_metric([kind, result], m.jobs[(kind, result)])
+    for result in JOB_RESULTS:
+        updates.add_metric([result], m.jobs[("update", result)])
+    yield jobs
+    yield updates
+    yield m.job_duration.family("biomaj_job_duration_seconds", "Run time of finished jobs (started to finished), by kind.",
+                                ["kind"])
 
-        if actors:
-            handled = CounterMetricFamily("biomaj_actor_messages", "Messages handled by this node's actors, by outcome.",
-                                          labels=["actor", "outcome"])
-            in_flight = GaugeMetricFamily("biomaj_actor_in_flight", "Messages being handled by this node's actors.", labels=["actor"])
-            for actor in actors:
-                handled.add_metric([actor.name, "succeeded"], actor.succeeded)
-                handled.add_metric([actor.name, "failed"], actor.failed)
-                in_flight.add_metric([actor.name], getattr(actor, "in_flight", 0))
-            yield handled
-            yield in_flight
 
-        http = CounterMetricFamily("biomaj_http_requests", "Requests answered by this web app, by method, route template "
-                                   "and status.", labels=["method", "route", "status"])
-        for (method, route, status), count in sorted(m.http.items()):
-            http.add_metric([method, route, status], count)
-        yield http
-        yield m.http_duration.family("biomaj_http_request_duration_seconds",
-                                     "Time to answer a request, by method and route template.", ["method", "route"])
+def _active_jobs(_m: Metrics, snap: Snapshot) -> Iterator[Metric]:
+    if "active" in snap:
+        active = GaugeMetricFamily("biomaj_jobs_active", "Jobs queued (waiting for a manager) or running, from the store.",
+                                   labels=["state"])
+        for state in ("queued", "running"):
+            active.add_metric([state], snap["active"][state])
+        yield active
 
-        up = GaugeMetricFamily("biomaj_metrics_source_up", "1 when the backend answered this scrape, 0 when it failed.",
-                               labels=["source"])
-        for source, ok in sorted(snap.get("up", {}).items()):
-            up.add_metric([source], 1 if ok else 0)
-        yield up
 
-        if not m.public:
-            bank_jobs = CounterMetricFamily("biomaj_bank_jobs", "Finished jobs by bank, kind and result (admin-only metrics).",
-                                            labels=["bank", "kind", "result"])
-            for (bank, kind, result), count in sorted(m.bank_jobs.items()):
-                bank_jobs.add_metric([bank, kind, result], count)
-            yield bank_jobs
-            last = GaugeMetricFamily("biomaj_bank_last_update_timestamp_seconds", "End of the last successful update of "
-                                     "each bank, epoch seconds (admin-only metrics).", labels=["bank"])
-            for bank, when in sorted(m.bank_last_update.items()):
-                last.add_metric([bank], when)
-            yield last
+def _downloads(m: Metrics, _snap: Snapshot) -> Iterator[Metric]:
+    """Files and bytes, from the downloaders' per-file events."""
+    files = CounterMetricFamily("biomaj_download_files", "Files handled by the downloaders (their per-file events, "
+                                "seen since this web process started), by result.", labels=["result"])
+    for result in FILE_RESULTS:
+        files.add_metric([result], m.files[result])
+    yield files
+    yield CounterMetricFamily("biomaj_download_bytes", "Bytes transferred by the downloaders (per-file events, since this "
+                              "web process started).", value=m.bytes)
+
+
+def _errors(m: Metrics, snap: Snapshot) -> Iterator[Metric]:
+    errors = CounterMetricFamily("biomaj_errors", "Errors by source: failed jobs, failed file downloads, answers >= 500 "
+                                 "of this web app, messages whose handler raised in this node's actors.", labels=["source"])
+    errors.add_metric(["job"], sum(n for (_, result), n in m.jobs.items() if result == "failed"))
+    errors.add_metric(["download"], m.files["failed"])
+    errors.add_metric(["http"], m.http_errors)
+    errors.add_metric(["actor"], sum(a.failed for a in snap.get("actors", [])))
+    yield errors
+
+
+def _nodes(_m: Metrics, snap: Snapshot) -> Iterator[Metric]:
+    """The live nodes of the state's registry: per role, and all of them."""
+    from biomaj.config.roles import ROLES
+
+    if "nodes" in snap:
+        nodes = GaugeMetricFamily("biomaj_nodes", "Live nodes (state registry) hosting each role.", labels=["role"])
+        roles = Tally(role for node in snap["nodes"] for role in node.roles)
+        for role in sorted(set(ROLES) | set(roles)):
+            nodes.add_metric([role], roles[role])
+        yield nodes
+        yield GaugeMetricFamily("biomaj_nodes_registered", "Live nodes in the state registry.", value=len(snap["nodes"]))
+
+
+def _queues(_m: Metrics, snap: Snapshot) -> Iterator[Metric]:
+    if snap.get("queues"):
+        queues = GaugeMetricFamily("biomaj_bus_queue_messages", "Messages in the bus queues (dead-letter queues end in "
+                                   ".dead): ready, and unacked where the bus can tell.", labels=["queue", "state"])
+        for (queue, state), count in sorted(snap["queues"].items()):
+            queues.add_metric([queue, state], count)
+        yield queues
+
+
+def _actors(_m: Metrics, snap: Snapshot) -> Iterator[Metric]:
+    """This node's actors: messages handled by outcome, and in flight."""
+    actors = snap.get("actors", [])
+    if actors:
+        handled = CounterMetricFamily("biomaj_actor_messages", "Messages handled by this node's actors, by outcome.",
+                                      labels=["actor", "outcome"])
+        in_flight = GaugeMetricFamily("biomaj_actor_in_flight", "Messages being handled by this node's actors.", labels=["actor"])
+        for actor in actors:
+            handled.add_metric([actor.name, "succeeded"], actor.succeeded)
+            handled.add_metric([actor.name, "failed"], actor.failed)
+            in_flight.add_metric([actor.name], getattr(actor, "in_flight", 0))
+        yield handled
+        yield in_flight
+
+
+def _http(m: Metrics, _snap: Snapshot) -> Iterator[Metric]:
+    """The requests this web app answered: counts and durations."""
+    http = CounterMetricFamily("biomaj_http_requests", "Requests answered by this web app, by method, route template "
+                               "and status.", labels=["method", "route", "status"])
+    for (method, route, status), count in sorted(m.http.items()):
+        http.add_metric([method, route, status], count)
+    yield http
+    yield m.http_duration.family("biomaj_http_request_duration_seconds",
+                                 "Time to answer a request, by method and route template.", ["method", "route"])
+
+
+def _sources_up(_m: Metrics, snap: Snapshot) -> Iterator[Metric]:
+    up = GaugeMetricFamily("biomaj_metrics_source_up", "1 when the backend answered this scrape, 0 when it failed.",
+                           labels=["source"])
+    for source, ok in sorted(snap.get("up", {}).items()):
+        up.add_metric([source], 1 if ok else 0)
+    yield up
+
+
+def _banks(m: Metrics, _snap: Snapshot) -> Iterator[Metric]:
+    """Per-bank series, only when the metrics are not public (a private bank's name is private)."""
+    if not m.public:
+        bank_jobs = CounterMetricFamily("biomaj_bank_jobs", "Finished jobs by bank, kind and result (admin-only metrics).",
+                                        labels=["bank", "kind", "result"])
+        for (bank, kind, result), count in sorted(m.bank_jobs.items()):
+            bank_jobs.add_metric([bank, kind, result], count)
+        yield bank_jobs
+        last = GaugeMetricFamily("biomaj_bank_last_update_timestamp_seconds", "End of the last successful update of "
+                                 "each bank, epoch seconds (admin-only metrics).", labels=["bank"])
+        for bank, when in sorted(m.bank_last_update.items()):
+            last.add_metric([bank], when)
+        yield last
+
+
+#: The families of /metrics, in the order of the page.
+FAMILIES: tuple[Callable[[Metrics, Snapshot], Iterator[Metric]], ...] = (
+    _build_info, _jobs, _active_jobs, _downloads, _errors, _nodes, _queues, _actors, _http, _sources_up, _banks,
+)
 
 
 class JobTracker:
