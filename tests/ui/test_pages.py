@@ -485,3 +485,17 @@ def test_a_job_that_failed_before_any_session_is_the_last_run():
     running = {"kind": "update", "state": "running", "id": "j", "started": 300.0}
     assert views.last_run(doc, [running, failed], {"step": "download"}).step == "download"
 
+
+
+def test_the_log_page_shows_the_end_of_a_log_in_whole_lines(tmp_path, monkeypatch):
+    from biomaj.web.ui import pages
+
+    monkeypatch.setattr(pages, "LOG_TAIL_BYTES", 100)
+    monkeypatch.setattr(pages, "LOG_TAIL_LINES", 3)
+    log = tmp_path / "session.log"
+    log.write_bytes(b"first\r\nsecond\n")
+    assert pages._tail(log) == ("first\nsecond", False)
+    log.write_bytes(b"".join(b"line %d\n" % n for n in range(5)))
+    assert pages._tail(log) == ("line 2\nline 3\nline 4", True)  # the lines bound
+    log.write_bytes(b"x" * 150 + b"\n" + b"y" * 60 + b"\nz")
+    assert pages._tail(log) == ("y" * 60 + "\nz", True)  # the bytes bound: no partial first line

@@ -202,6 +202,26 @@ def test_tail_of_small_files(tmp_path, content, lines, expected):
             assert handle.tell() == len(content)
 
 
+@pytest.mark.parametrize("content, lines, max_bytes, expected", [
+    (b"aaaa\nbbbb\ncccc\n", 9, 10, b"bbbb\ncccc\n"),  # the bound falls just after a newline
+    (b"aaaa\nbbbb\ncccc\n", 9, 8, b"cccc\n"),  # the line it cuts is left out
+    (b"aaaa\nbbbb\ncccc\n", 1, 10, b"cccc\n"),  # the lines bound first
+    (b"aaaa\nbbbb\ncccc\n", 9, 99, b"aaaa\nbbbb\ncccc\n"),
+    (b"aaaa\nbbbb\ncc", 9, 6, b"cc"),
+    (b"x" * 20 + b"\n", 9, 5, b""),  # one line longer than the bound
+    (b"x" * 20, 9, 5, b""),
+])
+def test_tail_within_a_byte_bound(tmp_path, content, lines, max_bytes, expected):
+    from biomaj.web.tail import tail
+
+    path = tmp_path / "log"
+    path.write_bytes(content)
+    for block in (1, 3, 8, 1 << 16):
+        with path.open("rb") as handle:
+            assert tail(handle, lines, block, max_bytes=max_bytes) == expected, block
+            assert handle.tell() == len(content)
+
+
 def test_tail_of_a_big_log_reads_only_its_end(tmp_path):
     from biomaj.web.tail import tail
 

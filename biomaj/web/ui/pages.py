@@ -36,6 +36,7 @@ from ..bank_access import unknown_bank, visible_bank
 from ..context import NODE_KEY, node_of
 from ..errors import ApiError
 from ..schedules_api import schedule_views
+from ..tail import tail
 from . import views
 from .charts import bar_chart
 from .sessions import CSRF_COOKIE
@@ -232,17 +233,13 @@ def _live_state(job: dict | None, progress: dict | None, last: views.SessionRow 
 
 
 def _tail(path: Path) -> tuple[str, bool]:
-    """The end of a log (at most LOG_TAIL_BYTES and LOG_TAIL_LINES), and whether it is cut."""
+    """The end of a log (at most LOG_TAIL_LINES whole lines within its last LOG_TAIL_BYTES), and
+    whether anything before it is left out."""
     with path.open("rb") as log_file:
-        log_file.seek(0, 2)
+        data = tail(log_file, LOG_TAIL_LINES, max_bytes=LOG_TAIL_BYTES)
         size = log_file.tell()
-        log_file.seek(max(0, size - LOG_TAIL_BYTES))
-        data = log_file.read()
     lines = data.decode("utf-8", "replace").splitlines()
-    cut = size > LOG_TAIL_BYTES or len(lines) > LOG_TAIL_LINES
-    if size > LOG_TAIL_BYTES:
-        lines = lines[1:]  # the first one is partial
-    return "\n".join(lines[-LOG_TAIL_LINES:]), cut
+    return "\n".join(lines[-LOG_TAIL_LINES:]), len(data) < size or len(lines) > LOG_TAIL_LINES
 
 
 async def log_page(request: web.Request) -> web.Response:
