@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import getpass
+from pathlib import Path
 from typing import Callable
 
 from biomaj.config.properties import BankProperties
@@ -18,13 +19,32 @@ def current_user() -> str:
 
 
 def secret_reader(config: Config) -> Callable[[str, str], str | None]:
-    """(bank, property) -> value, read from the bank file on this node (secrets never travel
-    in bus messages)."""
+    """(bank, property) -> value, read from the bank file on this node (secrets never travel in bus
+    messages, nor in logs). A downloader asks for every file of a bank with credentials: each bank
+    is parsed once, and again when its file or global.properties changes (mtime or size)."""
+    parsed: dict[str, tuple[_Stamp | None, BankProperties]] = {}
 
     def read(bank: str, key: str) -> str | None:
-        return BankProperties.load(config.global_properties, bank).get(key)
+        stamp, props = parsed.get(bank, (None, None))
+        if stamp is None or stamp != _stamp(config.global_properties, props.path):
+            props = BankProperties.load(config.global_properties, bank)
+            parsed[bank] = (_stamp(config.global_properties, props.path), props)
+        return props.get(key)
 
     return read
+
+
+#: The mtime (ns) and size of global.properties, then of a bank file.
+_Stamp = tuple[int, int, int, int]
+
+
+def _stamp(global_path: Path, bank_path: Path) -> _Stamp | None:
+    """When and how big both files are; None when one is gone (the next read loads, and says why)."""
+    try:
+        globals_, bank = global_path.stat(), bank_path.stat()
+    except OSError:
+        return None
+    return globals_.st_mtime_ns, globals_.st_size, bank.st_mtime_ns, bank.st_size
 
 
 def admins_of(config: Config) -> frozenset[str]:

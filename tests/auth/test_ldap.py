@@ -337,8 +337,8 @@ def test_from_mapping_errors(settings, message):
 
 
 async def test_a_first_ldap_login_creates_a_local_account_without_any_key(server, tmp_path):
-    from biomaj.config.service import config_from_mapping
     from biomaj.auth.identity import users_of
+    from biomaj.config.service import config_from_mapping
     from biomaj.storage.sqlite import SQLiteStore
 
     config = config_from_mapping({"root": str(tmp_path), "auth": {"ldap": {
