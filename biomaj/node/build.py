@@ -12,6 +12,7 @@ from biomaj.actors.processor import ProcessorActor, ProcessorSettings
 from biomaj.auth.identity import admins_of, secret_reader
 from biomaj.bus import Bus
 from biomaj.config.service import Config
+from biomaj.runtime.hooks import Hooks
 from biomaj.state import State
 from biomaj.storage.base import Store
 
@@ -51,6 +52,8 @@ class Wiring:
     status: StatusSource | None = None
     #: The ftp role was named (``--role ftp``) rather than implied by ``--all``.
     ftp_asked: bool = False
+    #: Given to every actor of the runtime (manager, downloader, processor): a node's MetricsHooks.
+    hooks: tuple[Hooks, ...] = ()
 
 
 def build_actor(name: str, wiring: Wiring) -> Startable:
@@ -62,14 +65,15 @@ def build_actor(name: str, wiring: Wiring) -> Startable:
         settings = ManagerSettings(concurrency=limits.jobs, node_id=wiring.manager_id or wiring.node_id,
                                    recover=wiring.recover, **grace, **_given(lease_ttl=wiring.lease_ttl))
         return ManagerActor(wiring.bus, settings, store=wiring.store, state=wiring.state,
-                            global_properties=config.global_properties, admins=admins_of(config))
+                            global_properties=config.global_properties, admins=admins_of(config), hooks=wiring.hooks)
     if name == "downloader":
         settings = DownloaderSettings(concurrency=limits.downloads, per_host=limits.downloads_per_host,
                                       node_id=wiring.node_id, **grace)
-        return DownloaderActor(wiring.bus, settings, state=wiring.state, read_secret=secret_reader(config))
+        return DownloaderActor(wiring.bus, settings, state=wiring.state, read_secret=secret_reader(config),
+                               hooks=wiring.hooks)
     if name == "processor":
         settings = ProcessorSettings(concurrency=limits.processes, node_id=wiring.node_id, **grace)
-        return ProcessorActor(wiring.bus, settings, state=wiring.state)
+        return ProcessorActor(wiring.bus, settings, state=wiring.state, hooks=wiring.hooks)
     if name == "web":
         from biomaj.web.actor import WebActor
 

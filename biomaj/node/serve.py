@@ -18,6 +18,7 @@ from biomaj.config.roles import ROLE_ACTORS, ROLES, STORE_ROLES
 from biomaj.config.service import Config
 from biomaj.node.build import Startable, Wiring, build_actor
 from biomaj.node.heartbeat import Heartbeat
+from biomaj.runtime.metrics_hooks import MetricsHooks
 from biomaj.state import State, open_state
 from biomaj.storage import open_store
 from biomaj.storage.base import Store
@@ -37,6 +38,7 @@ class Node:
         self.state: State | None = None
         self.store: Store | None = None
         self.actors: list[Startable] = []
+        self.actor_metrics = MetricsHooks()  # every actor's messages, for /metrics
         self.heartbeat: Heartbeat | None = None
 
     @property
@@ -66,7 +68,8 @@ class Node:
                 )
             node = cfg.settings.node
             wiring = Wiring(cfg, self.bus, self.state, self.store, self.node_id, grace=node.stop_grace,
-                            lease_ttl=node.lease_ttl, status=self, ftp_asked=set(self.roles) != set(ROLES))
+                            lease_ttl=node.lease_ttl, status=self, ftp_asked=set(self.roles) != set(ROLES),
+                            hooks=(self.actor_metrics,))
             for name in self.actor_names:
                 actor = build_actor(name, wiring)
                 await actor.start()

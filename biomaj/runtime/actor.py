@@ -70,9 +70,8 @@ class Actor:
             raise TypeError(f"{type(self).__name__} must set the class attribute 'queue'")
         self.bus = bus
         self.settings = settings if settings is not None else self.settings_class()
-        self.hooks = tuple(hooks)
-        self.succeeded = 0  # messages whose handler returned
-        self.failed = 0  # messages whose handler raised
+        self.hooks = tuple(hooks)  # counting, by outcome, is one of them (runtime/metrics_hooks.py)
+        self._handled = 0  # messages whose handler returned or raised, for run_until_idle
         self._workers: set[asyncio.Task[None]] = set()
         self._busy: set[asyncio.Task[None]] = set()
         self._stopping = False
@@ -151,7 +150,7 @@ class Actor:
         Starts and stops the actor unless it is already running. Returns how many messages
         were handled (successfully or not) meanwhile. Raises ``BusTimeout`` after ``timeout``.
         """
-        before = self.succeeded + self.failed
+        before = self._handled
         started_here = not self._workers
         if started_here:
             await self.start()
@@ -160,7 +159,7 @@ class Actor:
         finally:
             if started_here:
                 await self.stop()
-        return self.succeeded + self.failed - before
+        return self._handled - before
 
     # --- the loop ----------------------------------------------------------------------------
 
@@ -195,7 +194,6 @@ class Actor:
             raise
         except Exception as exc:
             error = exc
-            self.failed += 1
             log.error(
                 "actor %s: %s failed on %s (attempt %d): %s: %s",
                 self.name,
@@ -206,8 +204,7 @@ class Actor:
                 exc,
                 exc_info=exc,
             )
-        else:
-            self.succeeded += 1
+        self._handled += 1
         await run_hooks(self.hooks, "on_message_done", self, delivery, error)
         if delivery.settled:
             return

@@ -2,7 +2,8 @@
 
 Cross-cutting concerns (metrics, progress, audit logs, time limits ...) are each one small
 :class:`Hooks` subclass passed to the actors; the runtime calls every hook in order. A hook that
-raises is logged and ignored: a broken metrics hook must never break the work.
+raises is logged and ignored: a broken metrics hook must never break the work. A node gives every
+actor its :class:`~biomaj.runtime.metrics_hooks.MetricsHooks` (``node/build.py``).
 """
 
 from __future__ import annotations

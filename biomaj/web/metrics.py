@@ -6,7 +6,7 @@
   one, so that several apps in one process do not mix). Most values are read when scraped from
   the node's live objects: finished and active jobs from the store (every manager of the
   installation writes there), nodes and roles from the state's registry, queue depths from the
-  bus where it can tell, and this node's actors' counters. Files and bytes downloaded come from
+  bus where it can tell, and this node's actors' counters (its MetricsHooks). Files and bytes downloaded come from
   the downloaders' per-file events (``job.*.files``), seen cluster-wide through the bus. Request
   counts and durations are counted by the request middleware. Bank names never appear in
   labels while ``web.metrics_public`` is true (anyone may scrape, and a private bank's name is
@@ -193,7 +193,8 @@ class Metrics:
                 snapshot["nodes"] = await _read(snapshot, "state", "the nodes from the state", state.nodes())
             if bus is not None:
                 snapshot["queues"] = await _read(snapshot, "bus", "the queue depths from the bus", bus.queue_depths())
-            snapshot["actors"] = [a for a in getattr(node, "actors", ()) if hasattr(a, "succeeded")]
+            counted = getattr(node, "actor_metrics", None)  # the node's MetricsHooks (runtime/metrics_hooks.py)
+            snapshot["actors"] = list(counted.actors.values()) if counted is not None else []
             self._snapshot = {k: v for k, v in snapshot.items() if v is not None}
 
     def render(self) -> bytes:
@@ -335,7 +336,7 @@ def _queues(_m: Metrics, snap: Snapshot) -> Iterator[Metric]:
 
 
 def _actors(_m: Metrics, snap: Snapshot) -> Iterator[Metric]:
-    """This node's actors: messages handled by outcome, and in flight."""
+    """This node's actors (the ActorCounts of its MetricsHooks): messages handled by outcome, and in flight."""
     actors = snap.get("actors", [])
     if actors:
         handled = CounterMetricFamily("biomaj_actor_messages", "Messages handled by this node's actors, by outcome.",
@@ -344,7 +345,7 @@ def _actors(_m: Metrics, snap: Snapshot) -> Iterator[Metric]:
         for actor in actors:
             handled.add_metric([actor.name, "succeeded"], actor.succeeded)
             handled.add_metric([actor.name, "failed"], actor.failed)
-            in_flight.add_metric([actor.name], getattr(actor, "in_flight", 0))
+            in_flight.add_metric([actor.name], actor.in_flight)
         yield handled
         yield in_flight
 

@@ -11,6 +11,7 @@ import pytest
 from biomaj.actors.processor import ProcessorActor, ProcessorSettings
 from biomaj.bus import MemoryBus, names
 from biomaj.bus.messages import CancelJob, JobEvent, ProcessRequest, ProcessResult
+from biomaj.runtime.metrics_hooks import MetricsHooks
 from biomaj.state import MemoryState
 from tests.bus.note import Note
 from tests.process.procs import running
@@ -67,7 +68,8 @@ async def rig():
     await bus.declare_queue(names.PROCESS)
     await bus.declare_queue(RESULTS)  # the manager declares its results queue before asking
     events = await bus.subscribe("job.#")
-    actor = ProcessorActor(bus, ProcessorSettings(concurrency=2, grace=5, node_id="n1"), state=state)
+    actor = ProcessorActor(bus, ProcessorSettings(concurrency=2, grace=5, node_id="n1"), state=state,
+                           hooks=[MetricsHooks()])
     await actor.start()
     yield bus, state, actor, events
     await actor.stop()
@@ -116,7 +118,7 @@ async def test_a_failing_process_is_a_failed_result_not_a_redelivery(rig, tmp_pa
     await bus.join(names.PROCESS, timeout=10)
     assert not result.ok and result.exit_code == 2
     assert result.error == "META0_PROC0 exited with code 2: makeblastdb: no such file chr1.fa"
-    assert await bus.dead_letters(names.PROCESS) == [] and actor.succeeded == 1
+    assert await bus.dead_letters(names.PROCESS) == [] and actor.hooks[0].actors["processor"].succeeded == 1
     event = await next_event(events)
     assert event.state == "failed" and event.step == "preprocess"
     assert event.progress == {"process": "META0_PROC0", "ok": False, "exit_code": 2}

@@ -57,3 +57,13 @@ async def test_a_serve_node_gives_its_grace_and_lease_to_every_actor(config):
     assert (web.name, web.host, web.port) == ("web", "127.0.0.1", 0)
     with pytest.raises(ValueError, match="no actor named 'auth'"):
         build_actor("auth", wiring)
+
+
+async def test_every_actor_of_the_runtime_gets_the_nodes_hooks(config):
+    """A node's one MetricsHooks reaches its manager, downloader and processor: /metrics reads it."""
+    from biomaj.runtime.metrics_hooks import MetricsHooks
+
+    hooks = (MetricsHooks(),)
+    wiring = Wiring(config, MemoryBus(), MemoryState(), open_store(config.storage_url, config.root), "n1",
+                    hooks=hooks)
+    assert [build_actor(name, wiring).hooks for name in ("manager", "downloader", "processor")] == [hooks] * 3

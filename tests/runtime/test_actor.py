@@ -12,6 +12,7 @@ import pytest
 from biomaj.bus import Delivery, MemoryBus
 from biomaj.runtime.actor import Actor, ActorSettings
 from biomaj.runtime.hooks import Hooks
+from biomaj.runtime.metrics_hooks import ActorCounts, MetricsHooks
 from tests.bus.note import Note
 
 WAIT = 5.0
@@ -76,13 +77,14 @@ async def publish(bus: MemoryBus, *payloads: str, max_deliveries: int | None = N
 
 async def test_failing_handler_is_logged_and_the_actor_keeps_serving(caplog: pytest.LogCaptureFixture) -> None:
     bus = MemoryBus()
-    actor = Recorder(bus, RecorderSettings(max_deliveries=2))
+    metrics = MetricsHooks()
+    actor = Recorder(bus, RecorderSettings(max_deliveries=2), hooks=[metrics])
     await publish(bus, "boom", "ok1", "ok2", max_deliveries=2)
     with caplog.at_level(logging.ERROR, logger="biomaj.runtime.actor"):
         handled = await actor.run_until_idle(timeout=WAIT)
     assert handled == 4  # boom twice (then dead-lettered), ok1, ok2
     assert actor.seen == ["ok1", "ok2"]
-    assert (actor.succeeded, actor.failed) == (2, 2)
+    assert metrics.actors == {"recorder": ActorCounts("recorder", succeeded=2, failed=2)}
     failures = [r for r in caplog.records if r.name == "biomaj.runtime.actor"]
     assert len(failures) == 2
     assert all("recorder" in r.getMessage() and "test.note" in r.getMessage() and "ValueError: boom" in r.getMessage()
@@ -146,16 +148,18 @@ async def test_graceful_stop_lets_in_flight_work_finish() -> None:
 
 async def test_stop_cancels_handlers_after_grace_and_returns_their_messages(caplog: pytest.LogCaptureFixture) -> None:
     bus = MemoryBus()
-    journal = Journal()
-    actor = Recorder(bus, hooks=[journal])
+    journal, metrics = Journal(), MetricsHooks()
+    actor = Recorder(bus, hooks=[journal, metrics])
     await publish(bus, "slow")
     await actor.start()
     async with asyncio.timeout(WAIT):
         await actor.started.wait()
+    assert metrics.actors["recorder"].in_flight == 1
     with caplog.at_level(logging.WARNING, logger="biomaj.runtime.actor"):
         await actor.stop(grace=0)
     assert "cancelling 1 handler" in caplog.text
     assert ("done", "slow", "CancelledError") in journal.calls
+    assert metrics.actors == {"recorder": ActorCounts("recorder")}  # given back: neither outcome
     assert actor.seen == []
     async with contextlib.aclosing(bus.consume(Recorder.queue)) as deliveries:
         async with asyncio.timeout(WAIT):
@@ -198,7 +202,8 @@ async def test_handler_may_settle_the_delivery_itself() -> None:
             await delivery.ack()
             self.acked.append(note.payload)
 
-    actor = Echo(bus)
+    metrics = MetricsHooks()
+    actor = Echo(bus, hooks=[metrics])
     await actor.start()
     try:
         await bus.publish(Echo.queue, Note(payload="hi"))
@@ -209,7 +214,7 @@ async def test_handler_may_settle_the_delivery_itself() -> None:
     assert actor.acked == ["hi"]
     [dead] = await bus.dead_letters(Echo.queue)
     assert (dead.reason, dead.attempts) == ("rejected on purpose", 1)
-    assert actor.succeeded == 2 and actor.failed == 0
+    assert metrics.actors == {"echo": ActorCounts("echo", succeeded=2)}
 
 
 def test_an_actor_needs_a_queue_and_sane_settings() -> None:

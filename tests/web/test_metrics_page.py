@@ -10,6 +10,7 @@ from types import SimpleNamespace
 import pytest
 
 from biomaj import __version__
+from biomaj.runtime.metrics_hooks import ActorCounts, MetricsHooks
 from biomaj.web.metrics import Metrics
 
 GOLDEN = Path(__file__).with_name("metrics_page.txt")
@@ -45,14 +46,12 @@ class Bus:
                 ("biomaj.download.dead", "ready"): 1, ("biomaj.jobs", "ready"): 0}
 
 
-def actor(name: str, succeeded: int, failed: int, in_flight: int):
-    return SimpleNamespace(name=name, succeeded=succeeded, failed=failed, in_flight=in_flight)
-
-
 def node():
-    return SimpleNamespace(store=Store(), state=State(), bus=Bus(),
-                           actors=[actor("manager", 5, 1, 1), actor("downloader", 120, 3, 4),
-                                   SimpleNamespace(name="web")])
+    counted = MetricsHooks()
+    for counts in (ActorCounts("manager", 5, 1, 1), ActorCounts("downloader", 120, 3, 4)):
+        counted.actors[counts.name] = counts
+    return SimpleNamespace(store=Store(), state=State(), bus=Bus(), actor_metrics=counted,
+                           actors=[SimpleNamespace(name="manager"), SimpleNamespace(name="web")])
 
 
 def event(state: str, file: str, transferred: int, skipped: bool = False, error: str = "timed out"):
