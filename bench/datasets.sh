@@ -5,7 +5,8 @@
 #   big/   2 files x 512 MiB
 #   small/ 2,000 files x 64 KiB in 20 subdirectories (sub00..sub19, 100 files each)
 #   many/  100,000 files x 100 bytes in one flat directory (listing cost only)
-# Usage: datasets.sh [--force] [big small many]
+#   small20k/ 20,000 files x 64 KiB in 20 subdirectories (1,000 each; not built by default)
+# Usage: datasets.sh [--force] [big small many small20k]
 set -eu
 ROOT="${BENCH_ROOT:-/tmp/biomaj-bench}"
 DATA="$ROOT/data"
@@ -50,6 +51,7 @@ SETS = {
     "big": lambda: [("file%d.bin" % i, 512 * MiB) for i in (1, 2)],
     "small": lambda: [("sub%02d/f%04d.dat" % (d, d * 100 + i), 64 * 1024) for d in range(20) for i in range(100)],
     "many": lambda: [("m%06d.txt" % i, 100) for i in range(100_000)],
+    "small20k": lambda: [("sub%02d/f%05d.dat" % (d, d * 1000 + i), 64 * 1024) for d in range(20) for i in range(1000)],
 }
 for name in which:
     want(name, SETS[name]())

@@ -6,7 +6,9 @@ one run on this machine, over loopback, with real servers (Apache 2.4 autoindex,
     python bench/download.py            # data sets, servers, runs, report (stdlib only)
 
 Options: --reps N (default 3) interleaved repetitions after one warm-up round (--no-warmup),
---only big,small,many (data sets), --tools cp,curl,wget,lftp,biomaj3,biomaj,aiohttp,ls,
+--only big,small,many,small20k (data sets), --tools cp,curl,wget,lftp,biomaj3,biomaj,aiohttp,ls,ctl,
+--mode e2e (default tools cp,curl,lftp,biomaj,ctl: `biomaj ctl update BANK` as a user runs it,
+a new process and a new biomaj root every run, beside lftp/curl and the engine alone),
 --protos http,ftp, --timeout S per run, --per-host / --concurrency for biomaj,
 --report RAW.tsv to rebuild a report from an earlier run's raw data.
 
@@ -37,6 +39,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable, Optional
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
@@ -49,8 +52,9 @@ HTTP = "127.0.0.1:" + os.environ.get("BENCH_HTTP_PORT", "18080")
 FTP = "127.0.0.1:" + os.environ.get("BENCH_FTP_PORT", "12121")
 GNU_TIME = "/usr/bin/time"
 MiB = 1 << 20
-DATASETS = ("big", "small", "many")
-ALL_TOOLS = ("cp", "ls", "curl", "wget", "lftp", "biomaj3", "biomaj", "aiohttp")
+DATASETS = ("big", "small", "small20k", "many")
+ALL_TOOLS = ("cp", "ls", "curl", "wget", "lftp", "biomaj3", "biomaj", "aiohttp", "ctl")
+E2E_TOOLS = ("cp", "curl", "lftp", "biomaj", "ctl")  # --mode e2e
 WGET_ARTIFACTS = re.compile(r"^(index\.html.*|\.listing)$")
 
 # Targets (the project's goals for its downloader).
@@ -77,6 +81,8 @@ class Run:
     cmd: list[str]
     label: str
     json_out: bool = False  # the command prints a JSON line with "files" and "seconds"
+    setup: Optional[Callable[[Path], None]] = None  # untimed, in the fresh output dir, before the sync
+    result: Optional[str] = None  # glob (relative to the output dir) of the tree to check; default <ds>/
 
     @property
     def key(self) -> tuple[str, str, str, str]:
@@ -129,7 +135,53 @@ def mirror_runs(ds: str, env: Env) -> list[Run]:
     runs.append(Run("aiohttp", "http", ds, "mirror",
                     [py, str(BENCH / "aiohttp_mirror.py"), "mirror", f"http://{HTTP}/{ds}/", f"{out}/aiohttp/{ds}", "4"],
                     "aiohttp, 4 tasks (extra)", True))
+    biomaj = str(Path(py).with_name("biomaj"))
+    root = out / "ctl" / "root"
+    for proto, hp in (("http", HTTP), ("ftp", FTP)):
+        runs.append(Run("ctl", proto, ds, "mirror",
+                        [biomaj, "-c", str(root / "config.yml"), "ctl", "--json", "update", CTL_BANK],
+                        "**biomaj ctl update** (new process, new root)",
+                        setup=lambda od, proto=proto, hp=hp: ctl_setup(biomaj, od / "root", proto, hp, ds),
+                        result=f"root/data/{CTL_BANK}/{CTL_BANK}_*/flat"))
     return runs
+
+
+CTL_BANK = "bench"
+
+
+def ctl_setup(biomaj: str, root: Path, proto: str, hostport: str, ds: str) -> None:
+    """A new biomaj root (`biomaj init`, its embedded defaults: in-process mode) with one bank,
+    BioMAJ 3 format, mirroring /<ds>/ whole; untimed."""
+    subprocess.run([biomaj, "init", str(root)], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    (root / "conf" / f"{CTL_BANK}.properties").write_text(f"""[GENERAL]
+db.fullname="{CTL_BANK}"
+db.name={CTL_BANK}
+db.type=nucleic
+offline.dir.name=offline/{CTL_BANK}_tmp
+dir.version={CTL_BANK}
+frequency.update=0
+files.num.threads=4
+protocol={proto}
+server={hostport}
+remote.dir=/{ds}/
+remote.files=**/*
+local.files=**/*
+release.control=true
+keep.old.version=1
+""")
+
+
+def job_json(text: str) -> Optional[dict]:
+    """The job `biomaj ctl --json update` prints (indented JSON, possibly after other lines)."""
+    dec = json.JSONDecoder()
+    for m in re.finditer(r"^\{", text, re.M):
+        try:
+            obj, _ = dec.raw_decode(text, m.start())
+        except ValueError:
+            continue
+        if isinstance(obj, dict) and "state" in obj and "started" in obj:
+            return obj
+    return None
 
 
 def list_runs(ds: str, env: Env) -> list[Run]:
@@ -205,6 +257,8 @@ def run_one(run: Run, rep: int, expected: dict[str, int], logs: Path, timeout: f
     od = OUT / run.tool.replace("+", "-")
     rm_tree(od)
     od.mkdir(parents=True)
+    if run.setup:
+        run.setup(od)
     os.sync()
     lg, tf = logs / f"{run.slug}-{rep}.log", logs / f"{run.slug}-{rep}.time"
     with open(lg, "wb") as fh:
@@ -234,10 +288,13 @@ def run_one(run: Run, rep: int, expected: dict[str, int], logs: Path, timeout: f
     note = ""
     exp_files, exp_bytes = len(expected), sum(expected.values())
     if run.kind == "mirror":
-        got = output_tree(od / run.ds)
+        where = sorted(od.glob(run.result)) if run.result else [od / run.ds]
+        got = output_tree(where[0]) if len(where) == 1 else {}
         nf, nb = len(got), sum(got.values())
         ok = got == expected
-        if not ok:
+        if len(where) != 1:
+            note = f"{len(where)} directories match {run.result}"
+        elif not ok:
             missing = len(set(expected) - set(got))
             extra = len(set(got) - set(expected))
             wrong = sum(1 for k in set(got) & set(expected) if got[k] != expected[k])
@@ -267,6 +324,16 @@ def run_one(run: Run, rep: int, expected: dict[str, int], logs: Path, timeout: f
             except (ValueError, KeyError, TypeError):
                 pass
             break
+    job = job_json(text) if run.tool == "ctl" else None
+    if job is not None:  # the job's own duration: the command's wall time minus start-up and exit
+        if job.get("started") and job.get("finished"):
+            inner = "%.3f" % (float(job["finished"]) - float(job["started"]))
+        if job.get("state") != "done" or not (job.get("result") or {}).get("ok"):
+            ok = False
+            note = (note + "; " if note else "") + f"job {job.get('state')}: {str(job.get('error') or '')[:80]}"
+    elif run.tool == "ctl":
+        ok = False
+        note = (note + "; " if note else "") + "no job JSON on stdout"
     if rc != 0:
         ok = False
         note = (note + "; " if note else "") + f"exit {rc}"
@@ -348,7 +415,7 @@ def fmt_s(x: float) -> str:
     return "%.2f" % x if x < 100 else "%.0f" % x
 
 
-ORDER_TOOL = ["cp", "ls", "curl", "wget", "lftp", "biomaj3", "biomaj", "biomaj+match", "aiohttp"]
+ORDER_TOOL = ["cp", "ls", "curl", "wget", "lftp", "biomaj3", "biomaj", "biomaj+match", "aiohttp", "ctl"]
 ORDER_PROTO = ["local", "http", "ftp"]
 
 
@@ -415,9 +482,11 @@ def build_report(raw: list[dict], meta: dict[str, str], project_py: str, skipped
     w("## Results")
     w("")
     w("Data sets (`bench/datasets.sh`, seeded random bytes): **big** = 2 x 512 MiB; **small** = 2,000 x 64 KiB "
-      "in 20 directories (125 MiB); **many** = 100,000 x 100 B in one directory, listing only.")
+      "in 20 directories (125 MiB); **small20k** = 20,000 x 64 KiB in 20 directories (1.25 GiB); "
+      "**many** = 100,000 x 100 B in one directory, listing only.")
     w("Times are wall-clock of the whole process (interpreter start-up and imports included); "
-      "in-proc s = the Python drivers' own time after imports. min-max = fastest and slowest "
+      "in-proc s = the Python drivers' own time after imports (for `biomaj ctl update`: the job's "
+      "own duration, `started` to `finished` in its `--json` output). min-max = fastest and slowest "
       "successful run; peak RSS = largest max-RSS over the runs (GNU time); CPU s = median user+sys "
       "seconds of the client process tree (the servers' CPU not included). x local = median / "
       "median of `cp -r` (`ls` for many); x curl = median / one curl stream on the same protocol "
@@ -505,6 +574,23 @@ def build_report(raw: list[dict], meta: dict[str, str], project_py: str, skipped
               f"{verdict(mb < TARGET_LIST_MB)} |")
         else:
             v(f"| many: 100,000-entry listing < {TARGET_LIST_SECONDS:g} s, < {TARGET_LIST_MB:g} MB | {p} | not measured | | | n/a |")
+    e2e = end_to_end(stats, paired)
+    if e2e:
+        w("## End to end: `biomaj ctl update BANK`")
+        w("")
+        w("What a user runs: `biomaj -c ROOT/config.yml ctl --json update bench`, a new process and a new "
+          "biomaj root (`biomaj init`, untimed) every run, in-process mode (no bus, no server), the bank "
+          "mirroring the whole data set (`remote.files=**/*`, `files.num.threads=4`, "
+          "`release.control=true`); checked in `ROOT/data/bench/bench_<release>/flat/`. "
+          "job s = the job's own duration; start-up + exit = wall - job (interpreter, imports, config, "
+          "store, and the process's exit). vs peer: peer's median / ctl's median, > 1 = biomaj faster; "
+          "per-rep = the same ratio within each repetition.")
+        w("")
+        out.extend(e2e)
+        w("")
+        text_extra = e2e
+    else:
+        text_extra = []
     w("## Targets")
     w("")
     w("Speed ratios: > 1 means biomaj is faster. The verdict uses the ratio of the whole-process "
@@ -541,8 +627,36 @@ def build_report(raw: list[dict], meta: dict[str, str], project_py: str, skipped
       "`lftp -c 'open URL; mirror --parallel=4 /D OUT'`; listings: `curl URL | wc -l`, "
       "`lftp -c 'open URL; cls -1 /many/' | wc -l`, `ls -1 | wc -l`.")
     w("")
-    text = "\n".join(table) + "\n\n" + "\n".join(verdicts)
+    text = "\n".join(table) + "\n\n" + ("\n".join(text_extra) + "\n\n" if text_extra else "") + "\n".join(verdicts)
     return "\n".join(out) + "\n", text
+
+
+def end_to_end(stats: dict, paired) -> list[str]:
+    """Rows of `biomaj ctl update` against the engine alone and the peers (lftp; curl for big)."""
+    rows = ["| data | proto | ctl update wall s (min-max) | job s | start-up + exit s | engine alone s "
+            "| peer | peer s | vs peer (per-rep) | peak RSS MiB |",
+            "|---|---|---:|---:|---:|---:|---|---:|---:|---:|"]
+    keys = sorted((k for k in stats if k[0] == "ctl" and stats[k]["med"]),
+                  key=lambda k: (DATASETS.index(k[2]) if k[2] in DATASETS else 9, ORDER_PROTO.index(k[1])))
+    for k in keys:
+        _, p, d, kind = k
+        c = stats[k]
+        eng = stats.get(("biomaj", p, d, kind))
+        eng_s = fmt_s(eng["med"]) if eng and eng["med"] else "-"
+        job = fmt_s(c["inner"]) if c["inner"] is not None else "-"
+        start = fmt_s(c["med"] - c["inner"]) if c["inner"] is not None else "-"
+        peers = [t for t in (("curl", "lftp") if d == "big" else ("lftp",)) if stats.get((t, p, d, kind), {}).get("med")]
+        for t in peers or [None]:
+            o = stats.get((t, p, d, kind)) if t else None
+            if o:
+                pr = paired((t, p, d, kind), k)
+                pr = " (%.2f-%.2f)" % (1 / pr[1], 1 / pr[0]) if pr else ""
+                peer, peer_s, vs = o["label"], fmt_s(o["med"]), "%.2f x%s" % (o["med"] / c["med"], pr)
+            else:
+                peer, peer_s, vs = "-", "-", "-"
+            rows.append(f"| {d} | {p} | {fmt_s(c['med'])} ({fmt_s(c['min'])}-{fmt_s(c['max'])}) | {job} | {start} | "
+                        f"{eng_s} | {peer} | {peer_s} | {vs} | {c['rss']:.0f} |")
+    return rows if len(rows) > 2 else []
 
 
 def read_raw(path: Path) -> list[dict]:
@@ -575,6 +689,8 @@ def preflight(env: Env, datasets: list[str]) -> None:
             if probe.returncode:
                 last = (probe.stderr.strip().splitlines() or ["?"])[-1]
                 env.skipped[f"biomaj/{proto}"] = f"biomaj's {proto} protocol is not usable: {last}"
+    if "ctl" in env.tools and not os.access(Path(env.project_py).with_name("biomaj"), os.X_OK):
+        env.skipped["ctl/*"] = f"no `biomaj` command beside {env.project_py} (make install)"
     for k, why in env.skipped.items():
         log(f"skipping {k}: {why}")
     subprocess.run(["bash", str(BENCH / "datasets.sh"), *datasets], check=True)
@@ -589,8 +705,13 @@ def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(description="biomaj's download benchmark (see bench/README.md)")
     ap.add_argument("--reps", type=int, default=3, help="measured repetitions (default 3)")
     ap.add_argument("--no-warmup", action="store_true", help="skip the warm-up round (rep 0)")
-    ap.add_argument("--only", default="big,small,many", help="data sets, comma-separated")
-    ap.add_argument("--tools", default=",".join(ALL_TOOLS), help="tools, comma-separated: " + ",".join(ALL_TOOLS))
+    ap.add_argument("--only", default=None, help="data sets, comma-separated: " + ",".join(DATASETS)
+                    + " (default: big,small,many; with --mode e2e: small)")
+    ap.add_argument("--tools", default=None, help="tools, comma-separated: " + ",".join(ALL_TOOLS)
+                    + " (default: all but ctl; with --mode e2e: " + ",".join(E2E_TOOLS) + ")")
+    ap.add_argument("--mode", choices=("engine", "e2e"), default="engine",
+                    help="e2e: `biomaj ctl update` (whole command, new root each run) beside lftp/curl "
+                         "and the engine alone; default data small")
     ap.add_argument("--protos", default="http,ftp")
     ap.add_argument("--timeout", type=float, default=300, help="seconds per run before it is killed")
     ap.add_argument("--per-host", type=int, default=4, help="biomaj: connections per host (default 4)")
@@ -601,6 +722,10 @@ def main(argv: list[str]) -> int:
     a = ap.parse_args(argv)
 
     project_py = a.python or (str(REPO / ".venv" / "bin" / "python") if (REPO / ".venv" / "bin" / "python").exists() else sys.executable)
+    if a.only is None:
+        a.only = "small" if a.mode == "e2e" else "big,small,many"
+    if a.tools is None:
+        a.tools = ",".join(E2E_TOOLS if a.mode == "e2e" else [t for t in ALL_TOOLS if t != "ctl"])
     datasets = [d for d in a.only.split(",") if d]
     for d in datasets:
         if d not in DATASETS:
@@ -635,7 +760,7 @@ def main(argv: list[str]) -> int:
     meta = {"started": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
             "load_start": " ".join(open("/proc/loadavg").read().split()[:3]), "results": str(res),
             "source_start": source_fingerprint(),
-            "settings": f"reps={a.reps} warm-up={'no' if a.no_warmup else 'yes'} data={','.join(datasets)} "
+            "settings": f"mode={a.mode} reps={a.reps} warm-up={'no' if a.no_warmup else 'yes'} data={','.join(datasets)} "
                         f"biomaj per_host={a.per_host} concurrency={a.concurrency} timeout={a.timeout:g}s"}
     raw_path = res / "raw.tsv"
     raw: list[dict] = []
