@@ -53,7 +53,9 @@ FTP = "127.0.0.1:" + os.environ.get("BENCH_FTP_PORT", "12121")
 GNU_TIME = "/usr/bin/time"
 MiB = 1 << 20
 DATASETS = ("big", "small", "small20k", "many")
-ALL_TOOLS = ("cp", "ls", "curl", "wget", "lftp", "biomaj3", "biomaj", "aiohttp", "ctl")
+ALL_TOOLS = ("cp", "ls", "curl", "wget", "lftp", "biomaj3", "biomaj", "aiohttp", "ctl", "amqp")
+AMQP_URL = os.environ.get("BENCH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672")  # tool amqp
+REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 E2E_TOOLS = ("cp", "curl", "lftp", "biomaj", "ctl")  # --mode e2e
 WGET_ARTIFACTS = re.compile(r"^(index\.html.*|\.listing)$")
 
@@ -83,6 +85,8 @@ class Run:
     json_out: bool = False  # the command prints a JSON line with "files" and "seconds"
     setup: Optional[Callable[[Path], None]] = None  # untimed, in the fresh output dir, before the sync
     result: Optional[str] = None  # glob (relative to the output dir) of the tree to check; default <ds>/
+    teardown: Optional[Callable[[], Optional[float]]] = None  # untimed, after the command, before the
+    # check; may return CPU seconds its helper processes spent during the command (added to CPU s)
 
     @property
     def key(self) -> tuple[str, str, str, str]:
@@ -143,7 +147,95 @@ def mirror_runs(ds: str, env: Env) -> list[Run]:
                         "**biomaj ctl update** (new process, new root)",
                         setup=lambda od, proto=proto, hp=hp: ctl_setup(biomaj, od / "root", proto, hp, ds),
                         result=f"root/data/{CTL_BANK}/{CTL_BANK}_*/flat"))
+    for proto, hp in (("http", HTTP), ("ftp", FTP)):
+        nodes = AmqpNodes(biomaj, proto, hp, ds)
+        runs.append(Run("amqp", proto, ds, "mirror",
+                        [biomaj, "-c", str(root.parent.parent / "amqp" / "root" / "config.yml"), "ctl", "--json", "update", CTL_BANK],
+                        "**biomaj ctl update**, AMQP (manager + 1 download node)",
+                        setup=nodes.setup, teardown=nodes.stop, result=f"root/data/{CTL_BANK}/{CTL_BANK}_*/flat"))
     return runs
+
+
+class AmqpNodes:
+    """Tool amqp: the same root and bank as ctl, with `bus.url` on a private RabbitMQ virtual host
+    and `state.url` on Redis (keys under a private prefix); a `serve --role manager` and a
+    `serve --role download` node are started and registered before the timed `ctl update`
+    (which then only queues the job and follows it), stopped and cleaned up after it, untimed."""
+
+    def __init__(self, biomaj: str, proto: str, hostport: str, ds: str):
+        self.biomaj, self.proto, self.hostport, self.ds = biomaj, proto, hostport, ds
+        self.procs: list[subprocess.Popen] = []
+        self.vhost = self.prefix = ""
+        self.cpu0: Optional[float] = None
+
+    def setup(self, od: Path) -> None:
+        import uuid
+        from urllib.parse import quote
+        root = od / "root"
+        ctl_setup(self.biomaj, root, self.proto, self.hostport, self.ds)
+        tag = uuid.uuid4().hex[:10]
+        self.vhost, self.prefix = f"biomaj-bench-{tag}", f"bench-{tag}"
+        subprocess.run(["rabbitmqctl", "add_vhost", self.vhost], check=True, capture_output=True, timeout=60)
+        user = re.match(r"amqp://([^:@/]+)", AMQP_URL)
+        subprocess.run(["rabbitmqctl", "set_permissions", "-p", self.vhost, user.group(1) if user else "guest",
+                        ".*", ".*", ".*"], check=True, capture_output=True, timeout=60)
+        cfg = root / "config.yml"
+        text = cfg.read_text()
+        for section, url in (("bus", f"{AMQP_URL.rstrip('/')}/{quote(self.vhost, safe='')}"), ("state", REDIS_URL)):
+            text, n = re.subn(rf"^({section}:\n(?:  #.*\n)*  url: )\"\"", rf'\g<1>"{url}"', text, flags=re.M)
+            assert n == 1, f"{section}.url not found in {cfg}"
+        text, n = re.subn(r"^(redis:\n(?:  .*\n)*?  prefix: ).*$", rf"\g<1>{self.prefix}", text, flags=re.M)
+        assert n == 1, f"redis.prefix not found in {cfg}"
+        cfg.write_text(text)
+        logs = ROOT / "serve-logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        for role in ("manager", "download"):
+            with open(logs / f"{role}.log", "wb") as fh:
+                self.procs.append(subprocess.Popen([self.biomaj, "-c", str(cfg), "serve", "--role", role],
+                                                   stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                                   start_new_session=True, cwd=od))
+        deadline = time.time() + 60
+        while time.time() < deadline:  # both nodes registered in the shared state
+            p = subprocess.run([self.biomaj, "-c", str(cfg), "ctl", "--json", "nodes"], capture_output=True, text=True)
+            if p.returncode == 0 and "manager" in p.stdout and "download" in p.stdout:
+                self.cpu0 = self.cpu()
+                return
+            if any(pr.poll() is not None for pr in self.procs):
+                break
+            time.sleep(0.5)
+        self.stop()  # the timed command then fails (no manager node): a failed row, not a crash
+        log(f"amqp: the nodes did not register within 60 s (logs: {logs})")
+
+    def cpu(self) -> float:
+        """user + system CPU seconds of the node processes so far."""
+        total = 0.0
+        for pr in self.procs:
+            try:
+                fields = Path(f"/proc/{pr.pid}/stat").read_text().rsplit(")", 1)[1].split()
+                total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            except (OSError, IndexError, ValueError):
+                pass
+        return total
+
+    def stop(self) -> Optional[float]:
+        used = self.cpu() - self.cpu0 if self.procs and self.cpu0 is not None else None
+        self.cpu0 = None
+        for pr in self.procs:
+            if pr.poll() is None:
+                os.killpg(pr.pid, signal.SIGTERM)  # the group this run started, nothing else
+        for pr in self.procs:
+            try:
+                pr.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(pr.pid, signal.SIGKILL)
+                pr.wait()
+        self.procs = []
+        if self.vhost:
+            subprocess.run(["rabbitmqctl", "delete_vhost", self.vhost], capture_output=True, timeout=60)
+            subprocess.run(["bash", "-c", f"redis-cli --scan --pattern '{self.prefix}:*' | xargs -r redis-cli del"],
+                           capture_output=True, timeout=60)
+            self.vhost = ""
+        return used
 
 
 CTL_BANK = "bench"
@@ -272,6 +364,7 @@ def run_one(run: Run, rep: int, expected: dict[str, int], logs: Path, timeout: f
             rc = proc.wait()
             rc = 124
         secs = time.perf_counter() - t0
+    helpers_cpu = run.teardown() if run.teardown else None
     text = lg.read_text(errors="replace")
     rss, cpu = 0, ""
     try:
@@ -281,7 +374,7 @@ def run_one(run: Run, rep: int, expected: dict[str, int], logs: Path, timeout: f
         user = re.search(r"User time \(seconds\): ([\d.]+)", timing)
         system = re.search(r"System time \(seconds\): ([\d.]+)", timing)
         if user and system:
-            cpu = "%.2f" % (float(user.group(1)) + float(system.group(1)))
+            cpu = "%.2f" % (float(user.group(1)) + float(system.group(1)) + (helpers_cpu or 0))
     except OSError:
         pass
     inner = ""
@@ -324,14 +417,14 @@ def run_one(run: Run, rep: int, expected: dict[str, int], logs: Path, timeout: f
             except (ValueError, KeyError, TypeError):
                 pass
             break
-    job = job_json(text) if run.tool == "ctl" else None
+    job = job_json(text) if run.tool in ("ctl", "amqp") else None
     if job is not None:  # the job's own duration: the command's wall time minus start-up and exit
         if job.get("started") and job.get("finished"):
             inner = "%.3f" % (float(job["finished"]) - float(job["started"]))
         if job.get("state") != "done" or not (job.get("result") or {}).get("ok"):
             ok = False
             note = (note + "; " if note else "") + f"job {job.get('state')}: {str(job.get('error') or '')[:80]}"
-    elif run.tool == "ctl":
+    elif run.tool in ("ctl", "amqp"):
         ok = False
         note = (note + "; " if note else "") + "no job JSON on stdout"
     if rc != 0:
@@ -415,7 +508,7 @@ def fmt_s(x: float) -> str:
     return "%.2f" % x if x < 100 else "%.0f" % x
 
 
-ORDER_TOOL = ["cp", "ls", "curl", "wget", "lftp", "biomaj3", "biomaj", "biomaj+match", "aiohttp", "ctl"]
+ORDER_TOOL = ["cp", "ls", "curl", "wget", "lftp", "biomaj3", "biomaj", "biomaj+match", "aiohttp", "ctl", "amqp"]
 ORDER_PROTO = ["local", "http", "ftp"]
 
 
@@ -488,7 +581,8 @@ def build_report(raw: list[dict], meta: dict[str, str], project_py: str, skipped
       "in-proc s = the Python drivers' own time after imports (for `biomaj ctl update`: the job's "
       "own duration, `started` to `finished` in its `--json` output). min-max = fastest and slowest "
       "successful run; peak RSS = largest max-RSS over the runs (GNU time); CPU s = median user+sys "
-      "seconds of the client process tree (the servers' CPU not included). x local = median / "
+      "seconds of the client process tree (the servers' CPU not included; AMQP rows: plus the "
+      "manager and download nodes' CPU during the command, their RSS not included). x local = median / "
       "median of `cp -r` (`ls` for many); x curl = median / one curl stream on the same protocol "
       "(big). > 1 means slower.")
     w("")
@@ -584,7 +678,10 @@ def build_report(raw: list[dict], meta: dict[str, str], project_py: str, skipped
           "`release.control=true`); checked in `ROOT/data/bench/bench_<release>/flat/`. "
           "job s = the job's own duration; start-up + exit = wall - job (interpreter, imports, config, "
           "store, and the process's exit). vs peer: peer's median / ctl's median, > 1 = biomaj faster; "
-          "per-rep = the same ratio within each repetition.")
+          "per-rep = the same ratio within each repetition. AMQP rows (tool `amqp`): the same command "
+          "and root with `bus.url` on a private RabbitMQ virtual host and `state.url` on Redis; a "
+          "`serve --role manager` and a `serve --role download` node started and registered before "
+          "the timed command and stopped after it (untimed): the command queues the job and follows it.")
         w("")
         out.extend(e2e)
         w("")
@@ -633,11 +730,11 @@ def build_report(raw: list[dict], meta: dict[str, str], project_py: str, skipped
 
 def end_to_end(stats: dict, paired) -> list[str]:
     """Rows of `biomaj ctl update` against the engine alone and the peers (lftp; curl for big)."""
-    rows = ["| data | proto | ctl update wall s (min-max) | job s | start-up + exit s | engine alone s "
+    rows = ["| mode | data | proto | ctl update wall s (min-max) | job s | start-up + exit s | engine alone s "
             "| peer | peer s | vs peer (per-rep) | peak RSS MiB |",
-            "|---|---|---:|---:|---:|---:|---|---:|---:|---:|"]
-    keys = sorted((k for k in stats if k[0] == "ctl" and stats[k]["med"]),
-                  key=lambda k: (DATASETS.index(k[2]) if k[2] in DATASETS else 9, ORDER_PROTO.index(k[1])))
+            "|---|---|---|---:|---:|---:|---:|---|---:|---:|---:|"]
+    keys = sorted((k for k in stats if k[0] in ("ctl", "amqp") and stats[k]["med"]),
+                  key=lambda k: (DATASETS.index(k[2]) if k[2] in DATASETS else 9, ORDER_PROTO.index(k[1]), k[0]))
     for k in keys:
         _, p, d, kind = k
         c = stats[k]
@@ -654,7 +751,8 @@ def end_to_end(stats: dict, paired) -> list[str]:
                 peer, peer_s, vs = o["label"], fmt_s(o["med"]), "%.2f x%s" % (o["med"] / c["med"], pr)
             else:
                 peer, peer_s, vs = "-", "-", "-"
-            rows.append(f"| {d} | {p} | {fmt_s(c['med'])} ({fmt_s(c['min'])}-{fmt_s(c['max'])}) | {job} | {start} | "
+            mode = "AMQP" if k[0] == "amqp" else "in-process"
+            rows.append(f"| {mode} | {d} | {p} | {fmt_s(c['med'])} ({fmt_s(c['min'])}-{fmt_s(c['max'])}) | {job} | {start} | "
                         f"{eng_s} | {peer} | {peer_s} | {vs} | {c['rss']:.0f} |")
     return rows if len(rows) > 2 else []
 
@@ -689,8 +787,12 @@ def preflight(env: Env, datasets: list[str]) -> None:
             if probe.returncode:
                 last = (probe.stderr.strip().splitlines() or ["?"])[-1]
                 env.skipped[f"biomaj/{proto}"] = f"biomaj's {proto} protocol is not usable: {last}"
-    if "ctl" in env.tools and not os.access(Path(env.project_py).with_name("biomaj"), os.X_OK):
-        env.skipped["ctl/*"] = f"no `biomaj` command beside {env.project_py} (make install)"
+    if "amqp" in env.tools:
+        for binary in ("rabbitmqctl", "redis-cli"):
+            if not shutil.which(binary):
+                env.skipped["amqp/*"] = f"{binary} not installed"
+    if ("ctl" in env.tools or "amqp" in env.tools) and not os.access(Path(env.project_py).with_name("biomaj"), os.X_OK):
+        env.skipped["ctl/*"] = env.skipped["amqp/*"] = f"no `biomaj` command beside {env.project_py} (make install)"
     for k, why in env.skipped.items():
         log(f"skipping {k}: {why}")
     subprocess.run(["bash", str(BENCH / "datasets.sh"), *datasets], check=True)
