@@ -13,10 +13,20 @@ import click
 
 from biomaj import __version__
 from biomaj.cli.context import CliContext, config_option
+from biomaj.cli.lazy import LazyGroup
 from biomaj.errors import BiomajError
 
+#: The commands, each imported only when it runs or --help lists it (biomaj/cli/lazy.py).
+COMMANDS = {
+    "init": "biomaj.cli.init:init",
+    "serve": "biomaj.cli.serve:serve",
+    "ctl": "biomaj.cli.ctl:ctl",
+    "users": "biomaj.cli.users:users",
+    "migrate": "biomaj.cli.migrate:migrate",
+}
 
-class _Main(click.Group):
+
+class _Main(LazyGroup):
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
@@ -35,30 +45,13 @@ class _Main(click.Group):
             sys.exit(1)
 
 
-@click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=_Main, lazy_subcommands=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
 @config_option
 @click.version_option(__version__, prog_name="biomaj")
 @click.pass_context
 def cli(ctx: click.Context) -> None:
     """Mirror bioinformatics data banks: detect new releases, download, post-process, publish."""
     ctx.ensure_object(CliContext)
-
-
-def _register() -> None:
-    from biomaj.cli.ctl import ctl
-    from biomaj.cli.init import init
-    from biomaj.cli.migrate import migrate
-    from biomaj.cli.serve import serve
-    from biomaj.cli.users import users
-
-    cli.add_command(init)
-    cli.add_command(serve)
-    cli.add_command(ctl)
-    cli.add_command(users)
-    cli.add_command(migrate)
-
-
-_register()
 
 
 def main() -> None:

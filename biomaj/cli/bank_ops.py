@@ -35,12 +35,6 @@ from biomaj.workflow.bank import RunContext
 from biomaj.workflow.engine import CANCELLED
 
 
-def register(ctl: click.Group) -> None:
-    for command in (update, remove, remove_all, remove_pending, repair, release_check, publish, unpublish,
-                    freeze, unfreeze, owner, visibility, cancel, unlock):
-        ctl.add_command(command)
-
-
 # --- running a job in this process ---------------------------------------------------------------
 
 

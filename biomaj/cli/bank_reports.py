@@ -21,11 +21,6 @@ from biomaj.storage.base import ACTIVE_JOB_STATES, Store
 from biomaj.workflow import locks
 
 
-def register(ctl: click.Group) -> None:
-    for command in (status, status_ko, show, search, history, stats, whatsup, maintenance):
-        ctl.add_command(command)
-
-
 def _viewer(cfg) -> reports.Viewer:
     return reports.Viewer(user=current_user(), admins=admins_of(cfg))
 

@@ -8,12 +8,14 @@ import logging
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Sequence, TypeVar
 
 import click
 
-from biomaj.config.service import Config, config_path_from, load_config
 from biomaj.logs import setup_logging
+
+if TYPE_CHECKING:  # pydantic and yaml: imported by the commands that read config.yml, not by --help
+    from biomaj.config.service import Config
 
 log = logging.getLogger(__name__)
 
@@ -50,11 +52,15 @@ class CliContext:
 
     @property
     def config_path(self) -> Path:
+        from biomaj.config.service import config_path_from
+
         return config_path_from(self.config_option)
 
     def config(self) -> Config:
         """The validated config.yml (loaded once); logging is set up from it."""
         if self._config is None:
+            from biomaj.config.service import load_config
+
             self._config = load_config(self.config_path)
             logging_settings = self._config.settings.logging
             log_file = self._config.resolve(logging_settings.file) if logging_settings.file else None

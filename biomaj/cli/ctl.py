@@ -10,20 +10,33 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import click
 
 from biomaj.cli.context import CliContext, config_option, emit_json, emit_table, json_option
-from biomaj.config.check import check_bank, check_support, verdict
-from biomaj.config.properties import BankProperties
+from biomaj.cli.lazy import LazyGroup
 from biomaj.errors import BiomajError
-from biomaj.inventory import bank_rows, conf_dir_of
-from biomaj.storage import open_store
+
+if TYPE_CHECKING:
+    from biomaj.config.properties import BankProperties
+
+# What a command needs is imported in its function: `ctl banks` must not pay for the workflow,
+# the bus or aiohttp (issue 19, item 2); the commands of the modules below are imported when run.
+
+#: The commands of other modules, each imported when it runs or --help lists it (cli/lazy.py).
+LAZY_COMMANDS = {
+    **{name: f"biomaj.cli.bank_ops:{name.replace('-', '_')}" for name in (
+        "update", "remove", "remove-all", "remove-pending", "repair", "release-check", "publish", "unpublish",
+        "freeze", "unfreeze", "owner", "visibility", "cancel", "unlock")},
+    **{name: f"biomaj.cli.bank_reports:{name.replace('-', '_')}" for name in (
+        "status", "status-ko", "show", "search", "history", "stats", "whatsup", "maintenance")},
+    "schedule": "biomaj.cli.schedule:schedule",
+}
 
 
-@click.group()
+@click.group(cls=LazyGroup, lazy_subcommands=LAZY_COMMANDS)
 @config_option
 @json_option
 @click.option("-v", "--verbose", is_flag=True, help="Show the application log (info level) on stderr.")
@@ -49,6 +62,8 @@ def ctl(ctx: click.Context, verbose: bool, proxy: str | None, api_key: str | Non
 
 def _load_bank(cfg, bank: str) -> BankProperties:
     """A bank by name (from conf.dir) or by the path of its .properties file."""
+    from biomaj.config.properties import BankProperties
+
     if bank.endswith(".properties") or "/" in bank:
         path = Path(bank)
         if not path.is_file():
@@ -65,6 +80,8 @@ def _load_bank(cfg, bank: str) -> BankProperties:
 @click.pass_obj
 def check(obj: CliContext, bank: str) -> None:
     """Check BANK's configuration (a name, or a .properties file): verdict and every problem."""
+    from biomaj.config.check import check_bank, check_support, verdict
+
     if obj.remote:
         if bank.endswith(".properties") or "/" in bank:
             raise BiomajError(f"{bank}: with --proxy, give the name of a bank of the server (its bank files are checked there)")
@@ -101,6 +118,8 @@ def _format_time(value: Any) -> str:
 
 
 async def _bank_documents(cfg) -> list[dict]:
+    from biomaj.storage import open_store
+
     store = open_store(cfg.storage_url, cfg.root)
     async with store:
         return await store.list_banks()
@@ -115,6 +134,8 @@ def banks(obj: CliContext) -> None:
     if obj.remote:
         rows, where = obj.ask_server(lambda api: api.get("/api/v1/bank-files")), f"the conf.dir of {obj.proxy}"
     else:
+        from biomaj.inventory import bank_rows, conf_dir_of
+
         cfg = obj.config()
         conf_dir = conf_dir_of(cfg.global_properties)
         rows, where = bank_rows(cfg.global_properties, conf_dir, asyncio.run(_bank_documents(cfg))), str(conf_dir)
@@ -184,16 +205,3 @@ def nodes(obj: CliContext) -> None:
             for n in node_list
         ],
     )
-
-
-def _register_bank_commands() -> None:
-    from biomaj.cli import bank_ops, bank_reports
-
-    bank_ops.register(ctl)
-    bank_reports.register(ctl)
-
-
-_register_bank_commands()
-from biomaj.cli.schedule import schedule as _schedule  # noqa: E402 - a group of its own module
-
-ctl.add_command(_schedule)

@@ -13,7 +13,9 @@ DOCS = Path(__file__).resolve().parents[2] / "docs"
 
 
 def _commands(group: click.Group, prefix: str):
-    for name, command in group.commands.items():
+    ctx = click.Context(group)
+    for name in group.list_commands(ctx):  # the lazy ones too (biomaj/cli/lazy.py), not only group.commands
+        command = group.get_command(ctx, name)
         path = f"{prefix} {name}"
         yield path
         if isinstance(command, click.Group):
