@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import sys
@@ -40,6 +39,8 @@ class CliContext:
 
     def ask_server(self, request: Callable[[Any], Awaitable[T]]) -> T:
         """Run ``request(api)`` with an :class:`~biomaj.client.api.ApiClient` of the --proxy server."""
+        import asyncio
+
         from biomaj.client.api import ApiClient
 
         setup_logging(self.console_level or "INFO")

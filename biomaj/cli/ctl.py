@@ -7,7 +7,6 @@ its web actor.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -134,6 +133,8 @@ def banks(obj: CliContext) -> None:
     if obj.remote:
         rows, where = obj.ask_server(lambda api: api.get("/api/v1/bank-files")), f"the conf.dir of {obj.proxy}"
     else:
+        import asyncio
+
         from biomaj.inventory import bank_rows, conf_dir_of
 
         cfg = obj.config()
@@ -157,6 +158,8 @@ def banks(obj: CliContext) -> None:
 
 # nodes ---------------------------------------------------------------------------------------
 async def _fetch_status(url: str) -> dict:
+    import asyncio
+
     import aiohttp
 
     try:
@@ -187,6 +190,8 @@ async def _nodes_from_state(cfg) -> list[dict]:
 @click.pass_obj
 def nodes(obj: CliContext) -> None:
     """The nodes of the service, their roles and their last heartbeat."""
+    import asyncio
+
     if obj.remote:
         node_list = obj.ask_server(lambda api: api.get("/api/v1/nodes"))
     elif (cfg := obj.config()).state_url.startswith("memory"):

@@ -7,7 +7,6 @@ from pathlib import Path
 import click
 
 from biomaj.cli.context import CliContext, config_option, emit_json, json_option
-from biomaj.config.scaffold import EXAMPLE_BANK, init_root
 
 
 @click.command()
@@ -20,6 +19,8 @@ from biomaj.config.scaffold import EXAMPLE_BANK, init_root
 @click.pass_obj
 def init(obj: CliContext, root: Path, force: bool, host: str | None, port: int | None) -> None:
     """Create ROOT with config.yml, conf/global.properties and an example bank."""
+    from biomaj.config.scaffold import EXAMPLE_BANK, init_root  # pydantic and yaml: not for --help
+
     written = init_root(root, force=force, web_host=host, web_port=port)
     config = (root / "config.yml").absolute()
     if obj.json_output:

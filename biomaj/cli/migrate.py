@@ -4,8 +4,6 @@ store into MongoDB. The work is :mod:`biomaj.migration.biomaj3`; this prints its
 
 from __future__ import annotations
 
-import asyncio
-
 import click
 
 from biomaj.cli.context import CliContext, config_option, emit_json, emit_table, json_option
@@ -62,6 +60,8 @@ def migrate(obj: CliContext, from_url: str | None, to_url: str | None, database:
                                             dry_run=dry_run, progress=progress)
             return await export_to_mongo(store, to_url or "", database=database, dry_run=dry_run,
                                          progress=progress)
+
+    import asyncio
 
     report = asyncio.run(run())
     if obj.json_output:

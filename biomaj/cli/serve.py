@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 import click
 
 from biomaj.cli.context import CliContext, config_option
 from biomaj.config.roles import ROLES, parse_roles
-from biomaj.runtime.memory import tune_malloc
 
 log = logging.getLogger(__name__)
 
@@ -19,6 +17,8 @@ def _loop_runner():
     try:
         import uvloop
     except ImportError:
+        import asyncio
+
         return asyncio.run
     return uvloop.run
 
@@ -38,6 +38,7 @@ def _run(coro) -> None:
 def serve(obj: CliContext, all_roles: bool, role_spec: str | None, node_id: str | None) -> None:
     """Run the service until SIGINT or SIGTERM."""
     from biomaj.node.serve import Node, serve_until_signalled
+    from biomaj.runtime.memory import tune_malloc
 
     roles = parse_roles(all_roles, role_spec, warn=lambda text: click.echo(f"warning: {text}", err=True))
     config = obj.config()

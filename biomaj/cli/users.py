@@ -5,7 +5,6 @@ An API key is printed once, when it is created: only its hash is stored.
 
 from __future__ import annotations
 
-import asyncio
 import sys
 import time
 from typing import Any, Awaitable, Callable
@@ -26,6 +25,8 @@ def users(ctx: click.Context) -> None:
 
 
 def _run(obj: CliContext, work: Callable[[Any], Awaitable[Any]]) -> Any:
+    import asyncio
+
     from biomaj.auth.identity import users_of
     from biomaj.storage import open_store
 
