@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from biomaj.config.properties import BankProperties
 
 # What a command needs is imported in its function: `ctl banks` must not pay for the workflow,
-# the bus or aiohttp (issue 19, item 2); the commands of the modules below are imported when run.
+# the bus or aiohttp; the commands of the modules below are imported when run.
 
 #: The commands of other modules, each imported when it runs or --help lists it (cli/lazy.py).
 LAZY_COMMANDS = {

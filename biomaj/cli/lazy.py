@@ -1,4 +1,4 @@
-"""A click group whose subcommands are imported when they are used (issue 19, item 2).
+"""A click group whose subcommands are imported when they are used.
 
 Click's documented pattern "Lazily loading subcommands": the group knows each subcommand as
 ``"module:attribute"`` and imports that module only when the command is run, or shown by
