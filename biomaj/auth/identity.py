@@ -6,8 +6,9 @@ import getpass
 from pathlib import Path
 from typing import Callable
 
-from biomaj.config.properties import BankProperties
+from biomaj.config.properties import BankProperties, GlobalProperties
 from biomaj.config.service import Config
+from biomaj.errors import ConfigError
 
 
 def current_user() -> str:
@@ -49,10 +50,6 @@ def _stamp(global_path: Path, bank_path: Path) -> _Stamp | None:
 
 def admins_of(config: Config) -> frozenset[str]:
     """Admins from config.yml and from the ``admin`` key of global.properties."""
-    from biomaj.config.properties import GlobalProperties
-
-    from biomaj.errors import ConfigError
-
     try:
         from_properties = GlobalProperties.load(config.global_properties).get_list("admin")
     except ConfigError:  # no global.properties yet: every bank job will say so

@@ -484,5 +484,3 @@ def cancel(obj: CliContext, bank: str) -> None:
         what = "cancelled" if job["state"] == "cancelled" else "asked to stop"
         click.echo(f"{bank}: {job['kind']} job {job['id']} {what}")
 
-
-__all__ = ["register", "Path"]

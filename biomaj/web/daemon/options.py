@@ -14,7 +14,7 @@ from aiohttp import web
 
 from biomaj import __version__, reports
 from biomaj.config.check import check_bank, check_support, verdict
-from biomaj.config.properties import BankProperties, GlobalProperties
+from biomaj.config.properties import GlobalProperties
 from biomaj.errors import BiomajError, with_article
 from biomaj.jobs import KINDS, UPDATE, check_options, request_cancel, submit_job
 from biomaj.storage.base import ACTIVE_JOB_STATES, DuplicateJob
