@@ -1,11 +1,12 @@
-"""The downloader actor: one message per file from the `download` queue.
+"""The downloader actor: batches of files from the `download` queue.
 
-Each DownloadRequest is fetched with the shared engine (client pool per host, retries, resume,
-verification); its DownloadResult is published to the results queue before the request is acked,
-so a downloader that dies mid-file leaves the request unacked and another one resumes the part
-file. A cancelled job's in-flight transfers are stopped at once (its CancelJob wake-up), and its
-files not started yet are answered "cancelled" (its cancel flag in the state, or the wake-up);
-their part files stay for a later resume.
+The files of a DownloadRequest are fetched with the shared engine (client pool per host, retries,
+resume, verification), `per_host` at a time; their outcomes go to the requester's results queue
+every few tenths of a second and, last, in the final DownloadResult, published before the request
+is acked. A downloader that dies mid-batch leaves the request unacked and the next one finds the
+files already complete and resumes the part files. A cancelled job's in-flight transfers are
+stopped at once (its CancelJob wake-up), and its files not started yet are answered "cancelled"
+(its cancel flag in the state, or the wake-up); their part files stay for a later resume.
 """
 
 from __future__ import annotations
@@ -14,18 +15,19 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 from biomaj.bus import Delivery, names
-from biomaj.bus.messages import DownloadRequest, DownloadResult, JobEvent
+from biomaj.bus.messages import DownloadRequest, DownloadResult, FileOutcome, FileSpec, JobEvent
 from biomaj.download.engine import ClientPool, FetchFailed, Fetcher, FetchSettings
 from biomaj.download.paths import safe_join
 from biomaj.download.remote import from_message
 from biomaj.download.retry import RetryPolicy
 from biomaj.errors import BiomajError
-from biomaj.protocols.base import RemoteEntry
+from biomaj.protocols.base import RemoteConfig, RemoteEntry
 from biomaj.runtime.actor import Actor, ActorSettings
 from biomaj.runtime.cancels import JobCancels
 from biomaj.state import State
@@ -89,77 +91,154 @@ class DownloaderActor(Actor):
         if not isinstance(request, DownloadRequest):
             await delivery.nack(requeue=False, reason=f"downloader cannot handle {request.TYPE}")
             return
+        batch = _BatchReport(self, request)
         if await self.cancels.is_cancelled(request.job_id):
-            await self._publish(request, ok=False, error="cancelled", retryable=False)
+            await batch.finish(missing="cancelled")
             return
-        task = asyncio.create_task(self._fetch(request), name=f"fetch-{request.save_as}")
+        task = asyncio.create_task(self._fetch_batch(request, batch), name=f"fetch-{request.id}")
         self._jobs.setdefault(request.job_id, set()).add(task)
         try:
-            result = await asyncio.shield(task)
+            await asyncio.shield(task)
         except asyncio.CancelledError:
-            if not task.cancelled():  # this actor is stopping: stop the transfer, keep the message
+            if not task.cancelled():  # this actor is stopping: stop the transfers, keep the message
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
                 raise
-            result = dict(ok=False, error="cancelled", retryable=False)
+            # the job was cancelled: the files without an outcome are answered "cancelled"
         finally:
             self._jobs.get(request.job_id, set()).discard(task)
             if not self._jobs.get(request.job_id):
                 self._jobs.pop(request.job_id, None)
-        await self._publish(request, **result)
+        await batch.finish(missing="cancelled")
 
-    async def _fetch(self, request: DownloadRequest) -> dict:
-        """Fetch one file; returns DownloadResult fields."""
+    async def _fetch_batch(self, request: DownloadRequest, batch: _BatchReport) -> None:
+        """Fetch every file of the batch, ``per_host`` at a time, into ``batch``."""
         started = time.monotonic()
         try:
             config = from_message(request.remote, request.secrets, lambda key: self.read_secret(request.bank, key))
-            dest = safe_join(Path(request.offline_dir), request.save_as)
             retry = RetryPolicy.parse(request.stop_condition, request.wait_policy)
-            fetcher = Fetcher(self.pool, FetchSettings(retry=retry, check_archives=request.check_archive))
-            entry = RemoteEntry(request.path, request.size, request.mtime, hash=request.hash)
-            def received(n: int) -> None:
-                self.progress.add(request.job_id, n)
+        except BiomajError as exc:  # the batch cannot start: every file gets the reason
+            for spec in request.specs():
+                await batch.add(FileOutcome(spec.save_as, ok=False, hash=spec.hash, error=str(exc),
+                                            elapsed=time.monotonic() - started))
+            return
+        # one fetcher and one path cache per batch: each folder is created and checked once
+        fetcher = Fetcher(self.pool, FetchSettings(retry=retry, check_archives=request.check_archive))
+        offline, folders = Path(request.offline_dir), {}  # folders: safe_join's cache
+        specs = iter(request.specs())
 
-            result = await fetcher.fetch(config, entry, dest, digest=request.digest, on_bytes=received)
+        async def worker() -> None:
+            for spec in specs:
+                await batch.add(await self._fetch(request, spec, config, fetcher, offline, folders))
+
+        await asyncio.gather(*(worker() for _ in range(min(self.pool.per_host, len(request.files)))))
+
+    async def _fetch(self, request: DownloadRequest, spec: FileSpec, config: RemoteConfig, fetcher: Fetcher,
+                     offline: Path, folders: dict[Path, Path]) -> FileOutcome:
+        """Fetch one file of a batch."""
+        started = time.monotonic()
+
+        def failed(error: str, retryable: bool = False) -> FileOutcome:
+            return FileOutcome(spec.save_as, ok=False, hash=spec.hash, error=error, retryable=retryable,
+                               elapsed=time.monotonic() - started)
+
+        def received(n: int) -> None:
+            self.progress.add(request.job_id, n)
+
+        try:
+            dest = safe_join(offline, spec.save_as, folders)
+            entry = RemoteEntry(spec.path, spec.size, spec.mtime, hash=spec.hash, size_hint=spec.size_hint)
+            result = await fetcher.fetch(config, entry, dest, digest=spec.digest, on_bytes=received)
         except FetchFailed as exc:
-            return dict(ok=False, error=str(exc), retryable=exc.retryable, elapsed=time.monotonic() - started)
+            return failed(str(exc), exc.retryable)
         except BiomajError as exc:
-            return dict(ok=False, error=str(exc), retryable=False, elapsed=time.monotonic() - started)
+            return failed(str(exc))
         except OSError as exc:  # the local side: disk full, file too large, permissions ...
-            where = exc.filename or Path(request.offline_dir) / request.save_as
-            return dict(ok=False, error=f"cannot write {where}: {exc.strerror or exc}",
-                        retryable=False, elapsed=time.monotonic() - started)
+            where = exc.filename or offline / spec.save_as
+            return failed(f"cannot write {where}: {exc.strerror or exc}")
         except Exception as exc:  # a bug: answer anyway, so that no workflow waits for ever
-            log.exception("download of %s crashed", request.save_as)
-            return dict(ok=False, error=f"{type(exc).__name__}: {exc}", retryable=False,
-                        elapsed=time.monotonic() - started)
-        return dict(
-            ok=True, size=result.size, mtime=result.mtime, digest=result.digest, transferred=result.transferred,
-            attempts=result.attempts, skipped=result.skipped, elapsed=result.elapsed,
+            log.exception("download of %s crashed", spec.save_as)
+            return failed(f"{type(exc).__name__}: {exc}")
+        return FileOutcome(
+            spec.save_as, ok=True, size=result.size, mtime=result.mtime, hash=spec.hash, digest=result.digest,
+            transferred=result.transferred, attempts=result.attempts, skipped=result.skipped,
+            elapsed=result.elapsed,
         )
 
-    async def _publish(self, request: DownloadRequest, **fields) -> None:
+    async def _publish(self, request: DownloadRequest, outcomes: list[FileOutcome], final: bool) -> None:
+        """One result message for ``outcomes`` and one event (the metrics count files from it)."""
         result = DownloadResult(
             job_id=request.job_id, bank=request.bank, session_id=request.session_id, request_id=request.id,
-            save_as=request.save_as, hash=request.hash, node_id=self.settings.node_id, **fields,
+            files=[o.to_dict() for o in outcomes], final=final, node_id=self.settings.node_id,
         )
         if request.results_queue not in self._result_queues:
             await self.bus.declare_queue(request.results_queue)
             self._result_queues.add(request.results_queue)
         await self.bus.publish(request.results_queue, result)
-        elapsed = fields.get("elapsed") or 0.0
-        transferred = fields.get("transferred") or 0
+        if not outcomes:
+            return
+        counts = Counter("downloaded" if o.ok and not o.skipped else "skipped" if o.ok
+                         else "cancelled" if o.error == "cancelled" else "failed" for o in outcomes)
+        transferred = sum(o.transferred for o in outcomes)
+        elapsed = max(o.elapsed for o in outcomes)
         event = JobEvent(
             job_id=request.job_id, bank=request.bank, kind="download",
-            state="done" if result.ok else "failed", step="download",
-            message=f"{request.save_as}: {'ok' if result.ok else result.error}",
-            progress={"file": request.save_as, "bytes": transferred,
-                      "rate": transferred / elapsed if elapsed > 0 else 0.0, "skipped": result.skipped},
+            state="failed" if counts["failed"] else "done", step="download",
+            message=f"{len(outcomes)} file(s): " + ", ".join(f"{n} {what}" for what, n in sorted(counts.items())),
+            progress={"batch": request.id, "files": dict(counts), "bytes": transferred,
+                      "rate": transferred / elapsed if elapsed > 0 else 0.0},
         )
         await self.bus.broadcast(event.topic(), event)
-        if not result.ok and result.error != "cancelled":
-            log.warning("download failed", extra={"bank": request.bank, "file": request.save_as, "error": result.error})
+        for outcome in outcomes:
+            if not outcome.ok and outcome.error != "cancelled":
+                log.warning("download failed", extra={"bank": request.bank, "file": outcome.save_as,
+                                                      "error": outcome.error})
+
+
+class _BatchReport:
+    """The outcomes of one batch, sent to the manager PROGRESS_INTERVAL seconds after the
+    previous send while the batch runs (so that the progress moves file by file to the eye, and
+    a batch of quick files costs one message), the rest in the final result."""
+
+    def __init__(self, actor: DownloaderActor, request: DownloadRequest):
+        self.actor = actor
+        self.request = request
+        self.unsent: list[FileOutcome] = []
+        self.answered: set[str] = set()
+        self.last = time.monotonic()
+        self._later: asyncio.Task | None = None
+        self._sending = asyncio.Lock()  # a partial send and the final one never cross
+
+    async def add(self, outcome: FileOutcome) -> None:
+        self.unsent.append(outcome)
+        self.answered.add(outcome.save_as)
+        if self._later is None and len(self.answered) < len(self.request.files):  # else: final is next
+            self._later = asyncio.create_task(self._send_later(), name=f"report-{self.request.id}")
+
+    async def _send_later(self) -> None:
+        await asyncio.sleep(max(0.0, self.last + PROGRESS_INTERVAL - time.monotonic()))
+        self._later = None
+        await self._send(final=False)
+
+    async def finish(self, missing: str) -> None:
+        """The final result: what is not sent yet, and ``missing`` as the error of every file
+        without an outcome."""
+        later, self._later = self._later, None
+        await cancel_and_wait(later)
+        for spec in self.request.specs():
+            if spec.save_as not in self.answered:
+                self.unsent.append(FileOutcome(spec.save_as, ok=False, hash=spec.hash, error=missing))
+                self.answered.add(spec.save_as)
+        await self._send(final=True)
+
+    async def _send(self, final: bool) -> None:
+        async with self._sending:
+            outcomes, self.unsent = self.unsent, []
+            if not outcomes and not final:
+                return
+            self.last = time.monotonic()
+            await self.actor._publish(self.request, outcomes, final)
 
 
 class _Progress:

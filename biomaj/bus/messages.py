@@ -39,6 +39,8 @@ __all__ = [
     "DeadLettered",
     "DownloadRequest",
     "DownloadResult",
+    "FileOutcome",
+    "FileSpec",
     "JobEvent",
     "JobRequest",
     "Message",
@@ -283,14 +285,98 @@ class JobEvent(Message):
     progress: dict[str, Any] = field(default_factory=dict)
 
     def topic(self) -> str:
-        if self.kind == "download" and self.progress.get("file"):
+        if self.kind == "download" and self.progress.get("batch"):
             return names.file_topic(self.bank)
         return names.job_topic(self.bank)
 
 
+@dataclass(frozen=True)
+class FileSpec:
+    """One file of a :class:`DownloadRequest`: fetch remote ``path`` to ``<offline_dir>/<save_as>``;
+    ``size``/``mtime``/``hash`` as listed, ``digest`` (md5, sha256) to compute while receiving."""
+
+    path: str
+    save_as: str
+    size: int | None = None
+    mtime: float | None = None
+    hash: str | None = None
+    digest: str | None = None
+    size_hint: int | None = None  # a rounded size from the listing, when ``size`` is None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {name: value for name in _FILE_SPEC_FIELDS if (value := getattr(self, name)) is not None}
+
+    @classmethod
+    def from_dict(cls, item: Any) -> FileSpec:
+        """MessageError when ``item`` is not a file of a download request."""
+        return _from_dict(cls, item, "download.request: a file")
+
+
+@dataclass(frozen=True)
+class FileOutcome:
+    """What became of one file of a :class:`DownloadRequest`."""
+
+    save_as: str
+    ok: bool
+    size: int | None = None
+    mtime: float | None = None
+    hash: str | None = None
+    digest: str | None = None
+    transferred: int = 0  # bytes received (0: the file was already complete)
+    attempts: int = 0
+    skipped: bool = False  # already complete in the offline directory
+    error: str = ""
+    retryable: bool = False
+    elapsed: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {name: value for name, default in _FILE_OUTCOME_DEFAULTS.items()
+                if (value := getattr(self, name)) != default or name in ("save_as", "ok")}
+
+    @classmethod
+    def from_dict(cls, item: Any) -> FileOutcome:
+        """MessageError when ``item`` is not a file of a download result."""
+        return _from_dict(cls, item, "download.result: a file")
+
+
+_FILE_SPEC_FIELDS = tuple(f.name for f in dataclasses.fields(FileSpec))
+_FILE_OUTCOME_DEFAULTS = {f.name: f.default for f in dataclasses.fields(FileOutcome)}
+
+
+@functools.lru_cache(maxsize=None)
+def _field_hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _from_dict(cls: type, item: Any, what: str) -> Any:
+    if not isinstance(item, dict):
+        raise MessageError(f"{what} must be a JSON object, got {type(item).__name__}")
+    hints = _field_hints(cls)
+    for name, value in item.items():
+        hint = hints.get(name)
+        if hint is None:
+            raise MessageError(f"{what}: unknown field {name!r}")
+        if not _checker(hint)(value):
+            raise MessageError(f"{what}: field {name!r} must be {_describe(hint)}, got {type(value).__name__}")
+    try:
+        return cls(**item)
+    except TypeError as exc:  # a required field is missing
+        raise MessageError(f"{what}: {exc}") from None
+
+
+_SINGLE_FILE_FIELDS = ("path", "save_as", "size", "mtime", "hash", "digest")
+_SINGLE_OUTCOME_FIELDS = tuple(f.name for f in dataclasses.fields(FileOutcome))
+
+
 @message
 class DownloadRequest(Message):
-    """Download one remote file to ``<offline_dir>/<save_as>``, resuming a partial file.
+    """Download a batch of remote files (``files``, see :class:`FileSpec`) into ``offline_dir``,
+    resuming partial files.
+
+    Small files travel many to a message so that the per-message costs (bus, config, events)
+    are paid once per batch; a big file travels alone. The request is acked when every file has
+    an outcome; a downloader that dies mid-batch leaves it unacked, and the next one finds the
+    files already complete (``skipped``) and resumes the others.
 
     ``remote`` holds the RemoteConfig fields the protocol client needs, without secrets:
     ``secrets`` maps a secret field (``credentials``, ``proxy_auth``) to the bank property that
@@ -299,51 +385,77 @@ class DownloadRequest(Message):
     """
 
     TYPE = "download.request"
-    VERSION = 2  # 2: results_queue
+    VERSION = 3  # 2: results_queue; 3: a batch of files instead of one
     QUEUE = names.DOWNLOAD
 
     job_id: str
     bank: str
     session_id: str
     remote: dict[str, Any]
-    path: str
     offline_dir: str
-    save_as: str
+    files: list[dict[str, Any]]  # FileSpec.to_dict() of each file
     secrets: dict[str, str] = field(default_factory=dict)
-    size: int | None = None
-    mtime: float | None = None
-    hash: str | None = None
-    digest: str | None = None  # compute this digest (md5, sha256) while receiving
     check_archive: bool = True
     stop_condition: str | None = None  # BioMAJ retry strings (options.stop_condition, .wait_policy)
     wait_policy: str | None = None
     results_queue: str = names.DOWNLOAD_RESULTS  # where the result goes: the sending manager's own queue
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.files:
+            raise MessageError(f"{self.TYPE}: 'files' is empty")
+        for item in self.files:
+            FileSpec.from_dict(item)
+
+    def specs(self) -> list[FileSpec]:
+        """The files to fetch."""
+        return [FileSpec(**item) for item in self.files]
+
+    @classmethod
+    def upgrade(cls, fields: dict[str, Any], version: int) -> dict[str, Any]:
+        if version < 3:  # one file per message
+            fields["files"] = [{k: fields.pop(k) for k in _SINGLE_FILE_FIELDS if fields.get(k) is not None}]
+            for k in _SINGLE_FILE_FIELDS:
+                fields.pop(k, None)
+        return fields
+
 
 @message
 class DownloadResult(Message):
-    """Outcome of one :class:`DownloadRequest` (``request_id`` is that request's id)."""
+    """Outcomes of the files of one :class:`DownloadRequest` (``request_id`` is its id).
+
+    A downloader working through a batch sends the outcomes it has every few tenths of a second
+    (``final`` false), then the rest in the ``final`` result, published before the request is
+    acked. A redelivered batch reports again files that a dead downloader already reported:
+    the manager counts each file once.
+    """
 
     TYPE = "download.result"
+    VERSION = 2  # 2: a batch of file outcomes, partial results
     QUEUE = names.DOWNLOAD_RESULTS
 
     job_id: str
     bank: str
     session_id: str
     request_id: str
-    save_as: str
-    ok: bool
-    size: int | None = None
-    mtime: float | None = None
-    hash: str | None = None
-    digest: str | None = None
-    transferred: int = 0
-    attempts: int = 0
-    skipped: bool = False
-    error: str = ""
-    retryable: bool = False
-    elapsed: float = 0.0
+    files: list[dict[str, Any]]  # FileOutcome.to_dict() of each file
+    final: bool = True
     node_id: str = ""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for item in self.files:
+            FileOutcome.from_dict(item)
+
+    def outcomes(self) -> list[FileOutcome]:
+        """The file outcomes this result carries."""
+        return [FileOutcome(**item) for item in self.files]
+
+    @classmethod
+    def upgrade(cls, fields: dict[str, Any], version: int) -> dict[str, Any]:
+        if version < 2:  # one file per result
+            fields["files"] = [{k: fields.pop(k) for k in _SINGLE_OUTCOME_FIELDS if k in fields}]
+        return fields
 
 
 @message

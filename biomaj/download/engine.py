@@ -3,8 +3,10 @@
 A file is written to ``<dest>.biomaj-part`` and renamed to ``<dest>`` only when it is complete and
 verified, so a half-downloaded file never looks finished. A partial file left by a cut connection,
 a crash or a restart is resumed from its size when the protocol can (HTTP Range, FTP REST, SFTP
-offset, rsync --partial). Writing happens in a worker thread while the next chunk is received;
-small files are written with a single thread hop.
+offset, rsync --partial). Writing happens in a worker thread while the next chunk is received.
+A small file (FetchSettings.inline_max) is checked, written and renamed on the event loop itself:
+its few system calls on a local disk cost less than one trip to a worker thread (the trips, and
+the GIL hand-overs that come with them, were most of the cost of a small file).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ log = logging.getLogger(__name__)
 
 PART_SUFFIX = ".biomaj-part"
 FLUSH_SIZE = 1024 * 1024  # bytes gathered before one write in the worker thread
+INLINE_MAX = 256 * 1024  # default FetchSettings.inline_max
 
 
 class FetchFailed(RemoteError):
@@ -70,6 +73,9 @@ class FetchSettings:
     retry: RetryPolicy = field(default_factory=RetryPolicy.parse)
     check_archives: bool = True  # BioMAJ's archive test; option skip_check_uncompress disables it
     per_host: int = 4
+    # files of a known size up to this are written on the event loop, not in a worker thread
+    # (0: never; a network file system where each call waits on a server may want 0)
+    inline_max: int = INLINE_MAX
 
 
 def _client_key(config: RemoteConfig) -> tuple:
@@ -189,19 +195,24 @@ class _PartWriter:
         if self._buffered >= FLUSH_SIZE:
             await self._flush()
 
-    async def finish(self, then: Callable[[], None]) -> None:
+    async def finish(self, then: Callable[[], None], inline: bool = False) -> None:
         """Write the rest, close, and run `then` in the same worker-thread trip (a small file
-        costs one trip for open, write, close, checks and rename)."""
+        costs one trip for open, write, close, checks and rename), or right here when ``inline``
+        and nothing was flushed to a thread before."""
         if self._pending is not None:
             await self._pending
             self._pending = None
+            inline = False
         chunks, self._buffer, self._buffered = self._buffer, [], 0
 
         def last_trip() -> None:
             self._write(chunks, True)
             then()
 
-        await asyncio.to_thread(last_trip)
+        if inline:
+            last_trip()
+        else:
+            await asyncio.to_thread(last_trip)
 
     def abort(self) -> None:
         """Stop after an error or a cancel: put what was received on disk (a resume continues
@@ -268,7 +279,12 @@ class Fetcher:
         started = time.monotonic()
         part = dest.with_name(dest.name + PART_SUFFIX)
         make_dir = dest.parent not in self._dirs
-        complete, offset = await asyncio.to_thread(_prepare, dest, part, entry, make_dir)
+        expected = entry.size if entry.size is not None else entry.size_hint
+        inline = expected is not None and expected <= self.settings.inline_max
+        if inline and not make_dir:
+            complete, offset = _prepare(dest, part, entry, make_dir)
+        else:
+            complete, offset = await asyncio.to_thread(_prepare, dest, part, entry, make_dir)
         self._dirs.add(dest.parent)
         if complete:
             return FetchResult(dest, entry.size or 0, entry.mtime, 0, 0, 0, 0.0, None, skipped=True)
@@ -282,7 +298,8 @@ class Fetcher:
                 if attempt > 1:
                     offset = await asyncio.to_thread(_resume_offset, part, entry)
                 finisher = _Finisher(part, dest, entry.size, archive_name)
-                size, mtime, got, hexdigest = await self._attempt(config, entry, part, offset, digest, on_bytes, finisher)
+                size, mtime, got, hexdigest = await self._attempt(
+                    config, entry, part, offset, digest, on_bytes, finisher, inline and archive_name is None)
                 transferred += got
                 return FetchResult(dest, size, mtime, transferred, first_offset, attempt,
                                    time.monotonic() - started, hexdigest)
@@ -303,7 +320,7 @@ class Fetcher:
             except RemoteError as exc:  # not found and other definitive answers
                 raise FetchFailed(f"{entry.path}: {exc}", retryable=False) from exc
 
-    async def _attempt(self, config, entry, part, offset, digest, on_bytes, finisher: _Finisher):
+    async def _attempt(self, config, entry, part, offset, digest, on_bytes, finisher: _Finisher, inline: bool):
         async with self.pool.client(config) as client:
             if type(client).features.native_fetch:
                 fetched = await client.fetch(entry.path, str(part), offset=offset, on_bytes=on_bytes)
@@ -320,7 +337,7 @@ class Fetcher:
                         await writer.add(chunk)
                     size = stream.offset + writer.received
                     mtime = entry.mtime if entry.mtime is not None else stream.mtime
-                    await writer.finish(lambda: finisher.run(size, mtime))
+                    await writer.finish(lambda: finisher.run(size, mtime), inline)
                 except BaseException:
                     writer.abort()
                     raise
@@ -372,7 +389,11 @@ def _already_complete(dest: Path, entry: RemoteEntry) -> bool:
         st = dest.stat()
     except FileNotFoundError:
         return False
-    if entry.size is None or st.st_size != entry.size:
+    if entry.size is None:
+        # an index that prints "64K": only a finished download gives the file the remote date
+        # (to the second), so that date says the copy is complete (a redelivered batch)
+        return entry.mtime is not None and int(st.st_mtime) == int(entry.mtime)
+    if st.st_size != entry.size:
         return False
     if entry.mtime is None:
         return True

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import posixpath
 from pathlib import Path
 
@@ -27,28 +28,32 @@ def safe_relative(name: str) -> str:
     return posixpath.join(*parts)
 
 
-def _real(folder: Path, cache: dict[Path, Path] | None) -> Path:
-    if cache is None:
-        return folder.resolve()
-    real = cache.get(folder)
-    if real is None:
-        real = cache[folder] = folder.resolve()
-    return real
-
-
-def safe_join(base: Path, name: str, cache: dict[Path, Path] | None = None) -> Path:
+def safe_join(base: Path, name: str, cache: dict | None = None) -> Path:
     """`base / name` for a remote `name`, guaranteed to stay under `base` (symlinks included).
 
-    `cache` (a dict the caller keeps for one pass over a file list) saves resolving the same
-    folders again; do not keep it across steps that may create links (archive extraction).
+    `cache` (a dict the caller keeps for one pass over a file list) remembers the folders already
+    checked, so that each folder is resolved once, not once per file; do not keep it across
+    steps that may create links (archive extraction).
     """
     relative = safe_relative(name)
+    folder = relative.rpartition("/")[0]
+    key = (base, folder)
+    if cache is None or key not in cache:
+        _check_folder(base, folder, name)
+        if cache is not None:
+            cache[key] = True
     target = base / relative
-    resolved_base = _real(base, cache)
     # A symlink planted inside base (by an archive or an earlier run) must not redirect the write.
-    resolved_parent = resolved_base if target.parent == base else _real(target.parent, cache)
-    if resolved_parent != resolved_base and resolved_base not in resolved_parent.parents:
-        raise UnsafePath(f"unsafe remote name {name!r}: resolves outside {base}")
-    if target.is_symlink():
+    if os.path.islink(target):
         raise UnsafePath(f"unsafe remote name {name!r}: {target} is a symbolic link")
     return target
+
+
+def _check_folder(base: Path, folder: str, name: str) -> None:
+    """`base/folder` resolves inside `base` (no folder of the way is a link out of it)."""
+    if not folder:
+        return
+    resolved_base = os.path.realpath(base)
+    resolved = os.path.realpath(os.path.join(base, folder))
+    if resolved != resolved_base and not resolved.startswith(resolved_base.rstrip("/") + "/"):
+        raise UnsafePath(f"unsafe remote name {name!r}: resolves outside {base}")

@@ -98,8 +98,9 @@ class RemoteEntry:
     """One entry of a remote listing.
 
     ``mtime`` is POSIX seconds (UTC) or None when the server does not say; ``size`` is exact or
-    None (HTML indexes print ``12M``: None, the transfer tells the real size). ``hash`` is an
-    opaque token that changes when the remote file changes (BioMAJ's metadata ``hash``).
+    None (HTML indexes print ``12M``: None, with ``size_hint`` 12,000,000; the transfer tells the
+    real size). ``hash`` is an opaque token that changes when the remote file changes (BioMAJ's
+    metadata ``hash``).
     """
 
     path: str
@@ -108,6 +109,7 @@ class RemoteEntry:
     is_dir: bool = False
     is_link: bool = False
     hash: str | None = None
+    size_hint: int | None = None  # an approximate size when ``size`` is None (an index's ``12M``)
 
     @property
     def name(self) -> str:

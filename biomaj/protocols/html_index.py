@@ -79,6 +79,7 @@ class IndexEntry:
     size: int | None = None
     mtime: float | None = None
     hash: str | None = None
+    size_hint: int | None = None  # what a rounded size (``9.8K``) says when ``size`` is None
 
 
 # Values ------------------------------------------------------------------------------------------
@@ -283,7 +284,8 @@ class IndexParser:
                     size, size_for_hash = parse_size(sized.group(0))
                 break
         digest = None if is_dir or not date_text else entry_hash(name, date_text, size_for_hash)
-        out.append(IndexEntry(name, is_dir, None if is_dir else size, mtime, digest))
+        hint = size_for_hash if size is None and size_for_hash and not is_dir else None
+        out.append(IndexEntry(name, is_dir, None if is_dir else size, mtime, digest, hint))
 
     # regexp mode
 
@@ -306,7 +308,7 @@ class IndexParser:
             date = self._group_text(found, p.file_date)
             mtime = _biomaj_date(date, p.file_date_format) if date else None
             digest = entry_hash(child[0], date, size_for_hash) if date else None
-            out.append(IndexEntry(child[0], False, size, mtime, digest))
+            out.append(IndexEntry(child[0], False, size, mtime, digest, size_for_hash if size is None and size_for_hash else None))
         return out
 
     def _group(self, found: re.Match[str], number: int) -> tuple[str, bool] | None:

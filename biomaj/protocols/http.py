@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import hashlib
 import logging
 import re
@@ -350,7 +351,8 @@ def _open_stream(response: aiohttp.ClientResponse, url: URL, offset: int) -> _Ht
 
 
 def _listed(prefix: str, item) -> RemoteEntry:
-    return RemoteEntry(prefix + item.name, item.size, item.mtime, is_dir=item.is_dir, hash=item.hash)
+    return RemoteEntry(prefix + item.name, item.size, item.mtime, is_dir=item.is_dir, hash=item.hash,
+                       size_hint=item.size_hint)
 
 
 def _stat_hash(path: str, stamp: str, size: int | None) -> str | None:
@@ -363,6 +365,7 @@ def _stat_hash(path: str, stamp: str, size: int | None) -> str | None:
 _CONTENT_RANGE = re.compile(r"\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$", re.IGNORECASE)
 _UNSATISFIED_RANGE = re.compile(r"\s*bytes\s+\*/(\d+)\s*$", re.IGNORECASE)
 # RFC 850 (Sunday, 06-Nov-94 08:49:37 GMT) and asctime (Sun Nov  6 08:49:37 1994)
+_IMF_FIXDATE = re.compile(r"\w{3}, (\d\d) (\w{3}) (\d{4}) (\d\d):(\d\d):(\d\d) GMT")
 _RFC850 = re.compile(r"\w+,\s*(\d{1,2})-(\w{3})-(\d{2,4})\s+(\d\d):(\d\d):(\d\d)")
 _ASCTIME = re.compile(r"\w+\s+(\w{3})\s+(\d{1,2})\s+(\d\d):(\d\d):(\d\d)\s+(\d{4})")
 
@@ -381,11 +384,17 @@ def _range_total(value: str | None) -> int | None:
     return int(found.group(found.lastindex))
 
 
+@functools.lru_cache(maxsize=256)  # the files of a tree often share their dates
 def parse_http_date(value: str) -> float | None:
     """POSIX seconds of an HTTP date in any of its three formats (RFC 1123, RFC 850, asctime)."""
     value = value.strip()
     if not value:
         return None
+    if found := _IMF_FIXDATE.fullmatch(value):  # what servers send: no need for the email parser
+        day, mon, year, hh, mm, ss = found.groups()
+        fields = (int(year), MONTHS.get(mon.lower()), int(day), int(hh), int(mm), int(ss))
+        if fields[1] is not None and _valid(fields):
+            return float(timegm((*fields, 0, 0, 0)))
     try:
         parsed = parsedate_to_datetime(value)  # RFC 1123 (and RFC 2822)
         if parsed.tzinfo is None:
@@ -402,13 +411,17 @@ def parse_http_date(value: str) -> float | None:
         fields = (int(year), MONTHS.get(mon.lower()), int(day), int(hh), int(mm), int(ss))
     else:
         return None
-    if fields[1] is None:
+    if fields[1] is None or not _valid(fields):
         return None
+    return float(timegm((*fields, 0, 0, 0)))
+
+
+def _valid(fields: tuple) -> bool:
     try:
         datetime(*fields)
     except ValueError:
-        return None
-    return float(timegm((*fields, 0, 0, 0)))
+        return False
+    return True
 
 
 def _retry_after(value: str | None) -> float | None:

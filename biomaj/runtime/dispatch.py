@@ -1,4 +1,4 @@
-"""Sending work messages (one per file, one per process) to worker actors and collecting their
+"""Sending work messages (a batch of files, one process) to worker actors and collecting their
 results: the manager's side of a work queue, as :class:`~biomaj.runtime.actor.Actor` is the
 worker's.
 
@@ -26,7 +26,7 @@ from typing import Awaitable, Callable, Generic, Sequence, TypeVar
 
 from biomaj.bus import Bus, names
 from biomaj.bus.messages import (
-    DeadLettered, DownloadRequest, DownloadResult, Message, ProcessRequest, ProcessResult,
+    DeadLettered, DownloadRequest, DownloadResult, FileOutcome, Message, ProcessRequest, ProcessResult,
 )
 from biomaj.runtime.cancels import JobCancels
 from biomaj.runtime.tasks import cancel_and_wait
@@ -47,7 +47,8 @@ class Dispatcher(Generic[R]):
         self.cancels = cancels if cancels is not None else JobCancels(bus, None)
         self.work_queue = work_queue
         self.queue = f"{results_base}.{owner or uuid.uuid4().hex[:12]}"
-        self._waiting: dict[str, asyncio.Future[R]] = {}
+        # request id -> the inbox of the run_all that sent it (its results, partial then final)
+        self._waiting: dict[str, asyncio.Queue[R]] = {}
         self._requests: dict[str, Message] = {}
         self._consumer: asyncio.Task | None = None
         self._dead_letters: asyncio.Task | None = None
@@ -66,20 +67,20 @@ class Dispatcher(Generic[R]):
         for task in (self._consumer, self._dead_letters):
             await cancel_and_wait(task)
         self._consumer = self._dead_letters = None
-        for future in self._waiting.values():
-            if not future.done():
-                future.cancel()
         self._waiting.clear()
 
     async def _route(self) -> None:
         async with contextlib.aclosing(self.bus.consume(self.queue, prefetch=64)) as deliveries:
             async for delivery in deliveries:
                 result = delivery.message
-                future = self._waiting.pop(getattr(result, "request_id", ""), None)
-                if future is None:
+                request_id = getattr(result, "request_id", "")
+                run = self._waiting.get(request_id)
+                if run is None:
                     log.info("result for a request nobody waits for (an earlier run): %s", result.describe())
-                elif not future.done():
-                    future.set_result(result)
+                else:
+                    if getattr(result, "final", True):
+                        del self._waiting[request_id]
+                    run.put_nowait(result)
                 await delivery.ack()
 
     async def _give_up(self, notices) -> None:
@@ -87,21 +88,22 @@ class Dispatcher(Generic[R]):
             async for notice in notices:
                 if not isinstance(notice, DeadLettered) or notice.queue != self.work_queue:
                     continue
-                future = self._waiting.pop(notice.message_id, None)
+                run = self._waiting.pop(notice.message_id, None)
                 request = self._requests.get(notice.message_id)
-                if future is None or request is None or future.done():
+                if run is None or request is None:
                     continue
                 error = (f"given up after {notice.attempts} deliveries ({notice.reason}); "
                          f"the message is kept in {names.dead_letter_queue(self.work_queue)}")
                 log.error("%s: %s", request.describe(), error)
-                future.set_result(self.failed_result(request, error))
+                run.put_nowait(self.failed_result(request, error))
 
     def failed_result(self, request: Message, error: str) -> R:
         """The result a request gets when its message was dead-lettered."""
         raise NotImplementedError
 
     async def run_all(self, requests: Sequence[Message], on_result: OnResult, cancelled: asyncio.Event) -> list[R]:
-        """Publish every request and return every result (in completion order).
+        """Publish every request and return the final result of each (in completion order);
+        ``on_result`` sees every result as it comes, partial ones (``final`` false) included.
 
         When ``cancelled`` is set the workers are told to stop the job's work (unless a user's
         cancel told them already); each request then still gets a result (failed: cancelled), so
@@ -110,37 +112,32 @@ class Dispatcher(Generic[R]):
         if not requests:
             return []
         requests = [dataclasses.replace(r, results_queue=self.queue) for r in requests]
-        loop = asyncio.get_running_loop()
-        futures = []
+        inbox: asyncio.Queue[R] = asyncio.Queue()
         for request in requests:
-            future: asyncio.Future[R] = loop.create_future()
-            self._waiting[request.id] = future
+            self._waiting[request.id] = inbox
             self._requests[request.id] = request
-            futures.append(future)
         job_id, bank = requests[0].job_id, requests[0].bank
         watcher = asyncio.create_task(self._cancel_when(cancelled, job_id, bank))
         try:
             for request in requests:
                 await self.bus.publish(self.work_queue, request)
             results = []
-            pending = set(futures)
-            while pending:
-                done, pending = await asyncio.wait(pending, timeout=self.quiet_warning,
-                                                   return_when=asyncio.FIRST_COMPLETED)
-                if not done:  # a watchdog, not a poll: say why the workflow seems stuck
+            while len(results) < len(requests):
+                try:
+                    result = await asyncio.wait_for(inbox.get(), self.quiet_warning)
+                except asyncio.TimeoutError:  # a watchdog, not a poll: say why the workflow seems stuck
                     log.warning("%s: no result for %.0f s, %d request(s) waiting on %s: is a worker running?",
-                                bank, self.quiet_warning, len(pending), self.work_queue)
-                for future in done:
-                    result = future.result()
+                                bank, self.quiet_warning, len(requests) - len(results), self.work_queue)
+                    continue
+                if getattr(result, "final", True):
                     results.append(result)
-                    await on_result(result)
+                await on_result(result)
             return results
         finally:
             watcher.cancel()
-            for request, future in zip(requests, futures):
+            for request in requests:
                 self._waiting.pop(request.id, None)
                 self._requests.pop(request.id, None)
-                future.cancel()
 
     async def run_one(self, request: Message, cancelled: asyncio.Event) -> R:
         async def ignore(_result: R) -> None:
@@ -160,9 +157,10 @@ class Downloads(Dispatcher):
         super().__init__(bus, names.DOWNLOAD, names.DOWNLOAD_RESULTS, owner, cancels)
 
     def failed_result(self, request: DownloadRequest, error: str) -> DownloadResult:
+        files = [FileOutcome(spec.save_as, ok=False, hash=spec.hash, error=f"{spec.save_as}: {error}").to_dict()
+                 for spec in request.specs()]
         return DownloadResult(job_id=request.job_id, bank=request.bank, session_id=request.session_id,
-                              request_id=request.id, save_as=request.save_as, hash=request.hash, ok=False,
-                              error=f"{request.save_as}: {error}")
+                              request_id=request.id, files=files)
 
 
 class Processes(Dispatcher):

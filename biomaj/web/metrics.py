@@ -7,7 +7,7 @@
   the node's live objects: finished and active jobs from the store (every manager of the
   installation writes there), nodes and roles from the state's registry, queue depths from the
   bus where it can tell, and this node's actors' counters (its MetricsHooks). Files and bytes downloaded come from
-  the downloaders' per-file events (``job.*.files``), seen cluster-wide through the bus. Request
+  the downloaders' events (``job.*.files``), seen cluster-wide through the bus. Request
   counts and durations are counted by the request middleware. Bank names never appear in
   labels while ``web.metrics_public`` is true (anyone may scrape, and a private bank's name is
   private); with it false an admin key is needed and per-bank series are added.
@@ -114,7 +114,7 @@ class Metrics:
         self._subscription: Any = None
         self._reader: asyncio.Task | None = None
 
-    # lifecycle: follow the downloaders' per-file events while the app runs
+    # lifecycle: follow the downloaders' events while the app runs
     async def start(self, _app: web.Application | None = None) -> None:
         bus = getattr(self.node, "bus", None)
         if bus is None:
@@ -146,17 +146,18 @@ class Metrics:
             log.warning("metrics: stopped following download events: %s", exc)
 
     def count_file(self, event: Any) -> None:
-        """One DownloadResult's event: ``state`` done or failed, ``progress.bytes`` transferred."""
+        """One download result's event: ``progress.files`` counts files by outcome (downloaded,
+        skipped, failed, cancelled), ``progress.bytes`` the bytes transferred."""
         progress = event.progress or {}
         transferred = progress.get("bytes") or 0
         if isinstance(transferred, (int, float)) and not isinstance(transferred, bool) and transferred > 0:
             self.bytes += int(transferred)
-        if event.state == "done":
-            self.files["skipped" if progress.get("skipped") else "downloaded"] += 1
-        elif str(event.message).endswith(": cancelled"):
-            self.files["cancelled"] += 1
-        else:
-            self.files["failed"] += 1
+        counts = progress.get("files")
+        if not isinstance(counts, dict):
+            return
+        for outcome, n in counts.items():
+            if outcome in ("downloaded", "skipped", "failed", "cancelled") and type(n) is int and n > 0:
+                self.files[outcome] += n
 
     def count_request(self, method: str, route: str, status: int, seconds: float) -> None:
         method = method if method in HTTP_METHODS else "other"
@@ -293,13 +294,13 @@ def _active_jobs(_m: Metrics, snap: Snapshot) -> Iterator[Metric]:
 
 
 def _downloads(m: Metrics, _snap: Snapshot) -> Iterator[Metric]:
-    """Files and bytes, from the downloaders' per-file events."""
-    files = CounterMetricFamily("biomaj_download_files", "Files handled by the downloaders (their per-file events, "
+    """Files and bytes, from the downloaders' events."""
+    files = CounterMetricFamily("biomaj_download_files", "Files handled by the downloaders (their events, "
                                 "seen since this web process started), by result.", labels=["result"])
     for result in FILE_RESULTS:
         files.add_metric([result], m.files[result])
     yield files
-    yield CounterMetricFamily("biomaj_download_bytes", "Bytes transferred by the downloaders (per-file events, since this "
+    yield CounterMetricFamily("biomaj_download_bytes", "Bytes transferred by the downloaders (their events, since this "
                               "web process started).", value=m.bytes)
 
 

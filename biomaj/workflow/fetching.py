@@ -1,7 +1,7 @@
 """The download task's work: have every wanted file in the offline directory.
 
 What the offline directory already holds complete is kept, what the last production release has
-unchanged is linked from it, and one download message per remaining file goes to the downloaders
+unchanged is linked from it, and the remaining files go to the downloaders in download messages
 (through ``RunContext.downloads``); then the results are counted. The update workflow
 (``update.py``) decides the release and which files are wanted, and calls :class:`Fetching`.
 """
@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from biomaj.bus.messages import DownloadRequest, DownloadResult
+from biomaj.bus.messages import DownloadRequest, DownloadResult, FileOutcome, FileSpec
 from biomaj.download.paths import safe_join
 from biomaj.download.remote import to_message
 
@@ -27,6 +27,7 @@ from .remote_files import Wanted
 from .session import Session
 
 PROGRESS_EVERY = 0.5  # seconds between two download progress events
+_MISSING = FileOutcome("", ok=False)
 
 #: Live progress of a task in the bank's ``status`` (the workflow's, which a release check silences).
 StatusSink = Callable[[str, dict], Awaitable[None]]
@@ -44,14 +45,13 @@ class Fetching:
         self.log = log
         self.status = status
         self.hardlink = hardlink
-        self._remote_docs: dict[int, tuple[Any, dict]] = {}  # id(RemoteConfig) -> (it, its message form)
         self.downloaded: list[str] = []  # save_as of files fetched (or found complete) this run
         self.reused: list[str] = []  # save_as of files linked from the previous release
 
     async def fetch(self, wanted: list[Wanted], production: list[dict], *, fresh: bool) -> None:
         """Reuse what the offline directory and the last ``production`` release already have
-        (unless ``fresh``, see :func:`reuse_source`), then send one download message per
-        remaining file and wait for every result."""
+        (unless ``fresh``, see :func:`reuse_source`), then send the remaining files to the
+        downloaders (see :func:`batches`) and wait for every outcome."""
         plan = await asyncio.to_thread(self.plan, wanted, production, fresh)
         to_fetch, present, reused = plan.to_fetch, plan.present, plan.reused
         self.reused = reused
@@ -64,20 +64,21 @@ class Fetching:
         await self.status("download", {"total": len(wanted)})
         progress = _DownloadProgress(self, len(wanted), len(present) + len(reused))
         await progress.emit(force=True)
-        requests = [self._request(w) for w in to_fetch]
-        results = await self.run_ctx.downloads.run_all(requests, progress.add, self.run_ctx.cancelled)
+        requests = self._requests(to_fetch)
+        await self.run_ctx.downloads.run_all(requests, progress.add, self.run_ctx.cancelled)
         await progress.emit(force=True)
         if self.run_ctx.cancelled.is_set():
             raise Cancelled(CANCELLED)
-        by_node = Counter(r.node_id or "?" for r in results if r.ok and not r.skipped)
+        outcomes = progress.outcomes
+        by_node = Counter(progress.node_of[name] or "?" for name, o in outcomes.items() if o.ok and not o.skipped)
         if by_node:
             self.log.info("Workflow:wf_download:downloaded by node: %s",
                           ", ".join(f"{node} {count}" for node, count in sorted(by_node.items())))
-        failed = [r for r in results if not r.ok]
-        self.downloaded = present + [r.save_as for r in results if r.ok]
+        failed = [o for o in outcomes.values() if not o.ok]
+        self.downloaded = present + [w.save_as for w in to_fetch if outcomes.get(w.save_as, _MISSING).ok]
         if failed:
-            shown = "; ".join(r.error if r.error.startswith(r.save_as) or r.save_as in r.error.split(":")[0]
-                              else f"{r.save_as}: {r.error}" for r in failed[:5])
+            shown = "; ".join(o.error if o.error.startswith(o.save_as) or o.save_as in o.error.split(":")[0]
+                              else f"{o.save_as}: {o.error}" for o in failed[:5])
             more = f" (and {len(failed) - 5} more)" if len(failed) > 5 else ""
             raise TaskFailed(f"{len(failed)} of {len(wanted)} files failed to download: {shown}{more}")
 
@@ -105,29 +106,67 @@ class Fetching:
             plan.to_fetch.append(item)
         return plan
 
-    def _request(self, item: Wanted) -> DownloadRequest:
-        options = item.config.options
-        # the files of a bank share a few remote configurations: convert each once
-        remote = self._remote_docs.get(id(item.config))
-        if remote is None or remote[0] is not item.config:
-            remote = self._remote_docs[id(item.config)] = (item.config, to_message(item.config))
+    def _requests(self, to_fetch: list[Wanted]) -> list[DownloadRequest]:
+        """The download messages: small files many to a message (see :func:`batches`), each
+        message for files of one remote configuration."""
+        groups: dict[int, list[Wanted]] = {}
+        for item in to_fetch:
+            groups.setdefault(id(item.config), []).append(item)
         props = self.bank.props
-        return DownloadRequest(
-            job_id=self.run_ctx.job_id,
-            bank=self.bank.name,
-            session_id=str(self.session["id"]),
-            remote=remote[1],
-            path=item.entry.path,
-            offline_dir=str(self.bank.offline_dir),
-            save_as=item.save_as,
-            secrets=dict(item.secrets),
-            size=item.entry.size,
-            mtime=item.entry.mtime,
-            hash=item.entry.hash,
-            check_archive=not _true(options.get("skip_check_uncompress")),
-            stop_condition=options.get("stop_condition") or props.get("stop_condition"),
-            wait_policy=options.get("wait_policy") or props.get("wait_policy"),
-        )
+        requests = []
+        for items in groups.values():
+            config = items[0].config
+            options = config.options
+            remote = to_message(config)  # the files of a bank share a few remote configurations
+            secrets = dict(items[0].secrets)
+            for batch in batches(items, len(to_fetch)):
+                requests.append(DownloadRequest(
+                    job_id=self.run_ctx.job_id,
+                    bank=self.bank.name,
+                    session_id=str(self.session["id"]),
+                    remote=remote,
+                    offline_dir=str(self.bank.offline_dir),
+                    files=[FileSpec(w.entry.path, w.save_as, w.entry.size, w.entry.mtime, w.entry.hash,
+                                    size_hint=w.entry.size_hint).to_dict() for w in batch],
+                    secrets=secrets,
+                    check_archive=not _true(options.get("skip_check_uncompress")),
+                    stop_condition=options.get("stop_condition") or props.get("stop_condition"),
+                    wait_policy=options.get("wait_policy") or props.get("wait_policy"),
+                ))
+        return requests
+
+
+#: A file at most this big may share a download message with others; a bigger one (or one of
+#: unknown size) travels alone, so that its progress and its redelivery concern it only.
+BATCH_FILE_SIZE = 8 * 1024 * 1024
+BATCH_MAX_FILES = 64
+BATCH_MAX_BYTES = 64 * 1024 * 1024
+#: Small files are spread over at least this many messages (when there are enough of them), so
+#: that several download nodes share a job and a redelivered batch is a small part of it.
+BATCH_MIN_COUNT = 16
+
+
+def batches(items: list[Wanted], total: int) -> list[list[Wanted]]:
+    """``items`` cut into download messages: files of known (or roughly known) size up to BATCH_FILE_SIZE grouped
+    (at most BATCH_MAX_FILES files and BATCH_MAX_BYTES bytes, fewer when a job has few files so
+    that there are BATCH_MIN_COUNT messages), every other file alone. ``total``: the job's count."""
+    per_batch = max(1, min(BATCH_MAX_FILES, -(-total // BATCH_MIN_COUNT)))
+    out: list[list[Wanted]] = []
+    current: list[Wanted] = []
+    size = 0
+    for item in items:
+        known = item.entry.size if item.entry.size is not None else item.entry.size_hint
+        if known is None or known > BATCH_FILE_SIZE:
+            out.append([item])
+            continue
+        if current and (len(current) >= per_batch or size + known > BATCH_MAX_BYTES):
+            out.append(current)
+            current, size = [], 0
+        current.append(item)
+        size += known
+    if current:
+        out.append(current)
+    return out
 
 
 def reuse_source(bank: Bank, production: list[dict], *, fresh: bool) -> tuple[Path, dict[str, dict]] | None:
@@ -145,26 +184,36 @@ def reuse_source(bank: Bank, production: list[dict], *, fresh: bool) -> tuple[Pa
 
 
 class _DownloadProgress:
-    """Files and bytes done, sent as job events at most every PROGRESS_EVERY seconds."""
+    """Files and bytes done, sent as job events at most every PROGRESS_EVERY seconds; the last
+    outcome of each file (a redelivered batch reports again files a dead downloader reported)."""
 
     def __init__(self, fetching: Fetching, total: int, done: int):
         self.fetching = fetching
         self.total = total
         self.done = done
-        self.failed = 0
         self.bytes = 0
+        self.outcomes: dict[str, FileOutcome] = {}  # save_as -> its last outcome
+        self.node_of: dict[str, str] = {}  # save_as -> the node that reported it
         self.started = asyncio.get_running_loop().time()
         self.last = 0.0
 
+    @property
+    def failed(self) -> int:
+        return sum(1 for o in self.outcomes.values() if not o.ok)
+
     async def add(self, result: DownloadResult) -> None:
-        self.done += 1
-        self.failed += 0 if result.ok else 1
-        self.bytes += result.transferred
-        if not result.ok:
-            self.fetching.log.error("Workflow:wf_download:%s: %s", result.save_as, result.error)
-        else:
-            self.fetching.log.debug("Workflow:wf_download:%s: %d bytes in %.2fs", result.save_as,
-                                    result.transferred, result.elapsed)
+        log = self.fetching.log
+        for outcome in result.outcomes():
+            if outcome.save_as not in self.outcomes:
+                self.done += 1
+            self.outcomes[outcome.save_as] = outcome
+            self.node_of[outcome.save_as] = result.node_id
+            self.bytes += outcome.transferred
+            if not outcome.ok:
+                log.error("Workflow:wf_download:%s: %s", outcome.save_as, outcome.error)
+            elif log.isEnabledFor(logging.DEBUG):
+                log.debug("Workflow:wf_download:%s: %d bytes in %.2fs", outcome.save_as,
+                          outcome.transferred, outcome.elapsed)
         await self.emit()
 
     async def emit(self, force: bool = False) -> None:

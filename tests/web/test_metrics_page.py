@@ -54,17 +54,17 @@ def node():
                            actors=[SimpleNamespace(name="manager"), SimpleNamespace(name="web")])
 
 
-def event(state: str, file: str, transferred: int, skipped: bool = False, error: str = "timed out"):
-    message = f"{file}: {'ok' if state == 'done' else error}"
-    return SimpleNamespace(kind="download", state=state, message=message,
-                           progress={"file": file, "bytes": transferred, "skipped": skipped})
+def event(transferred: int, **files: int):
+    """A downloader's event for one result message: files counted by outcome."""
+    return SimpleNamespace(kind="download", state="failed" if files.get("failed") else "done", message="",
+                           progress={"batch": "r1", "files": files, "bytes": transferred})
 
 
 async def page(public: bool, bare: bool = False) -> str:
     """The page of a node (or of a ``bare`` one: no store, state, bus nor actors)."""
     metrics = Metrics(SimpleNamespace() if bare else node(), public=public)
-    for one in (event("done", "a", 1000), event("done", "b", 0, skipped=True), event("failed", "c", 10),
-                event("failed", "d", 0, error="cancelled")):
+    for one in (event(1000, downloaded=1, skipped=1), event(10, failed=1, cancelled=1),
+                event(0, bogus=3, failed="x")):
         metrics.count_file(one)
     metrics.count_request("GET", "/api/v1/banks", 200, 0.02)
     metrics.count_request("GET", "/api/v1/banks", 200, 0.3)
