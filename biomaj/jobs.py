@@ -11,7 +11,7 @@ Each option of a kind is declared once here (:class:`JobOption`: name, type, def
 tasks it may name); from it are generated the click options of ``biomaj ctl`` (``cli/bank_ops.py``),
 the REST body schemas and their validation (``web/banks.py``, ``web/daemon/routes.py``), the OpenAPI
 text and the checks (:func:`check_options`). The update options are the fields of the workflow's
-own :class:`~biomaj.workflow.update.UpdateOptions`, read from there (:meth:`JobOption.fields_of`).
+own :class:`~biomaj.workflow.options.UpdateOptions`, read from there (:meth:`JobOption.fields_of`).
 """
 
 from __future__ import annotations
@@ -19,17 +19,22 @@ from __future__ import annotations
 import dataclasses
 import typing
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
-from biomaj.bus import Bus, names
-from biomaj.bus.messages import CancelJob, JobEvent, JobRequest
 from biomaj.errors import BiomajError
-from biomaj.state import State
-from biomaj.storage.base import JOB_CANCELLED, JOB_QUEUED, Store
-from biomaj.workflow import runner
-from biomaj.workflow.bank import RunContext
+from biomaj.workflow.options import UpdateOptions
 from biomaj.workflow.session import check_task_name
-from biomaj.workflow.update import UpdateOptions
+
+if TYPE_CHECKING:
+    from biomaj.bus import Bus
+    from biomaj.state import State
+    from biomaj.storage.base import Store
+    from biomaj.workflow.bank import RunContext
+    from biomaj.workflow.runner import Outcome
+
+# The declarations below are read by every front end, `biomaj ctl update --help` among them: what
+# only running or submitting a job needs (the workflow, the bus, the store) is imported in the
+# functions that do it.
 
 JSON_TYPES = {bool: "boolean", str: "string"}
 
@@ -76,7 +81,7 @@ class JobOption:
         return schema
 
 
-Runner = Callable[[RunContext, str, dict[str, Any], bool], Awaitable[runner.Outcome]]
+Runner = Callable[["RunContext", str, dict[str, Any], bool], Awaitable["Outcome"]]
 
 
 @dataclass(frozen=True)
@@ -109,30 +114,37 @@ class JobKind:
 # --- what a manager runs for each kind ------------------------------------------------------------
 
 
-async def _update(run: RunContext, bank: str, options: dict[str, Any], resumed: bool) -> runner.Outcome:
-    return await runner.update_bank(run, bank, UpdateOptions.from_dict(options), resume_job=resumed)
+def _runner():
+    """The workflow's entry points, imported when a manager runs a job (not by --help)."""
+    from biomaj.workflow import runner
+
+    return runner
 
 
-async def _remove(run: RunContext, bank: str, options: dict[str, Any], resumed: bool) -> runner.Outcome:
+async def _update(run: RunContext, bank: str, options: dict[str, Any], resumed: bool) -> Outcome:
+    return await _runner().update_bank(run, bank, UpdateOptions.from_dict(options), resume_job=resumed)
+
+
+async def _remove(run: RunContext, bank: str, options: dict[str, Any], resumed: bool) -> Outcome:
     if not options.get("release"):
         raise BiomajError("remove needs a release (--release R)")
-    return await runner.remove_bank_release(run, bank, options["release"])
+    return await _runner().remove_bank_release(run, bank, options["release"])
 
 
-async def _remove_all(run: RunContext, bank: str, options: dict[str, Any], resumed: bool) -> runner.Outcome:
-    return await runner.remove_all(run, bank, force=bool(options.get("force")))
+async def _remove_all(run: RunContext, bank: str, options: dict[str, Any], resumed: bool) -> Outcome:
+    return await _runner().remove_all(run, bank, force=bool(options.get("force")))
 
 
-async def _remove_pending(run: RunContext, bank: str, options: dict[str, Any], resumed: bool) -> runner.Outcome:
-    return await runner.remove_pending(run, bank, options.get("release"))
+async def _remove_pending(run: RunContext, bank: str, options: dict[str, Any], resumed: bool) -> Outcome:
+    return await _runner().remove_pending(run, bank, options.get("release"))
 
 
-async def _repair(run: RunContext, bank: str, options: dict[str, Any], resumed: bool) -> runner.Outcome:
-    return await runner.repair(run, bank, options.get("release"))
+async def _repair(run: RunContext, bank: str, options: dict[str, Any], resumed: bool) -> Outcome:
+    return await _runner().repair(run, bank, options.get("release"))
 
 
-async def _release_check(run: RunContext, bank: str, options: dict[str, Any], resumed: bool) -> runner.Outcome:
-    return await runner.release_check(run, bank)
+async def _release_check(run: RunContext, bank: str, options: dict[str, Any], resumed: bool) -> Outcome:
+    return await _runner().release_check(run, bank)
 
 
 # --- the declaration ------------------------------------------------------------------------------
@@ -179,6 +191,10 @@ async def submit_job(store: Store, bus: Bus, kind: str, bank: str, options: dict
     """Record a job and queue it; DuplicateJob (with the active job's id) if the same kind of
     job is already queued or running on that bank. ``admin``: the submitter was authenticated as
     an admin (by the web API, from the user's flag), which the manager honours."""
+    from biomaj.bus import names
+    from biomaj.bus.messages import JobEvent, JobRequest
+    from biomaj.storage.base import JOB_QUEUED
+
     kind_of(kind)
     options = {k: v for k, v in (options or {}).items() if v not in (None, False, "")}
     job_id = await store.add_job({"kind": kind, "bank": bank, "options": options, "user": user, "admin": admin},
@@ -198,6 +214,10 @@ async def request_cancel(store: Store, bus: Bus, state: State | None, job_id: st
     """Cancel a job: a queued one at once, a running one through its manager. The store's record
     tells a manager that shares nothing else with this process (``biomaj ctl cancel`` beside a
     running ``biomaj ctl update``)."""
+    from biomaj.bus import names
+    from biomaj.bus.messages import JobEvent
+    from biomaj.storage.base import JOB_CANCELLED
+
     job = await store.cancel_job(job_id)
     await signal_cancel(bus, state, job_id, job["bank"])
     if job["state"] == JOB_CANCELLED:
@@ -210,6 +230,9 @@ async def signal_cancel(bus: Bus, state: State | None, job_id: str, bank: str, *
     """A job's cancel on its one carrier: the state's cancel flag (the truth, for ``ttl`` seconds),
     then one CancelJob broadcast, only a wake-up so that the holders of the job's work react at
     once (:class:`biomaj.runtime.cancels.JobCancels`). Without a state, the wake-up alone."""
+    from biomaj.bus import names
+    from biomaj.bus.messages import CancelJob
+
     if state is not None:
         await state.set_cancel(job_id, ttl=ttl)
     await bus.broadcast(names.CANCEL_TOPIC, CancelJob(job_id=job_id, bank=bank))

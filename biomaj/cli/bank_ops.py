@@ -7,32 +7,30 @@ RabbitMQ (:func:`biomaj.node.cluster.job_client` chooses), or the server at ``ct
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import logging
 import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import click
 
 from biomaj import jobs
-from biomaj.auth.identity import admins_of, current_user
-from biomaj.bus.messages import JobEvent
-from biomaj.cli.context import CliContext, config_option, emit_json, json_option
-from biomaj.config.check import refuse_invalid
-from biomaj.config.properties import BankProperties
+from biomaj.cli.context import CliContext, config_option, emit_json, json_option, run_async
 from biomaj.errors import BiomajError
 from biomaj.logs import setup_logging
-from biomaj.node.cluster import job_client
-from biomaj.storage import open_store
-from biomaj.storage.base import ACTIVE_JOB_STATES, JOB_CANCELLED, JOB_DONE
-from biomaj.workflow import runner
-from biomaj.workflow.bank import RunContext
-from biomaj.workflow.engine import CANCELLED
+from biomaj.workflow.options import VISIBILITIES
+
+if TYPE_CHECKING:
+    from biomaj.bus.messages import JobEvent
+    from biomaj.workflow.runner import Outcome
+
+# `ctl --help` and `ctl update --help` import this module for its commands' options (declared in
+# biomaj.jobs): the workflow, the bus, the store and the configuration are imported by the
+# functions that run a command.
 
 
 # --- running a job in this process ---------------------------------------------------------------
@@ -125,6 +123,9 @@ def _bytes(n: float) -> str:
 def _check_bank_file(obj: CliContext, bank: str, validate: bool) -> None:
     """Refuse an unknown bank, or (``validate``) a bank file with errors, before any job exists
     (exit 2, as every configuration error); the manager checks again when it runs the job."""
+    from biomaj.config.check import refuse_invalid
+    from biomaj.config.properties import BankProperties
+
     props = BankProperties.load(obj.config().global_properties, bank)
     if validate:
         refuse_invalid(props)
@@ -149,11 +150,15 @@ def _jobs(obj: CliContext):
 
         setup_logging(obj.console_level or "INFO")
         return Remote(ApiClient(obj.proxy or "", obj.api_key))
+    from biomaj.node.cluster import job_client
+
     return job_client(obj.config())
 
 
 async def _run_job(obj: CliContext, kind: str, bank: str, options: dict[str, Any], follow: bool,
                    interval: float = PROGRESS_INTERVAL) -> dict:
+    import asyncio
+
     if not obj.remote:  # the server checks its own bank files
         _check_bank_file(obj, bank, validate=jobs.KINDS[kind].checks_bank_file)
     if obj.console_level:  # without -v: one `error: ...` line, not the same failure three times
@@ -189,6 +194,8 @@ async def _run_job(obj: CliContext, kind: str, bank: str, options: dict[str, Any
 
 def _report(obj: CliContext, job: dict, describe) -> None:
     """Print the job's outcome (or the JSON record) and exit non-zero unless it succeeded."""
+    from biomaj.storage.base import JOB_DONE
+
     if obj.json_output:
         emit_json(job)
     else:
@@ -206,6 +213,9 @@ def _report(obj: CliContext, job: dict, describe) -> None:
 def _ended(state: str, reason: str | None) -> str:
     """How a job ended, for one line: ``failed: why``; a cancelled job says only that (its
     reason would repeat it)."""
+    from biomaj.storage.base import JOB_CANCELLED
+    from biomaj.workflow.engine import CANCELLED
+
     if state == JOB_CANCELLED:
         return CANCELLED
     return f"{state}: {reason}"
@@ -256,7 +266,7 @@ def job_options(kind: str):
 def update(obj: CliContext, bank: str, follow: bool, progress_interval: float, **options: Any) -> None:
     """Update BANK (and the banks it depends on): a new release if the remote changed."""
     jobs.check_options("update", options)
-    job = asyncio.run(_run_job(obj, "update", bank, options, follow, progress_interval))
+    job = run_async(_run_job(obj, "update", bank, options, follow, progress_interval))
     _report(obj, job, _update_message)
 
 
@@ -268,7 +278,7 @@ def update(obj: CliContext, bank: str, follow: bool, progress_interval: float, *
 @click.pass_obj
 def remove(obj: CliContext, bank: str, **options: Any) -> None:
     """Remove one release of BANK (not the published one, not a frozen one)."""
-    job = asyncio.run(_run_job(obj, "remove", bank, options, False))
+    job = run_async(_run_job(obj, "remove", bank, options, False))
     _report(obj, job, lambda r: f"{bank}: release {r.get('release')} removed")
 
 
@@ -280,7 +290,7 @@ def remove(obj: CliContext, bank: str, **options: Any) -> None:
 @click.pass_obj
 def remove_all(obj: CliContext, bank: str, **options: Any) -> None:
     """Remove every release of BANK, its offline directory, logs and record (owner or admin)."""
-    job = asyncio.run(_run_job(obj, "remove-all", bank, options, False))
+    job = run_async(_run_job(obj, "remove-all", bank, options, False))
     _report(obj, job, lambda r: f"{bank}: removed ({len(r.get('details', {}).get('releases', []))} releases)")
 
 
@@ -292,7 +302,7 @@ def remove_all(obj: CliContext, bank: str, **options: Any) -> None:
 @click.pass_obj
 def remove_pending(obj: CliContext, bank: str, **options: Any) -> None:
     """Remove the unfinished (pending) releases of BANK."""
-    job = asyncio.run(_run_job(obj, "remove-pending", bank, options, False))
+    job = run_async(_run_job(obj, "remove-pending", bank, options, False))
     _report(obj, job, lambda r: f"{bank}: {len(r.get('details', {}).get('removed', []))} pending release(s) removed")
 
 
@@ -304,7 +314,7 @@ def remove_pending(obj: CliContext, bank: str, **options: Any) -> None:
 @click.pass_obj
 def repair(obj: CliContext, bank: str, **options: Any) -> None:
     """After fixing a failed update by hand: unlock BANK and record its last session as done."""
-    job = asyncio.run(_run_job(obj, "repair", bank, options, False))
+    job = run_async(_run_job(obj, "repair", bank, options, False))
     _report(obj, job, lambda r: f"{bank}: repaired, release {r.get('release')}" if r.get("details", {}).get("repaired")
             else f"{bank}: unlocked (the last session had no release to record)")
 
@@ -317,7 +327,7 @@ def repair(obj: CliContext, bank: str, **options: Any) -> None:
 @click.pass_obj
 def release_check(obj: CliContext, bank: str, **options: Any) -> None:
     """The remote release of BANK, and whether it is new (nothing is downloaded)."""
-    job = asyncio.run(_run_job(obj, "release-check", bank, options, False))
+    job = run_async(_run_job(obj, "release-check", bank, options, False))
     _report(obj, job, lambda r: f"{bank}: remote release {r['details']['remoterelease']}"
             f" ({'new' if r['details']['new'] else 'already in production'})")
 
@@ -325,10 +335,13 @@ def release_check(obj: CliContext, bank: str, **options: Any) -> None:
 # --- quick operations (no job) -------------------------------------------------------------------
 
 
-def _quick(obj: CliContext, operation, bank: str, *args: Any, method: str = "POST", path: str = "",
-           body: dict | None = None) -> runner.Outcome:
-    """Run a quick operation here, or on the --proxy server (``method`` on the bank's ``path``,
-    which checks that the key's user owns the bank)."""
+def _quick(obj: CliContext, operation: str, bank: str, *args: Any, method: str = "POST", path: str = "",
+           body: dict | None = None) -> Outcome:
+    """Run a quick operation (the name of its function in :mod:`biomaj.workflow.runner`) here, or on
+    the --proxy server (``method`` on the bank's ``path``, which checks that the key's user owns
+    the bank)."""
+    from biomaj.workflow import runner
+
     if obj.remote:
         url = f"/api/v1/banks/{quote(bank, safe='')}{path}"
         done = obj.ask_server(lambda api: api.call(method, url, body if body is not None else {}))
@@ -336,10 +349,14 @@ def _quick(obj: CliContext, operation, bank: str, *args: Any, method: str = "POS
         outcome = runner.Outcome(**{k: v for k, v in done.items() if k in known})
         outcome.release_dir = Path(outcome.release_dir) if outcome.release_dir else None
         return outcome
-    return asyncio.run(_direct(obj, operation, bank, *args))
+    return run_async(_direct(obj, getattr(runner, operation), bank, *args))
 
 
-async def _direct(obj: CliContext, operation, bank: str, *args: Any) -> runner.Outcome:
+async def _direct(obj: CliContext, operation, bank: str, *args: Any) -> Outcome:
+    from biomaj.auth.identity import admins_of, current_user
+    from biomaj.storage import open_store
+    from biomaj.workflow.bank import RunContext
+
     cfg = obj.config()
     store = open_store(cfg.storage_url, cfg.root)
     async with store:
@@ -348,7 +365,7 @@ async def _direct(obj: CliContext, operation, bank: str, *args: Any) -> runner.O
         return await operation(run, bank, *args)
 
 
-def _print(obj: CliContext, outcome: runner.Outcome, text: str) -> None:
+def _print(obj: CliContext, outcome: Outcome, text: str) -> None:
     emit_json(outcome.to_dict()) if obj.json_output else click.echo(text)
 
 
@@ -360,7 +377,7 @@ def _print(obj: CliContext, outcome: runner.Outcome, text: str) -> None:
 @click.pass_obj
 def publish(obj: CliContext, bank: str, release: str | None) -> None:
     """Publish a release of BANK: `current` points to it."""
-    outcome = _quick(obj, runner.publish_bank, bank, release, path="/publish", body={"release": release} if release else {})
+    outcome = _quick(obj, "publish_bank", bank, release, path="/publish", body={"release": release} if release else {})
     _print(obj, outcome, f"{bank}: release {outcome.release} published")
 
 
@@ -371,7 +388,7 @@ def publish(obj: CliContext, bank: str, release: str | None) -> None:
 @click.pass_obj
 def unpublish(obj: CliContext, bank: str) -> None:
     """Unpublish BANK: remove `current` and RELEASE.txt."""
-    outcome = _quick(obj, runner.unpublish_bank, bank, path="/unpublish")
+    outcome = _quick(obj, "unpublish_bank", bank, path="/unpublish")
     _print(obj, outcome, f"{bank}: unpublished")
 
 
@@ -383,7 +400,7 @@ def unpublish(obj: CliContext, bank: str) -> None:
 @click.pass_obj
 def freeze(obj: CliContext, bank: str, release: str) -> None:
     """Freeze RELEASE of BANK: never removed until unfrozen."""
-    outcome = _quick(obj, runner.freeze_release, bank, release, True, path=f"/releases/{quote(release, safe='')}/freeze")
+    outcome = _quick(obj, "freeze_release", bank, release, True, path=f"/releases/{quote(release, safe='')}/freeze")
     _print(obj, outcome, f"{bank}: release {outcome.release} frozen")
 
 
@@ -395,7 +412,7 @@ def freeze(obj: CliContext, bank: str, release: str) -> None:
 @click.pass_obj
 def unfreeze(obj: CliContext, bank: str, release: str) -> None:
     """Unfreeze RELEASE of BANK."""
-    outcome = _quick(obj, runner.freeze_release, bank, release, False,
+    outcome = _quick(obj, "freeze_release", bank, release, False,
                      path=f"/releases/{quote(release, safe='')}/unfreeze")
     _print(obj, outcome, f"{bank}: release {outcome.release} unfrozen")
 
@@ -408,19 +425,19 @@ def unfreeze(obj: CliContext, bank: str, release: str) -> None:
 @click.pass_obj
 def owner(obj: CliContext, bank: str, user: str) -> None:
     """Give BANK to USER (its owner or an admin may)."""
-    outcome = _quick(obj, runner.set_owner, bank, user, method="PUT", path="/owner", body={"owner": user})
+    outcome = _quick(obj, "set_owner", bank, user, method="PUT", path="/owner", body={"owner": user})
     _print(obj, outcome, f"{bank}: owned by {user}")
 
 
 @click.command()
 @click.argument("bank")
-@click.argument("visibility", type=click.Choice(runner.VISIBILITIES))
+@click.argument("visibility", type=click.Choice(VISIBILITIES))
 @config_option
 @json_option
 @click.pass_obj
 def visibility(obj: CliContext, bank: str, visibility: str) -> None:
     """Make BANK public (seen by everyone) or private (its owner and the admins)."""
-    outcome = _quick(obj, runner.set_visibility, bank, visibility, method="PUT", path="/visibility",
+    outcome = _quick(obj, "set_visibility", bank, visibility, method="PUT", path="/visibility",
                      body={"visibility": visibility})
     _print(obj, outcome, f"{bank}: {visibility}")
 
@@ -434,9 +451,9 @@ def visibility(obj: CliContext, bank: str, visibility: str) -> None:
 def unlock(obj: CliContext, bank: str, force: bool) -> None:
     """Clear the lock of BANK left by a process that died (a running one is refused)."""
     if obj.remote:  # the server judges the lease with its own state
-        outcome = _quick(obj, runner.unlock, bank, path="/unlock", body={"force": force})
+        outcome = _quick(obj, "unlock", bank, path="/unlock", body={"force": force})
     else:
-        outcome = _quick(obj, runner.unlock, bank, force, asyncio.run(_lease_free(obj, bank)))
+        outcome = _quick(obj, "unlock", bank, force, run_async(_lease_free(obj, bank)))
     details = outcome.details
     _print(obj, outcome, f"{bank}: lock of {details['holder']} removed" if details.get("was_locked")
            else f"{bank}: not locked")
@@ -459,6 +476,9 @@ async def _lease_free(obj: CliContext, bank: str) -> bool:
 
 async def _cancel(obj: CliContext, bank: str) -> list[dict]:
     # in-process mode, the manager running the job (another command) sees it in the job record
+    from biomaj.node.cluster import job_client
+    from biomaj.storage.base import ACTIVE_JOB_STATES
+
     async with job_client(obj.config(), actors=False) as client:
         jobs = await client.store.list_jobs(state=ACTIVE_JOB_STATES, bank=bank, limit=None)
         if not jobs:
@@ -476,7 +496,7 @@ def cancel(obj: CliContext, bank: str) -> None:
     if obj.remote:
         jobs = obj.ask_server(lambda api: api.post(f"/api/v1/banks/{quote(bank, safe='')}/cancel"))
     else:
-        jobs = asyncio.run(_cancel(obj, bank))
+        jobs = run_async(_cancel(obj, bank))
     if obj.json_output:
         emit_json(jobs)
         return

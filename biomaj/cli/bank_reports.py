@@ -5,23 +5,26 @@ With ``ctl --proxy URL`` the server builds the same tables (its ``format=table``
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
 from urllib.parse import quote
 
 import click
 
 from biomaj import reports
-from biomaj.auth.identity import admins_of, current_user
-from biomaj.cli.context import CliContext, config_option, emit_json, json_option
+from biomaj.cli.context import CliContext, config_option, emit_json, json_option, run_async
 from biomaj.errors import UnknownBank
-from biomaj.storage import open_store
-from biomaj.storage.base import ACTIVE_JOB_STATES, Store
-from biomaj.workflow import locks
+
+if TYPE_CHECKING:
+    from biomaj.storage.base import Store
+
+# `ctl --help` imports this module for its commands' help: the store, the locks and the users are
+# imported by the functions that read them.
 
 
 def _viewer(cfg) -> reports.Viewer:
+    from biomaj.auth.identity import admins_of, current_user
+
     return reports.Viewer(user=current_user(), admins=admins_of(cfg))
 
 
@@ -34,12 +37,14 @@ def _emit(obj: CliContext, tables: list[reports.Table], style: str = "psql") -> 
 
 
 async def _read(cfg, reader):
+    from biomaj.storage import open_store
+
     store = open_store(cfg.storage_url, cfg.root)
     async with store:
         return await reader(store)
 
 
-Local = Callable[[Any, Store], Awaitable[Any]]
+Local = Callable[[Any, "Store"], Awaitable[Any]]
 
 
 def _report(obj: CliContext, path: str, local: Local, **params: Any) -> list[reports.Table]:
@@ -48,7 +53,7 @@ def _report(obj: CliContext, path: str, local: Local, **params: Any) -> list[rep
     if obj.remote:
         return obj.ask_server(lambda api: api.tables(path, **params))
     cfg = obj.config()
-    return asyncio.run(_read(cfg, lambda store: local(cfg, store)))
+    return run_async(_read(cfg, lambda store: local(cfg, store)))
 
 
 def _bank_path(bank: str, *parts: str) -> str:
@@ -67,6 +72,8 @@ async def _full_banks(store) -> list[dict]:
 
 
 def _lock_dir(cfg) -> Path:
+    from biomaj.workflow import locks
+
     return locks.installation_lock_dir(cfg.global_properties, cfg.root)
 
 
@@ -165,7 +172,7 @@ def stats(obj: CliContext) -> None:
             emit_json(obj.ask_server(lambda api: api.get("/api/v1/stats")))
         else:
             cfg = obj.config()
-            emit_json(reports.stats_records(asyncio.run(_read(cfg, lambda s: s.list_banks())), _viewer(cfg)))
+            emit_json(reports.stats_records(run_async(_read(cfg, lambda s: s.list_banks())), _viewer(cfg)))
         return
 
     async def usage(cfg, store: Store) -> list[reports.Table]:
@@ -180,6 +187,9 @@ def stats(obj: CliContext) -> None:
 @click.pass_obj
 def whatsup(obj: CliContext) -> None:
     """What runs now: locked banks (and maintenance), queued and running jobs."""
+    from biomaj.storage.base import ACTIVE_JOB_STATES
+    from biomaj.workflow import locks
+
     async def running(cfg, store: Store) -> list[reports.Table]:
         held = [{"bank": bank, "owner": holder.describe()} for bank, holder in locks.list_locks(_lock_dir(cfg))]
         jobs = await store.list_jobs(state=ACTIVE_JOB_STATES, limit=None)
@@ -201,6 +211,9 @@ def maintenance(obj: CliContext, action: str) -> None:
         else:
             on = obj.ask_server(lambda api: api.put("/api/v1/maintenance", {"maintenance": action == "on"}))["maintenance"]
     else:
+        from biomaj.auth.identity import current_user
+        from biomaj.workflow import locks
+
         lock_dir = _lock_dir(obj.config())
         if action != "status":
             locks.set_maintenance(lock_dir, action == "on", current_user())

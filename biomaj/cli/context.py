@@ -7,7 +7,7 @@ import logging
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Coroutine, Sequence, TypeVar
 
 import click
 
@@ -39,8 +39,6 @@ class CliContext:
 
     def ask_server(self, request: Callable[[Any], Awaitable[T]]) -> T:
         """Run ``request(api)`` with an :class:`~biomaj.client.api.ApiClient` of the --proxy server."""
-        import asyncio
-
         from biomaj.client.api import ApiClient
 
         setup_logging(self.console_level or "INFO")
@@ -49,7 +47,7 @@ class CliContext:
             async with ApiClient(self.proxy or "", self.api_key) as api:
                 return await request(api)
 
-        return asyncio.run(run())
+        return run_async(run())
 
     @property
     def config_path(self) -> Path:
@@ -72,6 +70,13 @@ class CliContext:
             for warning in self._config.warnings:
                 log.warning(warning)
         return self._config
+
+
+def run_async(main: Coroutine[Any, Any, T]) -> T:
+    """``asyncio.run(main)``, asyncio imported when a command runs: ``--help`` does without it."""
+    import asyncio
+
+    return asyncio.run(main)
 
 
 def _remember_config(ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:

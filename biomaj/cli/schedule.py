@@ -6,17 +6,17 @@ through `ctl --proxy URL` (``/api/v1/schedules``), with the same output.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Any, Awaitable, Callable
 from urllib.parse import quote
 
 import click
 
-from biomaj.cli.context import CliContext, config_option, emit_json, emit_table, json_option
+from biomaj.cli.context import CliContext, config_option, emit_json, emit_table, json_option, run_async
 from biomaj.errors import BiomajError
-from biomaj.scheduler import schedules
-from biomaj.scheduler.cron import time_zone
+
+# `ctl --help` imports this module for the group's help: the scheduler (cronsim), the store and the
+# users are imported by the commands that use them.
 
 
 @click.group()
@@ -46,10 +46,13 @@ def _local(obj: CliContext, work: Callable[[Any, Any, str], Awaitable[Any]]) -> 
                                   f"config.yml (or `biomaj users admin {me} on`)")
             return await work(cfg, store, me)
 
-    return asyncio.run(run())
+    return run_async(run())
 
 
 def _views(cfg: Any, docs: list[dict]) -> list[dict]:
+    from biomaj.scheduler import schedules
+    from biomaj.scheduler.cron import time_zone
+
     return schedules.views(docs, time.time(), time_zone(cfg.settings.scheduler.timezone))
 
 
@@ -59,6 +62,8 @@ def _views(cfg: Any, docs: list[dict]) -> list[dict]:
 @click.pass_obj
 def list_schedules(obj: CliContext) -> None:
     """Every schedule: its banks, user, next run and last run (local time)."""
+    from biomaj.scheduler import schedules
+
     if obj.remote:
         records = obj.ask_server(lambda api: api.get("/api/v1/schedules"))
     else:
@@ -93,6 +98,8 @@ def add(obj: CliContext, name: str, expr: str, banks: tuple[str, ...], user: str
         record, replaced = answer["schedule"], answer["replaced"]
     else:
         async def write(cfg, store, me):
+            from biomaj.scheduler import schedules
+
             doc, replaced = await schedules.add_schedule(store, cfg.global_properties, name=name, cron=expr,
                                                          banks=names, user=user or me, by=me)
             return _views(cfg, [doc])[0], replaced
@@ -117,6 +124,8 @@ def delete(obj: CliContext, name: str) -> None:
         obj.ask_server(lambda api: api.delete(f"/api/v1/schedules/{quote(name, safe='')}"))
     else:
         async def remove(_cfg, store, _me):
+            from biomaj.scheduler import schedules
+
             await schedules.delete_schedule(store, name)
 
         _local(obj, remove)

@@ -435,7 +435,7 @@ def load_config(path: Path, environ: Mapping[str, str] | None = None) -> Config:
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
     try:
-        raw = yaml.safe_load(text)
+        raw = _parse_yaml(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1} column {mark.column + 1}" if mark else ""
@@ -446,6 +446,19 @@ def load_config(path: Path, environ: Mapping[str, str] | None = None) -> Config:
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of sections (web:, storage: ...), got {type(raw).__name__}")
     return config_from_mapping(raw, path, environ)
+
+
+def _parse_yaml(text: str) -> Any:
+    """``yaml.safe_load``, through libyaml when PyYAML was built with it (10 times faster: every
+    ``biomaj ctl`` command reads config.yml). A document that libyaml refuses is read again by the
+    pure-Python parser, whose errors (line, column, problem) are the ones reported."""
+    fast = getattr(yaml, "CSafeLoader", None)
+    if fast is not None:
+        try:
+            return yaml.load(text, Loader=fast)  # noqa: S506 - CSafeLoader is the safe loader
+        except yaml.YAMLError:
+            pass
+    return yaml.safe_load(text)
 
 
 def config_from_mapping(raw: dict[str, Any], path: Path | None, environ: Mapping[str, str] | None = None) -> Config:

@@ -22,11 +22,12 @@ from . import files as fs
 from . import locks, publishing
 from .bank import Bank, RunContext, find_production, find_session
 from .engine import TaskFailed
+from .options import VISIBILITIES, UpdateOptions
 from .session import (
     PROCESS_TASKS, REMOVE_FLOW, UPDATE_TASKS, Session, check_task_name, is_over, new_session, reset_from_task,
 )
 from .session_log import session_logger
-from .update import UpdateDependency, UpdateOptions, UpdateWorkflow
+from .update import UpdateDependency, UpdateWorkflow
 
 log = logging.getLogger(__name__)
 
@@ -245,9 +246,6 @@ async def set_owner(run: RunContext, name: str, owner: str) -> Outcome:
     properties = dict(doc.get("properties") or {}, owner=owner)
     await run.store.set_bank_fields(name, properties=properties)
     return Outcome(True, name, "owner", details={"owner": owner})
-
-
-VISIBILITIES = ("public", "private")
 
 
 async def set_visibility(run: RunContext, name: str, visibility: str) -> Outcome:

@@ -12,7 +12,7 @@ import logging
 import os
 import tempfile
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -28,36 +28,9 @@ from .bank import Bank, RunContext
 from .engine import CANCELLED, Cancelled, TaskFailed, Workflow
 from .extract import ExtractionError, archive_kind, extract_archive
 from .fetching import Fetching
+from .options import UpdateOptions  # declared apart, for the front ends: re-exported here
 from .remote_files import Wanted, release_files, wanted_files
-from .session import UPDATE_FLOW, UPDATE_TASKS, Session
-
-
-def _option(help: str, default: Any = None, *, tasks: tuple[str, ...] = (), aliases: tuple[str, ...] = ()) -> Any:
-    """A field of :class:`UpdateOptions` with what every front end shows of it: ``biomaj.jobs``
-    turns these fields into the click options, the REST schemas and the checks (``tasks``: the
-    value must name one of these tasks; ``aliases``: its other command-line spellings)."""
-    return field(default=default, metadata={"help": help, "tasks": tasks, "aliases": aliases})
-
-
-@dataclass
-class UpdateOptions:
-    """The options of ``biomaj ctl update`` (BioMAJ 3's --fromscratch, --from-task ...), declared
-    once: this is the update job's option list everywhere."""
-
-    fromscratch: bool = _option("Start a new cycle: new session, offline directory wiped, nothing reused.",
-                                False, aliases=("-z", "--from-scratch"))
-    from_task: str | None = _option("Re-run from this task (the tasks before it must have succeeded).",
-                                    tasks=UPDATE_TASKS)
-    process: str | None = _option("With --from-task pre/postprocess: restart at this block, meta or process.")
-    release: str | None = _option("Work on the session of this release (with --from-task).")
-    stop_before: str | None = _option("Stop before this task; the next update resumes.", tasks=UPDATE_TASKS)
-    stop_after: str | None = _option("Stop after this task; the next update resumes.", tasks=UPDATE_TASKS)
-    publish: bool = _option("Publish the new release at the end (as auto_publish=1).", False)
-
-    @classmethod
-    def from_dict(cls, options: dict[str, Any]) -> UpdateOptions:
-        known = {k: options[k] for k in cls.__dataclass_fields__ if options.get(k) not in (None, "")}
-        return cls(**known)
+from .session import UPDATE_FLOW, Session
 
 
 class DependencyOutcome(Protocol):

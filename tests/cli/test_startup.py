@@ -26,6 +26,9 @@ HEAVY_BIOMAJ = {"biomaj.jobs", "biomaj.workflow", "biomaj.bus", "biomaj.node", "
                 "biomaj.client", "biomaj.scheduler"}
 #: What reading config.yml costs: not for --help.
 CONFIG = {"pydantic", "yaml", "asyncio"}
+#: Where the options of the job commands are declared (biomaj/jobs.py, biomaj/workflow/options.py):
+#: all of biomaj.jobs and biomaj.workflow that ``ctl update --help`` may import.
+DECLARATIONS = {"biomaj.jobs", "biomaj.workflow", "biomaj.workflow.options", "biomaj.workflow.session"}
 
 
 def imported_modules(*args: str, cwd: Path) -> set[str]:
@@ -62,6 +65,15 @@ def test_ctl_banks_imports_neither_the_workflow_nor_the_servers(root: Path):
 def test_help_does_not_read_the_configuration_machinery(root: Path, args: list[str]):
     modules = imported_modules(*args, cwd=root)
     assert heavy_in(modules, HEAVY | HEAVY_BIOMAJ | CONFIG) == []
+
+
+@pytest.mark.parametrize("args", [["ctl", "--help"], ["ctl", "update", "--help"]])
+def test_the_job_commands_help_imports_their_declarations_only(root: Path, args: list[str]):
+    """``ctl --help`` imports every ctl command's module; the update options come from their
+    declaration, not from the workflow, the bus or the configuration."""
+    modules = imported_modules(*args, cwd=root)
+    assert "biomaj.jobs" in modules and "biomaj.workflow.options" in modules  # the options were built
+    assert heavy_in(modules - DECLARATIONS, HEAVY | HEAVY_BIOMAJ | CONFIG) == []
 
 
 def test_every_lazy_command_is_the_one_its_module_defines():
