@@ -57,8 +57,8 @@ class _Follow:
         if not self.enabled:
             return
         progress = event.progress
-        if event.kind == "download" and progress.get("file"):
-            return  # per-file events: the manager's summaries are enough here
+        if event.kind == "download" and progress.get("batch"):
+            return  # the downloaders' events: the manager's summaries are enough here
         if progress.get("notice"):  # something the operator should know, said once
             self._show(f"[{event.bank}] {event.message}")
             return

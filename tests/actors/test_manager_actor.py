@@ -54,7 +54,8 @@ async def test_a_job_runs_and_its_events_tell_the_story(site):
     assert steps == ["init", "check", "depends", "preprocess", "release", "download", "postprocess", "publish", "over"]
     progress = [e.progress for e in events if "files_total" in e.progress]
     assert progress[-1]["files_done"] == progress[-1]["files_total"] == 3
-    assert any(e.kind == "download" and e.progress.get("file") for e in events)  # per-file events
+    downloaded = [e.progress["files"] for e in events if e.kind == "download" and e.progress.get("batch")]
+    assert sum(sum(counts.values()) for counts in downloaded) == 3  # the downloaders' events count every file
 
 
 async def test_the_same_job_cannot_be_queued_twice(site):
