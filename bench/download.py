@@ -43,6 +43,8 @@ from typing import Callable, Optional
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
+#: the environment of every timed command: Python's default bytecode caching
+RUN_ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
 ROOT = Path(os.environ.get("BENCH_ROOT", "/tmp/biomaj-bench"))
 DATA = ROOT / "data"
 OUT = ROOT / "out"
@@ -193,7 +195,7 @@ class AmqpNodes:
             with open(logs / f"{role}.log", "wb") as fh:
                 self.procs.append(subprocess.Popen([self.biomaj, "-c", str(cfg), "serve", "--role", role],
                                                    stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                                   start_new_session=True, cwd=od))
+                                                   start_new_session=True, cwd=od, env=RUN_ENV))
         deadline = time.time() + 60
         while time.time() < deadline:  # both nodes registered in the shared state
             p = subprocess.run([self.biomaj, "-c", str(cfg), "ctl", "--json", "nodes"], capture_output=True, text=True)
@@ -356,7 +358,7 @@ def run_one(run: Run, rep: int, expected: dict[str, int], logs: Path, timeout: f
     with open(lg, "wb") as fh:
         t0 = time.perf_counter()
         proc = subprocess.Popen([GNU_TIME, "-v", "-o", str(tf), *run.cmd], cwd=od, stdout=fh, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
+                                stdin=subprocess.DEVNULL, start_new_session=True, env=RUN_ENV)
         try:
             rc = proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -795,6 +797,9 @@ def preflight(env: Env, datasets: list[str]) -> None:
         env.skipped["ctl/*"] = env.skipped["amqp/*"] = f"no `biomaj` command beside {env.project_py} (make install)"
     for k, why in env.skipped.items():
         log(f"skipping {k}: {why}")
+    # Bytecode as a pip install leaves it (the project is installed editable): otherwise a
+    # PYTHONDONTWRITEBYTECODE environment makes every biomaj command compile its modules again.
+    subprocess.run([env.project_py, "-m", "compileall", "-q", str(REPO / "biomaj")], env=RUN_ENV, check=True)
     subprocess.run(["bash", str(BENCH / "datasets.sh"), *datasets], check=True)
 
 

@@ -6,26 +6,10 @@ import logging
 
 import click
 
-from biomaj.cli.context import CliContext, config_option
+from biomaj.cli.context import CliContext, config_option, run_async
 from biomaj.config.roles import ROLES, parse_roles
 
 log = logging.getLogger(__name__)
-
-
-def _loop_runner():
-    """``uvloop.run`` when uvloop is installed (biomaj[fast]), else ``asyncio.run``."""
-    try:
-        import uvloop
-    except ImportError:
-        import asyncio
-
-        return asyncio.run
-    return uvloop.run
-
-
-def _run(coro) -> None:
-    # the loop runs outside the `except ImportError`: its exceptions must not carry that one
-    _loop_runner()(coro)
 
 
 @click.command()
@@ -48,4 +32,4 @@ def serve(obj: CliContext, all_roles: bool, role_spec: str | None, node_id: str 
         config.settings.node.id = node_id.strip()
     node = Node(config, roles)
     tune_malloc()
-    _run(serve_until_signalled(node))
+    run_async(serve_until_signalled(node))
