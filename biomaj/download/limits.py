@@ -38,6 +38,7 @@ class HostLimit:
         if self.limit < self.max_limit and self._clock() - self._last_throttle >= self.recovery:
             self.limit += 1
             self._last_throttle = self._clock()
+            self._changed.notify(1)  # one more slot: one more waiter may go
 
     @asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
@@ -50,7 +51,8 @@ class HostLimit:
         finally:
             async with self._changed:
                 self.active -= 1
-                self._changed.notify_all()
+                # one slot freed: wake one waiter, not all (a batch keeps dozens waiting)
+                self._changed.notify(1)
 
     def throttled(self) -> None:
         """The server asked us to slow down: one connection fewer, for a while."""
