@@ -11,6 +11,7 @@ import asyncio
 import json
 import signal
 import time
+from collections import Counter
 
 import aiohttp
 
@@ -94,6 +95,40 @@ async def test_a_download_node_killed_mid_file_its_file_resumes_on_another(clust
         assert resumed, "the big file was never asked again"
         assert resumed[-1].offset >= 1024 * 1024, f"not resumed from the part on disk: {resumed}"
         assert owners[remote.seen.index(resumed[-1])] == second.pid
+    finally:
+        await remote.close()
+
+
+async def test_a_download_node_killed_mid_batch_every_file_arrives_once(cluster: Cluster, tmp_path):
+    """Small files travel many to a message: a node SIGKILLed in the middle of its batches leaves
+    them unacked, the other node takes them, finds the files the dead one finished complete and
+    fetches only the rest. Every file arrives, none is fetched twice except those cut in flight."""
+    expected = make_remote_files(tmp_path / "remote" / "batched", 240, 2_000)
+    remote = Remote(tmp_path / "remote", delay=0.04)
+    pids: dict[int, int] = {}  # request number -> pid of the node that sent it
+    remote.on_request = lambda seen: pids.__setitem__(
+        len(remote.seen) - 1, pid_of_client(seen.client_port, [n.pid for n in cluster.nodes if n.running]))
+    await remote.start()
+    try:
+        cluster.write_bank("batched", remote.port)
+        _, first, second = await cluster.start_nodes(("manager", "manager-1"), ("download", "dl-1"),
+                                                     ("download", "dl-2"))
+        updating = asyncio.create_task(update(cluster, "batched"))
+        await until(lambda: sum(1 for pid in pids.values() if pid == first.pid) >= 40,
+                    "the first node's first files", cluster)
+        first.kill()
+        killed_after = len(remote.seen)
+        job = await updating
+        assert (job["exit_code"], job["state"]) == (0, "done"), f"{job}\n{cluster.logs()}"
+        assert_complete(cluster, "batched", expected)
+        assert killed_after < 200, "the update was nearly over at the kill: make the remote slower"
+        asked = Counter(s.name for s in remote.seen if s.name.startswith("batched/"))
+        assert set(asked) == {f"batched/{name}" for name in expected}
+        twice = sorted(name for name, n in asked.items() if n > 1)
+        # only the files the dead node was receiving (at most its 4 connections) are asked again
+        assert len(twice) <= 4, twice
+        after_kill = {pids.get(i) for i in range(killed_after, len(remote.seen))}
+        assert second.pid in after_kill and first.pid not in after_kill, "the survivor did not take the batches"
     finally:
         await remote.close()
 
@@ -232,7 +267,7 @@ async def test_a_poison_file_is_dead_lettered_and_fails_only_its_bank(cluster: C
             await bus.close()
         # An innocent message may share the fate of the poison when it keeps landing on the same
         # doomed nodes (its work done, its ack lost with the node): dead-lettered too, harmlessly.
-        [letter] = [dead for dead in letters if dead.message.save_as == "zz_poison.dat"]
+        [letter] = [dead for dead in letters if [f["save_as"] for f in dead.message.files] == ["zz_poison.dat"]]
         assert letter.message.bank == "poison" and "never settled" in letter.reason
         assert not (cluster.root / "data" / "poison" / "current").exists()  # nothing published
         assert sorted(poison_files)  # the innocent files of the bank were fetched; the release was refused
