@@ -155,6 +155,9 @@ class _PartWriter:
         self._pending: asyncio.Future | None = None
 
     def _open(self) -> None:
+        if not self.offset:  # a new file: two system calls fewer than a resume
+            self._fd = os.open(self.part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            return
         self._fd = os.open(self.part, os.O_WRONLY | os.O_CREAT, 0o644)
         os.ftruncate(self._fd, self.offset)
         os.lseek(self._fd, self.offset, os.SEEK_SET)
