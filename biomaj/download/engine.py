@@ -4,6 +4,7 @@ A file is written to ``<dest>.biomaj-part`` and renamed to ``<dest>`` only when 
 verified, so a half-downloaded file never looks finished. A partial file left by a cut connection,
 a crash or a restart is resumed from its size when the protocol can (HTTP Range, FTP REST, SFTP
 offset, rsync --partial). Writing happens in a worker thread while the next chunk is received.
+A compressed file received whole is tested (gzip, bz2, xz) while it is written, never read again.
 A small file (FetchSettings.inline_max) is checked, written and renamed on the event loop itself:
 its few system calls on a local disk cost less than one trip to a worker thread (the trips, and
 the GIL hand-overs that come with them, were most of the cost of a small file).
@@ -143,11 +144,14 @@ async def _close_quietly(client: Protocol) -> None:
 class _PartWriter:
     """Writes a stream to the part file from a worker thread, one flush behind the network."""
 
-    def __init__(self, part: Path, offset: int, digest: str | None, on_bytes: Callable[[int], None] | None):
+    def __init__(self, part: Path, offset: int, digest: str | None, on_bytes: Callable[[int], None] | None,
+                 check: verify.StreamCheck | None = None):
         self.part = part
         self.offset = offset
         self.hash = hashlib.new(digest) if digest else None
         self.on_bytes = on_bytes
+        self.check = check  # the archive test, done on the chunks as they are written
+        self.broken = False  # the check failed: the part file is gone, nothing more is written
         self.received = 0
         self._buffer: list[bytes] = []
         self._buffered = 0
@@ -171,7 +175,20 @@ class _PartWriter:
                     self.hash.update(block)
                     remaining -= len(block)
 
-    def _write(self, chunks: list[bytes], final: bool) -> None:
+    def _write(self, chunks: list[bytes], final: bool, checked: bool = True) -> None:
+        if self.broken:
+            return
+        if self.check is not None and checked:
+            try:
+                for chunk in chunks:
+                    self.check.feed(chunk)
+                if final:
+                    self.check.finish()
+            except VerificationFailed:
+                self.broken = True  # a corrupt part is not resumed: it goes
+                self._close_fd()
+                self.part.unlink(missing_ok=True)
+                raise
         if self._fd is None:
             self._open()
         _write_all(self._fd, chunks)
@@ -225,7 +242,7 @@ class _PartWriter:
         def write_rest(_future=None) -> None:
             try:
                 if chunks:
-                    self._write(chunks, final=False)
+                    self._write(chunks, final=False, checked=False)
             except OSError:
                 log.warning("could not keep %d received bytes of %s", sum(map(len, chunks)), self.part, exc_info=True)
             finally:
@@ -332,7 +349,11 @@ class Fetcher:
                 hexdigest = await asyncio.to_thread(verify.file_digest, finisher.dest, digest) if digest else None
                 return size, mtime, size - offset, hexdigest
             async with client.open(entry.path, offset, size=entry.size) as stream:
-                writer = _PartWriter(part, stream.offset, digest, on_bytes)
+                # the archive test on the stream itself when the file is received whole
+                check = (verify.StreamCheck.for_name(finisher.archive_name)
+                         if finisher.archive_name and not stream.offset else None)
+                finisher.checked_while_written = check is not None
+                writer = _PartWriter(part, stream.offset, digest, on_bytes, check)
                 try:
                     # Each protocol bounds the silence between chunks (config.read_timeout) itself,
                     # without a timer per chunk here.
@@ -357,12 +378,13 @@ class _Finisher:
         self.dest = dest
         self.expected_size = expected_size
         self.archive_name = archive_name
+        self.checked_while_written = False  # the archive test was done on the stream
 
     def run(self, size: int, mtime: float | None) -> None:
         try:
             if self.expected_size is not None and size != self.expected_size:
                 raise VerificationFailed(f"size mismatch: listed {self.expected_size} bytes, received {size}")
-            if self.archive_name is not None:
+            if self.archive_name is not None and not self.checked_while_written:
                 verify.check_archive(self.part, self.archive_name)
         except VerificationFailed:
             self.part.unlink(missing_ok=True)

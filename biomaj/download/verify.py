@@ -67,6 +67,87 @@ def check_archive(path: Path, name: str | None = None) -> None:
         raise VerificationFailed(f"{path.name}: broken {kind} archive ({exc})") from None
 
 
+class StreamCheck:
+    """The archive test of a compressed file (gzip, bz2, xz, and the compressed layer of
+    .tar.gz/.tar.bz2/.tar.xz) done while the file streams in: each chunk is decompressed and
+    dropped (at most CHUNK bytes of output at a time), so the file is not read again once
+    written. It accepts what :func:`check_archive` accepts: several members one after the
+    other, zeros after a gzip member, anything after the last bz2 or xz stream. ``feed`` raises
+    VerificationFailed at the first corrupt byte, ``finish`` when the file is truncated."""
+
+    _DECOMPRESSORS = {
+        "gzip": lambda: zlib.decompressobj(16 + zlib.MAX_WBITS),
+        "bz2": bz2.BZ2Decompressor,
+        "xz": lzma.LZMADecompressor,
+    }
+
+    def __init__(self, name: str, kind: str):
+        self.name = name
+        self.kind = kind
+        self._new = self._DECOMPRESSORS[kind]
+        self._decompressor = self._new()
+        self._members = 0  # complete members so far
+        self._fed = False
+        self._ignore_rest = False
+
+    @classmethod
+    def for_name(cls, name: str) -> StreamCheck | None:
+        """The streaming check for a file so named, or None when its test needs the whole file
+        (zip's directory is at its end, a plain tar has no checksum of its bytes)."""
+        lower = name.lower()
+        for suffix, kind in ((".tar.gz", "gzip"), (".tgz", "gzip"), (".tar.bz2", "bz2"), (".tar.xz", "xz"),
+                             (".gz", "gzip"), (".bz2", "bz2"), (".xz", "xz")):
+            if lower.endswith(suffix):
+                return cls(name, kind)
+        return None
+
+    def feed(self, data: bytes) -> None:
+        self._fed = self._fed or bool(data)
+        try:
+            while data and not self._ignore_rest:
+                d = self._decompressor
+                if d.eof:  # the next member
+                    if self.kind == "gzip":
+                        data = data.lstrip(b"\0")
+                        if not data:
+                            return
+                    d = self._decompressor = self._new()
+                    fresh = True
+                else:
+                    fresh = False
+                try:
+                    self._decompress(d, data)
+                except (OSError, EOFError, zlib.error, lzma.LZMAError, ValueError):
+                    if fresh and self.kind != "gzip":
+                        self._ignore_rest = True  # not a stream: data after the last one, as bz2/lzma.open ignore
+                        return
+                    raise
+                data = b""
+                if d.eof:
+                    self._members += 1
+                    data = d.unused_data + (d.unconsumed_tail if self.kind == "gzip" else b"")
+        except (OSError, EOFError, zlib.error, lzma.LZMAError, ValueError) as exc:
+            raise VerificationFailed(f"{self.name}: broken {self.kind} archive ({exc})") from None
+
+    def _decompress(self, d, data: bytes) -> None:
+        d.decompress(data, CHUNK)
+        if self.kind == "gzip":
+            while d.unconsumed_tail and not d.eof:
+                d.decompress(d.unconsumed_tail, CHUNK)
+        else:
+            while not d.eof and not d.needs_input:
+                d.decompress(b"", CHUNK)
+
+    def finish(self) -> None:
+        """The whole file was fed: its last member must be complete."""
+        if self._ignore_rest:
+            return
+        if self.kind == "gzip" and not self._members and not self._fed:
+            return  # an empty file: gzip reads it as no member at all
+        if not self._members or not self._decompressor.eof:
+            raise VerificationFailed(f"{self.name}: broken {self.kind} archive (truncated)")
+
+
 def file_digest(path: Path, algorithm: str) -> str:
     with path.open("rb") as stream:
         return hashlib.file_digest(stream, algorithm).hexdigest()

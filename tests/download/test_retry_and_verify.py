@@ -13,7 +13,9 @@ import zipfile
 import pytest
 
 from biomaj.download.retry import RetryPolicy, parse_stop, parse_wait
-from biomaj.download.verify import VerificationFailed, archive_kind, check_sidecars, check_archive as archive_test
+from biomaj.download.verify import (
+    StreamCheck, VerificationFailed, archive_kind, check_sidecars, check_archive as archive_test,
+)
 from biomaj.errors import ConfigError
 
 
@@ -118,6 +120,52 @@ def test_non_archives_are_not_tested(tmp_path):
     path.write_bytes(b"not an archive")
     archive_test(path)
     assert archive_kind("x.fasta") is None and archive_kind("X.TAR.BZ2") == "tar"
+
+
+def _variants(data: bytes, compress) -> dict[str, bytes]:
+    return {
+        "whole": data,
+        "two members": data + compress(b"second member"),
+        "truncated": data[:-10],
+        "corrupt": data[:100] + bytes([data[100] ^ 0xFF]) + data[101:],
+        "zeros after": data + b"\0" * 64,
+        "garbage after": data + b"garbage!",
+        "empty": b"",
+    }
+
+
+STREAMED = {".gz": gzip.compress, ".bz2": bz2.compress, ".xz": lzma.compress}
+
+
+@pytest.mark.parametrize("suffix", sorted(STREAMED))
+@pytest.mark.parametrize("chunk", [1000, 65536, 1 << 20])
+def test_the_streamed_archive_test_agrees_with_the_test_of_the_whole_file(tmp_path, suffix, chunk):
+    """What the downloader checks while a file streams in is what the test of the written file
+    would say, for every kind of good and bad file, whatever the chunk size."""
+    compress = STREAMED[suffix]
+    payload = PAYLOAD + bytes(range(256)) * 4000  # several output chunks, not all alike
+    for what, data in _variants(compress(payload), compress).items():
+        path = tmp_path / f"x{suffix}"
+        path.write_bytes(data)
+        try:
+            archive_test(path)
+            whole = "sound"
+        except VerificationFailed:
+            whole = "broken"
+        check = StreamCheck.for_name(path.name)
+        try:
+            for start in range(0, len(data), chunk):
+                check.feed(data[start:start + chunk])
+            check.finish()
+            streamed = "sound"
+        except VerificationFailed:
+            streamed = "broken"
+        assert streamed == whole, f"{suffix}, {what}: streamed {streamed}, whole file {whole}"
+
+
+def test_the_streamed_test_covers_compressed_tars_not_zips():
+    assert StreamCheck.for_name("x.tar.gz").kind == "gzip" and StreamCheck.for_name("X.TBZ2") is None
+    assert StreamCheck.for_name("x.zip") is None and StreamCheck.for_name("x.tar") is None
 
 
 def test_sidecars(tmp_path):

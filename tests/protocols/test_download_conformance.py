@@ -160,6 +160,21 @@ async def test_broken_archive_is_refused(remote, tmp_path):
     with pytest.raises(FetchFailed, match="broken gzip archive"):
         await mirror(remote, tmp_path / "offline", r"^sub1/broken.*", retry=RetryPolicy.parse("stop_after_attempt(2)", "wait_none"))
     assert not (tmp_path / "offline" / "sub1" / "broken.fasta.gz").exists()
+    assert not (tmp_path / "offline" / "sub1" / "broken.fasta.gz.biomaj-part").exists()  # never resumed
+
+
+async def test_a_corrupt_byte_in_an_archive_is_caught_and_fetched_again(remote, tmp_path):
+    """The archive test runs on the stream (the file is not read again once written): a byte
+    flipped in transit fails it, and the next attempt starts over, not from the bad part."""
+    good = remote.contents["sub1/b.fasta.gz"]
+    bad = good[:20] + bytes([good[20] ^ 0xFF]) + good[21:]
+    (remote.tree / "sub1" / "flipped.fasta.gz").write_bytes(bad)
+    with pytest.raises(FetchFailed, match="broken gzip archive"):
+        await mirror(remote, tmp_path / "offline", r"^sub1/flipped.*", retry=RetryPolicy.parse("stop_after_attempt(1)", "wait_none"))
+    (remote.tree / "sub1" / "flipped.fasta.gz").write_bytes(good)
+    fetched = await mirror(remote, tmp_path / "offline", r"^sub1/flipped.*")
+    assert (tmp_path / "offline" / "sub1" / "flipped.fasta.gz").read_bytes() == good
+    assert fetched["sub1/flipped.fasta.gz"].resumed_from == 0
 
 
 async def test_checksum_sidecars(remote, tmp_path):
