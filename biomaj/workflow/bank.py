@@ -160,7 +160,10 @@ class Bank:
 
     async def save_session(self, store: Store, session: Session, user: str | None) -> None:
         """Persist the session and the bank fields that go with it (last_update_session ...)."""
-        doc = await store.get_bank(self.name)
+        # the summary (no sessions): after each task of a run, and a big bank's sessions hold
+        # the file lists of its releases (megabytes of JSON)
+        summaries = await store.list_banks([self.name])
+        doc = summaries[0] if summaries else None
         fields: dict[str, Any] = {"properties": self.properties_doc(doc and doc.get("properties"), user)}
         fields["last_update_session" if session["action"] == "update" else "last_remove_session"] = session["id"]
         await store.save_session(self.name, session, **fields)
