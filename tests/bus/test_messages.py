@@ -175,14 +175,40 @@ def test_registration_rules() -> None:
         Message()
 
 
-def test_per_file_events_have_a_topic_of_their_own():
+def test_the_downloaders_events_have_a_topic_of_their_own():
     from biomaj.bus.base import topic_matches
     from biomaj.bus.messages import JobEvent
 
     step = JobEvent(job_id="j", bank="alu", kind="update", state="running", step="download",
                     progress={"files_done": 3, "files_total": 9})
     per_file = JobEvent(job_id="j", bank="alu", kind="download", state="done", step="download",
-                        progress={"file": "alu.n.gz", "bytes": 12})
+                        progress={"batch": "r1", "files": {"downloaded": 2}, "bytes": 12})
     assert step.topic() == "job.alu" and per_file.topic() == "job.alu.files"
     assert topic_matches("job.*", step.topic()) and not topic_matches("job.*", per_file.topic())
     assert topic_matches("job.#", per_file.topic())  # a live view of every file still gets them
+
+
+def test_a_one_file_download_message_of_an_older_node_reads_as_a_batch_of_one():
+    from biomaj.bus.messages import DownloadRequest, DownloadResult, FileOutcome, FileSpec
+
+    old_request = {"type": "download.request", "version": 2, "id": "r" * 32, "created": 1.0, "fields": {
+        "job_id": "j", "bank": "alu", "session_id": "s", "remote": {"protocol": "ftp"}, "path": "alu.n.gz",
+        "offline_dir": "/o", "save_as": "alu.n.gz", "size": 12, "mtime": None, "digest": "md5"}}
+    request = decode(json.dumps(old_request))
+    assert isinstance(request, DownloadRequest)
+    assert request.specs() == [FileSpec("alu.n.gz", "alu.n.gz", size=12, digest="md5")]
+    old_result = {"type": "download.result", "version": 1, "id": "a" * 32, "created": 1.0, "fields": {
+        "job_id": "j", "bank": "alu", "session_id": "s", "request_id": "r" * 32, "save_as": "alu.n.gz",
+        "ok": False, "error": "550", "node_id": "n1"}}
+    result = decode(json.dumps(old_result))
+    assert isinstance(result, DownloadResult) and result.final and result.node_id == "n1"
+    assert result.outcomes() == [FileOutcome("alu.n.gz", ok=False, error="550")]
+
+
+@pytest.mark.parametrize("files", [[], [{"save_as": "x"}], [{"path": "x", "save_as": 3}], ["x"],
+                                   [{"path": "x", "save_as": "x", "colour": "red"}]])
+def test_a_download_request_with_bad_files_is_refused(files: Any) -> None:
+    body = {"type": "download.request", "version": 3, "id": "r" * 32, "created": 1.0, "fields": {
+        "job_id": "j", "bank": "alu", "session_id": "s", "remote": {}, "offline_dir": "/o", "files": files}}
+    with pytest.raises(MessageError):
+        decode(json.dumps(body))
