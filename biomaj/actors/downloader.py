@@ -135,7 +135,7 @@ class DownloaderActor(Actor):
         await asyncio.gather(*(worker() for _ in range(min(self.pool.per_host, len(request.files)))))
 
     async def _fetch(self, request: DownloadRequest, spec: FileSpec, config: RemoteConfig, fetcher: Fetcher,
-                     offline: Path, folders: dict[Path, Path]) -> FileOutcome:
+                     offline: Path, folders: dict) -> FileOutcome:
         """Fetch one file of a batch."""
         started = time.monotonic()
 
@@ -219,7 +219,13 @@ class _BatchReport:
     async def _send_later(self) -> None:
         await asyncio.sleep(max(0.0, self.last + PROGRESS_INTERVAL - time.monotonic()))
         self._later = None
-        await self._send(final=False)
+        try:
+            # shielded: finish() cancels a waiting send, never one under way (its outcomes would be lost)
+            await asyncio.shield(self._send(final=False))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the outcomes stay unsent: the final result carries them
+            log.warning("could not send the progress of %s: %s", self.request.describe(), exc)
 
     async def finish(self, missing: str) -> None:
         """The final result: what is not sent yet, and ``missing`` as the error of every file
@@ -238,7 +244,11 @@ class _BatchReport:
             if not outcomes and not final:
                 return
             self.last = time.monotonic()
-            await self.actor._publish(self.request, outcomes, final)
+            try:
+                await self.actor._publish(self.request, outcomes, final)
+            except BaseException:
+                self.unsent[:0] = outcomes  # not sent: they go with the next one
+                raise
 
 
 class _Progress:

@@ -27,7 +27,6 @@ from .remote_files import Wanted
 from .session import Session
 
 PROGRESS_EVERY = 0.5  # seconds between two download progress events
-_MISSING = FileOutcome("", ok=False)
 
 #: Live progress of a task in the bank's ``status`` (the workflow's, which a release check silences).
 StatusSink = Callable[[str, dict], Awaitable[None]]
@@ -70,12 +69,15 @@ class Fetching:
         if self.run_ctx.cancelled.is_set():
             raise Cancelled(CANCELLED)
         outcomes = progress.outcomes
-        by_node = Counter(progress.node_of[name] or "?" for name, o in outcomes.items() if o.ok and not o.skipped)
+        for item in to_fetch:  # never silently short: a file nobody reported on has failed
+            if item.save_as not in outcomes:
+                outcomes[item.save_as] = FileOutcome(item.save_as, ok=False, error="no downloader reported on it")
+        by_node = Counter(progress.node_of.get(name) or "?" for name, o in outcomes.items() if o.ok and not o.skipped)
         if by_node:
             self.log.info("Workflow:wf_download:downloaded by node: %s",
                           ", ".join(f"{node} {count}" for node, count in sorted(by_node.items())))
         failed = [o for o in outcomes.values() if not o.ok]
-        self.downloaded = present + [w.save_as for w in to_fetch if outcomes.get(w.save_as, _MISSING).ok]
+        self.downloaded = present + [w.save_as for w in to_fetch if outcomes[w.save_as].ok]
         if failed:
             shown = "; ".join(o.error if o.error.startswith(o.save_as) or o.save_as in o.error.split(":")[0]
                               else f"{o.save_as}: {o.error}" for o in failed[:5])
