@@ -28,15 +28,13 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import functools
 import logging
 import os
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any, Mapping, Protocol
-
-import aiosmtplib
-from jinja2.sandbox import SandboxedEnvironment
 
 from biomaj.errors import ConfigError
 
@@ -204,7 +202,13 @@ def read_log(path: str | None, tail: int, attach_below: int) -> tuple[str, tuple
 
 # --- templates -----------------------------------------------------------------------------------
 
-_SANDBOX = SandboxedEnvironment(autoescape=False)
+@functools.lru_cache(maxsize=1)
+def _sandbox():
+    """The Jinja2 sandbox, built at the first template (every update imports this module; few
+    send mail with a template)."""
+    from jinja2.sandbox import SandboxedEnvironment
+
+    return SandboxedEnvironment(autoescape=False)
 
 
 def render(template: Path | None, variables: Mapping[str, Any], what: str, log: logging.Logger) -> str | None:
@@ -220,7 +224,7 @@ def render(template: Path | None, variables: Mapping[str, Any], what: str, log: 
                     reason, what)
         return None
     try:
-        return _SANDBOX.from_string(source).render(variables)
+        return _sandbox().from_string(source).render(variables)
     except Exception as exc:  # noqa: BLE001 - syntax error, sandbox refusal, or an error of the template's own code
         log.warning("Notify:mail.template.%s %s is broken (%s: %s): the default %s is used", what, template,
                     type(exc).__name__, exc, what)
@@ -263,6 +267,8 @@ def compose(settings: MailSettings, action: BankAction, log: logging.Logger) -> 
 
 
 def _reason(exc: BaseException) -> str:
+    import aiosmtplib
+
     if isinstance(exc, aiosmtplib.SMTPResponseException):
         return f"{exc.code} {exc.message}"
     if isinstance(exc, OSError) and exc.strerror:
@@ -274,6 +280,8 @@ async def _send(settings: MailSettings, mails: list[tuple[str, EmailMessage]], l
                 timeout: float) -> list[str]:
     """Send every mail over one connection; returns the recipients that got theirs. A refused
     recipient is logged and the others still get theirs; a connection or login failure raises."""
+    import aiosmtplib  # here: only an update that sends mail pays for it
+
     smtp = aiosmtplib.SMTP(hostname=settings.host, port=settings.port, timeout=timeout, start_tls=False)
     sent: list[str] = []
     await smtp.connect()
