@@ -166,7 +166,10 @@ class Bank:
         doc = summaries[0] if summaries else None
         fields: dict[str, Any] = {"properties": self.properties_doc(doc and doc.get("properties"), user)}
         fields["last_update_session" if session["action"] == "update" else "last_remove_session"] = session["id"]
-        await store.save_session(self.name, session, **fields)
+        # As BioMAJ 3: the file lists stay out of the stored session (the remote one is in the
+        # cache file, write_file_list). A bank of 200,000 files would otherwise store tens of
+        # megabytes per session (past MongoDB's 16 MB document limit) and write them after each task.
+        await store.save_session(self.name, {**session, "files": [], "download_files": []}, **fields)
 
     async def record_outcome(self, store: Store, session: Session) -> None:
         """After an update: a finished update that produced a release goes to production (and
