@@ -359,7 +359,8 @@ def _from_dict(cls: type, item: Any, what: str) -> Any:
         if check is None:
             raise MessageError(f"{what}: unknown field {name!r}")
         if not check[1](value):
-            raise MessageError(f"{what}: field {name!r} must be {_describe(check[0])}, got {type(value).__name__}")
+            raise MessageError(f"{what}: field {name!r} must be {_describe(check[0])}, "
+                               f"got {type(value).__name__}")
     try:
         return cls(**item)
     except TypeError as exc:  # a required field is missing

@@ -149,9 +149,10 @@ BATCH_MIN_COUNT = 16
 
 
 def batches(items: list[Wanted], total: int) -> list[list[Wanted]]:
-    """``items`` cut into download messages: files of known (or roughly known) size up to BATCH_FILE_SIZE grouped
-    (at most BATCH_MAX_FILES files and BATCH_MAX_BYTES bytes, fewer when a job has few files so
-    that there are BATCH_MIN_COUNT messages), every other file alone. ``total``: the job's count."""
+    """``items`` cut into download messages: files of known (or roughly known) size up to
+    BATCH_FILE_SIZE grouped (at most BATCH_MAX_FILES files and BATCH_MAX_BYTES bytes, fewer when
+    a job has few files, so that there are BATCH_MIN_COUNT messages), every other file alone.
+    ``total``: the job's file count."""
     per_batch = max(1, min(BATCH_MAX_FILES, -(-total // BATCH_MIN_COUNT)))
     out: list[list[Wanted]] = []
     current: list[Wanted] = []
