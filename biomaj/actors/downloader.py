@@ -22,7 +22,7 @@ from typing import Callable
 
 from biomaj.bus import Delivery, names
 from biomaj.bus.messages import DownloadRequest, DownloadResult, FileOutcome, FileSpec, JobEvent
-from biomaj.download.engine import ClientPool, FetchFailed, Fetcher, FetchSettings
+from biomaj.download.engine import INLINE_MAX, ClientPool, FetchFailed, Fetcher, FetchSettings
 from biomaj.download.paths import safe_join
 from biomaj.download.remote import from_message
 from biomaj.download.retry import RetryPolicy
@@ -40,9 +40,11 @@ PROGRESS_INTERVAL = 0.5  # seconds between two pushes of the byte counters to th
 
 @dataclass(frozen=True, kw_only=True)
 class DownloaderSettings(ActorSettings):
-    """`concurrency` files at once; at most `per_host` connections to one server."""
+    """`concurrency` download messages at once; at most `per_host` connections to one server;
+    files up to `inline_max` bytes written on the event loop (see FetchSettings.inline_max)."""
 
     per_host: int = 4
+    inline_max: int = INLINE_MAX
     node_id: str = ""
 
 
@@ -124,7 +126,8 @@ class DownloaderActor(Actor):
                                             elapsed=time.monotonic() - started))
             return
         # one fetcher and one path cache per batch: each folder is created and checked once
-        fetcher = Fetcher(self.pool, FetchSettings(retry=retry, check_archives=request.check_archive))
+        fetcher = Fetcher(self.pool, FetchSettings(retry=retry, check_archives=request.check_archive,
+                                                   inline_max=self.settings.inline_max))
         offline, folders = Path(request.offline_dir), {}  # folders: safe_join's cache
         specs = iter(request.specs())
 

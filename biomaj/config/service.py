@@ -242,8 +242,12 @@ class LimitsSettings(_Section):
     """Concurrency limits of this node."""
 
     jobs: int = Field(2, ge=1, description="Bank workflows run in parallel by a manager.")
-    downloads: int = Field(8, ge=1, description="Files downloaded in parallel by a downloader.")
+    downloads: int = Field(8, ge=1, description="Download messages (one big file, or a batch of small ones) a downloader works on at once.")
     downloads_per_host: int = Field(4, ge=1, description="Connections opened at once to one remote server.")
+    inline_write_max: int = Field(
+        262144, ge=0,
+        description="Files up to this many bytes are written by the downloader's event loop itself, without a trip to a worker thread (faster on a local disk); 0 on a network file system, where each write waits on a server.",
+    )
     processes: int = Field(2, ge=1, description="Processes run in parallel by a processor.")
 
 

@@ -68,7 +68,7 @@ def build_actor(name: str, wiring: Wiring) -> Startable:
                             global_properties=config.global_properties, admins=admins_of(config), hooks=wiring.hooks)
     if name == "downloader":
         settings = DownloaderSettings(concurrency=limits.downloads, per_host=limits.downloads_per_host,
-                                      node_id=wiring.node_id, **grace)
+                                      inline_max=limits.inline_write_max, node_id=wiring.node_id, **grace)
         return DownloaderActor(wiring.bus, settings, state=wiring.state, read_secret=secret_reader(config),
                                hooks=wiring.hooks)
     if name == "processor":

@@ -238,3 +238,26 @@ async def test_a_batch_redelivered_after_its_downloader_died_resumes_without_fet
     assert all(server.faults.transfers[f"s{n}.txt"] == 1 for n in range(4))
     assert 0 < outcomes["big.bin"].transferred < BIG  # resumed
     assert (offline / "big.bin").stat().st_size == BIG
+
+
+@pytest.mark.parametrize("inline_max", [0, 1 << 20])
+async def test_small_files_arrive_whole_whether_written_on_the_loop_or_in_threads(served, tmp_path, inline_max):
+    """limits.inline_write_max: 0 (a network file system) sends every write to a worker thread."""
+    server, tree = served
+    for n in range(10):
+        (tree / "sub" / f"w{n}.txt").write_bytes(bytes([n]) * (5000 + n))
+    bus = MemoryBus()
+    await bus.declare_queue(names.DOWNLOAD)
+    await bus.declare_queue(names.DOWNLOAD_RESULTS)
+    actor = DownloaderActor(bus, DownloaderSettings(inline_max=inline_max))
+    await actor.start()
+    offline = tmp_path / "offline"
+    try:
+        await bus.publish(names.DOWNLOAD, batch(server, offline, [
+            FileSpec(f"sub/w{n}.txt", f"sub/w{n}.txt", size=5000 + n) for n in range(10)]))
+        result = await next_result(bus)
+    finally:
+        await actor.stop()
+        await bus.close()
+    assert all(o.ok for o in result.outcomes()) and len(result.outcomes()) == 10
+    assert all((offline / "sub" / f"w{n}.txt").read_bytes() == bytes([n]) * (5000 + n) for n in range(10))
