@@ -177,9 +177,12 @@ def move_matching(
     sorted by name; moving nothing is not an error here.
     """
     moved = _selected(src_root, patterns, key)
+    made: set[Path] = set()  # folders already made: one mkdir per folder, not per file
     for relative in moved:
         source, target = src_root / relative, dst_root / relative
-        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.parent not in made:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            made.add(target.parent)
         try:
             os.replace(source, target)
         except OSError as exc:
