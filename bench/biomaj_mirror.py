@@ -7,9 +7,9 @@
 mirror: one ClientPool(per_host), one Fetcher(pool, FetchSettings(retry=...)) with the default
         retry policy and archive checks (BioMAJ's defaults); the tree is listed and matched with
         remote.files=**/* (match_files, through a client of the pool, so its login is reused by
-        the first fetch), then every file is fetched by `concurrency` tasks
-        (Fetcher.fetch(config, entry, safe_join(local, save_as)), as the downloader actor does),
-        at most `per_host` connections at a time.
+        the first fetch), then the files go in batches of 64 to `concurrency` tasks, each
+        Fetcher.fetch_many(config, [FetchItem(entry, safe_join(local, save_as))...]) as the
+        downloader actor runs a download message, at most `per_host` connections at a time.
 list:   one client, one listing of the directory (the protocol's list(), entries streamed and
         counted, nothing kept); with --match, match_files(client, "**/*") instead, which keeps
         every entry and builds the MatchedFile list as an update does.
@@ -30,13 +30,16 @@ import sys
 import time
 from pathlib import Path
 
-from biomaj.download.engine import ClientPool, FetchFailed, Fetcher, FetchSettings
+from biomaj.download.engine import ClientPool, FetchFailed, Fetcher, FetchItem, FetchSettings
 from biomaj.download.matching import match_files
 from biomaj.download.paths import safe_join
 from biomaj.runtime.memory import tune_malloc
 from biomaj.download.retry import RetryPolicy
 from biomaj.protocols import open_protocol, protocol_class
 from biomaj.protocols.base import RemoteConfig
+
+
+BATCH = 64  # files per Fetcher.fetch_many call: the most the manager puts in one download message
 
 
 def remote_config(proto: str, server: str, remote_dir: str) -> RemoteConfig:
@@ -55,21 +58,25 @@ async def mirror(config: RemoteConfig, local: Path, per_host: int, concurrency: 
             matched = await match_files(client, "**/*")
         t_list = time.perf_counter() - t0
         local.mkdir(parents=True, exist_ok=True)
-        queue = list(reversed(matched))
         resolved: dict = {}  # folders resolved once for the whole pass
+        items = []
+        for item in matched:
+            try:
+                items.append(FetchItem(item.entry, safe_join(local, item.save_as, resolved)))
+            except Exception as exc:  # noqa: BLE001 - counted, reported, the run fails
+                errors.append(f"{item.save_as}: {type(exc).__name__}: {exc}")
+        queue = [items[i:i + BATCH] for i in range(0, len(items), BATCH)][::-1]
+
+        async def done(index: int, result) -> None:
+            nonlocal transferred
+            if isinstance(result, BaseException):
+                errors.append(str(result) if isinstance(result, FetchFailed) else f"{type(result).__name__}: {result}")
+            else:
+                transferred += result.transferred
 
         async def worker() -> None:
-            nonlocal transferred
             while queue:
-                item = queue.pop()
-                try:
-                    dest = safe_join(local, item.save_as, resolved)
-                    result = await fetcher.fetch(config, item.entry, dest)
-                    transferred += result.transferred
-                except FetchFailed as exc:
-                    errors.append(str(exc))
-                except Exception as exc:  # noqa: BLE001 - counted, reported, the run fails
-                    errors.append(f"{item.save_as}: {type(exc).__name__}: {exc}")
+                await fetcher.fetch_many(config, queue.pop(), done)
 
         await asyncio.gather(*(worker() for _ in range(concurrency)))
     finally:

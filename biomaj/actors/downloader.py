@@ -22,12 +22,14 @@ from typing import Callable
 
 from biomaj.bus import Delivery, names
 from biomaj.bus.messages import DownloadRequest, DownloadResult, FileOutcome, FileSpec, JobEvent
-from biomaj.download.engine import INLINE_MAX, ClientPool, FetchFailed, Fetcher, FetchSettings
+from biomaj.download.engine import (
+    INLINE_MAX, ClientPool, FetchFailed, Fetcher, FetchItem, FetchResult, FetchSettings,
+)
 from biomaj.download.paths import safe_join
 from biomaj.download.remote import from_message
 from biomaj.download.retry import RetryPolicy
 from biomaj.errors import BiomajError
-from biomaj.protocols.base import RemoteConfig, RemoteEntry
+from biomaj.protocols.base import RemoteEntry
 from biomaj.runtime.actor import Actor, ActorSettings
 from biomaj.runtime.cancels import JobCancels
 from biomaj.state import State
@@ -129,45 +131,24 @@ class DownloaderActor(Actor):
         fetcher = Fetcher(self.pool, FetchSettings(retry=retry, check_archives=request.check_archive,
                                                    inline_max=self.settings.inline_max))
         offline, folders = Path(request.offline_dir), {}  # folders: safe_join's cache
-        specs = iter(request.specs())
-
-        async def worker() -> None:
-            for spec in specs:
-                await batch.add(await self._fetch(request, spec, config, fetcher, offline, folders))
-
-        await asyncio.gather(*(worker() for _ in range(min(self.pool.per_host, len(request.files)))))
-
-    async def _fetch(self, request: DownloadRequest, spec: FileSpec, config: RemoteConfig, fetcher: Fetcher,
-                     offline: Path, folders: dict) -> FileOutcome:
-        """Fetch one file of a batch."""
-        started = time.monotonic()
-
-        def failed(error: str, retryable: bool = False) -> FileOutcome:
-            return FileOutcome(spec.save_as, ok=False, hash=spec.hash, error=error, retryable=retryable,
-                               elapsed=time.monotonic() - started)
+        specs, items = [], []
+        for spec in request.specs():
+            try:
+                dest = safe_join(offline, spec.save_as, folders)
+            except BiomajError as exc:  # an unsafe name: refused, the others go on
+                await batch.add(_outcome(spec, exc, started, offline))
+                continue
+            specs.append(spec)
+            items.append(FetchItem(RemoteEntry(spec.path, spec.size, spec.mtime, hash=spec.hash,
+                                               size_hint=spec.size_hint), dest, spec.digest))
 
         def received(n: int) -> None:
             self.progress.add(request.job_id, n)
 
-        try:
-            dest = safe_join(offline, spec.save_as, folders)
-            entry = RemoteEntry(spec.path, spec.size, spec.mtime, hash=spec.hash, size_hint=spec.size_hint)
-            result = await fetcher.fetch(config, entry, dest, digest=spec.digest, on_bytes=received)
-        except FetchFailed as exc:
-            return failed(str(exc), exc.retryable)
-        except BiomajError as exc:
-            return failed(str(exc))
-        except OSError as exc:  # the local side: disk full, file too large, permissions ...
-            where = exc.filename or offline / spec.save_as
-            return failed(f"cannot write {where}: {exc.strerror or exc}")
-        except Exception as exc:  # a bug: answer anyway, so that no workflow waits for ever
-            log.exception("download of %s crashed", spec.save_as)
-            return failed(f"{type(exc).__name__}: {exc}")
-        return FileOutcome(
-            spec.save_as, ok=True, size=result.size, mtime=result.mtime, hash=spec.hash, digest=result.digest,
-            transferred=result.transferred, attempts=result.attempts, skipped=result.skipped,
-            elapsed=result.elapsed,
-        )
+        async def done(index: int, result: FetchResult | BaseException) -> None:
+            await batch.add(_outcome(specs[index], result, started, offline))
+
+        await fetcher.fetch_many(config, items, done, on_bytes=received)
 
     async def _publish(self, request: DownloadRequest, outcomes: list[FileOutcome], final: bool) -> None:
         """One result message for ``outcomes`` and one event (the metrics count files from it)."""
@@ -197,6 +178,27 @@ class DownloaderActor(Actor):
             if not outcome.ok and outcome.error != "cancelled":
                 log.warning("download failed", extra={"bank": request.bank, "file": outcome.save_as,
                                                       "error": outcome.error})
+
+
+def _outcome(spec: FileSpec, result: FetchResult | BaseException, started: float, offline: Path) -> FileOutcome:
+    """The outcome of one file of a batch: its FetchResult, or the exception that ended it."""
+    if isinstance(result, FetchResult):
+        return FileOutcome(
+            spec.save_as, ok=True, size=result.size, mtime=result.mtime, hash=spec.hash, digest=result.digest,
+            transferred=result.transferred, attempts=result.attempts, skipped=result.skipped,
+            elapsed=result.elapsed,
+        )
+    if isinstance(result, FetchFailed):
+        error, retryable = str(result), result.retryable
+    elif isinstance(result, BiomajError):
+        error, retryable = str(result), False
+    elif isinstance(result, OSError):  # the local side: disk full, file too large, permissions ...
+        error, retryable = f"cannot write {result.filename or offline / spec.save_as}: {result.strerror or result}", False
+    else:  # a bug: answer anyway, so that no workflow waits for ever
+        log.error("download of %s crashed", spec.save_as, exc_info=result)
+        error, retryable = f"{type(result).__name__}: {result}", False
+    return FileOutcome(spec.save_as, ok=False, hash=spec.hash, error=error, retryable=retryable,
+                       elapsed=time.monotonic() - started)
 
 
 class _BatchReport:

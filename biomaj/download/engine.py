@@ -17,7 +17,7 @@ import hashlib
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,13 +26,16 @@ from biomaj.download.limits import HostLimit
 from biomaj.download.retry import RetryPolicy
 from biomaj.download import verify
 from biomaj.download.verify import VerificationFailed
-from biomaj.protocols import open_protocol
+from biomaj.protocols import open_protocol, protocol_class
 from biomaj.protocols.base import (
     FatalError,
+    PipelineUnsupported,
     Protocol,
     RemoteConfig,
     RemoteEntry,
     RemoteError,
+    RemoteNotFound,
+    RemoteStream,
     RetryableError,
     Throttled,
 )
@@ -42,6 +45,7 @@ log = logging.getLogger(__name__)
 PART_SUFFIX = ".biomaj-part"
 FLUSH_SIZE = 1024 * 1024  # bytes gathered before one write in the worker thread
 INLINE_MAX = 256 * 1024  # default FetchSettings.inline_max
+LANE_MIN = 4  # files per pipelined connection at least (fewer: one request at a time is as quick)
 
 
 class FetchFailed(RemoteError):
@@ -77,6 +81,19 @@ class FetchSettings:
     # files of a known size up to this are written on the event loop, not in a worker thread
     # (0: never; a network file system where each call waits on a server may want 0)
     inline_max: int = INLINE_MAX
+
+
+@dataclass(frozen=True)
+class FetchItem:
+    """One file of :meth:`Fetcher.fetch_many`."""
+
+    entry: RemoteEntry
+    dest: Path  # built with biomaj.download.paths.safe_join
+    digest: str | None = None
+
+
+#: told of each item as it ends: (its index, its FetchResult or the exception that ended it)
+ItemDone = Callable[[int, "FetchResult | BaseException"], Awaitable[None]]
 
 
 def _client_key(config: RemoteConfig) -> tuple:
@@ -340,6 +357,117 @@ class Fetcher:
             except RemoteError as exc:  # not found and other definitive answers
                 raise FetchFailed(f"{entry.path}: {exc}", retryable=False) from exc
 
+    async def fetch_many(self, config: RemoteConfig, items: Sequence[FetchItem], on_done: ItemDone, *,
+                         on_bytes: Callable[[int], None] | None = None) -> None:
+        """Fetch every item, ``per_host`` at a time, telling ``on_done`` of each as it ends.
+
+        New small files (``inline_max``) of a protocol that pipelines (HTTP/1.1) go several to a
+        connection, asked for at once; the others, and any file the pipeline did not deliver
+        (an error other than "not found" or "refused", a redirect, a server that cannot
+        pipeline), go one by one through :meth:`fetch`, with its retries."""
+        singles: list[int] = []
+        lanes: list[list[int]] = []
+        if protocol_class(config.protocol).features.pipelining and self.settings.inline_max > 0:
+            fresh = []
+            for index, item in enumerate(items):
+                ready = await self._fresh_small(item)
+                if ready is None:
+                    fresh.append(index)
+                elif isinstance(ready, FetchResult):
+                    await on_done(index, ready)
+                else:
+                    singles.append(index)
+            count = min(self.pool.per_host, len(fresh) // LANE_MIN)
+            if count:
+                lanes = [fresh[n::count] for n in range(count)]
+            else:
+                singles.extend(fresh)
+        else:
+            singles = list(range(len(items)))
+
+        async def one(index: int) -> None:
+            item = items[index]
+            try:
+                result: FetchResult | BaseException = await self.fetch(
+                    config, item.entry, item.dest, digest=item.digest, on_bytes=on_bytes)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the caller turns it into the file's outcome
+                result = exc
+            await on_done(index, result)
+
+        async def lane(indexes: list[int]) -> None:
+            left = await self._pipelined(config, items, indexes, on_done, on_bytes)
+            for index in left:
+                await one(index)
+
+        work = iter([(lane, indexes) for indexes in lanes] + [(one, index) for index in singles])
+
+        async def worker() -> None:
+            for run, arg in work:
+                await run(arg)
+
+        await asyncio.gather(*(worker() for _ in range(min(self.pool.per_host, len(lanes) + len(singles)))))
+
+    async def _fresh_small(self, item: FetchItem) -> FetchResult | bool | None:
+        """None for a new small file (pipelined), a FetchResult for a complete one, False otherwise."""
+        entry, dest = item.entry, item.dest
+        expected = entry.size if entry.size is not None else entry.size_hint
+        if expected is None or expected > self.settings.inline_max:
+            return False
+        part = dest.with_name(dest.name + PART_SUFFIX)
+        make_dir = dest.parent not in self._dirs
+        if make_dir:
+            complete, offset = await asyncio.to_thread(_prepare, dest, part, entry, make_dir)
+            self._dirs.add(dest.parent)
+        else:
+            complete, offset = _prepare(dest, part, entry, make_dir)
+        if complete:
+            return FetchResult(dest, entry.size or 0, entry.mtime, 0, 0, 0, 0.0, None, skipped=True)
+        return None if offset == 0 else False
+
+    async def _pipelined(self, config: RemoteConfig, items: Sequence[FetchItem], indexes: list[int],
+                         on_done: ItemDone, on_bytes) -> list[int]:
+        """Fetch ``indexes`` over one pipelining client; returns those left for one-by-one fetches."""
+        by_path = {items[i].entry.path: i for i in indexes}
+        left = dict.fromkeys(indexes)  # in order
+        check = self.settings.check_archives
+        try:
+            async with self.pool.client(config) as client:
+                async for path, stream in client.open_many([items[i].entry.path for i in indexes]):
+                    index = by_path[path]
+                    item = items[index]
+                    started = time.monotonic()
+                    if isinstance(stream, (RemoteNotFound, FatalError)):
+                        del left[index]
+                        await on_done(index, FetchFailed(f"{path}: {stream}", retryable=False))
+                        continue
+                    if isinstance(stream, RemoteError):
+                        if isinstance(stream, Throttled):
+                            self.pool.limit_for(config).throttled()
+                        continue  # a redirect, a 5xx ...: one by one, with the retries
+                    part = item.dest.with_name(item.dest.name + PART_SUFFIX)
+                    archive_name = item.dest.name if check and verify.archive_kind(item.dest.name) else None
+                    finisher = _Finisher(part, item.dest, item.entry.size, archive_name)
+                    try:
+                        size, mtime, got, hexdigest = await _receive(
+                            stream, item.entry, part, item.digest, on_bytes, finisher, True)
+                    except (RemoteError, VerificationFailed) as exc:
+                        log.debug("%s: pipelined transfer failed (%s); fetched again on its own", path, exc)
+                        continue
+                    except Exception as exc:  # noqa: BLE001 - the local side (disk full ...): the file's outcome
+                        del left[index]
+                        await on_done(index, exc)
+                        continue
+                    del left[index]
+                    await on_done(index, FetchResult(item.dest, size, mtime, got, 0, 1,
+                                                     time.monotonic() - started, hexdigest))
+        except PipelineUnsupported as exc:
+            log.debug("%s: %s", config.address, exc)
+        except RemoteError as exc:  # the connection failed: each file left gets its own retries
+            log.debug("%s: pipelined requests failed (%s); the rest one by one", config.address, exc)
+        return list(left)
+
     async def _attempt(self, config, entry, part, offset, digest, on_bytes, finisher: _Finisher, inline: bool):
         async with self.pool.client(config) as client:
             if type(client).features.native_fetch:
@@ -349,24 +477,30 @@ class Fetcher:
                 hexdigest = await asyncio.to_thread(verify.file_digest, finisher.dest, digest) if digest else None
                 return size, mtime, size - offset, hexdigest
             async with client.open(entry.path, offset, size=entry.size) as stream:
-                # the archive test on the stream itself when the file is received whole
-                check = (verify.StreamCheck.for_name(finisher.archive_name)
-                         if finisher.archive_name and not stream.offset else None)
-                finisher.checked_while_written = check is not None
-                writer = _PartWriter(part, stream.offset, digest, on_bytes, check)
-                try:
-                    # Each protocol bounds the silence between chunks (config.read_timeout) itself,
-                    # without a timer per chunk here.
-                    async for chunk in stream:
-                        await writer.add(chunk)
-                    size = stream.offset + writer.received
-                    mtime = entry.mtime if entry.mtime is not None else stream.mtime
-                    await writer.finish(lambda: finisher.run(size, mtime), inline)
-                except BaseException:
-                    writer.abort()
-                    raise
-                hexdigest = writer.hash.hexdigest() if writer.hash is not None else None
-                return size, mtime, writer.received, hexdigest
+                return await _receive(stream, entry, part, digest, on_bytes, finisher, inline)
+
+
+async def _receive(stream: RemoteStream, entry: RemoteEntry, part: Path, digest: str | None,
+                   on_bytes: Callable[[int], None] | None, finisher: _Finisher, inline: bool):
+    """Write an open stream to the part file, then check and rename it: (size, mtime, received, digest)."""
+    # the archive test on the stream itself when the file is received whole
+    check = (verify.StreamCheck.for_name(finisher.archive_name)
+             if finisher.archive_name and not stream.offset else None)
+    finisher.checked_while_written = check is not None
+    writer = _PartWriter(part, stream.offset, digest, on_bytes, check)
+    try:
+        # Each protocol bounds the silence between chunks (config.read_timeout) itself,
+        # without a timer per chunk here.
+        async for chunk in stream:
+            await writer.add(chunk)
+        size = stream.offset + writer.received
+        mtime = entry.mtime if entry.mtime is not None else stream.mtime
+        await writer.finish(lambda: finisher.run(size, mtime), inline)
+    except BaseException:
+        writer.abort()
+        raise
+    hexdigest = writer.hash.hexdigest() if writer.hash is not None else None
+    return size, mtime, writer.received, hexdigest
 
 
 class _Finisher:

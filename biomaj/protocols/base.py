@@ -55,6 +55,11 @@ class FatalError(RemoteError):
     """A failure that retrying will not fix: bad credentials, permission denied, bad option."""
 
 
+class PipelineUnsupported(RemoteError):
+    """Several files at once cannot go this way (a proxy, an answer of unknown length ...): the
+    files not delivered yet must be opened one by one."""
+
+
 class UnsafePath(FatalError):
     """A remote name that would write outside the bank's offline directory (``..``, absolute, ...)."""
 
@@ -124,6 +129,7 @@ class Features:
     resume: bool = True  # open(path, offset>0) is honoured (it may still restart at 0)
     mtime_precision: float = 1.0  # seconds; 60 for HTML indexes without seconds
     native_fetch: bool = False  # implements fetch() itself (rsync), open() unsupported
+    pipelining: bool = False  # implements open_many(): several files asked for at once (HTTP/1.1)
 
 
 @dataclass(frozen=True)
@@ -230,6 +236,13 @@ class Protocol(abc.ABC):
         """Native transfer straight to ``dest`` (protocols with ``features.native_fetch``),
         resuming a partial ``dest``; ``on_bytes(n)`` is told of progress as it happens."""
         raise NotImplementedError(f"{type(self).__name__} streams with open()")
+
+    def open_many(self, paths: list[str]) -> AsyncIterator[tuple[str, RemoteStream | RemoteError]]:
+        """Several whole files asked for at once (protocols with ``features.pipelining``): one
+        ``(path, stream or error)`` per path, in order; each stream is read to its end, or left,
+        before the next item is taken. Ends early with :class:`PipelineUnsupported` or a
+        RemoteError: the paths not given yet are then the caller's to open one by one."""
+        raise PipelineUnsupported(f"{type(self).__name__} opens one file at a time")
 
     async def close(self) -> None:
         """Close every connection; the instance may not be used afterwards."""

@@ -11,7 +11,9 @@ index pages, which are asked for gzip-compressed and inflated here.
 
 Options (BioMAJ ``options.*``): ``ssl_verifypeer`` (default true: false disables certificate
 checks), ``ssl_verifyhost`` (default true: false skips only the host name check, as curl does),
-``ssl_server_cert`` (a CA file to verify with), ``allow_redirections`` (default true).
+``ssl_server_cert`` (a CA file to verify with), ``allow_redirections`` (default true),
+``http_pipelining`` (default true: the downloader asks for the small files of a batch several at
+a time on one connection, see :mod:`biomaj.protocols.http_pipeline`; false: one at a time).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from biomaj.protocols.base import (
     unreachable,
     FatalError,
     Features,
+    PipelineUnsupported,
     Protocol,
     RemoteConfig,
     RemoteEntry,
@@ -49,6 +52,7 @@ from biomaj.protocols.base import (
     Throttled,
 )
 from biomaj.protocols.html_index import MONTHS, IndexParser, LineSplitter
+from biomaj.protocols.http_pipeline import Answer, Pipeline
 
 log = logging.getLogger(__name__)
 
@@ -77,12 +81,13 @@ class HttpProtocol(Protocol):
     """``http`` and ``https``: list HTML index pages, stat with HEAD, open with Range."""
 
     names = ("http", "https")
-    features = Features(can_list=True, resume=True, mtime_precision=60.0)
+    features = Features(can_list=True, resume=True, mtime_precision=60.0, pipelining=True)
 
     def __init__(self, config: RemoteConfig):
         super().__init__(config)
         self.scheme = "https" if config.protocol.endswith("https") else "http"
         self._session: aiohttp.ClientSession | None = None
+        self._pipeline: Pipeline | None = None
         self._closed = False
         host = config.host.split("://", 1)[-1].strip("/")
         if host.startswith("[") and host.endswith("]"):
@@ -175,8 +180,46 @@ class HttpProtocol(Protocol):
     async def close(self) -> None:
         self._closed = True
         session, self._session = self._session, None
+        if self._pipeline is not None:
+            self._pipeline.close()
         if session is not None:
             await session.close()
+
+    def _pipelined(self) -> Pipeline:
+        if self._closed:
+            raise FatalError(f"{self.config.protocol}://{self.config.address}: client already closed")
+        if self._proxy or self._transfer()[0] != "GET" or not _flag(self.config.options, "http_pipelining", True):
+            raise PipelineUnsupported("one request at a time (a proxy, a POST or http_pipelining=false)")
+        if self._pipeline is None:
+            setting = self._ssl_setting()
+            context = None
+            if self.scheme == "https":
+                context = setting if isinstance(setting, ssl.SSLContext) else ssl.create_default_context()
+                if setting is False:
+                    context.check_hostname = False
+                    context.verify_mode = ssl.CERT_NONE
+            origin = self._origin
+            self._pipeline = Pipeline(
+                origin.raw_host, origin.port, host_header=_host_header(origin), headers=self._headers,
+                ssl_context=context, connect_timeout=self.config.connect_timeout,
+                read_timeout=self.config.read_timeout,
+            )
+        return self._pipeline
+
+    async def open_many(self, paths: list[str]) -> AsyncIterator[tuple[str, RemoteStream | RemoteError]]:
+        pipeline = self._pipelined()
+        urls = {}
+        for path in paths:
+            url = self._file_url(path)
+            urls[url.raw_path_qs] = (path, url)
+        async for answer in pipeline.get(list(urls)):
+            path, url = urls[answer.target]
+            if 200 <= answer.status < 300:
+                yield path, _PipelinedStream(answer, url)
+            elif 300 <= answer.status < 400 and self._redirects:
+                yield path, RetryableError(f"{url.with_user(None)}: redirected (followed on its own request)")
+            else:
+                yield path, _status_error(answer.status, "", answer.headers, str(url.with_user(None)))
 
     # list / stat / open -------------------------------------------------------------------------
 
@@ -326,6 +369,27 @@ class _HttpStream(RemoteStream):
         self.finished = True
 
 
+class _PipelinedStream(RemoteStream):
+    """The body of one pipelined answer."""
+
+    def __init__(self, answer: Answer, url: URL):
+        self._answer = answer
+        self.offset = 0
+        self.size = _int(answer.headers.get("content-length"))
+        self.mtime = parse_http_date(answer.headers.get("last-modified", ""))
+        self._url = url
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._answer.body()
+
+
+def _host_header(origin: URL) -> str:
+    host = origin.raw_host or ""
+    if ":" in host:
+        host = f"[{host}]"
+    return host if origin.is_default_port() else f"{host}:{origin.port}"
+
+
 def _open_stream(response: aiohttp.ClientResponse, url: URL, offset: int) -> _HttpStream | None:
     """The stream of a GET/POST answer, or None when a 416 means "start again from 0"."""
     headers = response.headers
@@ -457,32 +521,34 @@ def _proxy_settings(config: RemoteConfig) -> tuple[str | None, dict[str, str] | 
 # Errors ------------------------------------------------------------------------------------------
 
 
+def _status_error(status: int, reason: str, headers: Mapping[str, str] | None, where: str,
+                  who: str = "") -> RemoteError:
+    """The shared error for an HTTP error status (headers: any case-insensitive or lower-case map)."""
+    message = f"{where}: {who}HTTP {status} {reason}".rstrip()
+    headers = headers if headers is not None else {}
+
+    def header(name: str) -> str | None:
+        return headers.get(name) or headers.get(name.lower())
+
+    if status in (404, 410):
+        return RemoteNotFound(message)
+    if status in (429, 503):
+        return Throttled(message, retry_after=_retry_after(header("Retry-After")))
+    if status == 408 or status >= 500:
+        return RetryableError(message)
+    if 300 <= status < 400:
+        return FatalError(f"{message}: redirected to {header('Location') or '?'} but allow_redirections is false")
+    return FatalError(message)  # 401, 403, 407 (bad credentials or rights) and any other client error
+
+
 def _translate_error(error: BaseException | aiohttp.ClientResponse, url: URL) -> RemoteError:
     """The shared error for an aiohttp exception or an error response. Messages carry the URL
     without user information and never any credential."""
     where = str(url.with_user(None))
     if isinstance(error, aiohttp.ClientResponse):
-        status, reason = error.status, error.reason or ""
-        message = f"{where}: HTTP {status} {reason}".rstrip()
-    elif isinstance(error, aiohttp.ClientHttpProxyError):
-        status, reason = error.status, error.message
-        message = f"{where}: proxy answered HTTP {status} {reason}".rstrip()
-    else:
-        status = None
-    if status is not None:
-        if status in (404, 410):
-            exc: RemoteError = RemoteNotFound(message)
-        elif status in (429, 503):
-            headers = error.headers if error.headers is not None else {}
-            exc = Throttled(message, retry_after=_retry_after(headers.get("Retry-After")))
-        elif status == 408 or status >= 500:
-            exc = RetryableError(message)
-        elif 300 <= status < 400:
-            location = error.headers.get("Location", "?") if error.headers is not None else "?"
-            exc = FatalError(f"{message}: redirected to {location} but allow_redirections is false")
-        else:  # 401, 403, 407 (bad credentials or rights) and any other client error
-            exc = FatalError(message)
-        return exc
+        return _status_error(error.status, error.reason or "", error.headers, where)
+    if isinstance(error, aiohttp.ClientHttpProxyError):
+        return _status_error(error.status, error.message, error.headers, where, "proxy answered ")
     if isinstance(error, aiohttp.ClientConnectorCertificateError):
         return FatalError(f"{where}: TLS certificate not trusted ({error.certificate_error})")
     if isinstance(error, aiohttp.ClientSSLError):
