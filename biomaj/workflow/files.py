@@ -115,11 +115,11 @@ class FileRecord:
     @classmethod
     def of(cls, root: Path, name: str) -> FileRecord:
         """The record of file `name` under `root` (a symlink describes its target when it has one)."""
-        path = root / name
+        path = os.path.join(root, name)
         try:
-            info = path.stat()
+            info = os.stat(path)
         except FileNotFoundError:
-            info = path.lstat()
+            info = os.lstat(path)
         day = time.localtime(info.st_mtime)
         return cls(name, info.st_size, day.tm_year, day.tm_mon, day.tm_mday, mimetypes.guess_type(name)[0])
 
@@ -174,22 +174,78 @@ def move_matching(
 
     Symlinks are moved as symlinks when their target is a file under `src_root`. Partial
     downloads and extraction staging directories are ignored. Returns the moved files' records,
-    sorted by name; moving nothing is not an error here.
+    sorted by name; moving nothing is not an error here. A sub-directory whose every file moves
+    (and that holds nothing else) goes in one rename when its place under `dst_root` is free:
+    the files of a 20,000-file tree took a second of renames one by one.
     """
     moved = _selected(src_root, patterns, key)
-    made: set[Path] = set()  # folders already made: one mkdir per folder, not per file
+    src, dst = os.fspath(src_root), os.fspath(dst_root)
+    whole = _whole_directories(src, moved)
+    made: set[str] = set()  # folders already made: one mkdir per folder, not per file
+    done: set[str] = set()  # directories moved whole
     for relative in moved:
-        source, target = src_root / relative, dst_root / relative
-        if target.parent not in made:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            made.add(target.parent)
-        try:
-            os.replace(source, target)
-        except OSError as exc:
-            if exc.errno != errno.EXDEV:
-                raise
-            shutil.move(source, target)
+        folder = relative.rpartition("/")[0]
+        top = _movable_top(folder, whole, done, dst)
+        if top is None:
+            _move(os.path.join(src, relative), os.path.join(dst, relative), made)
+        elif top not in done:
+            _move(os.path.join(src, top), os.path.join(dst, top), made)
+            done.add(top)
     return [FileRecord.of(dst_root, relative) for relative in moved]
+
+
+def _whole_directories(src: str, moved: list[str]) -> set[str]:
+    """The sub-directories of `src` (relative) that hold only files of `moved` and sub-directories
+    like them, at least one file each."""
+    selected = set(moved)
+    whole: set[str] = set()
+
+    def visit(relative: str, path: str) -> bool:
+        ok, files = True, False
+        with os.scandir(path) as entries:
+            for entry in entries:
+                child = f"{relative}/{entry.name}" if relative else entry.name
+                if entry.is_dir(follow_symlinks=False):
+                    ok = visit(child, entry.path) and ok
+                    files = True
+                elif child in selected:
+                    files = True
+                else:
+                    ok = False
+        if ok and files and relative:
+            whole.add(relative)
+        return ok and files
+
+    if moved and any("/" in name for name in moved):
+        visit("", src)
+    return whole
+
+
+def _movable_top(folder: str, whole: set[str], done: set[str], dst: str) -> str | None:
+    """The highest directory holding `folder` that can move in one rename, if any."""
+    if not folder or folder not in whole:
+        return None
+    parts = folder.split("/")
+    for n in range(1, len(parts) + 1):
+        top = "/".join(parts[:n])
+        if top in done:
+            return top
+        if top in whole and not os.path.lexists(os.path.join(dst, top)):
+            return top
+    return None
+
+
+def _move(source: str, target: str, made: set[str]) -> None:
+    parent = os.path.dirname(target)
+    if parent not in made:
+        os.makedirs(parent, exist_ok=True)
+        made.add(parent)
+    try:
+        os.replace(source, target)
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+        shutil.move(source, target)
 
 
 def copy_matching(

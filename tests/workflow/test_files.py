@@ -215,6 +215,45 @@ def test_move_everything(tmp_path, offline):
     assert listing(offline) == [".biomaj-extract-alu.tar/alu.a.staged", "alu.a.part.biomaj-part"]
 
 
+def test_a_directory_whose_every_file_moves_goes_in_one_rename(tmp_path, offline):
+    flat = tmp_path / "flat"
+    write(offline / "sub" / "deep" / "z.txt", b"z")
+    inode = (offline / "sub").stat().st_ino
+
+    records = move_matching(offline, flat, ["**/*"])
+
+    assert (flat / "sub").stat().st_ino == inode  # the folder itself was renamed
+    assert not (offline / "sub").exists()
+    assert [r.name for r in records if r.name.startswith("sub/")] == ["sub/alu.a.x", "sub/deep/y.txt", "sub/deep/z.txt"]
+    assert records[-1] == FileRecord("sub/deep/z.txt", 1, 2022, 11, 30, "text/plain")
+
+
+@pytest.mark.parametrize("leftover", ["unmatched.dat", "f.biomaj-part", ".biomaj-extract-x/staged", "empty/"])
+def test_a_directory_holding_something_that_stays_moves_file_by_file(tmp_path, offline, leftover):
+    flat = tmp_path / "flat"
+    if leftover.endswith("/"):
+        (offline / "sub" / "deep" / leftover).mkdir()
+    else:
+        write(offline / "sub" / "deep" / leftover, b"stays")
+    patterns = [r".*\.(x|txt|fasta|gz)$"]
+
+    records = move_matching(offline, flat, patterns)
+
+    assert "sub/deep/y.txt" in [r.name for r in records]
+    assert (flat / "sub" / "deep" / "y.txt").read_bytes() == b"sub/deep/y.txt"
+    assert os.path.lexists(offline / "sub" / "deep" / leftover.rstrip("/"))
+    assert not (offline / "sub" / "deep" / "y.txt").exists()
+
+
+def test_a_directory_already_in_the_release_gets_the_files_one_by_one(tmp_path, offline):
+    flat = tmp_path / "flat"
+    write(flat / "sub" / "reused.dat", b"from the last release")
+
+    move_matching(offline, flat, ["**/*"])
+
+    assert listing(flat / "sub") == ["alu.a.x", "deep/y.txt", "reused.dat"]
+
+
 def test_move_subdirectory_pattern(tmp_path, offline):
     flat = tmp_path / "flat"
     records = move_matching(offline, flat, [r"sub/.*", r"^other"])
