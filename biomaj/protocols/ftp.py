@@ -47,12 +47,15 @@ BLOCK = 1024 * 1024  # data connections are read into blocks of this size (one c
 QUEUED_BLOCKS = 4  # blocks read ahead of the consumer before the data connection is paused
 NUDGE = 0.05  # seconds a waiting consumer waits for a block to fill before getting what came
 RESYNC_TIMEOUT = 10.0  # seconds to resynchronise the control connection after an early exit
+LINE_MAX = 1 << 20  # longest reply line accepted on the control connection
 ANONYMOUS = ("anonymous", "ftp@example.com")  # curl's anonymous login
 UNSUPPORTED = (500, 502, 504)  # "command unknown / not implemented"
 FTP_METHODS = ("default", "singlecwd", "multicwd", "nocwd")
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 _PERMISSION = re.compile(r"permission|access denied|not permitted|forbidden", re.I)
 _TOO_MANY = re.compile(r"too many|maximum number|max.*(client|connection|user|login)", re.I)
+_EPSV = re.compile(r"\(([^\d])\1\1(\d+)\1\)")
+_PASV = re.compile(r"(\d+),(\d+),(\d+),(\d+),(\d+),(\d+)")
 
 
 def _choice(options, name: str, allowed: tuple[str, ...]) -> str:
@@ -126,24 +129,25 @@ class FtpProtocol(Protocol):
         config = self.config
         context = self._ssl_context() if self._tls else None
         implicit = self._tls == "implicit"
+        loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(config.connect_timeout):
-                reader, writer = await asyncio.open_connection(
-                    config.host, config.port or (990 if implicit else 21), limit=1 << 20,
+                _, ctl = await loop.create_connection(
+                    partial(_Control, config, context, self._keepalive),
+                    config.host, config.port or (990 if implicit else 21),
                     ssl=context if implicit else None, server_hostname=config.host if implicit else None,
                 )
         except ssl.SSLError:
             raise  # the server answered: its certificate or TLS is the problem
         except OSError as exc:  # refused, unknown host, no route, no answer (TimeoutError)
             raise unreachable(config.server_url, exc) from None
-        ctl = _Control(reader, writer, config, context, self._keepalive)
         self._open = {c for c in self._open if not c.broken} | {ctl}
         try:
             await ctl.expect(None, 220)
             if self._tls == "explicit":
                 await ctl.expect("AUTH TLS", 234)
                 async with asyncio.timeout(config.connect_timeout):
-                    await writer.start_tls(context, server_hostname=config.host)
+                    await ctl.start_tls(context, config.host)
             await ctl.login(*((config.user, config.password or "") if config.user else ANONYMOUS))
             if self._tls:
                 await ctl.expect("PBSZ 0", 200)
@@ -230,7 +234,7 @@ class FtpProtocol(Protocol):
         port = None
         if ctl.epsv:
             code, text = await ctl.command("EPSV")
-            if code == 229 and (found := re.search(r"\(([^\d])\1\1(\d+)\1\)", text)):
+            if code == 229 and (found := _EPSV.search(text)):
                 port = int(found.group(2))
             elif code // 100 == 5:
                 ctl.epsv = False
@@ -238,11 +242,11 @@ class FtpProtocol(Protocol):
                 raise _FtpError("EPSV", code, text)
         if port is None:
             code, text = await ctl.command("PASV")
-            if code != 227 or not (found := re.search(r"(\d+),(\d+),(\d+),(\d+),(\d+),(\d+)", text)):
+            if code != 227 or not (found := _PASV.search(text)):
                 raise _FtpError("PASV", code, text)
             port = int(found.group(5)) * 256 + int(found.group(6))
         channel = _DataChannel(self.config.read_timeout, ctl.receive_buffer())
-        loop = asyncio.get_running_loop()
+        loop = ctl.loop
         async with asyncio.timeout(self.config.connect_timeout):
             await loop.create_connection(lambda: channel, ctl.peer, port)
         try:
@@ -424,21 +428,92 @@ def _mlst_entry(text: str, path: str) -> RemoteEntry | None:
 # Connections -------------------------------------------------------------------------------------
 
 
-class _Control:
-    """One control connection: commands, replies, and what we know of its state."""
+class _Control(asyncio.Protocol):
+    """One control connection: commands, replies (parsed as they arrive), and what we know of
+    its state. A reply waited for fails with TimeoutError after ``read_timeout`` seconds, with
+    ConnectionResetError once the server closed the connection (replies that came before still
+    count)."""
 
-    def __init__(self, reader, writer, config: RemoteConfig, context: ssl.SSLContext | None, keepalive: int):
-        self.reader, self.writer, self.context = reader, writer, context
+    def __init__(self, config: RemoteConfig, context: ssl.SSLContext | None, keepalive: int):
+        self.context = context
         self.read_timeout = config.read_timeout
-        self.peer = writer.get_extra_info("peername")[0]
+        self.transport: asyncio.Transport | None = None
+        self.peer = config.host
         self.base = "/"  # the root, absolute (login directory + config.root)
         self.cwd: str | None = None
         self.epsv = True
         self.broken = False
         self.reused = False  # served an earlier call: the server may have closed it meanwhile
         self.sent, self.last = 0, "greeting"  # commands sent by the current call, the last one
+        self._keepalive = keepalive
         self._buffer: memoryview | None = None
-        _keepalive(writer.get_extra_info("socket"), keepalive)
+        self.loop = asyncio.get_running_loop()
+        self._pending = b""  # the start of a line not complete yet
+        self._code: str | None = None  # the code of a multi-line reply being read
+        self._lines: list[str] = []  # its lines so far
+        self._replies: collections.deque[tuple[str, list[str]]] = collections.deque()
+        self._error: BaseException | None = None  # why no more reply will come
+        self._waiter: asyncio.Future | None = None
+
+    # asyncio.Protocol
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        if (peer := transport.get_extra_info("peername")) is not None:
+            self.peer = peer[0]
+        if self._keepalive:
+            _keepalive(transport.get_extra_info("socket"), self._keepalive)
+
+    def data_received(self, data: bytes) -> None:
+        if self._error is not None:
+            return
+        if self._pending:
+            data = self._pending + data
+        start = 0
+        while self._error is None and (end := data.find(b"\n", start)) >= 0:
+            self._line(data[start:end].rstrip(b"\r").decode("utf-8", "surrogateescape"))
+            start = end + 1
+        self._pending = data[start:]
+        if len(self._pending) > LINE_MAX:
+            self._fail(ConnectionResetError(f"reply line longer than {LINE_MAX} bytes"))
+            self.transport.abort()
+        if self._replies and self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def _line(self, line: str) -> None:
+        if self._code is None:  # the first line of a reply
+            code = line[:3]
+            if not code.isdigit():
+                self._fail(ConnectionResetError(f"not an FTP reply: {line[:80]!r}"))
+            elif line[3:4] == "-":
+                self._code, self._lines = code, [line[4:]]
+            else:
+                self._replies.append((code, [line[4:]]))
+        elif line.startswith(self._code + " "):
+            self._lines.append(line[4:])
+            self._replies.append((self._code, self._lines))
+            self._code, self._lines = None, []
+        else:
+            self._lines.append(line)
+
+    def eof_received(self) -> bool:
+        self._fail(ConnectionResetError("control connection closed by the server"))
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._fail(exc or ConnectionResetError("control connection closed"))
+
+    def _fail(self, error: BaseException) -> None:
+        if self._error is None:
+            self._error = error
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def _timed_out(self, waiter: asyncio.Future) -> None:
+        if not waiter.done():
+            waiter.set_exception(TimeoutError(f"no reply for {self.read_timeout:g} s"))
+
+    # Commands and replies
 
     def receive_buffer(self) -> memoryview:
         """The block buffer of this connection's data channels (one transfer at a time), made
@@ -449,29 +524,34 @@ class _Control:
 
     def send(self, command: str) -> None:
         self.sent, self.last = self.sent + 1, command.split(" ", 1)[0]
-        log.debug("ftp > %s", "PASS ****" if command.startswith("PASS ") else command)
-        self.writer.write(command.encode("utf-8", "surrogateescape") + b"\r\n")
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("ftp > %s", "PASS ****" if command.startswith("PASS ") else command)
+        self.transport.write(command.encode("utf-8", "surrogateescape") + b"\r\n")
 
     async def reply(self) -> tuple[int, str]:
         """The next reply: code and text (lines of a multi-line reply joined by newlines)."""
-        try:
-            async with asyncio.timeout(self.read_timeout):
-                first = _line(await self.reader.readline())
-                code, lines = first[:3], [first[4:]]
-                if not code.isdigit():
-                    raise ConnectionResetError(f"not an FTP reply: {first[:80]!r}")
-                if first[3:4] == "-":
-                    while not (line := _line(await self.reader.readline())).startswith(code + " "):
-                        lines.append(line)
-                    lines.append(line[4:])
-        except BaseException:
-            self.broken = True
-            raise
-        log.debug("ftp < %s %s", code, lines[0] if len(lines) == 1 else f"({len(lines)} lines)")
+        if not self._replies:
+            try:
+                if self._error is None:
+                    self._waiter = waiter = self.loop.create_future()
+                    timer = self.loop.call_later(self.read_timeout, self._timed_out, waiter)
+                    try:
+                        await waiter
+                    finally:
+                        self._waiter = None
+                        timer.cancel()
+                if not self._replies:
+                    raise self._error
+            except BaseException:
+                self.broken = True
+                raise
+        code, lines = self._replies.popleft()
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("ftp < %s %s", code, lines[0] if len(lines) == 1 else f"({len(lines)} lines)")
         if code == "421":  # the server closes the connection, whatever the command was
             self.broken = True
             raise _FtpError(self.last, 421, "\n".join(lines))
-        return int(code), "\n".join(lines)
+        return int(code), lines[0] if len(lines) == 1 else "\n".join(lines)
 
     async def command(self, command: str) -> tuple[int, str]:
         self.send(command)
@@ -495,21 +575,20 @@ class _Control:
         if code not in (230, 202):
             raise _FtpError("login", code, text)
 
+    async def start_tls(self, context: ssl.SSLContext, host: str) -> None:
+        """AUTH TLS's upgrade of this connection (no reply is pending then)."""
+        self.transport = await self.loop.start_tls(self.transport, self, context, server_hostname=host)
+
     def data_context(self) -> ssl.SSLContext | None:
         if self.context is None:
             return None
-        session = self.writer.get_extra_info("ssl_object").session
+        session = self.transport.get_extra_info("ssl_object").session
         return _Resuming(self.context, session) if session is not None else self.context
 
     def close(self) -> None:
         self.broken = True
-        self.writer.close()
-
-
-def _line(raw: bytes) -> str:
-    if not raw.endswith(b"\n"):
-        raise ConnectionResetError("control connection closed by the server")
-    return raw.rstrip(b"\r\n").decode("utf-8", "surrogateescape")
+        if self.transport is not None:
+            self.transport.close()
 
 
 def _keepalive(sock, seconds: int) -> None:
