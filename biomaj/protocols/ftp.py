@@ -229,8 +229,15 @@ class FtpProtocol(Protocol):
 
     async def _transfer(self, ctl: _Control, command: str, offset: int = 0):
         """A passive data connection (EPSV, else PASV) to the control connection's peer (a PASV
-        address may be private, a host name may resolve to several servers), then ``REST`` and
-        ``command``. Returns (channel, offset) on 125/150, else the reply (code, text)."""
+        address may be private, a host name may resolve to several servers), ``REST`` and
+        ``command``. Returns (channel, offset) on 125/150, else the reply (code, text).
+
+        ``command`` goes as soon as the passive reply came, before the data connection is made:
+        the server handles it while we connect (servers accept the data connection once the
+        command came, in whichever order the two arrive). Every command still waits for the
+        reply to the one before (no pipelining: some servers and firewalls drop or refuse
+        commands sent ahead). When the data connection fails, the command's reply tells a
+        refusal (550: no such file; the session stays in sync) from a server waiting for us."""
         port = None
         if ctl.epsv:
             code, text = await ctl.command("EPSV")
@@ -245,16 +252,24 @@ class FtpProtocol(Protocol):
             if code != 227 or not (found := _PASV.search(text)):
                 raise _FtpError("PASV", code, text)
             port = int(found.group(5)) * 256 + int(found.group(6))
+        if offset and (code := (await ctl.command(f"REST {offset}"))[0]) != 350:
+            log.info("ftp %s: REST refused (%s), restarting at 0", self.config.address, code)
+            offset = 0
+        ctl.send(command)
         channel = _DataChannel(self.config.read_timeout, ctl.receive_buffer())
         loop = ctl.loop
-        async with asyncio.timeout(self.config.connect_timeout):
-            await loop.create_connection(lambda: channel, ctl.peer, port)
         try:
-            _keepalive(channel.transport.get_extra_info("socket"), self._keepalive)
-            if offset and (code := (await ctl.command(f"REST {offset}"))[0]) != 350:
-                log.info("ftp %s: REST refused (%s), restarting at 0", self.config.address, code)
-                offset = 0
-            code, text = await ctl.command(command)
+            async with asyncio.timeout(self.config.connect_timeout):
+                await loop.create_connection(lambda: channel, ctl.peer, port)
+        except OSError:  # TimeoutError included
+            if (refused := await _refusal(ctl)) is None:
+                ctl.close()
+                raise
+            return refused
+        try:
+            if self._keepalive:
+                _keepalive(channel.transport.get_extra_info("socket"), self._keepalive)
+            code, text = await ctl.reply()
             if code not in (125, 150):
                 channel.abort()
                 return code, text
@@ -426,6 +441,18 @@ def _mlst_entry(text: str, path: str) -> RemoteEntry | None:
 
 
 # Connections -------------------------------------------------------------------------------------
+
+
+async def _refusal(ctl: _Control) -> tuple[int, str] | None:
+    """After a failed data connection: the final reply (code, text) with which the server refused
+    the command just sent, or None if it does not come soon (the server waits for the data
+    connection) or is a preliminary one; 421 raises as ever."""
+    try:
+        async with asyncio.timeout(min(RESYNC_TIMEOUT, ctl.read_timeout)):
+            code, text = await ctl.reply()
+    except (OSError, EOFError):  # TimeoutError included
+        return None
+    return (code, text) if code >= 200 else None
 
 
 class _Control(asyncio.Protocol):

@@ -389,6 +389,42 @@ async def test_faults_map_onto_shared_errors(tree):
     assert faults.active == 0
 
 
+async def test_the_transfer_command_goes_before_the_data_connection(tree):
+    """RETR is sent as soon as EPSV is answered, before the data connection is made. When that
+    connection is refused, RETR's reply says why: a missing file is RemoteNotFound (not a
+    network error to retry), a server that gave up waiting for the data connection answers 425;
+    either way the session stays in sync."""
+    server = await _start(tree, dead_passive=True, data_wait=0.3)
+    try:
+        async with open_protocol(server.config) as client:
+            with pytest.raises(RemoteNotFound, match="550"):
+                await _read(client, "missing.txt")
+            with pytest.raises(RetryableError, match="425"):
+                await _read(client, "a.fasta")
+            with pytest.raises(RemoteNotFound, match="550"):
+                await _read(client, "sub1/missing.txt")
+        assert server.faults.logins == 1
+    finally:
+        await server.close()
+
+
+async def test_a_server_still_waiting_for_the_refused_data_connection_loses_the_session(tree):
+    """No reply soon after a refused data connection (vsftpd waits a minute for it): the session
+    is out of step, it is closed and the connection error is retryable; the next call logs in."""
+    server = await _start(tree, dead_passive=True, data_wait=30)
+    try:
+        async with open_protocol(replace(server.config, read_timeout=0.3)) as client:
+            started = time.perf_counter()
+            with pytest.raises(RetryableError, match="ConnectionRefused"):
+                await _read(client, "a.fasta")
+            assert time.perf_counter() - started < 5
+            with pytest.raises(RemoteNotFound):
+                await _read(client, "missing.txt")
+        assert server.faults.logins == 2
+    finally:
+        await server.close()
+
+
 async def test_unsafe_paths_are_refused(tree):
     server = await _start(tree)
     try:

@@ -4,7 +4,9 @@ One user (``biomaj`` and a random password, both in the config), passive ports o
 MLSD, LIST (vsftpd's layout, UTC dates), MLST, SIZE, MDTM, REST, ABOR and NOOP. Options for
 test_ftp.py: ``refuse`` (commands answered ``502``, e.g. ``{"mlsd", "mlst"}`` or ``{"rest"}``),
 ``synthetic`` (directory -> number of files to list in it without making them, for big
-listings) and, for ftps, ``tls_mode`` (``implicit``: TLS from the first byte, or ``explicit``:
+listings), ``dead_passive`` (EPSV and PASV name a port nobody listens on: every data connection
+is refused; RETR of a file then waits ``data_wait`` seconds for it and answers 425, as vsftpd
+does, without a 150 first) and, for ftps, ``tls_mode`` (``implicit``: TLS from the first byte, or ``explicit``:
 ``AUTH TLS``). For ftps a self-signed certificate for 127.0.0.1 is made at start; its file is the
 config's ``options["ssl_server_cert"]``.
 
@@ -23,6 +25,7 @@ import ipaddress
 import os
 import secrets
 import shutil
+import socket
 import ssl
 import stat
 import tempfile
@@ -70,6 +73,8 @@ async def start(
     refuse: set[str] | frozenset[str] = frozenset(),
     synthetic: dict[str, int] | None = None,
     tls_mode: str = "implicit",
+    dead_passive: bool = False,
+    data_wait: float = 5,
 ) -> FtpRunningServer:
     """Serve `tree` on 127.0.0.1 (a free port) over ftp or ftps."""
     tree = Path(tree).resolve()
@@ -82,12 +87,19 @@ async def start(
         options = {"ssl_server_cert": str(cert_dir / "cert.pem"), "ftps_mode": tls_mode}
     user = aioftp.User(USER, password, base_path=tree, home_path="/",
                        permissions=[aioftp.Permission("/", readable=True, writable=False)])
+    # a port bound but not listening: connections to it are refused, and nothing else takes it
+    dead = socket.socket() if dead_passive else None
+    if dead is not None:
+        dead.bind(("127.0.0.1", 0))
     server = _Server(_Users([user], faults), tree, faults, context=context, explicit=tls_mode == "explicit",
-                     refuse=refuse, synthetic=synthetic or {})
+                     refuse=refuse, synthetic=synthetic or {}, data_wait=data_wait,
+                     dead_port=dead.getsockname()[1] if dead is not None else None)
     await server.start("127.0.0.1", 0)
 
     async def stop() -> None:
         await server.close()
+        if dead is not None:
+            dead.close()
         if cert_dir is not None:
             shutil.rmtree(cert_dir, ignore_errors=True)
 
@@ -108,9 +120,10 @@ class _Users(aioftp.MemoryUserManager):
 
 
 class _Server(aioftp.Server):
-    def __init__(self, users, tree: Path, faults: Faults, *, context, explicit: bool, refuse, synthetic):
-        super().__init__(users, block_size=BLOCK, wait_future_timeout=5, ssl=None if explicit else context)
-        self.tree, self.faults, self.synthetic = tree, faults, synthetic
+    def __init__(self, users, tree: Path, faults: Faults, *, context, explicit: bool, refuse, synthetic,
+                 data_wait: float, dead_port: int | None):
+        super().__init__(users, block_size=BLOCK, wait_future_timeout=data_wait, ssl=None if explicit else context)
+        self.tree, self.faults, self.synthetic, self.dead_port = tree, faults, synthetic, dead_port
         self.context, self.explicit = context, explicit
         self.commands_mapping.update(size=self.size, mdtm=self.mdtm, noop=self.noop, auth=self.auth)
         for name in refuse:
@@ -149,6 +162,27 @@ class _Server(aioftp.Server):
         connection.protected = rest.upper() == "P"
         connection.response("200", f"PROT now {'Private' if connection.protected else 'Clear'}.")
         return True
+
+    @_LOGIN
+    async def epsv(self, connection, rest) -> bool:
+        if self.dead_port is None:
+            return await super().epsv(connection, rest)
+        await self._dead_passive(connection)
+        connection.response("229", f"Entering Extended Passive Mode (|||{self.dead_port}|)")
+        return True
+
+    @_LOGIN
+    async def pasv(self, connection, rest) -> bool:
+        if self.dead_port is None:
+            return await super().pasv(connection, rest)
+        await self._dead_passive(connection)
+        connection.response("227", f"Entering Passive Mode (127,0,0,1,{self.dead_port >> 8},{self.dead_port & 255})")
+        return True
+
+    async def _dead_passive(self, connection) -> None:
+        """A passive listener nobody is told of (aioftp's transfer commands want one)."""
+        if not connection.future.passive_server.done():
+            connection.passive_server = await self._start_passive_server(connection, lambda _, writer: writer.close())
 
     async def _start_passive_server(self, connection, handler_callback):
         protected = not self.explicit or ("protected" in connection and connection.protected)
@@ -239,6 +273,10 @@ class _Server(aioftp.Server):
                 faults.transfer_ended()
                 connection.response(code, text)
                 return code != "421"  # 421 closes the session, as real servers do
+        if self.dead_port is not None:  # vsftpd: the data connection is accepted before the 150
+            await asyncio.sleep(self.wait_future_timeout)
+            connection.response("425", "Failed to establish connection.")
+            return True
         offset = connection.restart_offset
         drop, stall = faults.drop_after.pop(relative, None), faults.stall.pop(relative, None)
 
