@@ -256,8 +256,8 @@ class FtpProtocol(Protocol):
             log.info("ftp %s: REST refused (%s), restarting at 0", self.config.address, code)
             offset = 0
         ctl.send(command)
-        channel = _DataChannel(self.config.read_timeout, ctl.receive_buffer())
         loop = ctl.loop
+        channel = _DataChannel(self.config.read_timeout, ctl.receive_buffer(), loop)
         try:
             async with asyncio.timeout(self.config.connect_timeout):
                 await loop.create_connection(lambda: channel, ctl.peer, port)
@@ -354,23 +354,8 @@ class FtpProtocol(Protocol):
         token = stamp if self.direct else f"{stamp} {size}"
         return RemoteEntry(path, size, parse_mlsx_time(stamp), hash=hashlib.md5(token.encode()).hexdigest())
 
-    @contextlib.asynccontextmanager
-    async def open(self, path: str, offset: int = 0, *, size: int | None = None) -> AsyncIterator[RemoteStream]:
-        path = checked_path(path, forbid="\x00\r\n")
-        ctl, stream = await self._run(f"RETR {path}", lambda ctl: self._start_retr(ctl, path, offset, size))
-        try:
-            yield stream
-        except asyncio.CancelledError:
-            if stream.state == "open":  # no resync while cancelled: that could take seconds
-                stream.state = "aborted"
-                stream.channel.abort()
-                ctl.close()
-            raise
-        finally:
-            if stream.state == "done":
-                self._release(ctl)
-            elif stream.state == "open":
-                await self._abort(stream)
+    def open(self, path: str, offset: int = 0, *, size: int | None = None) -> _Opening:
+        return _Opening(self, path, offset, size)
 
     async def _start_retr(self, ctl: _Control, path: str, offset: int, size: int | None) -> _FtpStream:
         target = await self._target(ctl, path)
@@ -647,11 +632,12 @@ class _DataChannel(asyncio.BufferedProtocol):
     """A data connection received straight into BLOCK-sized buffers, each handed over as one bytes
     object; a consumer left waiting NUDGE seconds gets a partial block (slow links, stalls).
     ``read`` fails with TimeoutError after ``read_timeout`` seconds without a byte while we were
-    ready to receive."""
+    ready to receive. One silence timer per connection (armed when a consumer first waits,
+    re-armed only when it fires early), not one per read."""
 
-    def __init__(self, read_timeout: float, buffer: memoryview):
+    def __init__(self, read_timeout: float, buffer: memoryview, loop: asyncio.AbstractEventLoop):
         self._timeout = read_timeout
-        self._loop = asyncio.get_running_loop()
+        self._loop = loop
         self._view = buffer
         self._used = 0
         self._blocks: collections.deque[bytes] = collections.deque()
@@ -660,7 +646,7 @@ class _DataChannel(asyncio.BufferedProtocol):
         self._timer: asyncio.TimerHandle | None = None
         self._nudge: asyncio.TimerHandle | None = None
         self._paused = False
-        self._last = self._loop.time()
+        self._last = loop.time()
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport) -> None:
@@ -703,6 +689,10 @@ class _DataChannel(asyncio.BufferedProtocol):
         if not self._ended:
             self._ended, self._error = True, error
             self._flush()  # what arrived before the end still counts
+            for timer in (self._timer, self._nudge):
+                if timer is not None:
+                    timer.cancel()
+            self._timer = self._nudge = None
 
     async def read(self) -> bytes | None:
         """The next block, None at the end of the data."""
@@ -712,14 +702,14 @@ class _DataChannel(asyncio.BufferedProtocol):
                     raise self._error
                 return None
             self._waiter = self._loop.create_future()
-            self._timer = self._loop.call_at(self._last + self._timeout, self._check_silence)
+            if self._timer is None:
+                self._timer = self._loop.call_at(self._last + self._timeout, self._check_silence)
             if self._used and self._nudge is None:
                 self._nudge = self._loop.call_later(NUDGE, self._flush_waiting)
             try:
                 await self._waiter
             finally:
                 self._waiter = None
-                self._timer.cancel()
         if self._paused and len(self._blocks) <= QUEUED_BLOCKS // 2:
             self._paused = False
             self._last = self._loop.time()  # we were not listening: that silence was ours
@@ -727,7 +717,12 @@ class _DataChannel(asyncio.BufferedProtocol):
         return self._blocks.popleft()
 
     def _check_silence(self) -> None:
-        if self._loop.time() - self._last < self._timeout:
+        self._timer = None
+        if self._ended:
+            return
+        if self._paused:  # not listening: the silence is ours (``_last`` is reset on resuming)
+            self._timer = self._loop.call_later(self._timeout, self._check_silence)
+        elif self._loop.time() - self._last < self._timeout:
             self._timer = self._loop.call_at(self._last + self._timeout, self._check_silence)
         else:
             self._end(TimeoutError(f"no data for {self._timeout:g} s"))
@@ -738,8 +733,40 @@ class _DataChannel(asyncio.BufferedProtocol):
             self.transport.abort()
 
 
+class _Opening:
+    """What ``open()`` returns: entering starts the RETR; leaving gives the connection back once
+    the transfer's final reply was read, else aborts the transfer (ABOR, or closing the connection
+    when cancelled: no resync while cancelled, that could take seconds). A class rather than
+    an asynccontextmanager: no generator per file."""
+
+    __slots__ = ("owner", "path", "offset", "size", "stream")
+
+    def __init__(self, owner: FtpProtocol, path: str, offset: int, size: int | None):
+        self.owner, self.path, self.offset, self.size = owner, path, offset, size
+        self.stream: _FtpStream | None = None
+
+    async def __aenter__(self) -> _FtpStream:
+        owner, offset, size = self.owner, self.offset, self.size
+        path = checked_path(self.path, forbid="\x00\r\n")
+        _, self.stream = await owner._run(f"RETR {path}", lambda ctl: owner._start_retr(ctl, path, offset, size))
+        return self.stream
+
+    async def __aexit__(self, exc_type, exc, tb) -> None:
+        stream = self.stream
+        if stream.state == "done":
+            self.owner._release(stream.ctl)
+        elif stream.state == "open":
+            if exc_type is not None and issubclass(exc_type, asyncio.CancelledError):
+                stream.state = "aborted"
+                stream.channel.abort()
+                stream.ctl.close()
+            else:
+                await self.owner._abort(stream)
+
+
 class _FtpStream(RemoteStream):
-    """An open RETR: the data connection's blocks, then the transfer's final reply."""
+    """An open RETR: the data connection's blocks, then the transfer's final reply. Its own
+    iterator (no async generator per file); iterating it again after the end yields nothing."""
 
     def __init__(self, owner: FtpProtocol, ctl: _Control, channel: _DataChannel, path: str, offset: int, size,
                  *, short_is_error: bool = True):
@@ -749,31 +776,37 @@ class _FtpStream(RemoteStream):
         # (which may be stale) the downloader's size check reports it.
         self.short_is_error = short_is_error
         self.state = "open"  # "done": final reply read, in sync; "failed"/"aborted": connection given back
+        self.received = 0
 
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        expected = None if self.size is None else self.size - self.offset
-        received = 0
+    def __aiter__(self) -> _FtpStream:
+        return self
+
+    async def __anext__(self) -> bytes:
+        if self.state != "open":
+            raise StopAsyncIteration
         try:
-            while (block := await self.channel.read()) is not None:
-                received += len(block)
-                yield block
+            if (block := await self.channel.read()) is not None:
+                self.received += len(block)
+                return block
+            expected = None if self.size is None else self.size - self.offset
             try:
                 code, text = await self.ctl.reply()
             except OSError:
-                if received != expected:
+                if self.received != expected:
                     raise
                 self.ctl.close()  # every byte came; only the control connection was lost (a NAT forgot it)
                 code, text = 226, ""
             self.state = "done"
             if code not in (226, 250):
                 raise _FtpError("RETR", code, text)
-            if self.short_is_error and expected is not None and received < expected:
+            if self.short_is_error and expected is not None and self.received < expected:
                 raise RetryableError(f"ftp {self.owner.config.address} RETR {self.path}: "
-                                     f"short transfer, {received} of {expected} bytes")
+                                     f"short transfer, {self.received} of {expected} bytes")
         except (Exception, asyncio.CancelledError) as exc:
             self.channel.abort()
             self.state = "failed"
             raise self.owner._failed(self.ctl, exc, f"RETR {self.path}") from None
+        raise StopAsyncIteration
 
 
 # Errors ------------------------------------------------------------------------------------------
