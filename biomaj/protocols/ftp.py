@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 
 BLOCK = 1024 * 1024  # data connections are read into blocks of this size (one copy per block)
 QUEUED_BLOCKS = 4  # blocks read ahead of the consumer before the data connection is paused
-NUDGE = 0.05  # seconds a waiting consumer waits for a block to fill before getting what came
+NUDGE = 0.05  # seconds a waiting consumer waits at most for a block to fill before getting what came
 RESYNC_TIMEOUT = 10.0  # seconds to resynchronise the control connection after an early exit
 LINE_MAX = 1 << 20  # longest reply line accepted on the control connection
 ANONYMOUS = ("anonymous", "ftp@example.com")  # curl's anonymous login
@@ -444,7 +444,8 @@ class _Control(asyncio.Protocol):
     """One control connection: commands, replies (parsed as they arrive), and what we know of
     its state. A reply waited for fails with TimeoutError after ``read_timeout`` seconds, with
     ConnectionResetError once the server closed the connection (replies that came before still
-    count)."""
+    count). One watchdog timer per connection, armed by the first wait and re-armed only when it
+    fires before a wait's deadline (not a timer per reply)."""
 
     def __init__(self, config: RemoteConfig, context: ssl.SSLContext | None, keepalive: int):
         self.context = context
@@ -466,6 +467,8 @@ class _Control(asyncio.Protocol):
         self._replies: collections.deque[tuple[str, list[str]]] = collections.deque()
         self._error: BaseException | None = None  # why no more reply will come
         self._waiter: asyncio.Future | None = None
+        self._since = 0.0  # when the current wait began
+        self._watchdog: asyncio.TimerHandle | None = None
 
     # asyncio.Protocol
 
@@ -514,6 +517,7 @@ class _Control(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._fail(exc or ConnectionResetError("control connection closed"))
+        self._disarm()
 
     def _fail(self, error: BaseException) -> None:
         if self._error is None:
@@ -521,9 +525,20 @@ class _Control(asyncio.Protocol):
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
 
-    def _timed_out(self, waiter: asyncio.Future) -> None:
-        if not waiter.done():
+    def _watch(self) -> None:
+        self._watchdog = None
+        if (waiter := self._waiter) is None or waiter.done():
+            return  # nobody waits: the next wait arms it again
+        due = self._since + self.read_timeout
+        if self.loop.time() >= due:
             waiter.set_exception(TimeoutError(f"no reply for {self.read_timeout:g} s"))
+        else:
+            self._watchdog = self.loop.call_at(due, self._watch)
+
+    def _disarm(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
 
     # Commands and replies
 
@@ -546,12 +561,13 @@ class _Control(asyncio.Protocol):
             try:
                 if self._error is None:
                     self._waiter = waiter = self.loop.create_future()
-                    timer = self.loop.call_later(self.read_timeout, self._timed_out, waiter)
+                    self._since = self.loop.time()
+                    if self._watchdog is None:
+                        self._watchdog = self.loop.call_at(self._since + self.read_timeout, self._watch)
                     try:
                         await waiter
                     finally:
                         self._waiter = None
-                        timer.cancel()
                 if not self._replies:
                     raise self._error
             except BaseException:
@@ -599,6 +615,7 @@ class _Control(asyncio.Protocol):
 
     def close(self) -> None:
         self.broken = True
+        self._disarm()
         if self.transport is not None:
             self.transport.close()
 
@@ -630,10 +647,11 @@ class _Resuming(ssl.SSLContext):
 
 class _DataChannel(asyncio.BufferedProtocol):
     """A data connection received straight into BLOCK-sized buffers, each handed over as one bytes
-    object; a consumer left waiting NUDGE seconds gets a partial block (slow links, stalls).
-    ``read`` fails with TimeoutError after ``read_timeout`` seconds without a byte while we were
-    ready to receive. One silence timer per connection (armed when a consumer first waits,
-    re-armed only when it fires early), not one per read."""
+    object; a consumer left waiting gets a partial block within NUDGE seconds (slow links,
+    stalls). ``read`` fails with TimeoutError after ``read_timeout`` seconds without a byte while
+    we were ready to receive. Both are checked by one timer per connection, ticking every NUDGE
+    seconds from the first wait to the end of the data (a small file ends before its first tick:
+    one timer made and cancelled, not one per read)."""
 
     def __init__(self, read_timeout: float, buffer: memoryview, loop: asyncio.AbstractEventLoop):
         self._timeout = read_timeout
@@ -643,8 +661,7 @@ class _DataChannel(asyncio.BufferedProtocol):
         self._blocks: collections.deque[bytes] = collections.deque()
         self._ended, self._error = False, None
         self._waiter: asyncio.Future | None = None
-        self._timer: asyncio.TimerHandle | None = None
-        self._nudge: asyncio.TimerHandle | None = None
+        self._tick: asyncio.TimerHandle | None = None
         self._paused = False
         self._last = loop.time()
         self.transport: asyncio.Transport | None = None
@@ -663,8 +680,6 @@ class _DataChannel(asyncio.BufferedProtocol):
             if len(self._blocks) >= QUEUED_BLOCKS and not self._paused:
                 self._paused = True
                 self.transport.pause_reading()
-        elif self._waiter is not None and self._nudge is None:
-            self._nudge = self._loop.call_later(NUDGE, self._flush_waiting)
 
     def eof_received(self) -> bool:
         self._end(None)
@@ -680,19 +695,25 @@ class _DataChannel(asyncio.BufferedProtocol):
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
 
-    def _flush_waiting(self) -> None:
-        self._nudge = None
-        if self._waiter is not None:
-            self._flush()
-
     def _end(self, error: BaseException | None) -> None:
         if not self._ended:
             self._ended, self._error = True, error
             self._flush()  # what arrived before the end still counts
-            for timer in (self._timer, self._nudge):
-                if timer is not None:
-                    timer.cancel()
-            self._timer = self._nudge = None
+            if self._tick is not None:
+                self._tick.cancel()
+                self._tick = None
+
+    def _on_tick(self) -> None:
+        self._tick = None
+        if self._ended:
+            return
+        if self._waiter is not None and self._used:  # a waiting consumer gets what came
+            self._flush()
+        if not self._paused and self._loop.time() - self._last >= self._timeout:
+            self._end(TimeoutError(f"no data for {self._timeout:g} s"))
+            self.abort()
+        else:
+            self._tick = self._loop.call_later(NUDGE, self._on_tick)
 
     async def read(self) -> bytes | None:
         """The next block, None at the end of the data."""
@@ -702,10 +723,8 @@ class _DataChannel(asyncio.BufferedProtocol):
                     raise self._error
                 return None
             self._waiter = self._loop.create_future()
-            if self._timer is None:
-                self._timer = self._loop.call_at(self._last + self._timeout, self._check_silence)
-            if self._used and self._nudge is None:
-                self._nudge = self._loop.call_later(NUDGE, self._flush_waiting)
+            if self._tick is None:
+                self._tick = self._loop.call_later(NUDGE, self._on_tick)
             try:
                 await self._waiter
             finally:
@@ -715,18 +734,6 @@ class _DataChannel(asyncio.BufferedProtocol):
             self._last = self._loop.time()  # we were not listening: that silence was ours
             self.transport.resume_reading()
         return self._blocks.popleft()
-
-    def _check_silence(self) -> None:
-        self._timer = None
-        if self._ended:
-            return
-        if self._paused:  # not listening: the silence is ours (``_last`` is reset on resuming)
-            self._timer = self._loop.call_later(self._timeout, self._check_silence)
-        elif self._loop.time() - self._last < self._timeout:
-            self._timer = self._loop.call_at(self._last + self._timeout, self._check_silence)
-        else:
-            self._end(TimeoutError(f"no data for {self._timeout:g} s"))
-            self.abort()
 
     def abort(self) -> None:
         if self.transport is not None:

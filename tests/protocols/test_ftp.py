@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from biomaj.protocols import open_protocol, protocol_class
-from biomaj.protocols.base import FatalError, RemoteNotFound, RetryableError, Throttled, UnsafePath
+from biomaj.protocols.base import FatalError, RemoteConfig, RemoteNotFound, RetryableError, Throttled, UnsafePath
 from biomaj.protocols.ftp import DirectFtpProtocol, FtpProtocol, _FtpError, _translate_error
 from biomaj.protocols.ftp_listing import (
     line_hash,
@@ -423,6 +423,33 @@ async def test_a_server_still_waiting_for_the_refused_data_connection_loses_the_
         assert server.faults.logins == 2
     finally:
         await server.close()
+
+
+@pytest.mark.parametrize("answers_user", [False, True])
+async def test_a_server_that_stops_answering_times_out_at_read_timeout(answers_user):
+    """A reply waited for longer than read_timeout fails the call (retryable), whether it is the
+    first wait of the connection or one in a series (one watchdog per connection, re-armed for
+    each wait): the server greets, answers USER or not, then says nothing more."""
+
+    async def session(reader, writer):
+        writer.write(b"220 hello\r\n")
+        while line := await reader.readline():
+            if answers_user and line.startswith(b"USER"):
+                writer.write(b"331 password please\r\n")
+        writer.close()
+
+    server = await asyncio.start_server(session, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        config = RemoteConfig(protocol="ftp", host="127.0.0.1", port=port, read_timeout=0.3, connect_timeout=2)
+        async with open_protocol(config) as client:
+            started = time.perf_counter()
+            with pytest.raises(RetryableError, match="timed out"):
+                await client.stat("a.fasta")
+            assert 0.3 <= time.perf_counter() - started < 2
+    finally:
+        server.close()
+        await server.wait_closed()
 
 
 async def test_unsafe_paths_are_refused(tree):
