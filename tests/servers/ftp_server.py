@@ -6,8 +6,8 @@ test_ftp.py: ``refuse`` (commands answered ``502``, e.g. ``{"mlsd", "mlst"}`` or
 ``synthetic`` (directory -> number of files to list in it without making them, for big
 listings), ``dead_passive`` (EPSV and PASV name a port nobody listens on: every data connection
 is refused; RETR of a file then waits ``data_wait`` seconds for it and answers 425, as vsftpd
-does, without a 150 first) and, for ftps, ``tls_mode`` (``implicit``: TLS from the first byte, or ``explicit``:
-``AUTH TLS``). For ftps a self-signed certificate for 127.0.0.1 is made at start; its file is the
+does, without a 150 first) and, for ftps, ``tls_mode`` (``implicit``: TLS from the first byte,
+or ``explicit``: ``AUTH TLS``). For ftps a self-signed certificate for 127.0.0.1 is made at start; its file is the
 config's ``options["ssl_server_cert"]``.
 
 Faults: ``throttle`` answers RETR with 421 and closes the session; ``transient_errors`` with 451;
