@@ -246,7 +246,7 @@ class LimitsSettings(_Section):
     downloads_per_host: int = Field(4, ge=1, description="Connections opened at once to one remote server.")
     inline_write_max: int = Field(
         262144, ge=0,
-        description="Files up to this many bytes are written by the downloader's event loop itself, without a trip to a worker thread (faster on a local disk); 0 on a network file system, where each write waits on a server.",
+        description="Files up to this many bytes are held whole in memory, then written to their name in one call by the downloader's event loop itself (no part file, no trip to a worker thread), and asked for several at a time over HTTP (pipelining); 0 on a network file system, where each write waits on a server.",
     )
     processes: int = Field(2, ge=1, description="Processes run in parallel by a processor.")
 

@@ -5,9 +5,12 @@ verified, so a half-downloaded file never looks finished. A partial file left by
 a crash or a restart is resumed from its size when the protocol can (HTTP Range, FTP REST, SFTP
 offset, rsync --partial). Writing happens in a worker thread while the next chunk is received.
 A compressed file received whole is tested (gzip, bz2, xz) while it is written, never read again.
-A small file (FetchSettings.inline_max) is checked, written and renamed on the event loop itself:
-its few system calls on a local disk cost less than one trip to a worker thread (the trips, and
-the GIL hand-overs that come with them, were most of the cost of a small file).
+A small file received whole (FetchSettings.inline_max) is held in memory to its end, checked, and
+written straight to ``<dest>`` in one call on the event loop itself, its remote date set last: its
+few system calls on a local disk cost less than one trip to a worker thread (the trips, and the GIL
+hand-overs that come with them, were most of the cost of a small file), and a rename per file cost
+as much as the write. A crash in that call leaves a file without the remote size or date, which
+:func:`_already_complete` never takes for complete; a small file cut mid-way leaves nothing.
 """
 
 from __future__ import annotations
@@ -162,8 +165,9 @@ class _PartWriter:
     """Writes a stream to the part file from a worker thread, one flush behind the network."""
 
     def __init__(self, part: Path, offset: int, digest: str | None, on_bytes: Callable[[int], None] | None,
-                 check: verify.StreamCheck | None = None):
-        self.part = part
+                 check: verify.StreamCheck | None = None, direct: bool = False):
+        self.part = part  # with ``direct``: the file's own name
+        self.direct = direct  # written whole at the end, straight to its name: nothing to keep on failure
         self.offset = offset
         self.hash = hashlib.new(digest) if digest else None
         self.on_bytes = on_bytes
@@ -255,6 +259,11 @@ class _PartWriter:
         """Stop after an error or a cancel: put what was received on disk (a resume continues
         from there), then close. Runs on the event loop; at most FLUSH_SIZE bytes to write."""
         chunks, self._buffer, self._buffered = self._buffer, [], 0
+        if self.direct:  # nothing of it is kept: its name must never hold a part of it
+            if self._fd is not None:
+                self._close_fd()
+                self.part.unlink(missing_ok=True)
+            return
 
         def write_rest(_future=None) -> None:
             try:
@@ -477,7 +486,10 @@ class Fetcher:
                 hexdigest = await asyncio.to_thread(verify.file_digest, finisher.dest, digest) if digest else None
                 return size, mtime, size - offset, hexdigest
             async with client.open(entry.path, offset, size=entry.size) as stream:
-                return await _receive(stream, entry, part, digest, on_bytes, finisher, inline)
+                result = await _receive(stream, entry, part, digest, on_bytes, finisher, inline)
+            if offset and finisher.part == finisher.dest:  # the server sent it whole: the old part goes
+                await asyncio.to_thread(part.unlink, missing_ok=True)
+            return result
 
 
 async def _receive(stream: RemoteStream, entry: RemoteEntry, part: Path, digest: str | None,
@@ -487,7 +499,13 @@ async def _receive(stream: RemoteStream, entry: RemoteEntry, part: Path, digest:
     check = (verify.StreamCheck.for_name(finisher.archive_name)
              if finisher.archive_name and not stream.offset else None)
     finisher.checked_while_written = check is not None
-    writer = _PartWriter(part, stream.offset, digest, on_bytes, check)
+    if inline and not stream.offset:
+        # A small file is held whole until its end, then written with one call: straight to its
+        # name, not to a part file renamed afterwards (a rename cost as much as the write here).
+        # A crash in that call leaves a file without the remote size or date, never taken for
+        # complete (_already_complete), and fetched again.
+        finisher.part = part = finisher.dest
+    writer = _PartWriter(part, stream.offset, digest, on_bytes, check, direct=part == finisher.dest)
     try:
         # Each protocol bounds the silence between chunks (config.read_timeout) itself,
         # without a timer per chunk here.
@@ -525,7 +543,8 @@ class _Finisher:
             raise
         if mtime is not None:
             os.utime(self.part, (mtime, mtime))
-        os.replace(self.part, self.dest)
+        if self.part != self.dest:
+            os.replace(self.part, self.dest)
 
     def run_native(self, mtime: float | None) -> int:
         size = self.part.stat().st_size

@@ -37,7 +37,7 @@ async def fetch_all(config: RemoteConfig, names: dict[str, int | None], offline:
                     **settings) -> dict[str, FetchResult | BaseException]:
     """Fetcher.fetch_many over ``names`` (name -> listed size, None: unknown with a size hint)."""
     pool = ClientPool(per_host=per_host)
-    fetcher = Fetcher(pool, FetchSettings(retry=FAST_RETRY, **settings))
+    fetcher = Fetcher(pool, FetchSettings(**{"retry": FAST_RETRY, **settings}))
     items = [FetchItem(RemoteEntry(name, size, None, size_hint=size if size is not None else 4096),
                        offline / name) for name, size in names.items()]
     results: dict[str, FetchResult | BaseException] = {}
@@ -260,3 +260,50 @@ async def test_a_redirect_refused_by_the_bank_fails_that_file_only(wire, tmp_pat
     failed = results.pop("f03.dat")
     assert isinstance(failed, FetchFailed) and "allow_redirections" in str(failed)
     assert all(isinstance(r, FetchResult) for r in results.values())
+
+
+# Small files: written whole, straight to their name ----------------------------------------------
+
+
+async def test_a_small_file_cut_for_good_leaves_nothing_under_its_name(served, tmp_path):
+    server, files = served
+    name = "d1/f004.dat"
+    server.faults.drop_after[name] = 100
+    once = RetryPolicy.parse("stop_after_attempt(1)", "wait_none")
+    results = await fetch_all(server.config, {name: len(files[name])}, tmp_path / "off", retry=once)
+    assert isinstance(results[name], FetchFailed) and "cut short" in str(results[name])
+    assert not (tmp_path / "off" / name).exists()
+    assert list((tmp_path / "off").rglob("*.biomaj-part")) == []
+
+
+async def test_a_part_file_the_server_does_not_resume_is_replaced_by_the_whole_file(tmp_path):
+    files = make_tree(tmp_path / "tree", 3)
+    server = await http_server.start(tmp_path / "tree", Faults(), protocol="http", ignore_range=True)
+    try:
+        name = "d0/f000.dat"
+        part = tmp_path / "off" / (name + ".biomaj-part")
+        part.parent.mkdir(parents=True)
+        part.write_bytes(files[name][:1000])
+        pool = ClientPool(per_host=1)
+        try:
+            result = await Fetcher(pool, FetchSettings(retry=FAST_RETRY)).fetch(
+                server.config, RemoteEntry(name, len(files[name]), None), tmp_path / "off" / name)
+        finally:
+            await pool.close()
+    finally:
+        await server.close()
+    assert result.transferred == len(files[name])
+    assert (tmp_path / "off" / name).read_bytes() == files[name]
+    assert not part.exists()
+
+
+async def test_a_file_over_inline_max_still_goes_through_its_part_file(served, tmp_path):
+    server, files = served
+    name = "d2/f002.dat"
+    server.faults.drop_after[name] = 1000
+    server.faults.stall[name] = 0.0
+    results = await fetch_all(server.config, {name: len(files[name])}, tmp_path / "off", inline_max=100)
+    assert isinstance(results[name], FetchResult)
+    assert results[name].resumed_from == 0 and results[name].attempts == 2
+    assert server.faults.transfers[name] == 2
+    assert (tmp_path / "off" / name).read_bytes() == files[name]
