@@ -407,12 +407,12 @@ class DownloadRequest(Message):
         super().__post_init__()
         if not self.files:
             raise MessageError(f"{self.TYPE}: 'files' is empty")
-        for item in self.files:
-            FileSpec.from_dict(item)
+        # checked once, kept: the downloader reads them without building them again
+        object.__setattr__(self, "_specs", [FileSpec.from_dict(item) for item in self.files])
 
     def specs(self) -> list[FileSpec]:
         """The files to fetch."""
-        return [FileSpec(**item) for item in self.files]
+        return list(self._specs)
 
     @classmethod
     def upgrade(cls, fields: dict[str, Any], version: int) -> dict[str, Any]:
@@ -447,12 +447,12 @@ class DownloadResult(Message):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        for item in self.files:
-            FileOutcome.from_dict(item)
+        # checked once, kept: the manager reads them without building them again
+        object.__setattr__(self, "_outcomes", [FileOutcome.from_dict(item) for item in self.files])
 
     def outcomes(self) -> list[FileOutcome]:
         """The file outcomes this result carries."""
-        return [FileOutcome(**item) for item in self.files]
+        return list(self._outcomes)
 
     @classmethod
     def upgrade(cls, fields: dict[str, Any], version: int) -> dict[str, Any]:
