@@ -712,7 +712,8 @@ def build_report(raw: list[dict], meta: dict[str, str], project_py: str, skipped
     w("- Interleaved: repetition 1 of every tool, then repetition 2, ...; one warm-up round first.")
     w("- biomaj (`bench/biomaj_mirror.py`): one `ClientPool(per_host)`, one `Fetcher` with the default "
       "retry policy and archive checks; `match_files(client, '**/*')` through a pooled client, then "
-      "N tasks call `Fetcher.fetch(config, entry, safe_join(out, save_as))`; uvloop when installed. "
+      "N tasks each run a batch of 64 files with `Fetcher.fetch_many` (as a downloader runs a "
+      "download message); uvloop when installed. "
       "list: one client, `list('')` streamed and counted; the extra match_files row keeps every "
       "entry and builds the MatchedFile list as an update does.")
     w("- BioMAJ 3 (`bench/biomaj3_driver.py`, biomaj-download from PyPI in its own venv): "
