@@ -18,7 +18,7 @@ import stat
 import sys
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -125,7 +125,9 @@ class FileRecord:
 
     def to_dict(self) -> dict:
         """The record as stored in a session."""
-        return asdict(self)
+        # not dataclasses.asdict: its deep copy was most of the cost for 20,000 files
+        return {"name": self.name, "size": self.size, "year": self.year, "month": self.month,
+                "day": self.day, "format": self.format}
 
 
 def _non_directories(root: Path, *, skip_staging: bool) -> Iterator[tuple[str, os.DirEntry]]:
