@@ -78,8 +78,10 @@ class Dispatcher(Generic[R]):
                 if run is None:
                     log.info("result for a request nobody waits for (an earlier run): %s", result.describe())
                 else:
-                    if getattr(result, "final", True):
+                    final = getattr(result, "final", True)
+                    if final:
                         del self._waiting[request_id]
+                    self.seen(request_id, result, final)
                     run.put_nowait(result)
                 await delivery.ack()
 
@@ -100,6 +102,9 @@ class Dispatcher(Generic[R]):
     def failed_result(self, request: Message, error: str) -> R:
         """The result a request gets when its message was dead-lettered."""
         raise NotImplementedError
+
+    def seen(self, request_id: str, result: R, final: bool) -> None:
+        """A result routed to its run (partial ones included)."""
 
     async def run_all(self, requests: Sequence[Message], on_result: OnResult, cancelled: asyncio.Event) -> list[R]:
         """Publish every request and return the final result of each (in completion order);
@@ -155,10 +160,19 @@ class Downloads(Dispatcher):
 
     def __init__(self, bus: Bus, owner: str | None = None, cancels: JobCancels | None = None):
         super().__init__(bus, names.DOWNLOAD, names.DOWNLOAD_RESULTS, owner, cancels)
+        self._complete: dict[str, set[str]] = {}  # request id -> files a partial result said are complete
+
+    def seen(self, request_id: str, result: DownloadResult, final: bool) -> None:
+        if final:
+            self._complete.pop(request_id, None)
+        else:
+            self._complete.setdefault(request_id, set()).update(o.save_as for o in result.outcomes() if o.ok)
 
     def failed_result(self, request: DownloadRequest, error: str) -> DownloadResult:
+        # a file a downloader reported complete stays complete: it is in the offline directory
+        complete = self._complete.pop(request.id, set())
         files = [FileOutcome(spec.save_as, ok=False, hash=spec.hash, error=f"{spec.save_as}: {error}").to_dict()
-                 for spec in request.specs()]
+                 for spec in request.specs() if spec.save_as not in complete]
         return DownloadResult(job_id=request.job_id, bank=request.bank, session_id=request.session_id,
                               request_id=request.id, files=files)
 

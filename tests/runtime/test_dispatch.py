@@ -7,8 +7,8 @@ import contextlib
 import logging
 
 from biomaj.bus import MemoryBus, names
-from biomaj.bus.messages import ProcessRequest, ProcessResult
-from biomaj.runtime.dispatch import Processes
+from biomaj.bus.messages import DownloadRequest, DownloadResult, FileOutcome, ProcessRequest, ProcessResult
+from biomaj.runtime.dispatch import Downloads, Processes
 
 
 def request(name: str) -> ProcessRequest:
@@ -94,6 +94,42 @@ async def test_a_request_its_workers_give_up_on_fails_with_the_reason():
         assert names.dead_letter_queue(names.PROCESS) in result.error
         [dead] = await bus.dead_letters(names.PROCESS)
         assert dead.message.name == "poison"
+    finally:
+        worker.cancel()
+        await dispatcher.stop()
+        await bus.close()
+
+
+async def test_a_dead_lettered_batch_keeps_the_files_reported_complete():
+    """A downloader that reports some files of a batch complete, then crashes on the batch every
+    time: the batch ends dead-lettered, the files it finished stay complete, the others fail."""
+    bus = MemoryBus()
+    dispatcher = Downloads(bus, "m1")
+    await dispatcher.start()
+    batch = DownloadRequest(job_id="j", bank="b", session_id="1", remote={"protocol": "http"}, offline_dir="/o",
+                            files=[{"path": "a", "save_as": "a"}, {"path": "b", "save_as": "b"}])
+
+    async def finish_a_then_crash() -> None:
+        async with contextlib.aclosing(bus.consume(names.DOWNLOAD)) as deliveries:
+            async for delivery in deliveries:
+                req = delivery.message
+                await bus.publish(req.results_queue, DownloadResult(
+                    job_id=req.job_id, bank=req.bank, session_id=req.session_id, request_id=req.id,
+                    files=[FileOutcome("a", ok=True, size=1, skipped=delivery.attempts > 1).to_dict()], final=False))
+                await delivery.nack(reason="worker crashed")
+
+    seen: dict[str, FileOutcome] = {}
+
+    async def on_result(result: DownloadResult) -> None:
+        for outcome in result.outcomes():
+            seen[outcome.save_as] = outcome
+
+    worker = asyncio.create_task(finish_a_then_crash())
+    try:
+        [final] = await asyncio.wait_for(dispatcher.run_all([batch], on_result, asyncio.Event()), 10)
+        assert [o.save_as for o in final.outcomes()] == ["b"]
+        assert seen["a"].ok and not seen["b"].ok
+        assert "given up after" in seen["b"].error
     finally:
         worker.cancel()
         await dispatcher.stop()
