@@ -15,7 +15,7 @@ log = logging.getLogger(__name__)
 @click.command()
 @click.option("--all", "all_roles", is_flag=True, help="Run every actor in this process.")
 @click.option("--role", "role_spec", metavar="ROLE[,ROLE]", help=f"Run the actors of these roles: {', '.join(ROLES)}.")
-@click.option("--node-id", metavar="ID", help="This node's id (default: node.id in config.yml, else <host>-<pid>). "
+@click.option("--node-id", metavar="ID", help="This node's id (default: node.id in config.yml, else <host>-<pid>-<random>). "
               "Give a manager a fixed id to have it resume, after a restart, the jobs it was running.")
 @config_option
 @click.pass_obj

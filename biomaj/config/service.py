@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import secrets
 import socket
 from pathlib import Path
 from typing import Any, Literal, Mapping
@@ -210,7 +211,7 @@ class MongoSettings(_Section):
 class NodeSettings(_Section):
     """This node's identity and heartbeat."""
 
-    id: str = Field("", description="Node id shown in `biomaj ctl nodes`; empty: <hostname>-<pid>.")
+    id: str = Field("", description="Node id shown in `biomaj ctl nodes`; empty: <hostname>-<pid>-<6 hex digits drawn at start> (unique even for containers sharing a host name and PID 1).")
     heartbeat_interval: float = Field(5.0, gt=0, description="Seconds between two heartbeats of this node.")
     heartbeat_ttl: float = Field(15.0, gt=0, description="Seconds after its last heartbeat before a node is forgotten.")
     stop_grace: float = Field(10.0, ge=0, description="Seconds given to in-flight work to finish on SIGTERM before it is cancelled.")
@@ -287,6 +288,16 @@ class LoggingSettings(_Section):
     levels: dict[str, str] = Field(
         default_factory=dict, description="Per-module levels, e.g. {biomaj.bus: DEBUG, aiohttp.access: WARNING}."
     )
+
+
+_NODE_SUFFIX = secrets.token_hex(3)  # drawn once per process
+
+
+def default_node_id() -> str:
+    """``<host>-<pid>-<6 hex digits drawn at start>``: unique per process even where host names
+    and PIDs repeat (containers on the host's network are all PID 1 on the same host name), and
+    still readable (`ctl nodes`). ``node.id`` / ``--node-id`` override it."""
+    return f"{socket.gethostname()}-{os.getpid()}-{_NODE_SUFFIX}"
 
 
 class ServiceConfig(_Section):
@@ -372,7 +383,7 @@ class Config:
 
     @property
     def node_id(self) -> str:
-        return self.settings.node.id or f"{socket.gethostname()}-{os.getpid()}"
+        return self.settings.node.id or default_node_id()
 
     @property
     def web_url(self) -> str:

@@ -18,16 +18,12 @@ from collections.abc import Callable, Sequence
 import biomaj
 from biomaj.bus.base import Bus
 from biomaj.bus.messages import NodeHeartbeat
+from biomaj.config.service import default_node_id
 from biomaj.state.base import Clock, NodeInfo, State
 
 __all__ = ["Heartbeat", "default_node_id"]
 
 log = logging.getLogger("biomaj.node.heartbeat")
-
-
-def default_node_id() -> str:
-    """``<host>-<pid>``: unique per running process, so a restarted node is a new node."""
-    return f"{socket.gethostname()}-{os.getpid()}"
 
 
 class Heartbeat:

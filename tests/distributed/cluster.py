@@ -89,13 +89,16 @@ class Cluster:
 
     # --- processes -------------------------------------------------------------------------------
 
-    async def start_node(self, roles: str, node_id: str) -> Node:
-        log = self.root / f"{node_id}.{len(self.nodes)}.log"
+    async def start_node(self, roles: str, node_id: str | None, wrapper: tuple[str, ...] = ()) -> Node:
+        """Start ``biomaj serve --role ROLES`` (``--node-id`` unless None: the default id), run
+        through ``wrapper`` (e.g. ``unshare ...``) when given."""
+        log = self.root / f"{node_id or 'default'}.{len(self.nodes)}.log"
+        naming = ("--node-id", node_id) if node_id is not None else ()
         with log.open("wb") as out:
             process = await asyncio.create_subprocess_exec(
-                str(BIN), "-c", str(self.config), "serve", "--role", roles, "--node-id", node_id,
+                *wrapper, str(BIN), "-c", str(self.config), "serve", "--role", roles, *naming,
                 stdout=out, stderr=subprocess.STDOUT, env=self._env())
-        node = Node(node_id, roles, process, log)
+        node = Node(node_id or "", roles, process, log)
         self.nodes.append(node)
         return node
 

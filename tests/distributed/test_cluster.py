@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
+import shutil
 import signal
+import socket
 import time
 from collections import Counter
 
@@ -400,3 +403,28 @@ async def test_ctl_refuses_to_queue_a_job_when_no_manager_runs(cluster: Cluster)
     store = open_store("", cluster.root)
     async with store:
         assert await store.list_jobs(bank="lonely", limit=None) == []
+
+
+async def test_two_nodes_with_the_same_host_name_and_pid_are_two_nodes(cluster: Cluster):
+    """Containers on the host's network share its host name and are all PID 1: their default
+    node ids must still differ (two download containers once showed up as one node)."""
+    if shutil.which("unshare") is None or os.geteuid() != 0:
+        pytest.skip("needs unshare(1) and root to give two processes PID 1 (PID namespaces)")
+    # unshare waits for its child whatever signal it gets; killed, it hands the child a SIGTERM
+    as_pid_1 = ("unshare", "--pid", "--fork", "--mount-proc", "--kill-child=SIGTERM")
+    started = [await cluster.start_node("download", None, as_pid_1) for _ in range(2)]
+    try:
+        deadline = time.monotonic() + 30
+        while len(nodes := [n for n in await cluster.registered() if "download" in n.roles]) < 2:
+            assert time.monotonic() < deadline, f"two nodes not registered: {nodes}\n{cluster.logs()}"
+            assert all(n.running for n in started), cluster.logs()
+            await asyncio.sleep(0.2)
+        ids = sorted(n.node_id for n in nodes)
+        assert len(set(ids)) == 2, ids
+        assert all(i.startswith(f"{socket.gethostname()}-1-") for i in ids), ids  # same host, both PID 1
+        code, out, err = await cluster.ctl("nodes")
+        assert code == 0 and all(i in out for i in ids), out + err
+    finally:
+        for node in started:
+            node.kill()
+            await node.process.wait()
