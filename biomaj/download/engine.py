@@ -181,9 +181,11 @@ class _PartWriter:
 
     def _open(self) -> None:
         if not self.offset:  # a new file: two system calls fewer than a resume
-            self._fd = os.open(self.part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            # O_NOFOLLOW: a link planted under the file's name (an archive, an earlier run) is
+            # refused, never written through (safe_join checked it; this closes the gap after)
+            self._fd = os.open(self.part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
             return
-        self._fd = os.open(self.part, os.O_WRONLY | os.O_CREAT, 0o644)
+        self._fd = os.open(self.part, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o644)
         os.ftruncate(self._fd, self.offset)
         os.lseek(self._fd, self.offset, os.SEEK_SET)
         if self.hash is not None and self.offset:

@@ -307,3 +307,16 @@ async def test_a_file_over_inline_max_still_goes_through_its_part_file(served, t
     assert results[name].resumed_from == 0 and results[name].attempts == 2
     assert server.faults.transfers[name] == 2
     assert (tmp_path / "off" / name).read_bytes() == files[name]
+
+
+async def test_a_link_under_the_file_name_is_never_written_through(served, tmp_path):
+    server, files = served
+    name = "d0/f000.dat"
+    outside = tmp_path / "outside.txt"
+    outside.write_bytes(b"not biomaj's")
+    dest = tmp_path / "off" / name
+    dest.parent.mkdir(parents=True)
+    dest.symlink_to(outside)  # planted after the path checks
+    results = await fetch_all(server.config, {name: len(files[name])}, tmp_path / "off")
+    assert isinstance(results[name], OSError)
+    assert outside.read_bytes() == b"not biomaj's"
