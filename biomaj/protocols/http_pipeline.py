@@ -10,7 +10,8 @@ Requests a connection did not answer are sent again on a new one: a server close
 connection after N requests (Apache's MaxKeepAliveRequests, 100 by default) or when it likes.
 What pipelining cannot carry is refused with :class:`PipelineUnsupported` and goes the ordinary way,
 one request at a time: a body of unknown length (an HTTP/1.0 answer that ends at close), an
-upgrade, a server that never answers more than one request per connection twice in a row.
+upgrade, a TLS failure; a server that closes two connections in a row without answering ends the
+pipeline with a RetryableError, and the files not delivered go the ordinary way too.
 """
 
 from __future__ import annotations
