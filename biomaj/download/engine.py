@@ -326,18 +326,11 @@ class Fetcher:
         builds it with :func:`biomaj.download.paths.safe_join`)."""
         started = time.monotonic()
         part = dest.with_name(dest.name + PART_SUFFIX)
-        make_dir = dest.parent not in self._dirs
-        expected = entry.size if entry.size is not None else entry.size_hint
-        inline = expected is not None and expected <= self.settings.inline_max
-        if inline and not make_dir:
-            complete, offset = _prepare(dest, part, entry, make_dir)
-        else:
-            complete, offset = await asyncio.to_thread(_prepare, dest, part, entry, make_dir)
-        self._dirs.add(dest.parent)
-        if complete:
-            return FetchResult(dest, entry.size or 0, entry.mtime, 0, 0, 0, 0.0, None, skipped=True)
-        check = self.settings.check_archives if check_archive is None else check_archive
-        archive_name = dest.name if check and verify.archive_kind(dest.name) else None
+        inline = self._small(entry)
+        skipped, offset = await self._local_state(entry, dest, inline)
+        if skipped is not None:
+            return skipped
+        archive_name = self._archive_name(dest, check_archive)
         policy = self.settings.retry
         attempt, transferred, first_offset = 0, 0, offset
         while True:
@@ -381,13 +374,16 @@ class Fetcher:
         if protocol_class(config.protocol).features.pipelining and self.settings.inline_max > 0:
             fresh = []
             for index, item in enumerate(items):
-                ready = await self._fresh_small(item)
-                if ready is None:
-                    fresh.append(index)
-                elif isinstance(ready, FetchResult):
-                    await on_done(index, ready)
-                else:
+                if not self._small(item.entry):
                     singles.append(index)
+                    continue
+                skipped, offset = await self._local_state(item.entry, item.dest, True)
+                if skipped is not None:
+                    await on_done(index, skipped)
+                elif offset:  # a part file to resume: one by one, with Range
+                    singles.append(index)
+                else:
+                    fresh.append(index)
             count = min(self.pool.per_host, len(fresh) // LANE_MIN)
             if count:
                 lanes = [fresh[n::count] for n in range(count)]
@@ -420,29 +416,35 @@ class Fetcher:
 
         await asyncio.gather(*(worker() for _ in range(min(self.pool.per_host, len(lanes) + len(singles)))))
 
-    async def _fresh_small(self, item: FetchItem) -> FetchResult | bool | None:
-        """None for a new small file (pipelined), a FetchResult for a complete one, False otherwise."""
-        entry, dest = item.entry, item.dest
+    def _small(self, entry: RemoteEntry) -> bool:
+        """Up to ``inline_max`` by the listing (its exact size, else its rounded one)."""
         expected = entry.size if entry.size is not None else entry.size_hint
-        if expected is None or expected > self.settings.inline_max:
-            return False
+        return expected is not None and expected <= self.settings.inline_max
+
+    async def _local_state(self, entry: RemoteEntry, dest: Path, small: bool) -> tuple[FetchResult | None, int]:
+        """(the skipped result when ``dest`` is complete already, else None; the offset to resume
+        from). A small file's known folder is looked at on the event loop, else in a thread."""
         part = dest.with_name(dest.name + PART_SUFFIX)
         make_dir = dest.parent not in self._dirs
-        if make_dir:
-            complete, offset = await asyncio.to_thread(_prepare, dest, part, entry, make_dir)
-            self._dirs.add(dest.parent)
-        else:
+        if small and not make_dir:
             complete, offset = _prepare(dest, part, entry, make_dir)
+        else:
+            complete, offset = await asyncio.to_thread(_prepare, dest, part, entry, make_dir)
+        self._dirs.add(dest.parent)
         if complete:
-            return FetchResult(dest, entry.size or 0, entry.mtime, 0, 0, 0, 0.0, None, skipped=True)
-        return None if offset == 0 else False
+            return FetchResult(dest, entry.size or 0, entry.mtime, 0, 0, 0, 0.0, None, skipped=True), 0
+        return None, offset
+
+    def _archive_name(self, dest: Path, check_archive: bool | None = None) -> str | None:
+        """``dest``'s name when the archive test applies to it."""
+        check = self.settings.check_archives if check_archive is None else check_archive
+        return dest.name if check and verify.archive_kind(dest.name) else None
 
     async def _pipelined(self, config: RemoteConfig, items: Sequence[FetchItem], indexes: list[int],
                          on_done: ItemDone, on_bytes) -> list[int]:
         """Fetch ``indexes`` over one pipelining client; returns those left for one-by-one fetches."""
         by_path = {items[i].entry.path: i for i in indexes}
         left = dict.fromkeys(indexes)  # in order
-        check = self.settings.check_archives
         try:
             async with self.pool.client(config) as client:
                 async for path, stream in client.open_many([items[i].entry.path for i in indexes]):
@@ -458,8 +460,7 @@ class Fetcher:
                             self.pool.limit_for(config).throttled()
                         continue  # a redirect, a 5xx ...: one by one, with the retries
                     part = item.dest.with_name(item.dest.name + PART_SUFFIX)
-                    archive_name = item.dest.name if check and verify.archive_kind(item.dest.name) else None
-                    finisher = _Finisher(part, item.dest, item.entry.size, archive_name)
+                    finisher = _Finisher(part, item.dest, item.entry.size, self._archive_name(item.dest))
                     try:
                         size, mtime, got, hexdigest = await _receive(
                             stream, item.entry, part, item.digest, on_bytes, finisher, True)

@@ -18,15 +18,12 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import logging
 import ssl
 from collections.abc import AsyncIterator
 
 import httptools
 
 from biomaj.protocols.base import PipelineUnsupported, RetryableError, unreachable
-
-log = logging.getLogger(__name__)
 
 DEPTH = 16  # requests in flight on one connection
 HIGH_WATER = 1024 * 1024  # buffered body bytes past which the socket is paused
@@ -60,11 +57,15 @@ class Answer:
                 return
             if self.error is not None:
                 raise self.error
-            self._wake = asyncio.get_running_loop().create_future()
-            try:
-                await self._wake
-            finally:
-                self._wake = None
+            await self._wait()
+
+    async def _wait(self) -> None:
+        """Until more of the answer came, it ended, or its connection failed."""
+        self._wake = asyncio.get_running_loop().create_future()
+        try:
+            await self._wake
+        finally:
+            self._wake = None
 
     def _notify(self) -> None:
         if self._wake is not None and not self._wake.done():
@@ -95,7 +96,6 @@ class _Connection(asyncio.Protocol):
         self.buffered = 0
         self.paused = False
         self._wake: asyncio.Future | None = None
-        self._header_name = ""
         self.read_timeout = read_timeout
         self.last_read = loop.time()
         self._watchdog: asyncio.TimerHandle | None = None
@@ -242,7 +242,6 @@ class Pipeline:
         lines = [f"Host: {host_header}", *(f"{k}: {v}" for k, v in headers.items())]
         self._head = "".join(line + "\r\n" for line in lines).encode("latin-1")
         self._conn: _Connection | None = None
-        self.connections = 0  # opened so far (tests and logs)
 
     async def _connect(self) -> _Connection:
         loop = asyncio.get_running_loop()
@@ -255,7 +254,6 @@ class Pipeline:
             raise unreachable(f"{self.host}:{self.port}", exc if isinstance(exc, OSError) else TimeoutError()) from None
         except ssl.SSLError as exc:
             raise PipelineUnsupported(f"TLS failure ({exc})") from None  # the ordinary path says it best
-        self.connections += 1
         return conn
 
     async def get(self, targets: list[str]) -> AsyncIterator[Answer]:
@@ -285,9 +283,7 @@ class Pipeline:
                         answer.discard()
                         # what is left of it is skipped as it arrives: wait for its end before the next
                         while not answer.complete and answer.error is None:
-                            await _until_done(answer)
-                    if conn.lost is not None and isinstance(conn.lost, PipelineUnsupported):
-                        raise conn.lost
+                            await answer._wait()
             except BaseException:
                 conn.close()
                 self._conn = None
@@ -311,10 +307,3 @@ class Pipeline:
             self._conn.close()
             self._conn = None
 
-
-async def _until_done(answer: Answer) -> None:
-    answer._wake = asyncio.get_running_loop().create_future()
-    try:
-        await answer._wake
-    finally:
-        answer._wake = None
