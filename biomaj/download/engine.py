@@ -10,7 +10,7 @@ written straight to ``<dest>`` in one call on the event loop itself, its remote 
 few system calls on a local disk cost less than one trip to a worker thread (the trips, and the GIL
 hand-overs that come with them, were most of the cost of a small file), and a rename per file cost
 as much as the write. A crash in that call leaves a file without the remote size or date, which
-:func:`_already_complete` never takes for complete; a small file cut mid-way leaves nothing.
+the same-file rule (:mod:`biomaj.download.same_file`) never takes for complete; a small file cut mid-way leaves nothing.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from pathlib import Path
 
 from biomaj.download.limits import HostLimit
 from biomaj.download.retry import RetryPolicy
+from biomaj.download.same_file import facts_of_entry, local_facts, same_file
 from biomaj.download import verify
 from biomaj.download.verify import VerificationFailed
 from biomaj.protocols import open_protocol, protocol_class
@@ -506,7 +507,7 @@ async def _receive(stream: RemoteStream, entry: RemoteEntry, part: Path, digest:
         # A small file is held whole until its end, then written with one call: straight to its
         # name, not to a part file renamed afterwards (a rename cost as much as the write here).
         # A crash in that call leaves a file without the remote size or date, never taken for
-        # complete (_already_complete), and fetched again.
+        # complete (biomaj.download.same_file), and fetched again.
         finisher.part = part = finisher.dest
     writer = _PartWriter(part, stream.offset, digest, on_bytes, check, direct=part == finisher.dest)
     try:
@@ -560,25 +561,9 @@ def _prepare(dest: Path, part: Path, entry: RemoteEntry, make_dir: bool) -> tupl
     offline resume: same size and date), else from which offset to resume."""
     if make_dir:
         dest.parent.mkdir(parents=True, exist_ok=True)
-    if _already_complete(dest, entry):
+    if same_file(local_facts(dest), facts_of_entry(entry)):
         return True, 0
     return False, _resume_offset(part, entry)
-
-
-def _already_complete(dest: Path, entry: RemoteEntry) -> bool:
-    try:
-        st = dest.stat()
-    except FileNotFoundError:
-        return False
-    if entry.size is None:
-        # an index that prints "64K": only a finished download gives the file the remote date
-        # (to the second), so that date says the copy is complete (a redelivered batch)
-        return entry.mtime is not None and int(st.st_mtime) == int(entry.mtime)
-    if st.st_size != entry.size:
-        return False
-    if entry.mtime is None:
-        return True
-    return time.gmtime(st.st_mtime)[:3] == time.gmtime(entry.mtime)[:3]
 
 
 def _resume_offset(part: Path, entry: RemoteEntry) -> int:

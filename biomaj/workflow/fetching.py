@@ -19,6 +19,7 @@ from typing import Any
 from biomaj.bus.messages import DownloadRequest, DownloadResult, FileOutcome, FileSpec
 from biomaj.download.paths import safe_join
 from biomaj.download.remote import to_message
+from biomaj.download.same_file import facts_of_entry, facts_of_record, local_facts, same_file
 
 from . import files as fs
 from .bank import Bank, RunContext
@@ -91,7 +92,7 @@ class Fetching:
         plan = _Plan()
         for item in wanted:
             dest = safe_join(offline, item.save_as, cache)
-            if _same_file(dest, item):
+            if same_file(local_facts(dest), facts_of_entry(item.entry)):
                 plan.present.append(item.save_as)
                 continue
             old = None
@@ -99,7 +100,7 @@ class Fetching:
                 flat, known = previous
                 old = known.get(item.save_as)
                 source = flat / item.save_as
-                if old is not None and _same_record(old, item.record()) and source.is_file():
+                if old is not None and same_file(facts_of_record(old), facts_of_entry(item.entry)) and source.is_file():
                     fs.link_or_copy(source, dest, hardlink=self.hardlink)
                     plan.reused.append(item.save_as)
                     continue
@@ -254,32 +255,3 @@ def blind_notice(blind: list[Wanted]) -> str:
 
 def _true(value: Any) -> bool:
     return str(value).lower() in ("1", "true")
-
-
-def _same_file(dest: Path, item: Wanted) -> bool:
-    """The offline copy is complete: same size and same date as the remote file (resume)."""
-    try:
-        st = dest.stat()
-    except OSError:
-        return False
-    if item.entry.size is None:
-        # an index that prints "2.7K": only a finished download sets the remote date on the file
-        return item.entry.mtime is not None and int(st.st_mtime) == int(item.entry.mtime)
-    if st.st_size != item.entry.size:
-        return False
-    return item.entry.mtime is None or int(st.st_mtime) == int(item.entry.mtime)
-
-
-def _same_record(old: dict, new: dict) -> bool:
-    """A remote file unchanged since the previous release: same name, size and date (and the
-    same listing hash when both have one)."""
-    if (old.get("name"), old.get("size")) != (new.get("name"), new.get("size")) or new.get("size") is None:
-        return False
-    if old.get("mtime") is not None and new.get("mtime") is not None:
-        if int(old["mtime"]) != int(new["mtime"]):
-            return False
-    elif (old.get("year"), old.get("month"), old.get("day")) != (new.get("year"), new.get("month"), new.get("day")):
-        return False
-    if old.get("hash") and new.get("hash") and old["hash"] != new["hash"]:
-        return False
-    return True
