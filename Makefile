@@ -6,7 +6,7 @@ VENV   ?= .venv
 ROOT   ?= demo
 BIN     = $(VENV)/bin
 
-.PHONY: run test install clean
+.PHONY: run test install clean container-test
 
 $(BIN)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "biomaj needs Python >= 3.11, found " + sys.version.split()[0])'
@@ -28,6 +28,12 @@ run: $(BIN)/.installed
 test: $(BIN)/.installed
 	@bash tests/prepare.sh
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Builds the container image and runs it for real (docker/smoke.sh): single node, scale-out on this
+# host's RabbitMQ and Redis, the compose file. Root, podman (installed when missing) or docker, a few
+# minutes. Not part of `make test`.
+container-test:
+	bash docker/smoke.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache
