@@ -157,7 +157,8 @@ else
     find "$rootfs/usr/share/locale" -mindepth 1 -maxdepth 1 ! -name locale.alias -exec rm -rf {} +
     tar --numeric-owner -C "$rootfs" -c . | E import \
         --change 'ENV LANG=C.UTF-8' --change 'CMD ["python3"]' \
-        --change 'LABEL org.biomaj.stand-in-base=yes' - "$base_image" >/dev/null
+        --change 'LABEL org.biomaj.stand-in-base=yes' - "$base_image" >"$work/import.log" 2>&1 \
+        || { cat "$work/import.log"; die "base: import failed"; }
     rm -rf "$rootfs"
     ok "stand-in base" "$base_image from debootstrap trixie ($(E run --rm --network host "$base_image" python3 -V 2>/dev/null)), $(E image inspect -f '{{.Size}}' "$base_image" | awk '{printf "%.0f MB", $1/1e6}') in $(since "$t0") s"
 fi
@@ -267,6 +268,21 @@ out=$(oneoff -e BIOMAJ_CONFIG=/var/lib/biomaj/site2/config.yml "$image" ctl bank
     && [ -f "$volume_dir/site2/config.yml" ] && grep -q example <<<"$out" \
     && ok "BIOMAJ_CONFIG" "BIOMAJ_CONFIG=/var/lib/biomaj/site2/config.yml: the entrypoint made that root, ctl banks read it" \
     || fail "BIOMAJ_CONFIG" "$out"
+# the entrypoint: one init for containers started together on a new root; a global.properties
+# copied in before the first start is kept
+for n in 1 2; do
+    E run --rm --network host -v "$single:/var/lib/biomaj" -e BIOMAJ_CONFIG=/var/lib/biomaj/site3/config.yml \
+        "$image" ctl banks >"$work/together.$n" 2>&1 &
+done
+wait %1 && wait %2 || fail "entrypoint" "two containers on a new root: $(cat "$work/together.1" "$work/together.2")"
+inits=$(cat "$work/together.1" "$work/together.2" | grep -c '^biomaj-entrypoint: no' || true)
+oneoff --entrypoint sh "$image" -c 'mkdir -p /var/lib/biomaj/site4/conf &&
+    printf "[GENERAL]\n# copied from a BioMAJ 3 site\ndata.dir=/var/lib/biomaj/site4/data\n" >/var/lib/biomaj/site4/conf/global.properties'
+oneoff -e BIOMAJ_CONFIG=/var/lib/biomaj/site4/config.yml "$image" ctl banks >/dev/null 2>&1 || true
+[ "$inits" = 1 ] && grep -q "copied from a BioMAJ 3 site" "$volume_dir/site4/conf/global.properties" \
+    && [ -f "$volume_dir/site4/config.yml" ] \
+    && ok "entrypoint" "two containers started together on a new root: one biomaj init; a copied global.properties kept" \
+    || fail "entrypoint" "$inits inits for two containers; site4 global.properties: $(head -3 "$volume_dir/site4/conf/global.properties")"
 
 # --- 5. scale-out ----------------------------------------------------------------------------------
 say "scale-out: manager+web and two download containers on this host's RabbitMQ and Redis"
