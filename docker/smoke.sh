@@ -221,6 +221,10 @@ out=$(E exec "$single" biomaj ctl update example 2>&1) || fail "ctl update" "exi
 grep -q "release 1 updated" <<<"$out" && ok "ctl update" "docker exec ... biomaj ctl update example: $out" \
     || fail "ctl update" "unexpected: $out" "$single"
 
+out=$(E exec "$single" biomaj users create smoke --email smoke@example.org --admin 2>&1) || fail "users create" "$out"
+grep -q 'bmj_' <<<"$out" && ok "users create" "biomaj users create smoke --admin: an API key printed (bmj_...), once" \
+    || fail "users create" "no API key in: $out"
+
 current=$(readlink "$volume_dir/data/example/current" || true)
 files=$(ls "$volume_dir/data/example/current/flat" 2>/dev/null | tr '\n' ' ')
 [ "$current" = example_1 ] && [ -n "$files" ] \
