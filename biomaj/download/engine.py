@@ -28,6 +28,7 @@ from pathlib import Path
 from biomaj.download.limits import HostLimit
 from biomaj.download.retry import RetryPolicy
 from biomaj.download.same_file import facts_of_entry, local_facts, same_file
+from biomaj.download.split import SplitTransfer, contiguous_prefix
 from biomaj.download import verify
 from biomaj.download.verify import VerificationFailed
 from biomaj.protocols import open_protocol, protocol_class
@@ -49,6 +50,8 @@ log = logging.getLogger(__name__)
 PART_SUFFIX = ".biomaj-part"
 FLUSH_SIZE = 1024 * 1024  # bytes gathered before one write in the worker thread
 INLINE_MAX = 256 * 1024  # default FetchSettings.inline_max
+SPLIT_MIN_SIZE = 64 * 1024 * 1024  # default FetchSettings.split_min_size (download.split.min_size)
+SPLIT_MAX = 8  # default FetchSettings.split_max (download.split.max)
 LANE_MIN = 4  # files per pipelined connection at least (fewer: one request at a time is as quick)
 
 
@@ -85,6 +88,9 @@ class FetchSettings:
     # files of a known size up to this are written on the event loop, not in a worker thread
     # (0: never; a network file system where each call waits on a server may want 0)
     inline_max: int = INLINE_MAX
+    # a file at least this big is fetched as ranges over up to split_max connections (split.py)
+    split_min_size: int = SPLIT_MIN_SIZE
+    split_max: int = SPLIT_MAX
 
 
 @dataclass(frozen=True)
@@ -147,6 +153,17 @@ class ClientPool:
                     idle.append(client)
                 else:
                     await _close_quietly(client)
+
+    @asynccontextmanager
+    async def try_client(self, config: RemoteConfig) -> AsyncIterator[Protocol | None]:
+        """Like :meth:`client` when a slot of the host is free right now, else None at once
+        (a split transfer adds a stream only then)."""
+        limit = self.limit_for(config)
+        if self._closed or limit.active >= limit.limit:
+            yield None
+            return
+        async with self.client(config) as client:
+            yield client
 
     async def close(self) -> None:
         self._closed = True
@@ -328,7 +345,8 @@ class Fetcher:
         started = time.monotonic()
         part = dest.with_name(dest.name + PART_SUFFIX)
         inline = self._small(entry)
-        skipped, offset = await self._local_state(entry, dest, inline)
+        split = self._splits(config, entry)
+        skipped, offset = await self._local_state(entry, dest, inline, split)
         if skipped is not None:
             return skipped
         archive_name = self._archive_name(dest, check_archive)
@@ -337,9 +355,19 @@ class Fetcher:
         while True:
             attempt += 1
             try:
+                finisher = _Finisher(part, dest, entry.size, archive_name)
+                if split:
+                    transfer = SplitTransfer(self.pool, config, entry, part, max_streams=self.settings.split_max,
+                                             on_bytes=on_bytes)
+                    try:
+                        size, mtime, got, hexdigest = await self._split(transfer, digest, finisher)
+                    finally:
+                        transferred += transfer.received
+                        first_offset = first_offset if attempt > 1 else transfer.resumed
+                    return FetchResult(dest, size, mtime, transferred, first_offset, attempt,
+                                       time.monotonic() - started, hexdigest)
                 if attempt > 1:
                     offset = await asyncio.to_thread(_resume_offset, part, entry)
-                finisher = _Finisher(part, dest, entry.size, archive_name)
                 size, mtime, got, hexdigest = await self._attempt(
                     config, entry, part, offset, digest, on_bytes, finisher, inline and archive_name is None)
                 transferred += got
@@ -417,20 +445,42 @@ class Fetcher:
 
         await asyncio.gather(*(worker() for _ in range(min(self.pool.per_host, len(lanes) + len(singles)))))
 
+    def _splits(self, config: RemoteConfig, entry: RemoteEntry) -> bool:
+        """A file big enough to go over several connections, by a protocol that reads ranges."""
+        features = protocol_class(config.protocol).features
+        return (entry.size is not None and entry.size >= self.settings.split_min_size
+                and self.settings.split_max > 1 and features.split and features.resume and not features.native_fetch)
+
+    async def _split(self, transfer: SplitTransfer, digest: str | None, finisher: _Finisher):
+        """Run a split transfer, then check the whole file (size, archive test, digest) and
+        rename it: (size, mtime, received, digest)."""
+        await transfer.run()
+        mtime = transfer.entry.mtime
+        try:
+            await asyncio.to_thread(finisher.run, transfer.size, mtime)
+        except VerificationFailed:
+            transfer.finished()  # the part file is gone: its journal too
+            raise
+        transfer.finished()
+        hexdigest = await asyncio.to_thread(verify.file_digest, finisher.dest, digest) if digest else None
+        return transfer.size, mtime, transfer.received, hexdigest
+
     def _small(self, entry: RemoteEntry) -> bool:
         """Up to ``inline_max`` by the listing (its exact size, else its rounded one)."""
         expected = entry.size if entry.size is not None else entry.size_hint
         return expected is not None and expected <= self.settings.inline_max
 
-    async def _local_state(self, entry: RemoteEntry, dest: Path, small: bool) -> tuple[FetchResult | None, int]:
+    async def _local_state(self, entry: RemoteEntry, dest: Path, small: bool,
+                           split: bool = False) -> tuple[FetchResult | None, int]:
         """(the skipped result when ``dest`` is complete already, else None; the offset to resume
-        from). A small file's known folder is looked at on the event loop, else in a thread."""
+        from, 0 for a split transfer, which has its journal). A small file's known folder is
+        looked at on the event loop, else in a thread."""
         part = dest.with_name(dest.name + PART_SUFFIX)
         make_dir = dest.parent not in self._dirs
         if small and not make_dir:
-            complete, offset = _prepare(dest, part, entry, make_dir)
+            complete, offset = _prepare(dest, part, entry, make_dir, split)
         else:
-            complete, offset = await asyncio.to_thread(_prepare, dest, part, entry, make_dir)
+            complete, offset = await asyncio.to_thread(_prepare, dest, part, entry, make_dir, split)
         self._dirs.add(dest.parent)
         if complete:
             return FetchResult(dest, entry.size or 0, entry.mtime, 0, 0, 0, 0.0, None, skipped=True), 0
@@ -556,21 +606,26 @@ class _Finisher:
         return size
 
 
-def _prepare(dest: Path, part: Path, entry: RemoteEntry, make_dir: bool) -> tuple[bool, int]:
+def _prepare(dest: Path, part: Path, entry: RemoteEntry, make_dir: bool, split: bool) -> tuple[bool, int]:
     """One trip to a worker thread before a fetch: is the file already complete (BioMAJ's
     offline resume: same size and date), else from which offset to resume."""
     if make_dir:
         dest.parent.mkdir(parents=True, exist_ok=True)
     if same_file(local_facts(dest), facts_of_entry(entry)):
         return True, 0
-    return False, _resume_offset(part, entry)
+    return False, 0 if split else _resume_offset(part, entry)
 
 
 def _resume_offset(part: Path, entry: RemoteEntry) -> int:
+    """Where a one-stream fetch resumes: the part file's size, or, for a part file a split
+    transfer left (its journal beside it), the bytes surely there from its start."""
     try:
         size = part.stat().st_size
     except FileNotFoundError:
         return 0
+    prefix = contiguous_prefix(part)
+    if prefix is not None:
+        return prefix
     if entry.size is not None and size > entry.size:
         part.unlink()
         return 0

@@ -130,6 +130,7 @@ class Features:
     mtime_precision: float = 1.0  # seconds; 60 for HTML indexes without seconds
     native_fetch: bool = False  # implements fetch() itself (rsync), open() unsupported
     pipelining: bool = False  # implements open_many(): several files asked for at once (HTTP/1.1)
+    split: bool = True  # a big file may be read as ranges over several connections (not local files)
 
 
 @dataclass(frozen=True)
@@ -224,11 +225,13 @@ class Protocol(abc.ABC):
 
     @abc.abstractmethod
     def open(
-        self, path: str, offset: int = 0, *, size: int | None = None
+        self, path: str, offset: int = 0, *, size: int | None = None, end: int | None = None
     ) -> AbstractAsyncContextManager[RemoteStream]:
         """Stream a file from ``offset`` (HTTP Range, FTP REST, SFTP seek). ``size`` is the
-        listing's size when known (a protocol may skip asking for it). Leaving the context
-        early aborts the transfer and leaves the connection usable or closed, never stuck."""
+        listing's size when known (a protocol may skip asking for it). ``end``: the caller stops
+        reading there (a split transfer's range); a protocol that can ask for a bounded range
+        (HTTP, SFTP) does, the others send on and are stopped. Leaving the context early aborts
+        the transfer and leaves the connection usable or closed, never stuck."""
 
     async def fetch(
         self, path: str, dest: str, *, offset: int = 0, on_bytes: Callable[[int], None] | None = None

@@ -354,7 +354,7 @@ class FtpProtocol(Protocol):
         token = stamp if self.direct else f"{stamp} {size}"
         return RemoteEntry(path, size, parse_mlsx_time(stamp), hash=hashlib.md5(token.encode()).hexdigest())
 
-    def open(self, path: str, offset: int = 0, *, size: int | None = None) -> _Opening:
+    def open(self, path: str, offset: int = 0, *, size: int | None = None, end: int | None = None) -> _Opening:
         return _Opening(self, path, offset, size)
 
     async def _start_retr(self, ctl: _Control, path: str, offset: int, size: int | None) -> _FtpStream:

@@ -286,10 +286,14 @@ class HttpProtocol(Protocol):
                 response.close()
 
     @asynccontextmanager
-    async def open(self, path: str, offset: int = 0, *, size: int | None = None) -> AsyncIterator[RemoteStream]:
+    async def open(self, path: str, offset: int = 0, *, size: int | None = None, end: int | None = None) -> AsyncIterator[RemoteStream]:
         url = self._file_url(path)
         method, kwargs = self._transfer()
-        headers = {"Range": f"bytes={offset}-"} if offset > 0 else {}
+        headers = {}
+        if end is not None and (size is None or end < size):  # a split transfer's range
+            headers["Range"] = f"bytes={offset}-{end - 1}"
+        elif offset > 0:
+            headers["Range"] = f"bytes={offset}-"
         response = await self._request(method, url, ok=(416,), headers=headers, **kwargs)
         stream = _open_stream(response, url, offset)
         if stream is None:  # 416 before the end: the file changed, start again from 0

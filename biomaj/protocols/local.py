@@ -54,7 +54,7 @@ class LocalProtocol(Protocol):
     """Files of a local (or NFS-mounted) directory, read in worker threads."""
 
     names = ("local",)
-    features = Features(resume=True, mtime_precision=1.0)
+    features = Features(resume=True, mtime_precision=1.0, split=False)
 
     def _local(self, path: str) -> str:
         return os.path.join(self.config.root or ".", path) if path else (self.config.root or ".")
@@ -88,7 +88,7 @@ class LocalProtocol(Protocol):
             raise _translate_error(exc, path) from exc
 
     @contextlib.asynccontextmanager
-    async def open(self, path: str, offset: int = 0, *, size: int | None = None) -> AsyncIterator[RemoteStream]:
+    async def open(self, path: str, offset: int = 0, *, size: int | None = None, end: int | None = None) -> AsyncIterator[RemoteStream]:
         """The file from ``offset``, in chunks of ``CHUNK`` bytes read by a worker thread."""
         path = checked_path(path)
         try:

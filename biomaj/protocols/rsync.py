@@ -241,7 +241,7 @@ class RsyncProtocol(Protocol):
                 return entry
         raise RemoteNotFound(f"{self.config.address or 'local'}: {path}: no such file")
 
-    def open(self, path: str, offset: int = 0, *, size: int | None = None):
+    def open(self, path: str, offset: int = 0, *, size: int | None = None, end: int | None = None):
         raise NotImplementedError("rsync does not stream: the downloader must call fetch() (features.native_fetch)")
 
     async def fetch(

@@ -238,7 +238,7 @@ class SftpProtocol(Protocol):
         return self._entry(path, attrs)
 
     @contextlib.asynccontextmanager
-    async def open(self, path: str, offset: int = 0, *, size: int | None = None) -> AsyncIterator[RemoteStream]:
+    async def open(self, path: str, offset: int = 0, *, size: int | None = None, end: int | None = None) -> AsyncIterator[RemoteStream]:
         """Read the file from ``offset`` with many read requests in flight (pipelined)."""
         path = checked_path(path)
         sftp = await self._session()
@@ -254,7 +254,7 @@ class SftpProtocol(Protocol):
             if attrs.type == asyncssh.FILEXFER_TYPE_DIRECTORY:
                 raise FatalError(f"{self.config.address}: {path} is a directory, not a file")
             block = max(1024, min(BLOCK, sftp.limits.max_read_len or BLOCK))
-            stream = _SftpStream(self, file, path, offset, block, attrs)
+            stream = _SftpStream(self, file, path, offset, block, attrs, end)
             yield stream
         except asyncio.CancelledError:
             # The server may still be busy with our reads: do not wait for it, start afresh later.
@@ -282,8 +282,10 @@ class SftpProtocol(Protocol):
 class _SftpStream(RemoteStream):
     """Read requests of one block each, up to IN_FLIGHT bytes ahead, consumed in order."""
 
-    def __init__(self, protocol: SftpProtocol, file, path: str, offset: int, block: int, attrs):
+    def __init__(self, protocol: SftpProtocol, file, path: str, offset: int, block: int, attrs,
+                 end: int | None = None):
         self._protocol = protocol
+        self._end = end  # no read asked for at or past it (a split transfer's range)
         self._file = file
         self._path = path
         self._block = block
@@ -303,8 +305,12 @@ class _SftpStream(RemoteStream):
         try:
             while True:
                 while not eof and len(self._pending) < self._depth:
-                    self._pending.append(self._request(next_offset, self._block))
-                    next_offset += self._block
+                    if self._end is not None and next_offset >= self._end:
+                        eof = True
+                        break
+                    length = self._block if self._end is None else min(self._block, self._end - next_offset)
+                    self._pending.append(self._request(next_offset, length))
+                    next_offset += length
                 if not self._pending:
                     return
                 chunks: list[bytes] = []

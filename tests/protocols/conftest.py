@@ -31,10 +31,11 @@ PROTOCOLS: dict[str, str] = {
 
 #: What a protocol cannot do, by design; tests consult this instead of forking.
 GAPS: dict[str, set[str]] = {
-    "local": {"faults", "evil_names"},  # no server between us and the files: nothing to break or inject
+    # no server between us and the files: nothing to break or inject, nothing to split
+    "local": {"faults", "evil_names", "split"},
     # rsync writes files itself and never lists '..' or '/'; what it received reaches the disk
     # (where its progress is seen) at rsync's own pace, so a cancel cannot be staged mid-file.
-    "rsync": {"stream", "evil_names", "midfile_cancel"},
+    "rsync": {"stream", "evil_names", "midfile_cancel", "split"},
     "http": set(),
     "https": set(),
     "ftp": set(),

@@ -12,6 +12,7 @@ is a RemoteConfig whose root is the top of `tree`. Paths in `Faults` are relativ
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable
@@ -34,6 +35,8 @@ class Faults:
     evil_names: list[str] = field(default_factory=list)
     # path -> answer every transfer request with "slow down" (HTTP 429 with Retry-After: 0 / FTP 421) this many times.
     throttle: dict[str, int] = field(default_factory=dict)
+    # bytes per second of each transfer (0: as fast as it goes), as public servers cap each connection
+    rate: int = 0
 
     # Observations -----------------------------------------------------------------------------
     transfers: Counter = field(default_factory=Counter)  # path -> transfer requests received
@@ -78,3 +81,25 @@ class RunningServer:
 
 async def wait_closed(*waitables: Awaitable[None]) -> None:
     await asyncio.gather(*waitables, return_exceptions=True)
+
+
+class RateCap:
+    """Keeps one transfer at or under ``rate`` bytes per second (0: no cap): call :meth:`pace`
+    with each block's size before sending it."""
+
+    def __init__(self, rate: int):
+        self.rate = rate
+        self.started = time.monotonic()
+        self.sent = 0
+
+    def block(self, default: int) -> int:
+        """A block size that keeps the pace smooth (an eighth of a second's worth at most)."""
+        return min(default, max(4096, self.rate // 8)) if self.rate else default
+
+    async def pace(self, size: int) -> None:
+        if not self.rate:
+            return
+        self.sent += size
+        ahead = self.sent / self.rate - (time.monotonic() - self.started)
+        if ahead > 0:
+            await asyncio.sleep(ahead)

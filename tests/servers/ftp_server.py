@@ -38,7 +38,7 @@ import aioftp
 from aioftp.server import ConnectionConditions, PathConditions, worker
 
 from biomaj.protocols.base import RemoteConfig
-from tests.servers.faults import Faults, RunningServer
+from tests.servers.faults import Faults, RateCap, RunningServer
 
 USER = "biomaj"
 BLOCK = 1024 * 1024
@@ -287,7 +287,7 @@ class _Server(aioftp.Server):
             del connection.data_connection
             faults.transfer_started(relative)
             try:
-                complete = await _send_file(stream, real, offset, drop, stall)
+                complete = await _send_file(stream, real, offset, drop, stall, RateCap(faults.rate))
                 stream.close()
                 if complete:
                     connection.response("226", "Transfer complete.")
@@ -304,13 +304,14 @@ class _Server(aioftp.Server):
         return True
 
 
-async def _send_file(stream, path: Path, offset: int, drop: int | None, stall: float | None) -> bool:
+async def _send_file(stream, path: Path, offset: int, drop: int | None, stall: float | None,
+                     cap: RateCap) -> bool:
     """Send ``path`` from ``offset``; False when cut after ``drop`` bytes (the drop fault)."""
     sent = 0
     with open(path, "rb") as source:
         source.seek(offset)
         while True:
-            size = STALL_AFTER if stall else BLOCK
+            size = STALL_AFTER if stall else cap.block(BLOCK)
             if drop is not None:
                 size = min(size, drop - sent)
                 if size <= 0:
@@ -318,6 +319,7 @@ async def _send_file(stream, path: Path, offset: int, drop: int | None, stall: f
             block = source.read(size)
             if not block:
                 return True
+            await cap.pace(len(block))
             await stream.write(block)
             sent += len(block)
             if stall:

@@ -29,7 +29,7 @@ from urllib.parse import quote
 from aiohttp import web
 
 from biomaj.protocols.base import RemoteConfig
-from tests.servers.faults import Faults, RunningServer
+from tests.servers.faults import Faults, RateCap, RunningServer
 
 STYLES = ("apache24", "apache22", "htmltable", "nginx", "plain")
 ECHO = "/__echo__"
@@ -174,14 +174,18 @@ async def _serve_file(request: web.Request, path: Path, key: str, faults: Faults
         drop = faults.drop_after.pop(key, None)
         stall = faults.stall.pop(key, None)
         sent = 0
+        cap = RateCap(faults.rate)
         try:
             with path.open("rb") as source:
                 source.seek(start)
                 remaining = size - start
                 while remaining:
-                    block = source.read(min(BLOCK, remaining))
+                    block = source.read(min(cap.block(BLOCK), remaining))
                     if not block:
                         break
+                    await cap.pace(len(block))
+                    if request.transport is None or request.transport.is_closing():
+                        break  # the client left (a split range taken over by another stream)
                     if drop is not None and sent + len(block) >= drop:
                         await response.write(block[: drop - sent])
                         request.transport.abort()  # a cut connection, mid-body

@@ -18,7 +18,7 @@ from pathlib import Path
 import asyncssh
 
 from biomaj.protocols.base import RemoteConfig
-from tests.servers.faults import Faults, RunningServer
+from tests.servers.faults import Faults, RateCap, RunningServer
 
 USER = "biomaj"
 PASSWORD = "sftp-test-password"
@@ -115,10 +115,11 @@ class _Server(asyncssh.SSHServer):
 
 
 class _OpenFile:
-    def __init__(self, file, path: str):
+    def __init__(self, file, path: str, rate: int = 0):
         self.file = file
         self.path = path
         self.served = 0
+        self.cap = RateCap(rate)
 
 
 class _TreeServer(asyncssh.SFTPServer):
@@ -143,7 +144,7 @@ class _TreeServer(asyncssh.SFTPServer):
             raise asyncssh.SFTPFailure("temporary failure (injected)")
         file = super().open(path, pflags, attrs)
         faults.transfer_started(relative)
-        return _OpenFile(file, relative)
+        return _OpenFile(file, relative, faults.rate)
 
     async def read(self, file_obj: _OpenFile, offset: int, size: int) -> bytes:
         faults = self._faults
@@ -155,6 +156,7 @@ class _TreeServer(asyncssh.SFTPServer):
             asyncio.get_running_loop().call_soon(self.connection.abort)
             size = max(0, limit - offset)
         data = super().read(file_obj.file, offset, size) if size else b""
+        await file_obj.cap.pace(len(data))
         file_obj.served += len(data)
         return data
 
