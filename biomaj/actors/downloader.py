@@ -25,6 +25,8 @@ from biomaj.bus.messages import DownloadRequest, DownloadResult, FileOutcome, Fi
 from biomaj.download.engine import (
     INLINE_MAX, ClientPool, FetchFailed, Fetcher, FetchItem, FetchResult, FetchSettings,
 )
+from biomaj.config.rates import Schedule
+from biomaj.download.bandwidth import Limiter, pacer
 from biomaj.download.paths import safe_join
 from biomaj.download.remote import from_message
 from biomaj.download.retry import RetryPolicy
@@ -48,6 +50,7 @@ class DownloaderSettings(ActorSettings):
     per_host: int = 4
     inline_max: int = INLINE_MAX
     node_id: str = ""
+    bandwidth: str | None = None  # limits.bandwidth: every transfer of this node together
 
 
 #: reads a secret bank property: (bank, property) -> value
@@ -72,6 +75,9 @@ class DownloaderActor(Actor):
         self.cancels = JobCancels(bus, state, self._cancel_job, "downloader-cancels")
         self._result_queues = {names.DOWNLOAD_RESULTS}
         self.progress = _Progress(state, self)
+        bandwidth = self.settings.bandwidth
+        self.node_limit = Limiter(Schedule.parse(bandwidth, what="limits.bandwidth")) if bandwidth else None
+        self._bank_limits: dict[str, Limiter] = {}  # bank -> its download.bandwidth on this node
 
     async def start(self) -> None:
         await self.bus.declare_queue(names.DOWNLOAD_RESULTS)
@@ -84,6 +90,18 @@ class DownloaderActor(Actor):
         await self.progress.stop()
         await self.cancels.stop()
         await self.pool.close()
+
+    def _bank_limit(self, request: DownloadRequest) -> Limiter | None:
+        """The bank's bandwidth limiter on this node, shared by its transfers (ConfigError when
+        download.bandwidth cannot be read)."""
+        if not request.bandwidth:
+            self._bank_limits.pop(request.bank, None)
+            return None
+        limit = self._bank_limits.get(request.bank)
+        schedule = Schedule.parse(request.bandwidth, what="download.bandwidth")
+        if limit is None or limit.schedule != schedule:
+            limit = self._bank_limits[request.bank] = Limiter(schedule)
+        return limit
 
     def _cancel_job(self, job_id: str) -> None:
         """A wake-up: the job's transfers in flight stop at once."""
@@ -122,14 +140,20 @@ class DownloaderActor(Actor):
         try:
             config = from_message(request.remote, request.secrets, lambda key: self.read_secret(request.bank, key))
             retry = RetryPolicy.parse(request.stop_condition, request.wait_policy)
+            pace = pacer(self.node_limit, self._bank_limit(request))
         except BiomajError as exc:  # the batch cannot start: every file gets the reason
             for spec in request.specs():
                 await batch.add(FileOutcome(spec.save_as, ok=False, hash=spec.hash, error=str(exc),
                                             elapsed=time.monotonic() - started))
             return
         # one fetcher and one path cache per batch: each folder is created and checked once
-        fetcher = Fetcher(self.pool, FetchSettings(retry=retry, check_archives=request.check_archive,
-                                                   inline_max=self.settings.inline_max))
+        settings = FetchSettings(retry=retry, check_archives=request.check_archive,
+                                 inline_max=self.settings.inline_max, pace=pace)
+        if request.split_min_size is not None:
+            settings.split_min_size = request.split_min_size
+        if request.split_max is not None:
+            settings.split_max = request.split_max
+        fetcher = Fetcher(self.pool, settings)
         offline, folders = Path(request.offline_dir), {}  # folders: safe_join's cache
         specs, items = [], []
         for spec in request.specs():

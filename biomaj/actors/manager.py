@@ -53,6 +53,7 @@ class ManagerSettings(ActorSettings):
     recover: bool = True
     cancel_check: float = 1.0  # seconds between two looks at a running job's cancel flag and store record
     lease_ttl: float = LEASE_TTL  # seconds a bank lease outlives its holder
+    bandwidth: str | None = None  # limits.bandwidth of the download nodes, shown with the progress
 
 
 class ManagerActor(Actor):
@@ -175,7 +176,7 @@ class ManagerActor(Actor):
             store=self.store, global_properties=self.global_properties, job_id=job["id"], user=job.get("user"),
             admins=self.admins | ({job["user"]} if job.get("admin") and job.get("user") else set()),
             downloads=self.downloads, processes=self.processes, emit=self._emit, kind=job["kind"],
-            lease_held=self.state is not None,
+            lease_held=self.state is not None, bandwidth=self.settings.bandwidth,
         )
         self._running[job["id"]] = run
         watcher = asyncio.create_task(self._watch_cancel(run))

@@ -402,6 +402,9 @@ class DownloadRequest(Message):
     stop_condition: str | None = None  # BioMAJ retry strings (options.stop_condition, .wait_policy)
     wait_policy: str | None = None
     results_queue: str = names.DOWNLOAD_RESULTS  # where the result goes: the sending manager's own queue
+    split_min_size: int | None = None  # download.split.min_size in bytes (None: the downloader's default)
+    split_max: int | None = None  # download.split.max (None: the downloader's default)
+    bandwidth: str | None = None  # download.bandwidth: the bank's limit on each downloader
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -68,6 +68,8 @@ class _Follow:
                       f"{_bytes(progress.get('rate', 0))}/s")
             if progress.get("files_failed"):
                 counts += f", {progress['files_failed']} failed"
+            if progress.get("limit"):  # bandwidth limits in force: {"node": "10 MiB/s", "bank": ...}
+                counts += ", limit " + ", ".join(f"{v} ({k})" for k, v in progress["limit"].items())
             if self.tty:
                 self._show(f"[{event.bank}] download {_bar(done, total)} {counts}", transient=True)
             else:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Iterable, Literal
 
 from biomaj.config.properties import BankProperties, to_bool
+from biomaj.config.rates import Schedule, parse_size
 from biomaj.config.settings import PROPERTIES, find_setting
 from biomaj.errors import ConfigError
 
@@ -259,6 +260,11 @@ def _check_values(c: _Checker) -> None:
         if setting.kind == "int":
             try:
                 c.props.get_int(key)
+            except ConfigError as exc:
+                c.error(key, str(exc))
+        elif setting.kind in ("size", "rate"):
+            try:
+                parse_size(value, what=key) if setting.kind == "size" else Schedule.parse(value, what=key)
             except ConfigError as exc:
                 c.error(key, str(exc))
         elif setting.kind == "regex":

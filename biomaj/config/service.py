@@ -19,6 +19,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
+from biomaj.config.rates import Schedule
 from biomaj.errors import ConfigError
 
 #: Sections that a BioMAJ 3 micro-service config.yml carries and that biomaj does not need
@@ -250,6 +251,20 @@ class LimitsSettings(_Section):
         description="Files up to this many bytes are held whole in memory, then written to their name in one call by the downloader's event loop itself (no part file, no trip to a worker thread), and asked for several at a time over HTTP (pipelining); 0 on a network file system, where each write waits on a server.",
     )
     processes: int = Field(2, ge=1, description="Processes run in parallel by a processor.")
+    bandwidth: str | None = Field(
+        None,
+        description="Bandwidth limit of this download node, every transfer together, rclone-style: 10M (bytes/s; K, M, G binary units; a bare number is KiB/s), off, or a timetable of local times such as '08:00,2M 20:00,off'. A bank can have its own (download.bandwidth) on top.",
+    )
+
+    @field_validator("bandwidth")
+    @classmethod
+    def _readable_bandwidth(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                Schedule.parse(value, what="limits.bandwidth")
+            except ConfigError as exc:
+                raise ValueError(str(exc)) from None
+        return value
 
 
 class SchedulerSettings(_Section):

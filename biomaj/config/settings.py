@@ -11,7 +11,9 @@ Names in angle brackets are placeholders for families of keys (``<proc>.exe`` ma
 * ``str``, ``int``, ``bool`` (true only for ``true`` in any case or ``1``), ``path``, ``regex``;
 * ``comma-list`` (comma-separated) and ``space-list`` (whitespace-separated; every BioMAJ 3
   key of this kind holds regular expressions);
-* ``enum(a, b, ...)``: one of the listed values.
+* ``enum(a, b, ...)``: one of the listed values;
+* ``size`` (``64M``, binary units) and ``rate`` (``10M`` per second, ``off``, or a timetable such
+  as ``08:00,2M 20:00,off``): see :mod:`biomaj.config.rates`.
 """
 
 from __future__ import annotations
@@ -196,6 +198,9 @@ REMOTE = (
     _b("remote.plugin", None, "str", "Plugin whose list(release) gives the files to download."),
     _b("remote.plugin_args", None, "comma-list", "Arguments of remote.plugin and download.plugin (k=v,k2=v2)."),
     _b("download.plugin", None, "str", "Plugin whose download(release, files, offline_dir) downloads the files."),
+    _b("download.split.min_size", "64M", "size", "A file at least this big is fetched as byte ranges over several connections to its server (K, M, G: binary units; an addition of this implementation)."),
+    _b("download.split.max", "8", "int", "Most connections one split file uses, within limits.per_host (1: never split; an addition of this implementation)."),
+    _b("download.bandwidth", None, "rate", "Bandwidth limit of this bank's downloads on each download node, rclone-style: 10M (bytes/s, K M G binary units), off, or a timetable such as 08:00,2M 20:00,off (an addition of this implementation)."),
 )
 
 RELEASE = (

@@ -91,6 +91,8 @@ class FetchSettings:
     # a file at least this big is fetched as ranges over up to split_max connections (split.py)
     split_min_size: int = SPLIT_MIN_SIZE
     split_max: int = SPLIT_MAX
+    # waits until n more bytes may come (the node's and the bank's bandwidth limits), or None
+    pace: Callable[[int], Awaitable[None]] | None = None
 
 
 @dataclass(frozen=True)
@@ -358,7 +360,7 @@ class Fetcher:
                 finisher = _Finisher(part, dest, entry.size, archive_name)
                 if split:
                     transfer = SplitTransfer(self.pool, config, entry, part, max_streams=self.settings.split_max,
-                                             on_bytes=on_bytes)
+                                             on_bytes=on_bytes, pace=self.settings.pace)
                     try:
                         size, mtime, got, hexdigest = await self._split(transfer, digest, finisher)
                     finally:
@@ -514,7 +516,7 @@ class Fetcher:
                     finisher = _Finisher(part, item.dest, item.entry.size, self._archive_name(item.dest))
                     try:
                         size, mtime, got, hexdigest = await _receive(
-                            stream, item.entry, part, item.digest, on_bytes, finisher, True)
+                            stream, item.entry, part, item.digest, on_bytes, finisher, True, self.settings.pace)
                     except (RemoteError, VerificationFailed) as exc:
                         log.debug("%s: pipelined transfer failed (%s); fetched again on its own", path, exc)
                         continue
@@ -540,14 +542,15 @@ class Fetcher:
                 hexdigest = await asyncio.to_thread(verify.file_digest, finisher.dest, digest) if digest else None
                 return size, mtime, size - offset, hexdigest
             async with client.open(entry.path, offset, size=entry.size) as stream:
-                result = await _receive(stream, entry, part, digest, on_bytes, finisher, inline)
+                result = await _receive(stream, entry, part, digest, on_bytes, finisher, inline, self.settings.pace)
             if offset and finisher.part == finisher.dest:  # the server sent it whole: the old part goes
                 await asyncio.to_thread(part.unlink, missing_ok=True)
             return result
 
 
 async def _receive(stream: RemoteStream, entry: RemoteEntry, part: Path, digest: str | None,
-                   on_bytes: Callable[[int], None] | None, finisher: _Finisher, inline: bool):
+                   on_bytes: Callable[[int], None] | None, finisher: _Finisher, inline: bool,
+                   pace: Callable[[int], Awaitable[None]] | None = None):
     """Write an open stream to the part file, then check and rename it: (size, mtime, received, digest)."""
     # the archive test on the stream itself when the file is received whole
     check = (verify.StreamCheck.for_name(finisher.archive_name)
@@ -563,8 +566,13 @@ async def _receive(stream: RemoteStream, entry: RemoteEntry, part: Path, digest:
     try:
         # Each protocol bounds the silence between chunks (config.read_timeout) itself,
         # without a timer per chunk here.
-        async for chunk in stream:
-            await writer.add(chunk)
+        if pace is None:
+            async for chunk in stream:
+                await writer.add(chunk)
+        else:  # a bandwidth limit: each chunk waits for its turn
+            async for chunk in stream:
+                await pace(len(chunk))
+                await writer.add(chunk)
         size = stream.offset + writer.received
         mtime = entry.mtime if entry.mtime is not None else stream.mtime
         await writer.finish(lambda: finisher.run(size, mtime), inline)

@@ -63,12 +63,14 @@ def build_actor(name: str, wiring: Wiring) -> Startable:
     if name == "manager":
         assert wiring.store is not None
         settings = ManagerSettings(concurrency=limits.jobs, node_id=wiring.manager_id or wiring.node_id,
-                                   recover=wiring.recover, **grace, **_given(lease_ttl=wiring.lease_ttl))
+                                   recover=wiring.recover, bandwidth=limits.bandwidth, **grace,
+                                   **_given(lease_ttl=wiring.lease_ttl))
         return ManagerActor(wiring.bus, settings, store=wiring.store, state=wiring.state,
                             global_properties=config.global_properties, admins=admins_of(config), hooks=wiring.hooks)
     if name == "downloader":
         settings = DownloaderSettings(concurrency=limits.downloads, per_host=limits.downloads_per_host,
-                                      inline_max=limits.inline_write_max, node_id=wiring.node_id, **grace)
+                                      inline_max=limits.inline_write_max, bandwidth=limits.bandwidth,
+                                      node_id=wiring.node_id, **grace)
         return DownloaderActor(wiring.bus, settings, state=wiring.state, read_secret=secret_reader(config),
                                hooks=wiring.hooks)
     if name == "processor":

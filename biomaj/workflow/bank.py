@@ -55,6 +55,7 @@ class RunContext:
     #: The manager holds the bank's lease in the shared state: no live process works on the bank,
     #: so a lock file left by this same job (its earlier, dead run) may be taken over.
     lease_held: bool = False
+    bandwidth: str | None = None  # limits.bandwidth of the download nodes (config.yml), for the progress
 
     async def event(self, bank: str, state: str, *, step: str | None = None, message: str = "", **progress: Any) -> None:
         if self.emit is not None:

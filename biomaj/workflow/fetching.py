@@ -9,6 +9,7 @@ unchanged is linked from it, and the remaining files go to the downloaders in do
 from __future__ import annotations
 
 import asyncio
+import datetime
 import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -17,9 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from biomaj.bus.messages import DownloadRequest, DownloadResult, FileOutcome, FileSpec
+from biomaj.config.rates import Schedule, format_rate, parse_size
 from biomaj.download.paths import safe_join
 from biomaj.download.remote import to_message
 from biomaj.download.same_file import facts_of_entry, facts_of_record, local_facts, same_file
+from biomaj.errors import ConfigError
 
 from . import files as fs
 from .bank import Bank, RunContext
@@ -62,7 +65,7 @@ class Fetching:
             self.log.warning("Workflow:wf_download:%s", notice)
             await self.run_ctx.event(self.bank.name, "running", step="download", message=notice, notice=True)
         await self.status("download", {"total": len(wanted)})
-        progress = _DownloadProgress(self, len(wanted), len(present) + len(reused))
+        progress = _DownloadProgress(self, len(wanted), len(present) + len(reused), _limits(self))
         await progress.emit(force=True)
         requests = self._requests(to_fetch)
         await self.run_ctx.downloads.run_all(requests, progress.add, self.run_ctx.cancelled)
@@ -116,6 +119,7 @@ class Fetching:
         for item in to_fetch:
             groups.setdefault(id(item.config), []).append(item)
         props = self.bank.props
+        transfer = transfer_settings(props)
         requests = []
         for items in groups.values():
             config = items[0].config
@@ -135,8 +139,38 @@ class Fetching:
                     check_archive=not _true(options.get("skip_check_uncompress")),
                     stop_condition=options.get("stop_condition") or props.get("stop_condition"),
                     wait_policy=options.get("wait_policy") or props.get("wait_policy"),
+                    **transfer,
                 ))
         return requests
+
+
+def _limits(fetching: Fetching) -> dict[str, str]:
+    """The bandwidth limits in force now, as the progress shows them."""
+    found = {}
+    for name, key, text in (("node", "limits.bandwidth", fetching.run_ctx.bandwidth),
+                            ("bank", "download.bandwidth", fetching.bank.props.get("download.bandwidth"))):
+        if text:
+            rate = Schedule.parse(text, what=key).rate_at(datetime.datetime.now())
+            if rate is not None:
+                found[name] = format_rate(rate)
+    return found
+
+
+def transfer_settings(props) -> dict[str, Any]:
+    """The bank's split and bandwidth settings for its download messages, checked here so that a
+    bad value fails the update with its name before anything is sent (ConfigError)."""
+    settings: dict[str, Any] = {}
+    if (text := props.get("download.split.min_size")) is not None:
+        settings["split_min_size"] = parse_size(text, what="download.split.min_size")
+    if props.get("download.split.max") is not None:
+        count = props.get_int("download.split.max")
+        if count is None or count < 1:
+            raise ConfigError(f"download.split.max={props.get('download.split.max')!r}: a whole number >= 1")
+        settings["split_max"] = count
+    if (text := props.get("download.bandwidth")) is not None:
+        Schedule.parse(text, what="download.bandwidth")
+        settings["bandwidth"] = text.strip()
+    return settings
 
 
 #: A file at most this big may share a download message with others; a bigger one (or one of
@@ -191,8 +225,9 @@ class _DownloadProgress:
     """Files and bytes done, sent as job events at most every PROGRESS_EVERY seconds; the last
     outcome of each file (a redelivered batch reports again files a dead downloader reported)."""
 
-    def __init__(self, fetching: Fetching, total: int, done: int):
+    def __init__(self, fetching: Fetching, total: int, done: int, limits: dict[str, str] | None = None):
         self.fetching = fetching
+        self.limits = limits or {}  # bandwidth limits in force: {"node": "10 MiB/s", "bank": ...}
         self.total = total
         self.done = done
         self.bytes = 0
@@ -231,7 +266,7 @@ class _DownloadProgress:
             self.fetching.bank.name, "running", step="download",
             message=f"download: {self.done}/{self.total} files",
             files_done=self.done, files_total=self.total, files_failed=self.failed,
-            bytes=self.bytes, rate=self.bytes / elapsed,
+            bytes=self.bytes, rate=self.bytes / elapsed, **({"limit": self.limits} if self.limits else {}),
         )
 
 

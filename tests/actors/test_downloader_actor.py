@@ -261,3 +261,37 @@ async def test_small_files_arrive_whole_whether_written_on_the_loop_or_in_thread
         await bus.close()
     assert all(o.ok for o in result.outcomes()) and len(result.outcomes()) == 10
     assert all((offline / "sub" / f"w{n}.txt").read_bytes() == bytes([n]) * (5000 + n) for n in range(10))
+
+
+async def test_a_big_file_is_split_as_the_bank_says_and_a_bad_bandwidth_fails_its_files(served, tmp_path):
+    server, tree = served
+    (tree / "huge.bin").write_bytes(os.urandom(16 * 1024 * 1024))
+    server.faults.rate = 4 * 1024 * 1024  # per connection, as public mirrors cap it
+    bus = MemoryBus()
+    await bus.declare_queue(names.DOWNLOAD)
+    await bus.declare_queue(names.DOWNLOAD_RESULTS)
+    actor = DownloaderActor(bus, DownloaderSettings(concurrency=2, grace=5, node_id="n1", bandwidth="off"))
+    await actor.start()
+    try:
+        offline = tmp_path / "offline"
+        await bus.publish(names.DOWNLOAD, request(server, offline, "huge.bin", size=16 * 1024 * 1024,
+                                                  split_min_size=1024 * 1024, split_max=3))
+        outcome = await only_outcome(bus)
+        assert outcome.ok, outcome.error
+        assert (offline / "huge.bin").read_bytes() == (tree / "huge.bin").read_bytes()
+        assert 2 <= server.faults.peak_active  # several ranges at once
+
+        await bus.publish(names.DOWNLOAD, request(server, offline, "sub/small.txt", bandwidth="lots"))
+        outcome = await only_outcome(bus)
+        assert not outcome.ok and outcome.error.startswith("download.bandwidth='lots': not a rate")
+    finally:
+        await actor.stop()
+        await bus.close()
+
+
+def test_a_node_with_an_unreadable_bandwidth_does_not_start():
+    from biomaj.config.service import ServiceConfig
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="limits.bandwidth='10 fast'"):
+        ServiceConfig.model_validate({"limits": {"bandwidth": "10 fast"}})

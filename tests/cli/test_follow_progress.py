@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 
 PROGRESS = re.compile(r"\[example\] download (\d+)/(\d+) files, (\d+ B|[\d.]+ [KMGT]iB), "
-                      r"(\d+ B|[\d.]+ [KMGT]iB)/s")
+                      r"(\d+ B|[\d.]+ [KMGT]iB)/s(, limit .*)?")
 
 
 def _update(root: Path, biomaj_cmd: list[str], files: int, **env: str) -> list[re.Match]:
@@ -43,3 +43,10 @@ def test_follow_into_a_pipe_prints_progress_lines(biomaj_root, biomaj_cmd):
 def test_progress_lines_come_at_most_every_interval_and_the_last_one_always(biomaj_root, biomaj_cmd):
     progress = _update(biomaj_root, biomaj_cmd, 40, BIOMAJ_PROGRESS_INTERVAL="3600")
     assert [(int(m[1]), int(m[2])) for m in progress] == [(0, 43), (43, 43)]
+
+
+def test_the_bandwidth_limit_in_force_is_shown_with_the_progress(biomaj_root, biomaj_cmd):
+    bank_file = biomaj_root / "conf" / "example.properties"
+    bank_file.write_text(bank_file.read_text() + "\ndownload.bandwidth=00:00,20M 23:59,20M\n")
+    progress = _update(biomaj_root, biomaj_cmd, 2, BIOMAJ_PROGRESS_INTERVAL="0")
+    assert {m[5] for m in progress} == {", limit 20 MiB/s (bank)"}

@@ -270,3 +270,18 @@ def test_what_biomaj_cannot_do_is_reported(make_bank):
     plugin = check_support(make_bank(bank={"release.plugin": "github"}))
     assert [(p.level, p.key) for p in plugin] == [("error", "release.plugin")]
     assert check_support(make_bank()) == []
+
+
+@pytest.mark.parametrize("key, value, words", [
+    ("download.split.min_size", "big", "not a size"),
+    ("download.split.max", "many", "must be an integer"),
+    ("download.bandwidth", "08:00", "is not HH:MM,RATE"),
+    ("download.bandwidth", "fast", "not a rate"),
+])
+def test_split_and_bandwidth_settings_are_checked(make_bank, key, value, words):
+    assert_invalid(check_bank(make_bank(bank={key: value})), key, words)
+
+
+def test_good_split_and_bandwidth_settings_pass(make_bank):
+    bank = {"download.split.min_size": "256M", "download.split.max": "4", "download.bandwidth": "08:00,2M 20:00,off"}
+    assert errors(check_bank(make_bank(bank=bank))) == []
