@@ -22,7 +22,7 @@ import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from biomaj.download.limits import HostLimit
@@ -347,6 +347,7 @@ class Fetcher:
         started = time.monotonic()
         part = dest.with_name(dest.name + PART_SUFFIX)
         inline = self._small(entry)
+        entry = await self._exact_size(config, entry)
         split = self._splits(config, entry)
         skipped, offset = await self._local_state(entry, dest, inline, split)
         if skipped is not None:
@@ -446,6 +447,23 @@ class Fetcher:
                 await run(arg)
 
         await asyncio.gather(*(worker() for _ in range(min(self.pool.per_host, len(lanes) + len(singles)))))
+
+    async def _exact_size(self, config: RemoteConfig, entry: RemoteEntry) -> RemoteEntry:
+        """A file an index listed as about big enough to split (``12M``) with its exact size and
+        date, asked to the server (HEAD, SIZE+MDTM); as it was when the server does not say."""
+        if (entry.size is not None or entry.size_hint is None or entry.size_hint < self.settings.split_min_size
+                or not self._splits(config, replace(entry, size=entry.size_hint))):
+            return entry
+        try:
+            async with self.pool.client(config) as client:
+                found = await client.stat(entry.path)
+        except RemoteError as exc:
+            log.debug("%s: no exact size (%s): one stream", entry.path, exc)
+            return entry
+        if found.size is None:
+            return entry
+        return replace(entry, size=found.size, mtime=entry.mtime if entry.mtime is not None else found.mtime,
+                       hash=entry.hash or found.hash)
 
     def _splits(self, config: RemoteConfig, entry: RemoteEntry) -> bool:
         """A file big enough to go over several connections, by a protocol that reads ranges."""

@@ -22,11 +22,13 @@ CHUNK = 16 * 1024
 
 @dataclass
 class Seen:
-    """One file request: the file, the client's port, the Range offset asked (0: whole file)."""
+    """One file request: the file, the client's port, the Range asked (offset 0 and end None:
+    the whole file; end: the last byte + 1 of a bounded range)."""
 
     name: str
     client_port: int
     offset: int
+    end: int | None = None
 
 
 class Remote:
@@ -71,12 +73,18 @@ class Remote:
         if not target.is_file():
             return web.Response(status=404)
         size = target.stat().st_size
-        offset = 0
-        wanted = request.headers.get("Range", "")
-        if wanted.startswith("bytes=") and wanted.endswith("-") and wanted[6:-1].isdigit():
-            offset = int(wanted[6:-1])
+        if request.method == "HEAD":  # a size asked before a split: not a transfer
+            head = web.StreamResponse(headers={"Accept-Ranges": "bytes", "Content-Type": "application/octet-stream"})
+            head.content_length = size
+            await head.prepare(request)
+            await head.write_eof()
+            return head
+        offset, end = 0, None
+        first, dash, last = request.headers.get("Range", "").removeprefix("bytes=").partition("-")
+        if dash and first.isdigit() and (last.isdigit() or not last):
+            offset, end = int(first), (min(int(last) + 1, size) if last else None)
         peer = request.transport.get_extra_info("peername") if request.transport else None
-        seen = Seen("/".join(parts), peer[1] if peer else 0, offset)
+        seen = Seen("/".join(parts), peer[1] if peer else 0, offset, end)
         self.seen.append(seen)
         if self.on_request is not None:
             maybe = self.on_request(seen)
@@ -86,17 +94,20 @@ class Remote:
             await asyncio.sleep(self.delay)
         headers = {"Accept-Ranges": "bytes", "Content-Type": "application/octet-stream"}
         status = 200
-        if offset:
+        stop = size if end is None else end
+        if offset or end is not None:
             status = 206
-            headers["Content-Range"] = f"bytes {offset}-{size - 1}/{size}"
+            headers["Content-Range"] = f"bytes {offset}-{stop - 1}/{size}"
         response = web.StreamResponse(status=status, headers=headers)
-        response.content_length = size - offset
+        response.content_length = stop - offset
         await response.prepare(request)
         pace = self.pace.get(seen.name)
         try:
             with target.open("rb") as source:
                 source.seek(offset)
-                while block := source.read(CHUNK):
+                left = stop - offset
+                while left and (block := source.read(min(CHUNK, left))):
+                    left -= len(block)
                     await response.write(block)
                     if pace:
                         await asyncio.sleep(len(block) / pace)

@@ -428,3 +428,39 @@ async def test_two_nodes_with_the_same_host_name_and_pid_are_two_nodes(cluster: 
         for node in started:
             node.kill()
             await node.process.wait()
+
+
+async def test_a_download_node_killed_mid_split_another_resumes_every_range(cluster: Cluster, tmp_path):
+    """A big file fetched as several ranges (the remote caps each connection, as public mirrors
+    do); its node is SIGKILLed mid-way; another node resumes each range from the journal beside
+    the part file on the shared data directory, and fetches only what was missing."""
+    folder = tmp_path / "remote" / "split"
+    folder.mkdir(parents=True)
+    size = 24 * 1024 * 1024
+    (folder / "huge.dat").write_bytes(os.urandom(size))
+    expected = digests(folder)
+    owners: dict[int, int] = {}  # request number -> pid of the node that sent it
+    remote = Remote(tmp_path / "remote", pace={"split/huge.dat": 1024 * 1024})  # per request
+    remote.on_request = lambda seen: owners.__setitem__(
+        len(remote.seen) - 1, pid_of_client(seen.client_port, [n.pid for n in cluster.nodes if n.running]))
+    await remote.start()
+    try:
+        cluster.write_bank("split", remote.port, download__split__min_size="1M", download__split__max="4")
+        _, first = await cluster.start_nodes(("manager", "manager-1"), ("download", "dl-1"))
+        updating = asyncio.create_task(update(cluster, "split"))
+        # two ranges at once: the cluster's nodes have 2 connections per host (limits.per_host)
+        await until(lambda: len(remote.requests_for("split/huge.dat")) >= 2, "two ranges at once", cluster)
+        await asyncio.sleep(4.0)  # about 8 MiB received, most of it on disk and journaled (every second)
+        [second] = await cluster.start_nodes(("download", "dl-2"))
+        first.kill()
+        killed_at = len(remote.seen)
+        job = await updating
+        assert (job["exit_code"], job["state"]) == (0, "done"), f"{job}\n{cluster.logs()}"
+        assert_complete(cluster, "split", expected)
+        after = [s for s in remote.seen[killed_at:] if s.name == "split/huge.dat"]
+        assert after and all(owners[remote.seen.index(s)] == second.pid for s in after)
+        assert any(s.offset > 0 for s in after), f"no range resumed mid-file: {after}"
+        asked_again = sum((s.end or size) - s.offset for s in after)
+        assert asked_again <= size - 4 * 1024 * 1024, f"the survivor fetched the file again: {after}"
+    finally:
+        await remote.close()
