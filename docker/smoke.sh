@@ -282,11 +282,11 @@ wait %1 && wait %2 || fail "entrypoint" "two containers on a new root: $(cat "$w
 inits=$(cat "$work/together.1" "$work/together.2" | grep -c '^biomaj-entrypoint: no' || true)
 oneoff --entrypoint sh "$image" -c 'mkdir -p /var/lib/biomaj/site4/conf &&
     printf "[GENERAL]\n# copied from a BioMAJ 3 site\ndata.dir=/var/lib/biomaj/site4/data\n" >/var/lib/biomaj/site4/conf/global.properties'
-oneoff -e BIOMAJ_CONFIG=/var/lib/biomaj/site4/config.yml "$image" ctl banks >/dev/null 2>&1 || true
+out=$(oneoff -e BIOMAJ_CONFIG=/var/lib/biomaj/site4/config.yml "$image" ctl banks 2>&1 || true)
 [ "$inits" = 1 ] && grep -q "copied from a BioMAJ 3 site" "$volume_dir/site4/conf/global.properties" \
-    && [ -f "$volume_dir/site4/config.yml" ] \
-    && ok "entrypoint" "two containers started together on a new root: one biomaj init; a copied global.properties kept" \
-    || fail "entrypoint" "$inits inits for two containers; site4 global.properties: $(head -3 "$volume_dir/site4/conf/global.properties")"
+    && [ -f "$volume_dir/site4/config.yml" ] && grep -q "kept the existing conf/global.properties" <<<"$out" \
+    && ok "entrypoint" "two containers started together on a new root: one biomaj init; a copied global.properties kept (init: $(grep -o 'kept the existing conf/global.properties' <<<"$out"))" \
+    || fail "entrypoint" "$inits inits for two containers; site4 global.properties: $(head -3 "$volume_dir/site4/conf/global.properties"); init said: $out"
 
 # --- 5. scale-out ----------------------------------------------------------------------------------
 say "scale-out: manager+web and two download containers on this host's RabbitMQ and Redis"
