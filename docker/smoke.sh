@@ -305,7 +305,9 @@ wait %1 && wait %2 || fail "entrypoint" "two containers on a new root: $(cat "$w
 inits=$(cat "$work/together.1" "$work/together.2" | grep -c '^biomaj-entrypoint: no' || true)
 oneoff --entrypoint sh "$image" -c 'mkdir -p /var/lib/biomaj/site4/conf &&
     printf "[GENERAL]\n# copied from a BioMAJ 3 site\ndata.dir=/var/lib/biomaj/site4/data\n" >/var/lib/biomaj/site4/conf/global.properties'
-out=$(oneoff -e BIOMAJ_CONFIG=/var/lib/biomaj/site4/config.yml "$image" ctl banks 2>&1 || true)
+# (not oneoff: the entrypoint says what init kept on the container's stderr)
+out=$(E run --rm --network host -v "$single:/var/lib/biomaj" -e BIOMAJ_CONFIG=/var/lib/biomaj/site4/config.yml \
+    "$image" ctl banks 2>&1 || true)
 [ "$inits" = 1 ] && grep -q "copied from a BioMAJ 3 site" "$volume_dir/site4/conf/global.properties" \
     && [ -f "$volume_dir/site4/config.yml" ] && grep -q "kept the existing conf/global.properties" <<<"$out" \
     && ok "entrypoint" "two containers started together on a new root: one biomaj init; a copied global.properties kept (init: $(grep -o 'kept the existing conf/global.properties' <<<"$out"))" \
