@@ -5,7 +5,8 @@
 # it has no config.yml, `biomaj init` lays it out (listening on every interface); when it has one,
 # nothing is touched, so restarting or recreating a container on the same volume finds the same
 # banks, releases and store. Containers started together on a new volume run `init` once (flock).
-# A BioMAJ 3 conf/global.properties copied into the volume before the first start is kept.
+# A BioMAJ 3 conf/global.properties copied into the volume before the first start is kept (init
+# never overwrites a file without --force).
 # `exec` makes biomaj PID 1: it receives SIGTERM itself and stops gracefully.
 set -eu
 config=${BIOMAJ_CONFIG:-/var/lib/biomaj/config.yml}
@@ -14,16 +15,7 @@ root=$(dirname "$config")
 initialise() {
     [ -f "$config" ] && return 0
     echo "biomaj-entrypoint: no $config: biomaj init $root --host 0.0.0.0" >&2
-    kept=""
-    if [ -f "$root/conf/global.properties" ]; then
-        kept="$root/conf/global.properties.biomaj-entrypoint"
-        cp -p "$root/conf/global.properties" "$kept"
-    fi
-    biomaj init "$root" --host 0.0.0.0 >&2
-    if [ -n "$kept" ]; then
-        mv "$kept" "$root/conf/global.properties"
-        echo "biomaj-entrypoint: kept the existing $root/conf/global.properties" >&2
-    fi
+    biomaj init "$root" --host 0.0.0.0 >&2  # keeps the files already there (says which)
 }
 
 if [ ! -f "$config" ]; then

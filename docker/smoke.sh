@@ -163,6 +163,11 @@ else
     ok "stand-in base" "$base_image from debootstrap trixie ($(E run --rm --network host "$base_image" python3 -V 2>/dev/null)), $(E image inspect -f '{{.Size}}' "$base_image" | awk '{printf "%.0f MB", $1/1e6}') in $(since "$t0") s"
 fi
 
+# can this machine run a container at all? (else the reason, not a build log)
+probe=$(E run --rm --network host --entrypoint python3 "$base_image" -c 'print("container runs")' 2>&1) || true
+grep -q "container runs" <<<"$probe" \
+    || die "setup: this machine cannot run a container with ${engine[*]}: $(grep -v '^$' <<<"$probe" | tail -3 | tr '\n' ' ')"
+
 # --- 3. the image ----------------------------------------------------------------------------------
 dangling_before=$(E images -q --filter dangling=true 2>/dev/null | sort -u)
 say "building $image"
@@ -224,6 +229,24 @@ grep -q "release 1 updated" <<<"$out" && ok "ctl update" "docker exec ... biomaj
 out=$(E exec "$single" biomaj users create smoke --email smoke@example.org --admin 2>&1) || fail "users create" "$out"
 grep -q 'bmj_' <<<"$out" && ok "users create" "biomaj users create smoke --admin: an API key printed (bmj_...), once" \
     || fail "users create" "no API key in: $out"
+# BioMAJ 3's habits: biomaj-users (the console script in the image) and the /status page
+out=$(printf 'a smoke password\n' | E exec -i "$single" biomaj-users --action create --user smoke3 \
+    --email smoke3@example.org --password-stdin 2>&1) || fail "biomaj-users" "exit $?: $out"
+key=$(grep -o 'bmj_[A-Za-z0-9_-]*' <<<"$out" | head -1)
+viewed=$(E exec "$single" biomaj-users -A view -U smoke3 2>&1 || true)
+grep -q "User successfully created" <<<"$out" && [ -n "$key" ] && grep -q "smoke3@example.org" <<<"$viewed" \
+    && ok "biomaj-users" "biomaj-users --action create --user smoke3 --email ... --password-stdin: User successfully created, API key ${key:0:8}...; -A view lists it" \
+    || fail "biomaj-users" "$out / $viewed"
+status_json=$(curl -sf --max-time 5 -H 'Accept: application/json' "http://127.0.0.1:$port/status" || true)
+status_html=$(curl -sf --max-time 5 "http://127.0.0.1:$port/status" || true)
+shown=$(python3 -c '
+import json, sys
+s = json.loads(sys.argv[1])
+assert s["ok"] and s["nodes"] and all("host" not in n for n in s["nodes"]), s
+print(", ".join("%s %s" % (r["service"], r["status"]) for r in s["services"]) + "; nodes:", " ".join(n["node_id"] for n in s["nodes"]))' \
+    "$status_json" 2>&1) && grep -q "<h1>biomaj services status</h1>" <<<"$status_html" \
+    && ok "/status" "anonymous GET /status: an HTML page; with Accept: application/json: $shown (no host shown)" \
+    || fail "/status" "$shown; html: ${status_html:0:200}" "$single"
 
 current=$(readlink "$volume_dir/data/example/current" || true)
 files=$(ls "$volume_dir/data/example/current/flat" 2>/dev/null | tr '\n' ' ')
@@ -282,11 +305,13 @@ wait %1 && wait %2 || fail "entrypoint" "two containers on a new root: $(cat "$w
 inits=$(cat "$work/together.1" "$work/together.2" | grep -c '^biomaj-entrypoint: no' || true)
 oneoff --entrypoint sh "$image" -c 'mkdir -p /var/lib/biomaj/site4/conf &&
     printf "[GENERAL]\n# copied from a BioMAJ 3 site\ndata.dir=/var/lib/biomaj/site4/data\n" >/var/lib/biomaj/site4/conf/global.properties'
-oneoff -e BIOMAJ_CONFIG=/var/lib/biomaj/site4/config.yml "$image" ctl banks >/dev/null 2>&1 || true
+# (not oneoff: the entrypoint says what init kept on the container's stderr)
+out=$(E run --rm --network host -v "$single:/var/lib/biomaj" -e BIOMAJ_CONFIG=/var/lib/biomaj/site4/config.yml \
+    "$image" ctl banks 2>&1 || true)
 [ "$inits" = 1 ] && grep -q "copied from a BioMAJ 3 site" "$volume_dir/site4/conf/global.properties" \
-    && [ -f "$volume_dir/site4/config.yml" ] \
-    && ok "entrypoint" "two containers started together on a new root: one biomaj init; a copied global.properties kept" \
-    || fail "entrypoint" "$inits inits for two containers; site4 global.properties: $(head -3 "$volume_dir/site4/conf/global.properties")"
+    && [ -f "$volume_dir/site4/config.yml" ] && grep -q "kept the existing conf/global.properties" <<<"$out" \
+    && ok "entrypoint" "two containers started together on a new root: one biomaj init; a copied global.properties kept (init: $(grep -o 'kept the existing conf/global.properties' <<<"$out"))" \
+    || fail "entrypoint" "$inits inits for two containers; site4 global.properties: $(head -3 "$volume_dir/site4/conf/global.properties"); init said: $out"
 
 # --- 5. scale-out ----------------------------------------------------------------------------------
 say "scale-out: manager+web and two download containers on this host's RabbitMQ and Redis"
@@ -387,6 +412,14 @@ print(len(ids), "; ".join(sorted(shown)))' "$nodes")
     sleep 1
 done
 ok "ctl nodes" "3 distinct nodes: ${listed#* }"
+status_json=$(curl -sf --max-time 5 -H 'Accept: application/json' "http://127.0.0.1:$web_port/status" || true)
+shown=$(python3 -c '
+import json, sys
+s = json.loads(sys.argv[1])
+counts = {r["service"]: r["count"] for r in s["services"] if r["status"] == 1}
+assert len(s["nodes"]) == 3 and counts.get("biomaj-download") == 2 and counts.get("biomaj-manager") == 1, s
+print("%d nodes, biomaj-download count 2, biomaj-manager 1, backends %s" % (len(s["nodes"]), s["backends"]))' "$status_json" 2>&1) \
+    && ok "/status (scale-out)" "$shown" || fail "/status (scale-out)" "$shown" "$manager"
 keys=$(redis-cli -h 127.0.0.1 --scan --pattern "$id:*" | wc -l)
 queues=$(rabbitmqctl -q list_queues -p "$id" name 2>/dev/null | grep -c '^biomaj\.' || true)
 [ "$keys" -gt 0 ] && [ "$queues" -gt 0 ] \

@@ -102,6 +102,13 @@ class Users:
         await self._existing(name)
         await self.store.update_user(name, {"hashed_password": passwords.hash_password(password)})
 
+    async def set_email(self, name: str, email: str | None) -> None:
+        """Set (``None``: remove) the email address of ``name``."""
+        if email is not None and not EMAIL.fullmatch(email):
+            raise UserError(f"{email!r} is not an email address")
+        await self._existing(name)
+        await self.store.update_user(name, {"email": email})
+
     async def set_admin(self, name: str, admin: bool) -> None:
         await self._existing(name)
         await self.store.update_user(name, {"is_admin": admin})
@@ -118,6 +125,15 @@ class Users:
         await self.store.add_api_key(name, key_id, keys.key_hash(key), label, time.time())
         log.info("user %s: API key %s created", name, key_id)
         return key_id, key
+
+    async def renew_api_key(self, name: str, label: str = "") -> tuple[str, str, list[str]]:
+        """BioMAJ 3's renewal: a new ``(key id, key)`` for the user, every older key revoked (their
+        ids, the third item)."""
+        key_id, key = await self.new_api_key(name, label)
+        older = [k["id"] for k in await self.store.list_api_keys(name) if k["id"] != key_id]
+        for old in older:
+            await self.revoke_api_key(name, old)
+        return key_id, key, older
 
     async def revoke_api_key(self, name: str, key_id: str) -> None:
         if not await self.store.revoke_api_key(name, key_id):

@@ -20,7 +20,7 @@ from biomaj.errors import BiomajError
 @json_option
 @click.pass_context
 def users(ctx: click.Context) -> None:
-    """Users and their API keys (create, list, delete, apikey, revoke, passwd, admin)."""
+    """Users and their API keys (create, list, delete, apikey, revoke, passwd, email, admin)."""
     ctx.ensure_object(CliContext).console_level = "WARNING"  # the commands print their own results
 
 
@@ -103,16 +103,22 @@ def delete(obj: CliContext, name: str) -> None:
 @users.command()
 @click.argument("name")
 @click.option("--label", default="", help="What the key is for (shown in listings).")
+@click.option("--renew", is_flag=True, help="Revoke NAME's other keys (BioMAJ 3's renewal: one key, replaced).")
 @config_option
 @json_option
 @click.pass_obj
-def apikey(obj: CliContext, name: str, label: str) -> None:
-    """Create a new API key for NAME and print it (shown once); older keys stay valid."""
-    key_id, key = _run(obj, lambda u: u.new_api_key(name, label))
+def apikey(obj: CliContext, name: str, label: str, renew: bool) -> None:
+    """Create a new API key for NAME and print it (shown once); older keys stay valid unless --renew."""
+    if renew:
+        key_id, key, revoked = _run(obj, lambda u: u.renew_api_key(name, label))
+    else:
+        (key_id, key), revoked = _run(obj, lambda u: u.new_api_key(name, label)), []
     if obj.json_output:
-        emit_json({"user": name, "id": key_id, "api_key": key})
+        emit_json({"user": name, "id": key_id, "api_key": key, **({"revoked": revoked} if renew else {})})
         return
     click.echo(f"API key {key_id} for {name} (shown once, keep it safe): {key}")
+    if revoked:
+        click.echo(f"revoked: {' '.join(revoked)}")
 
 
 @users.command()
@@ -137,6 +143,17 @@ def passwd(obj: CliContext, name: str, password_stdin: bool) -> None:
     password = _read_password(password_stdin)
     _run(obj, lambda u: u.set_password(name, password))
     click.echo(f"password of {name} set")
+
+
+@users.command()
+@click.argument("name")
+@click.argument("address")
+@config_option
+@click.pass_obj
+def email(obj: CliContext, name: str, address: str) -> None:
+    """Set the email address of NAME ("" removes it)."""
+    _run(obj, lambda u: u.set_email(name, address or None))
+    click.echo(f"email of {name} {'set to ' + address if address else 'removed'}")
 
 
 @users.command()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import secrets
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
@@ -26,16 +27,37 @@ def _template(name: str) -> str:
     return resources.files("biomaj.config").joinpath("templates", name).read_text(encoding="utf-8")
 
 
-def init_root(root: Path, *, force: bool = False, web_host: str | None = None, web_port: int | None = None) -> list[Path]:
+@dataclass
+class Scaffold:
+    """What `biomaj init` did: the files it wrote and those it found there and kept."""
+
+    written: list[Path] = field(default_factory=list)
+    kept: list[Path] = field(default_factory=list)
+
+
+def init_root(root: Path, *, force: bool = False, web_host: str | None = None, web_port: int | None = None) -> Scaffold:
     """Create ROOT's folders, config.yml, conf/global.properties and the example bank.
 
-    Refuses to overwrite an existing config.yml unless `force`. Returns the files written.
+    Never overwrites an existing file unless `force`: an existing config.yml is refused (an
+    installation is there), any other file (a BioMAJ 3 global.properties copied in, an edited
+    example bank) is kept and listed in the result's ``kept``.
     """
     root = root.expanduser().absolute()
     config = root / "config.yml"
     if config.exists() and not force:
         raise BiomajError(f"{config} already exists; use --force to overwrite it")
-    written: list[Path] = []
+    done = Scaffold()
+
+    def write(path: Path, text: str | bytes) -> None:
+        if not force and (path.exists() or path.is_symlink()):
+            done.kept.append(path)
+            return
+        if isinstance(text, bytes):
+            path.write_bytes(text)
+        else:
+            path.write_text(text, encoding="utf-8")
+        done.written.append(path)
+
     try:
         for name in ROOT_DIRS:
             (root / name).mkdir(parents=True, exist_ok=True)
@@ -44,24 +66,17 @@ def init_root(root: Path, *, force: bool = False, web_host: str | None = None, w
             values["web.host"] = web_host
         if web_port is not None:
             values["web.port"] = web_port
-        _write(config, render_config_yaml(values), written)
+        write(config, render_config_yaml(values))
+        config.chmod(0o600)  # it holds the cookie secret
         # '%' starts an interpolation in properties files: escape it in the path.
-        _write(root / "conf" / "global.properties", _template("global.properties").replace("{root}", str(root).replace("%", "%%")), written)
-        _write(root / "conf" / f"{EXAMPLE_BANK}.properties", _template("example.properties"), written)
+        write(root / "conf" / "global.properties", _template("global.properties").replace("{root}", str(root).replace("%", "%%")))
+        write(root / "conf" / f"{EXAMPLE_BANK}.properties", _template("example.properties"))
         source = root / EXAMPLE_SOURCE
         source.mkdir(exist_ok=True)
-        _write(source / "release.txt", "Release 1\n", written)
-        _write(source / "example.fasta", _EXAMPLE_FASTA, written)
-        with gzip.open(source / "example2.fasta.gz", "wt", encoding="ascii") as out:
-            out.write(_EXAMPLE_FASTA.replace("seq", "gz_seq"))
-        written.append(source / "example2.fasta.gz")
+        write(source / "release.txt", "Release 1\n")
+        write(source / "example.fasta", _EXAMPLE_FASTA)
+        write(source / "example2.fasta.gz", gzip.compress(_EXAMPLE_FASTA.replace("seq", "gz_seq").encode("ascii"), mtime=0))
     except OSError as exc:
         target = exc.filename or root
         raise BiomajError(f"cannot initialise {root}: {target}: {exc.strerror or exc}") from None
-    config.chmod(0o600)  # it holds the cookie secret
-    return written
-
-
-def _write(path: Path, text: str, written: list[Path]) -> None:
-    path.write_text(text, encoding="utf-8")
-    written.append(path)
+    return done

@@ -1,6 +1,7 @@
 """The aiohttp application of the web actor.
 
-Health (`/healthz`, `/readyz`) and the service status (`/api/v1/status`) are here; the REST API
+Health (`/healthz`, `/readyz`) and the service status (`/api/v1/status`) are here (the page of the
+services and nodes, `/status`, in `status_page.py`, reads the same `StatusSource`); the REST API
 lives in one module per resource (`banks.py`, `users_api.py`), each an :class:`~.registry.Api`
 whose routes carry their access rule and their OpenAPI description (`openapi.py`); the web UI
 under `/ui/` is the `ui` package. Middlewares: JSON errors outermost, then the UI's error pages
@@ -52,11 +53,11 @@ async def status(request: web.Request) -> web.Response:
 
 def api_operations() -> list:
     """Every documented REST operation, in the order of the OpenAPI document."""
-    from . import banks, daemon, db, reports_api, users_api
+    from . import banks, daemon, db, reports_api, status_page, users_api
     from .schedules_api import api as schedules
 
     return [*banks.api.operations, *reports_api.api.operations, *users_api.api.operations, *daemon.api.operations,
-            *db.api.operations, *schedules.operations]
+            *db.api.operations, *schedules.operations, *status_page.api.operations]
 
 
 def create_app(node: StatusSource) -> web.Application:

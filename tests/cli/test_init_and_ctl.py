@@ -56,6 +56,23 @@ def test_init_refuses_to_overwrite_without_force(tmp_path, biomaj_cmd):
     assert "5999" not in (root / "config.yml").read_text()
 
 
+def test_init_keeps_a_copied_global_properties_and_says_so(tmp_path, biomaj_cmd):
+    """A BioMAJ 3 global.properties copied in before the first init (the container's volume) stays."""
+    root = tmp_path / "x"
+    (root / "conf").mkdir(parents=True)
+    copied = "[GENERAL]\n# copied from a BioMAJ 3 site\ndata.dir=" + str(root / "data") + "\n"
+    (root / "conf" / "global.properties").write_text(copied)
+    result = run(biomaj_cmd, "init", str(root))
+    assert result.returncode == 0, result.stderr
+    assert "kept the existing conf/global.properties (--force overwrites it)" in result.stdout
+    assert (root / "conf" / "global.properties").read_text() == copied
+    assert (root / "config.yml").is_file() and (root / "conf" / "example.properties").is_file()
+    (root / "config.yml").unlink()
+    again = json.loads(run(biomaj_cmd, "init", str(root), "--json").stdout)
+    assert str(root / "conf" / "global.properties") in again["kept"]
+    assert str(root / "conf" / "example.properties") in again["kept"] and str(root / "config.yml") in again["files"]
+
+
 def test_root_with_a_percent_sign_is_escaped(tmp_path, biomaj_cmd):
     root = tmp_path / "100%data"
     assert run(biomaj_cmd, "init", str(root)).returncode == 0

@@ -66,6 +66,24 @@ def test_keys_passwords_admin_and_delete(users_cmd):
     assert json.loads(run(cmd, "--json", "list").stdout) == []
 
 
+def test_renew_and_email(users_cmd):
+    cmd, root = users_cmd
+    first = run(cmd, "--json", "create", "carol")
+    first_key = json.loads(first.stdout)["api_key"]
+    kept = json.loads(run(cmd, "--json", "apikey", "carol").stdout)["api_key"]
+    renewed = run(cmd, "--json", "apikey", "carol", "--renew")
+    assert renewed.returncode == 0, renewed.stderr
+    new = json.loads(renewed.stdout)
+    assert len(new["revoked"]) == 2 and owner_of(root, new["api_key"]) == "carol"
+    assert owner_of(root, first_key) is None and owner_of(root, kept) is None
+    assert run(cmd, "email", "carol", "carol@example.org").returncode == 0
+    assert json.loads(run(cmd, "--json", "list").stdout)[0]["email"] == "carol@example.org"
+    assert run(cmd, "email", "carol", "").stdout == "email of carol removed\n"
+    assert json.loads(run(cmd, "--json", "list").stdout)[0]["email"] is None
+    refused = run(cmd, "email", "carol", "not-an-address")
+    assert refused.returncode == 2 and "not an email address" in refused.stderr
+
+
 @pytest.mark.parametrize("args, message", [
     (("create", "bad name"), "invalid user name"),
     (("create", "x", "--email", "nope"), "not an email address"),

@@ -18,6 +18,7 @@ from ..context import identity_of, node_of, viewer_of
 from ..db import BadCredentials, db_viewer
 from ..errors import json_body, json_type_name
 from ..registry import Api
+from ..status_page import biomaj3_status
 from .options import (
     DEFAULTS,
     DIGITS,
@@ -145,20 +146,8 @@ async def daemon_options(request: web.Request) -> web.Response:
 async def daemon_service_status(request: web.Request) -> web.Response:
     node = node_of(request)
     who = identity_of(request)
-    admin = who is not None and who.admin
-    status, general, services = [], [], []
-    for name, check in (await node.ready()).items():
-        ok = bool(check.get("ok"))
-        status.append({"service": f"biomaj-{name}", "status": 1 if ok else -1, "count": 1 if ok else 0})
-        if ok:
-            general.append({"id": f"biomaj-{name}", "host": "", "status": True})  # no URL (W33)
-    counts: dict[str, int] = {}
-    for info in await node.state.nodes() if node.state is not None else []:
-        for role in info.roles:
-            counts[role] = counts.get(role, 0) + 1
-            services.append({"id": f"biomaj-{role}", "host": info.host if admin else "", "status": True})
-    status += [{"service": f"biomaj-{role}", "status": 1, "count": n} for role, n in sorted(counts.items())]
-    return web.json_response({"status": status, "biomaj_services": services, "general_services": general})
+    nodes = (await node.status()).get("nodes") or []
+    return web.json_response(biomaj3_status(await node.ready(), nodes, who is not None and who.admin))
 
 
 @api.route("GET", "/api/daemon/status/ko", summary="Banks whose last update failed (visible ones)", access="public",
