@@ -124,6 +124,8 @@ class SplitTransfer:
         last_rate: float | None = None
         last_count = 1
         growing = self.max_streams > 1
+        wanted = 0  # streams decided on that found no free slot yet: asked again at retry_at
+        retry_at = 0.0
         window_start, window_bytes = time.monotonic(), self.received
         while any(not t.done() for t in tasks):
             self._changed.clear()
@@ -136,8 +138,15 @@ class SplitTransfer:
                 await asyncio.to_thread(self._save_journal)
             if not growing or self.single:
                 continue
-            if self._starting and now - window_start < START_WAIT:
-                window_start, window_bytes = now, self.received  # judge once every new stream delivers
+            if wanted:  # the host had no free connection: try again now and then, without judging
+                if now >= retry_at:
+                    wanted = await self._add_streams(tasks, wanted)
+                    retry_at = now + 4 * WINDOW
+                    if not wanted:
+                        window_start, window_bytes = time.monotonic(), self.received
+                continue
+            if not self.received or (self._starting and now - window_start < START_WAIT):
+                window_start, window_bytes = now, self.received  # judge once every stream delivers
                 continue
             if now - window_start < WINDOW:
                 continue
@@ -154,24 +163,30 @@ class SplitTransfer:
                 growing = False  # the rate stopped rising: the link, not the connections, is the limit
                 log.debug("%s: %d stream(s), rate %.1f MiB/s", self.entry.path, count, rate / 2**20)
                 continue
-            added = 0
-            for _ in range(min(add, self.max_streams - count)):
-                if not self._splittable():
-                    break
-                started = asyncio.Event()
-                task = asyncio.create_task(self._stream(wait=False, started=started),
-                                           name=f"split-{self.entry.name}-{len(tasks)}")
-                tasks.add(task)
-                waiter = asyncio.create_task(started.wait())
-                await asyncio.wait([task, waiter], return_when=asyncio.FIRST_COMPLETED)
-                waiter.cancel()
-                if not started.is_set():
-                    growing = False  # no slot free in the host budget: this is what we get
-                    break
-                added += 1
-            if added:
-                last_rate, last_count = rate, count
-                window_start, window_bytes = time.monotonic(), self.received
+            add = min(add, self.max_streams - count)
+            if add <= 0 or not self._splittable():
+                growing = False
+                continue
+            last_rate, last_count = rate, count
+            wanted = await self._add_streams(tasks, add)
+            retry_at = time.monotonic() + 4 * WINDOW
+            window_start, window_bytes = time.monotonic(), self.received
+
+    async def _add_streams(self, tasks: set[asyncio.Task], count: int) -> int:
+        """Start up to ``count`` more streams, each only if the host has a free connection now;
+        returns how many could not start."""
+        while count and self._splittable():
+            started = asyncio.Event()
+            task = asyncio.create_task(self._stream(wait=False, started=started),
+                                       name=f"split-{self.entry.name}-{len(tasks)}")
+            tasks.add(task)
+            waiter = asyncio.create_task(started.wait())
+            await asyncio.wait([task, waiter], return_when=asyncio.FIRST_COMPLETED)
+            waiter.cancel()
+            if not started.is_set():
+                return count  # no free connection to the host now
+            count -= 1
+        return 0
 
     # -- one stream ------------------------------------------------------------------------------
 

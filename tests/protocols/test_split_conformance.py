@@ -235,3 +235,26 @@ async def test_a_bandwidth_limit_holds_for_split_and_plain_transfers_alike(tmp_p
         await server.close()
     assert (tmp_path / "x").read_bytes() == data
     assert asyncio.get_running_loop().time() - started >= 2.5
+
+
+async def test_a_split_takes_a_connection_another_file_frees_later(tmp_path):
+    """The host's connections are all busy when the split starts: it goes on with one stream and
+    adds one when a connection frees, never waiting for it nor taking it from the other file."""
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    data = _bytes("x", SIZE)
+    (tree / "x.bin").write_bytes(data)
+    server = await http_server.start(tree, Faults(rate=RATE), protocol="http")
+    pool = CountingPool(per_host=2)
+    try:
+        async with pool.client(server.config):  # another file holds the second connection
+            task = asyncio.create_task(fetcher(pool).fetch(server.config, RemoteEntry("x.bin", SIZE, MTIME),
+                                                          tmp_path / "x"))
+            await asyncio.sleep(1.0)
+            assert pool.peak == 2 and not task.done()  # the split's own stream and the other file
+        await task
+    finally:
+        await pool.close()
+        await server.close()
+    assert (tmp_path / "x").read_bytes() == data
+    assert server.faults.peak_active >= 2  # a second range came once the other file let go
