@@ -216,6 +216,27 @@ async def test_names_only_index_resumes_with_range_and_revalidates_with_etag(sit
         await server.close()
 
 
+async def test_names_only_index_splits_a_big_file_once_its_size_is_known(site: Site, tmp_path: Path):
+    """A split transfer needs the size: the HEAD gives it, so a big file of an index of names only
+    goes as ranges over several connections."""
+    root = tmp_path / "www"
+    write_tree(root)
+    big = os.urandom(12 * 1024 * 1024 + 5)  # split.py cuts ranges of 2 MiB at least
+    (root / "f99.txt").write_bytes(big)
+    faults = Faults(rate=6 * 1024 * 1024)  # bytes/s per connection, as public servers cap them
+    server = await http_server.start(root, faults, protocol="http", style="plain")
+    try:
+        bank_over(site, protocol="http", server=f"127.0.0.1:{server.config.port}", download__split__min_size="1M")
+        outcome = await site.update(BANK)
+        assert outcome.ok and outcome.updated, outcome.error
+    finally:
+        await server.close()
+    ranges = [s["headers"].get("Range") for s in server.seen if s["method"] == "GET" and s["path"] == "/f99.txt"]
+    assert len(ranges) >= 2 and all(ranges[1:]), ranges  # the first stream from 0, each added one its range
+    assert faults.peak_active >= 2
+    assert (flat(outcome) / "f99.txt").read_bytes() == big
+
+
 async def test_the_option_turns_it_off_and_the_notice_comes_back(site: Site, tmp_path: Path):
     """``options.stat_incomplete=false``: no HEAD; as before, every file is downloaded again and
     the update says why, once."""
