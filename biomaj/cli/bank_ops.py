@@ -62,6 +62,14 @@ class _Follow:
         if progress.get("notice"):  # something the operator should know, said once
             self._show(f"[{event.bank}] {event.message}")
             return
+        if "stat_total" in progress:  # a listing without sizes or dates, completed file by file
+            done, total = progress["stat_done"], progress["stat_total"]
+            line = f"[{event.bank}] size and date of {total} files"
+            if self.tty:
+                self._show(f"{line} {_bar(done, total)} {done}/{total}", transient=True)
+            else:
+                self._every(event.bank, f"{line}: {done}/{total}", last=False)
+            return
         if "files_total" in progress:
             done, total = progress["files_done"], progress["files_total"]
             counts = (f"{done}/{total} files, {_bytes(progress.get('bytes', 0))}, "

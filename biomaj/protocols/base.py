@@ -105,7 +105,8 @@ class RemoteEntry:
     ``mtime`` is POSIX seconds (UTC) or None when the server does not say; ``size`` is exact or
     None (HTML indexes print ``12M``: None, with ``size_hint`` 12,000,000; the transfer tells the
     real size). ``hash`` is an opaque token that changes when the remote file changes (BioMAJ's
-    metadata ``hash``).
+    metadata ``hash``). ``etag`` is the server's own validator, verbatim (HTTP ``ETag``), kept so
+    that the next update can ask "changed since?" (:meth:`Protocol.stat_since`).
     """
 
     path: str
@@ -115,6 +116,7 @@ class RemoteEntry:
     is_link: bool = False
     hash: str | None = None
     size_hint: int | None = None  # an approximate size when ``size`` is None (an index's ``12M``)
+    etag: str | None = None  # HTTP ETag as the server sent it (``"5f-1a2b"``, ``W/"..."``)
 
     @property
     def name(self) -> str:
@@ -222,6 +224,12 @@ class Protocol(abc.ABC):
     @abc.abstractmethod
     async def stat(self, path: str) -> RemoteEntry:
         """Size, mtime and hash of one file (HEAD, SIZE+MDTM, stat); RemoteNotFound if absent."""
+
+    async def stat_since(self, path: str, known: RemoteEntry) -> RemoteEntry:
+        """:meth:`stat`, asked as a conditional request where the protocol has one (HTTP
+        ``If-None-Match`` with ``known.etag``): ``known`` itself (with ``path``) when the server
+        answers that the file has not changed since, else what :meth:`stat` gives."""
+        return await self.stat(path)
 
     @abc.abstractmethod
     def open(

@@ -30,6 +30,7 @@ import socket
 import ssl
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from functools import partial
 
 from biomaj.protocols.base import (
@@ -337,22 +338,39 @@ class FtpProtocol(Protocol):
             code, text = await ctl.command(f"MLST {target}")
             if code == 250 and (entry := _mlst_entry(text, path)) is not None:
                 self._mlst = True
-                return entry
+                if entry.is_dir or (entry.size is not None and entry.mtime is not None):
+                    return entry
+                # facts left out (a server that gives no size of a link, or no modify): SIZE, MDTM
+                try:
+                    size, mtime, _ = await self._size_mdtm(ctl, target)
+                except _FtpError as exc:
+                    if exc.code == 421:
+                        raise
+                    return entry  # refused for this file (550 on a link): what MLST said
+                return replace(entry, size=entry.size if entry.size is not None else size,
+                               mtime=entry.mtime if entry.mtime is not None else mtime)
             if code not in UNSUPPORTED or self._mlst:
                 raise _FtpError("MLST", code, text)
             self._mlst = False
+        size, mtime, stamp = await self._size_mdtm(ctl, target)
+        if size is None and mtime is None:
+            return RemoteEntry(path)  # neither command exists: the name is all we know
+        # direct*: md5 of the MDTM timestamp, as BioMAJ 3; otherwise the size counts too
+        token = stamp if self.direct else f"{stamp} {size}"
+        return RemoteEntry(path, size, mtime, hash=hashlib.md5(token.encode()).hexdigest())
+
+    async def _size_mdtm(self, ctl: _Control, target: str) -> tuple[int | None, float | None, str]:
+        """(size, mtime, MDTM timestamp text) from SIZE and MDTM; what a server does not
+        implement is None (``""``); an error when both are refused for another reason (550)."""
         size_code, size_text = await ctl.command(f"SIZE {target}")
         mdtm_code, mdtm_text = await ctl.command(f"MDTM {target}")
         if size_code != 213 and mdtm_code != 213:
             for command, code, text in (("SIZE", size_code, size_text), ("MDTM", mdtm_code, mdtm_text)):
                 if code not in UNSUPPORTED:  # 550: no such file
                     raise _FtpError(command, code, text)
-            return RemoteEntry(path)  # neither command exists: the name is all we know
         size = int(size_text) if size_code == 213 and size_text.strip().isdigit() else None
         stamp = mdtm_text.strip() if mdtm_code == 213 else ""
-        # direct*: md5 of the MDTM timestamp, as BioMAJ 3; otherwise the size counts too
-        token = stamp if self.direct else f"{stamp} {size}"
-        return RemoteEntry(path, size, parse_mlsx_time(stamp), hash=hashlib.md5(token.encode()).hexdigest())
+        return size, parse_mlsx_time(stamp), stamp
 
     def open(self, path: str, offset: int = 0, *, size: int | None = None, end: int | None = None) -> _Opening:
         return _Opening(self, path, offset, size)

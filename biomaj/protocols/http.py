@@ -29,6 +29,7 @@ import zlib
 from calendar import timegm
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from urllib.parse import quote
@@ -260,27 +261,47 @@ class HttpProtocol(Protocol):
                 response.close()
 
     async def stat(self, path: str) -> RemoteEntry:
-        url = self._file_url(path)
-        size, mtime, stamp = await self._head(url)
-        return RemoteEntry(path, size, mtime, hash=_stat_hash(path, stamp, size))
+        return await self._stat(path, None)
 
-    async def _head(self, url: URL) -> tuple[int | None, float | None, str]:
-        """(size, mtime, validator text) from HEAD, or from a one-byte GET when HEAD is refused."""
-        response = await self._request("HEAD", url, ok=_HEAD_REFUSED)
+    async def stat_since(self, path: str, known: RemoteEntry) -> RemoteEntry:
+        """HEAD with ``If-None-Match: <known.etag>``: a 304 gives ``known`` back. Only the ETag is
+        sent, never ``If-Modified-Since``: a 304 to a date says "not newer", which a file replaced
+        by an older one, or changed within the same second, also gets; a plain HEAD gives the size
+        and the date, which the same-file rule compares itself."""
+        if not known.etag or self._transfer()[0] != "GET":
+            return await self.stat(path)
+        return await self._stat(path, known)
+
+    async def _stat(self, path: str, known: RemoteEntry | None) -> RemoteEntry:
+        url = self._file_url(path)
+        facts = await self._head(url, {"If-None-Match": known.etag} if known is not None and known.etag else {})
+        if facts is None:  # 304 Not Modified: what we knew still holds
+            return replace(known, path=path)
+        size, mtime, modified, etag = facts
+        return RemoteEntry(path, size, mtime, hash=_stat_hash(path, modified + (etag or ""), size), etag=etag)
+
+    async def _head(self, url: URL,
+                    conditions: dict[str, str]) -> tuple[int | None, float | None, str, str | None] | None:
+        """(size, mtime, Last-Modified text, ETag) from HEAD, or from a one-byte GET when HEAD is
+        refused; None when ``conditions`` got a 304 (not modified)."""
+        response = await self._request("HEAD", url, ok=_HEAD_REFUSED + (304,), headers=conditions)
         if response.status in _HEAD_REFUSED:
             response.release()
             method, kwargs = self._transfer()
-            response = await self._request(method, url, ok=(416,), headers={"Range": "bytes=0-0"}, **kwargs)
+            response = await self._request(method, url, ok=(304, 416), headers={"Range": "bytes=0-0", **conditions},
+                                           **kwargs)
         try:
             headers = response.headers
+            if response.status == 304:
+                return None
             if response.status in (206, 416):
                 size = _range_total(headers.get("Content-Range"))
             else:
                 size = _int(headers.get("Content-Length"))
             modified = headers.get("Last-Modified", "")
-            return size, parse_http_date(modified), modified + headers.get("ETag", "")
+            return size, parse_http_date(modified), modified, headers.get("ETag") or None
         finally:
-            if response.method == "HEAD":
+            if response.method == "HEAD" or response.status == 304:
                 response.release()
             else:
                 response.close()

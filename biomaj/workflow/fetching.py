@@ -277,12 +277,14 @@ class _Plan:
     to_fetch: list[Wanted] = field(default_factory=list)
     present: list[str] = field(default_factory=list)  # complete in the offline directory
     reused: list[str] = field(default_factory=list)  # linked from the previous release
-    blind: list[Wanted] = field(default_factory=list)  # fetched again: the listing gives no exact size
+    blind: list[Wanted] = field(default_factory=list)  # fetched again: no exact size, from listing nor server
 
 
 def blind_notice(blind: list[Wanted]) -> str:
     """Why these files are downloaded again although a local copy exists: the listing (an index
-    page without sizes, Python's http.server) gives nothing to compare that copy with."""
+    page without sizes, Python's http.server) gives nothing to compare that copy with, and the
+    server was not asked either (``options.stat_incomplete=false``) or did not say (an error,
+    a HEAD without Content-Length): see remote_files.stat_incomplete."""
     what = "no size nor date" if all(w.entry.mtime is None for w in blind) else "no exact size"
     return (f"the server gives {what} for {len(blind)} files: they cannot be compared with the last release, "
             f"so they are downloaded again")

@@ -3,14 +3,18 @@
 ``remote.files`` patterns over a listed tree, one file for ``direct*`` protocols, one file per
 ``remote.file.<i>.*`` group for ``multi``, a JSON list for ``remote.list``. Each file comes out
 as a :class:`Wanted`: where to fetch it from, and the path it is saved as in the offline
-directory. The manager does this; the downloaders only fetch.
+directory. A listing that gives no exact size or no date for a file (an index page printing
+``64K``, Python's ``http.server`` printing names only) is completed by asking the server for each
+such file (:func:`stat_incomplete`). The manager does this; the downloaders only fetch.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import json
 import posixpath
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -18,10 +22,11 @@ from biomaj.config.properties import BankProperties
 from biomaj.download.engine import ClientPool
 from biomaj.download.matching import NoFileMatched, match_files
 from biomaj.download.paths import safe_relative
+from biomaj.download.retry import RetryPolicy
 from biomaj.download.remote import remote_config, split_server
 from biomaj.errors import ConfigError
 from biomaj.protocols import DIRECT_PROTOCOLS
-from biomaj.protocols.base import RemoteConfig, RemoteEntry, RemoteError, Unreachable
+from biomaj.protocols.base import RemoteConfig, RemoteEntry, RemoteError, RetryableError, Throttled, Unreachable
 
 from .engine import TaskFailed
 
@@ -49,6 +54,7 @@ class Wanted:
             "month": day.month if day else None,
             "day": day.day if day else None,
             "hash": self.entry.hash,
+            **({"etag": self.entry.etag} if self.entry.etag else {}),  # for If-None-Match next time
         }
 
 
@@ -172,6 +178,127 @@ async def _stat_direct(pool: ClientPool, config: RemoteConfig) -> RemoteEntry:
             if config.method == "POST":  # a form endpoint may refuse HEAD: size and date unknown
                 return RemoteEntry(config.direct_file)
             raise
+
+
+#: Files asked about at once when a listing lacks their size or date (one HEAD, MLST or SIZE+MDTM
+#: each, on clients of the manager's pool, whose per-host limit holds too).
+STAT_PARALLEL = 4
+
+_FALSE = ("0", "false", "no", "off")
+
+#: ``(done, total)`` of a stat run, told after each file.
+StatProgress = Callable[[int, int], Awaitable[None]]
+
+
+@dataclass
+class StatReport:
+    """What :func:`stat_incomplete` did. A file not completed (an error, or not asked once the
+    server could not be reached) keeps its listing entry."""
+
+    asked: int = 0  # files to ask about
+    completed: int = 0  # of which the server told the size, date or validators
+    unchanged: int = 0  # of which as recorded at the last release (a 304 to If-None-Match)
+    failed: int = 0  # of which the answer was an error
+    error: str = ""  # the first error
+    elapsed: float = 0.0
+
+
+def incomplete(item: Wanted) -> bool:
+    """The listing gave no exact size or no date for this file, and the bank lets us ask
+    (``options.stat_incomplete``, default true). Direct and multi files were asked already."""
+    entry = item.entry
+    return ((entry.size is None or entry.mtime is None) and item.config.protocol not in DIRECT_PROTOCOLS
+            and str(item.config.options.get("stat_incomplete") or "true").strip().lower() not in _FALSE)
+
+
+async def stat_incomplete(wanted: list[Wanted], pool: ClientPool, known: Mapping[str, dict], *,
+                          retry: RetryPolicy | None = None, progress: StatProgress | None = None,
+                          cancelled: asyncio.Event | None = None) -> tuple[list[Wanted], StatReport]:
+    """``wanted`` with the size, date and validators of each :func:`incomplete` file asked of
+    the server (HTTP HEAD, FTP MLST or SIZE+MDTM), STAT_PARALLEL at a time.
+
+    ``known``: the last release's file records by save_as; a file recorded with an ETag is asked
+    with ``If-None-Match``, and a 304 gives its recorded facts back (unchanged since that release).
+    A transient error is tried again by ``retry`` (the bank's policy); a file the server still
+    gives an error for keeps its listing entry (its download will tell), and a server that cannot
+    be reached ends the run (the downloads will say so).
+    """
+    todo = [i for i, item in enumerate(wanted) if incomplete(item)]
+    report = StatReport(asked=len(todo))
+    if not todo:
+        return wanted, report
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    out = list(wanted)
+    queue = iter(todo)
+    done = 0
+    unreachable = False
+
+    async def ask(item: Wanted, previous: RemoteEntry | None) -> RemoteEntry:
+        attempt, first = 0, loop.time()
+        while True:
+            attempt += 1
+            try:
+                async with pool.client(item.config) as client:
+                    if previous is not None:
+                        return await client.stat_since(item.entry.path, previous)
+                    return await client.stat(item.entry.path)
+            except RetryableError as exc:
+                if isinstance(exc, Unreachable) or retry is None or retry.stop(attempt, loop.time() - first):
+                    raise
+                wait = retry.wait(attempt)
+                if isinstance(exc, Throttled) and exc.retry_after is not None:
+                    wait = max(wait, exc.retry_after)
+                await asyncio.sleep(wait)
+
+    async def one(index: int) -> None:
+        nonlocal done, unreachable
+        item = wanted[index]
+        entry = item.entry
+        record = known.get(item.save_as)
+        previous = None
+        if record and record.get("etag") and record.get("name") == entry.path:
+            previous = RemoteEntry(entry.path, record.get("size"), record.get("mtime"), hash=record.get("hash"),
+                                   etag=record["etag"])
+        try:
+            found = await ask(item, previous)
+        except RemoteError as exc:
+            report.failed += 1
+            report.error = report.error or f"{entry.path}: {exc}"
+            unreachable = unreachable or isinstance(exc, Unreachable)
+        else:
+            if previous is not None and found == replace(previous, path=entry.path):
+                report.unchanged += 1
+            out[index] = replace(item, entry=_completed(entry, found))
+            report.completed += 1
+        done += 1
+        if progress is not None:
+            await progress(done, len(todo))
+
+    async def worker() -> None:
+        for index in queue:
+            if unreachable or (cancelled is not None and cancelled.is_set()):
+                return
+            await one(index)
+
+    await asyncio.gather(*(worker() for _ in range(min(STAT_PARALLEL, len(todo)))))
+    report.elapsed = loop.time() - started
+    return out, report
+
+
+def _completed(listed: RemoteEntry, found: RemoteEntry) -> RemoteEntry:
+    """The listing's entry with what the server said of the file: its size, its date (to the
+    second, finer than an index's minute) and validators; what it did not say stays as listed."""
+    if found.size is None and found.mtime is None and not found.etag:
+        return listed
+    return replace(
+        listed,
+        size=found.size if found.size is not None else listed.size,
+        mtime=found.mtime if found.mtime is not None else listed.mtime,
+        hash=found.hash or listed.hash,
+        etag=found.etag,
+        size_hint=None if found.size is not None else listed.size_hint,
+    )
 
 
 async def release_files(props: BankProperties, pool: ClientPool) -> tuple[RemoteConfig, list[RemoteEntry], tuple]:

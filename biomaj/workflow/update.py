@@ -19,6 +19,7 @@ from typing import Any, Protocol
 from biomaj.download.engine import ClientPool, FetchFailed, Fetcher, FetchSettings
 from biomaj.download.limits import LISTING_PER_HOST
 from biomaj.download.remote import to_message
+from biomaj.download.retry import RetryPolicy
 from biomaj.download.verify import VerificationFailed, check_sidecars
 from biomaj.errors import BiomajError
 
@@ -27,9 +28,9 @@ from . import locks, publishing, release as rel
 from .bank import Bank, RunContext
 from .engine import CANCELLED, Cancelled, TaskFailed, Workflow
 from .extract import ExtractionError, archive_kind, extract_archive
-from .fetching import Fetching
+from .fetching import PROGRESS_EVERY, Fetching, reuse_source
 from .options import UpdateOptions  # declared apart, for the front ends: re-exported here
-from .remote_files import Wanted, release_files, wanted_files
+from .remote_files import Wanted, incomplete, release_files, stat_incomplete, wanted_files
 from .session import UPDATE_FLOW, Session
 
 
@@ -276,7 +277,7 @@ class UpdateWorkflow(Workflow):
                 raise TaskFailed("protocol=none needs a release from ref.release (or a plugin)")
             self.release_dir.mkdir(parents=True, exist_ok=True)
             return True
-        wanted = await wanted_files(self.props, self.pool)
+        wanted = await self._stat_incomplete(await wanted_files(self.props, self.pool))
         if not wanted and self.props.get("remote.list"):
             s["remoterelease"] = s.get("previous_release")
             self.no_need_to_update()
@@ -303,6 +304,43 @@ class UpdateWorkflow(Workflow):
         await self._fetch(wanted)
         return True
 
+    async def _stat_incomplete(self, wanted: list[Wanted]) -> list[Wanted]:
+        """Size and date of the files the listing gives none for, asked of the server before
+        anything is compared (remote_files.stat_incomplete), with a progress event every
+        PROGRESS_EVERY seconds of a long run."""
+        if not any(incomplete(w) for w in wanted):
+            return wanted
+        previous = await asyncio.to_thread(reuse_source, self.bank, self._production(), fresh=self._fresh())
+        loop = asyncio.get_running_loop()
+        last = loop.time()
+
+        async def progress(done: int, total: int) -> None:
+            nonlocal last
+            if done < total and loop.time() - last < PROGRESS_EVERY:
+                return
+            last = loop.time()
+            await self.run_ctx.event(self.bank.name, "running", step="download",
+                                     message=f"download: size and date of {done}/{total} files",
+                                     stat_done=done, stat_total=total)
+
+        options = wanted[0].config.options  # the files of a bank share their options
+        retry = RetryPolicy.parse(options.get("stop_condition") or self.props.get("stop_condition"),
+                                  options.get("wait_policy") or self.props.get("wait_policy"))
+        wanted, report = await stat_incomplete(wanted, self.pool, previous[1] if previous else {}, retry=retry,
+                                               progress=progress, cancelled=self.run_ctx.cancelled)
+        self.check_cancel()
+        self.log.info("Workflow:wf_download:the listing gives no exact size or no date for %d files: asked the "
+                      "server (%d unchanged since the last release by their ETag, %d errors) in %.1fs",
+                      report.asked, report.unchanged, report.failed, report.elapsed)
+        if report.completed < report.asked:
+            self.log.warning("Workflow:wf_download:%d of these files keep what the listing says (%s)",
+                             report.asked - report.completed, report.error or "cancelled")
+        return wanted
+
+    def _fresh(self) -> bool:
+        """Nothing is reused from the last release (--fromscratch, --from-task download)."""
+        return self.options.fromscratch or self.options.from_task == "download"
+
     def _content_identical(self) -> bool:
         if not self.props.get_bool("release.control"):
             return True
@@ -314,8 +352,7 @@ class UpdateWorkflow(Workflow):
         fetching = Fetching(self.bank, self.session, self.run_ctx, self.log, self._status,
                             hardlink=self._hardlinks())
         try:
-            await fetching.fetch(wanted, self._production(),
-                                 fresh=self.options.fromscratch or self.options.from_task == "download")
+            await fetching.fetch(wanted, self._production(), fresh=self._fresh())
         finally:
             self.downloaded, self.reused = fetching.downloaded, fetching.reused
 

@@ -262,6 +262,29 @@ async def test_mlsd_and_mlst_refused_fall_back_to_list_size_and_mdtm(tree):
     assert (entry.size, entry.mtime) == (10_000, MTIME)
 
 
+async def test_a_listing_without_size_or_date_is_completed_by_stat(tree):
+    """A server whose MLSD and MLST lines carry neither size nor modify: stat() asks SIZE and MDTM
+    (the manager completes such a listing with it, workflow/remote_files.py stat_incomplete)."""
+    server = await _start(tree, bare_facts=True)
+    try:
+        async with open_protocol(server.config) as client:
+            listed = {e.path: e async for e in client.list()}
+            entry = await client.stat("a.fasta")
+            empty = await client.stat("empty.txt")
+    finally:
+        await server.close()
+    server = await _start(tree, refuse={"mlst"}, bare_facts=True)  # no MLST at all: SIZE and MDTM alone
+    try:
+        async with open_protocol(server.config) as client:
+            plain = await client.stat("sub1/deep/c.txt")
+    finally:
+        await server.close()
+    assert (listed["a.fasta"].size, listed["a.fasta"].mtime) == (None, None)
+    assert (entry.size, entry.mtime) == (10_000, MTIME) and entry.hash
+    assert (empty.size, empty.mtime) == (0, MTIME)
+    assert (plain.size, plain.mtime) == (1234, MTIME) and plain.hash
+
+
 async def test_list_only_option_never_sends_mlsd(tree):
     server = await _start(tree)
     try:

@@ -4,13 +4,17 @@ direct GET/POST, Range corner cases, error mapping and a 100,000-entry listing."
 from __future__ import annotations
 
 import base64
+import functools
 import gzip
 import hashlib
 import json
+import os
 import ssl
+import threading
 import tracemalloc
 from calendar import timegm
 from dataclasses import replace
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import aiohttp
@@ -29,7 +33,7 @@ from biomaj.protocols.html_index import (
     parse_size,
 )
 from biomaj.protocols.http import DirectHttpProtocol, HttpProtocol, parse_http_date
-from tests.protocols.conftest import build_tree
+from tests.protocols.conftest import MTIME, build_tree
 from tests.servers import http_server
 from tests.servers.faults import Faults
 
@@ -459,6 +463,55 @@ async def test_head_refused_falls_back_to_a_one_byte_get(tree, serve):
         empty = await client.stat("empty.txt")
     assert (entry.size, entry.mtime) == (1234, 1_600_000_000) and entry.hash
     assert empty.size == 0
+
+
+@pytest.mark.parametrize("head", [True, False])
+async def test_stat_gives_size_date_and_etag_and_asks_again_with_if_none_match(tree, serve, head):
+    """stat(): Content-Length, Last-Modified, ETag (verbatim, for the next update); stat_since()
+    sends the ETag as If-None-Match: a 304 gives the known entry back, a changed file new facts.
+    With HEAD refused, the one-byte GET carries the same condition."""
+    server = await serve(head=head)
+    path = tree[0] / "sub1" / "deep" / "c.txt"
+    async with open_protocol(server.config) as client:
+        entry = await client.stat("sub1/deep/c.txt")
+        again = await client.stat_since("sub1/deep/c.txt", entry)
+        path.write_bytes(b"x" * 1300)
+        os.utime(path, (MTIME, MTIME))  # same date, new size: the ETag changes
+        changed = await client.stat_since("sub1/deep/c.txt", entry)
+    assert (entry.size, entry.mtime) == (1234, MTIME)
+    assert entry.etag and entry.etag.startswith('"') and entry.hash
+    assert again == entry
+    assert (changed.size, changed.mtime) == (1300, MTIME) and changed.etag != entry.etag
+    method = "HEAD" if head else "GET"  # a refused HEAD is followed by the one-byte GET
+    asked = [s["headers"].get("If-None-Match") for s in server.seen if s["method"] == method]
+    assert asked == [None, entry.etag, entry.etag]
+    assert not any("If-Modified-Since" in s["headers"] for s in server.seen)
+
+
+async def test_stat_on_pythons_own_http_server(tmp_path):
+    """Python's http.server lists names only; its HEAD gives the size and the date, no ETag."""
+    (tmp_path / "a.txt").write_bytes(b"hello")
+    os.utime(tmp_path / "a.txt", (MTIME, MTIME))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(tmp_path)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        async with HttpProtocol(_config(server.server_address[1])) as client:
+            listed = [e async for e in client.list()]
+            entry = await client.stat("a.txt")
+            same = await client.stat_since("a.txt", replace(entry, etag=None))
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+    assert [(e.path, e.size, e.mtime) for e in listed] == [("a.txt", None, None)]
+    assert (entry.size, entry.mtime, entry.etag) == (5, MTIME, None) and entry.hash
+    assert same == entry  # nothing to ask "changed since?" with: a plain HEAD
+
+
+class _QuietHandler(SimpleHTTPRequestHandler):
+    def log_message(self, format, *args):  # noqa: A002 - the stdlib's signature
+        pass
 
 
 async def test_throttled_carries_retry_after(tree, serve):

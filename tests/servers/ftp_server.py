@@ -3,6 +3,7 @@
 One user (``biomaj`` and a random password, both in the config), passive ports on 127.0.0.1,
 MLSD, LIST (vsftpd's layout, UTC dates), MLST, SIZE, MDTM, REST, ABOR and NOOP. Options for
 test_ftp.py: ``refuse`` (commands answered ``502``, e.g. ``{"mlsd", "mlst"}`` or ``{"rest"}``),
+``bare_facts`` (MLSD and MLST lines without ``size`` and ``modify``: only SIZE and MDTM tell them),
 ``synthetic`` (directory -> number of files to list in it without making them, for big
 listings), ``dead_passive`` (EPSV and PASV name a port nobody listens on: every data connection
 is refused; RETR of a file then waits ``data_wait`` seconds for it and answers 425, as vsftpd
@@ -31,6 +32,7 @@ import stat
 import tempfile
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from itertools import chain
 from pathlib import Path
 
@@ -75,6 +77,7 @@ async def start(
     tls_mode: str = "implicit",
     dead_passive: bool = False,
     data_wait: float = 5,
+    bare_facts: bool = False,
 ) -> FtpRunningServer:
     """Serve `tree` on 127.0.0.1 (a free port) over ftp or ftps."""
     tree = Path(tree).resolve()
@@ -93,7 +96,7 @@ async def start(
         dead.bind(("127.0.0.1", 0))
     server = _Server(_Users([user], faults), tree, faults, context=context, explicit=tls_mode == "explicit",
                      refuse=refuse, synthetic=synthetic or {}, data_wait=data_wait,
-                     dead_port=dead.getsockname()[1] if dead is not None else None)
+                     dead_port=dead.getsockname()[1] if dead is not None else None, bare_facts=bare_facts)
     await server.start("127.0.0.1", 0)
 
     async def stop() -> None:
@@ -121,10 +124,11 @@ class _Users(aioftp.MemoryUserManager):
 
 class _Server(aioftp.Server):
     def __init__(self, users, tree: Path, faults: Faults, *, context, explicit: bool, refuse, synthetic,
-                 data_wait: float, dead_port: int | None):
+                 data_wait: float, dead_port: int | None, bare_facts: bool = False):
         super().__init__(users, block_size=BLOCK, wait_future_timeout=data_wait, ssl=None if explicit else context)
         self.tree, self.faults, self.synthetic, self.dead_port = tree, faults, synthetic, dead_port
         self.context, self.explicit = context, explicit
+        self.mlsx = partial(_mlsx, bare=bare_facts)
         self.commands_mapping.update(size=self.size, mdtm=self.mdtm, noop=self.noop, auth=self.auth)
         for name in refuse:
             self.commands_mapping[name] = self.refused
@@ -213,7 +217,7 @@ class _Server(aioftp.Server):
     @PathConditions(PathConditions.path_must_exists)
     async def mlst(self, connection, rest) -> bool:
         real, relative = self.paths(connection, rest)
-        connection.response("250", [f"Listing {relative or '/'}", _mlsx(real.name or ".", real.stat()), "End"], True)
+        connection.response("250", [f"Listing {relative or '/'}", self.mlsx(real.name or ".", real.stat()), "End"], True)
         return True
 
     # Listings
@@ -221,7 +225,7 @@ class _Server(aioftp.Server):
     @_TRANSFER
     @PathConditions(PathConditions.path_must_exists, PathConditions.path_must_be_dir)
     async def mlsd(self, connection, rest) -> bool:
-        return self._listing(connection, rest, _mlsx)
+        return self._listing(connection, rest, self.mlsx)
 
     @_TRANSFER
     @PathConditions(PathConditions.path_must_exists, PathConditions.path_must_be_dir)
@@ -334,8 +338,10 @@ def _fake_stat(size: int, mtime: float) -> os.stat_result:
     return os.stat_result((stat.S_IFREG | 0o644, size, 0, 1, 0, 0, size, mtime, mtime, mtime))
 
 
-def _mlsx(name: str, st: os.stat_result) -> str:
+def _mlsx(name: str, st: os.stat_result, bare: bool = False) -> str:
     kind = "dir" if stat.S_ISDIR(st.st_mode) else "file"
+    if bare:  # a server that tells neither size nor date in its listings
+        return f"perm=r;type={kind};unique={st.st_dev:x}U{st.st_ino:x}; {name}"
     size = f"size={st.st_size};" if kind == "file" else ""
     modify = time.strftime("%Y%m%d%H%M%S", time.gmtime(st.st_mtime))
     return f"modify={modify};perm=r;{size}type={kind};unique={st.st_dev:x}U{st.st_ino:x}; {name}"

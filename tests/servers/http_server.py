@@ -2,11 +2,12 @@
 
 Directories are served as index pages (``style``: Apache 2.4 FancyIndexing by default, or
 ``apache22``, ``htmltable``, ``nginx``, ``plain``); files with HEAD, Range (206/416),
-Last-Modified and ETag, for GET and POST alike. ``/__echo__`` answers with the request it got as
-JSON (method, query, form, a few headers), for the direct GET/POST tests. Options for
-test_http.py: ``auth=(user, password)`` (HTTP basic), ``ignore_range`` (answer 200 to ranged
-requests), ``head=False`` (405 to HEAD). For ``protocol="https"`` a CA and a certificate for
-127.0.0.1 are made at start; the CA file is the config's ``options["ssl_server_cert"]``.
+Last-Modified and ETag (304 to a matching ``If-None-Match`` on GET and HEAD), for GET and POST
+alike. ``/__echo__`` answers with the request it got as JSON (method, query, form, a few
+headers), for the direct GET/POST tests. Options for test_http.py: ``auth=(user, password)`` (HTTP
+basic), ``ignore_range`` (answer 200 to ranged requests), ``head=False`` (405 to HEAD). For
+``protocol="https"`` a CA and a certificate for 127.0.0.1 are made at start; the CA file is the
+config's ``options["ssl_server_cert"]``.
 
 Requests seen are recorded in ``RunningServer.seen`` (method, path, query, headers).
 """
@@ -136,9 +137,12 @@ async def _serve_file(request: web.Request, path: Path, key: str, faults: Faults
         "Accept-Ranges": "none" if ignore_range else "bytes",
         "Content-Type": "application/octet-stream",
     }
+    if request.method == "HEAD" and not head:
+        return web.Response(status=405, headers={"Allow": "GET, POST"})
+    match = [tag.strip() for tag in request.headers.get("If-None-Match", "").split(",") if tag.strip()]
+    if request.method != "POST" and (headers["ETag"] in match or "*" in match):  # RFC 9110 13.1.2
+        return web.Response(status=304, headers={"ETag": headers["ETag"], "Last-Modified": headers["Last-Modified"]})
     if request.method == "HEAD":
-        if not head:
-            return web.Response(status=405, headers={"Allow": "GET, POST"})
         response = web.StreamResponse(headers=headers)
         response.content_length = size
         await response.prepare(request)
