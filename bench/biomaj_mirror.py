@@ -4,7 +4,7 @@
   biomaj_mirror.py list   http|ftp HOST:PORT /remote/dir/ [--match]
   (both: [--loop auto|uvloop|asyncio])
 
-mirror: one ClientPool(per_host), one Fetcher(pool, FetchSettings(retry=...)) with the default
+mirror: one ClientPool(HostBudget(per_host)), one Fetcher(pool, FetchSettings(retry=...)) with the default
         retry policy and archive checks (BioMAJ's defaults); the tree is listed and matched with
         remote.files=**/* (match_files, through a client of the pool, so its login is reused by
         the first fetch), then the files go in batches of 64 to `concurrency` tasks, each
@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 
 from biomaj.download.engine import ClientPool, FetchFailed, Fetcher, FetchItem, FetchSettings
+from biomaj.download.limits import HostBudget
 from biomaj.download.matching import match_files
 from biomaj.download.paths import safe_join
 from biomaj.runtime.memory import tune_malloc
@@ -49,7 +50,7 @@ def remote_config(proto: str, server: str, remote_dir: str) -> RemoteConfig:
 
 async def mirror(config: RemoteConfig, local: Path, per_host: int, concurrency: int) -> dict:
     t0 = time.perf_counter()
-    pool = ClientPool(per_host=per_host)
+    pool = ClientPool(HostBudget(per_host))
     fetcher = Fetcher(pool, FetchSettings(retry=RetryPolicy.parse(), per_host=per_host))
     errors: list[str] = []
     transferred = 0

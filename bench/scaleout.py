@@ -15,8 +15,9 @@ four modes:
   amqp x2     the same with 2 download nodes;
   amqp x4     the same with 4 download nodes.
 
-Every node keeps the default limits of config.yml (`limits.downloads`, `limits.downloads_per_host`),
-so in-process and one download node have the same concurrency. Each update must end `done` with
+Every node keeps the default limits of config.yml (`limits.downloads`, `limits.per_host`), so
+in-process and one download node have the same concurrency; `limits.per_host` (4 connections to
+the server) holds for the whole cluster, so more download nodes add CPU, not connections. Each update must end `done` with
 exactly N files in the release directory, else the run stops with the tail of the node logs.
 
 Figures, medians over `--reps` updates per mode: the whole update (the job's own started ->
@@ -361,10 +362,10 @@ class Biomaj:
         return run([self.exe, "-c", str(self.config), "ctl", *args], env=env, timeout=timeout)
 
     def limits(self) -> dict:
-        """limits.downloads and limits.downloads_per_host as biomaj reads them."""
+        """limits.downloads and limits.per_host as biomaj reads them."""
         code = ("import json, sys; from biomaj.config.service import load_config; from pathlib import Path; "
                 "l = load_config(Path(sys.argv[1])).settings.limits; "
-                "print(json.dumps({'downloads': l.downloads, 'downloads_per_host': l.downloads_per_host}))")
+                "print(json.dumps({'downloads': l.downloads, 'per_host': l.per_host}))")
         out = run([str(Path(self.exe).with_name("python")), "-c", code, str(self.config)], env=clean_environment())
         return json.loads(out.stdout)
 
@@ -598,7 +599,7 @@ def print_report(args, limits: dict, notes: list[str], rows: list[dict], verdict
     print(f"\nScale-out benchmark: {args.files} files x {args.size} B over HTTP, {args.latency * 1000:.0f} ms per request, "
           f"{args.reps} repetitions (medians)")
     print(f"limits per node (config.yml defaults): downloads {limits['downloads']}, "
-          f"downloads_per_host {limits['downloads_per_host']}; {os.cpu_count()} CPUs")
+          f"per_host {limits['per_host']} (for the whole cluster); {os.cpu_count()} CPUs")
     for note in notes:
         print(note)
     print("\n| mode | download nodes | wall s | job s | update files/s | download-phase files/s | "

@@ -358,14 +358,15 @@ remote_pid=$!
 for _ in $(seq 50); do [ -s "$work/remote.port" ] && break; sleep 0.1; done
 remote_port=$(cat "$work/remote.port")
 
-# the installation on the volume: init by the entrypoint, then a bank file and smaller per-node
-# limits (2 batches, 2 connections) so that the 200 files spread over both download nodes
+# the installation on the volume: init by the entrypoint, then a bank file and smaller limits
+# (2 batches per node, 4 connections to the remote for the whole cluster) so that the 200 files
+# spread over both download nodes
 E run --rm --network host -v "$cluster:/var/lib/biomaj" "$image" ctl banks >/dev/null 2>>"$work/engine.err"
 E run --rm -i --network host -v "$cluster:/var/lib/biomaj" --entrypoint python3 "$image" - 2>>"$work/engine.err" <<EOF
 import yaml
 path = "/var/lib/biomaj/config.yml"
 settings = yaml.safe_load(open(path))
-settings.setdefault("limits", {}).update({"downloads": 2, "downloads_per_host": 2})
+settings.setdefault("limits", {}).update({"downloads": 2, "per_host": 4})
 open(path, "w").write(yaml.safe_dump(settings))
 open("/var/lib/biomaj/conf/smoke200.properties", "w").write("""[GENERAL]
 db.fullname="docker/smoke.sh: 200 files over HTTP"

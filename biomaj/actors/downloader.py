@@ -1,8 +1,9 @@
 """The downloader actor: batches of files from the `download` queue.
 
-The files of a DownloadRequest are fetched with the shared engine (client pool per host, retries,
-resume, verification), `per_host` at a time; their outcomes go to the requester's results queue
-every few tenths of a second and, last, in the final DownloadResult, published before the request
+The files of a DownloadRequest are fetched with the shared engine (client pool, retries, resume,
+verification), as many at a time as the node's host budget allows (download/limits.py); their
+outcomes go to the requester's results queue every few tenths of a second and, last, in the final
+DownloadResult, published before the request
 is acked. A downloader that dies mid-batch leaves the request unacked and the next one finds the
 files already complete and resumes the part files. A cancelled job's in-flight transfers are
 stopped at once (its CancelJob wake-up), and its files not started yet are answered "cancelled"
@@ -27,6 +28,7 @@ from biomaj.download.engine import (
 )
 from biomaj.config.rates import Schedule
 from biomaj.download.bandwidth import Limiter, pacer
+from biomaj.download.limits import HostBudget
 from biomaj.download.paths import safe_join
 from biomaj.download.remote import from_message
 from biomaj.download.retry import RetryPolicy
@@ -44,10 +46,10 @@ PROGRESS_INTERVAL = 0.5  # seconds between two pushes of the byte counters to th
 
 @dataclass(frozen=True, kw_only=True)
 class DownloaderSettings(ActorSettings):
-    """`concurrency` download messages at once; at most `per_host` connections to one server;
-    files up to `inline_max` bytes written on the event loop (see FetchSettings.inline_max)."""
+    """`concurrency` download messages at once (the connections to each server are the node's
+    host budget's); files up to `inline_max` bytes written on the event loop (see
+    FetchSettings.inline_max)."""
 
-    per_host: int = 4
     inline_max: int = INLINE_MAX
     node_id: str = ""
     bandwidth: str | None = None  # limits.bandwidth: every transfer of this node together
@@ -65,11 +67,13 @@ class DownloaderActor(Actor):
     settings_class = DownloaderSettings
 
     def __init__(self, bus, settings: DownloaderSettings | None = None, *, state: State | None = None,
-                 read_secret: SecretReader | None = None, hooks=()):
+                 read_secret: SecretReader | None = None, budget: HostBudget | None = None, hooks=()):
+        """``budget``: the node's host budget (node/build.py), shared with its manager; a local
+        one of the default size when not given."""
         super().__init__(bus, settings, hooks=hooks)
         self.state = state
         self.read_secret = read_secret or (lambda bank, key: None)
-        self.pool = ClientPool(per_host=self.settings.per_host)
+        self.pool = ClientPool(budget if budget is not None else HostBudget())
         self._jobs: dict[str, set[asyncio.Task]] = {}
         self.bytes_received = 0  # over every fetch of this actor
         self.cancels = JobCancels(bus, state, self._cancel_job, "downloader-cancels")
@@ -135,7 +139,7 @@ class DownloaderActor(Actor):
         await batch.finish(missing="cancelled")
 
     async def _fetch_batch(self, request: DownloadRequest, batch: _BatchReport) -> None:
-        """Fetch every file of the batch, ``per_host`` at a time, into ``batch``."""
+        """Fetch every file of the batch, the host budget at a time, into ``batch``."""
         started = time.monotonic()
         try:
             config = from_message(request.remote, request.secrets, lambda key: self.read_secret(request.bank, key))

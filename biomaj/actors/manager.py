@@ -25,6 +25,8 @@ from typing import Any
 
 from biomaj.bus import Bus, Delivery, names
 from biomaj.bus.messages import JobEvent, JobRequest
+from biomaj.download.engine import ClientPool
+from biomaj.download.limits import LISTING_SHARE, HostBudget
 from biomaj.errors import BiomajError
 from biomaj.jobs import KINDS
 from biomaj.runtime.actor import Actor, ActorSettings
@@ -64,7 +66,10 @@ class ManagerActor(Actor):
     settings_class = ManagerSettings
 
     def __init__(self, bus: Bus, settings: ManagerSettings | None = None, *, store: Store, state: State | None,
-                 global_properties: Path, admins: frozenset[str] = frozenset(), processes: Any = None, hooks=()):
+                 global_properties: Path, admins: frozenset[str] = frozenset(), processes: Any = None,
+                 budget: HostBudget | None = None, hooks=()):
+        """``budget``: the node's host budget (node/build.py), shared with its downloaders; the
+        workflows list remote folders and read release files with ``LISTING_SHARE`` of it."""
         super().__init__(bus, settings, hooks=hooks)
         self.store = store
         self.state = state
@@ -78,6 +83,7 @@ class ManagerActor(Actor):
         self.processes = processes if processes is not None else ProcessRunner(self.process_requests)
         self._bank_locks: dict[str, asyncio.Lock] = {}
         self._running: dict[str, RunContext] = {}
+        self.listing = ClientPool(budget if budget is not None else HostBudget(), share=LISTING_SHARE)
 
     async def start(self) -> None:
         await self.downloads.start()
@@ -97,6 +103,7 @@ class ManagerActor(Actor):
         await self.cancels.stop()
         await self.downloads.stop()
         await self.process_requests.stop()
+        await self.listing.close()
 
     async def republish_queued(self) -> None:
         """Publish every queued job again (a duplicate message finds its job claimed, and is dropped)."""
@@ -176,7 +183,7 @@ class ManagerActor(Actor):
             store=self.store, global_properties=self.global_properties, job_id=job["id"], user=job.get("user"),
             admins=self.admins | ({job["user"]} if job.get("admin") and job.get("user") else set()),
             downloads=self.downloads, processes=self.processes, emit=self._emit, kind=job["kind"],
-            lease_held=self.state is not None, bandwidth=self.settings.bandwidth,
+            lease_held=self.state is not None, bandwidth=self.settings.bandwidth, listing=self.listing,
         )
         self._running[job["id"]] = run
         watcher = asyncio.create_task(self._watch_cancel(run))

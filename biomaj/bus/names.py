@@ -101,6 +101,8 @@ LOCK_PREFIX = KEY_PREFIX + "lock:"
 PROGRESS_PREFIX = KEY_PREFIX + "progress:"
 CANCEL_PREFIX = KEY_PREFIX + "cancel:"
 NODE_PREFIX = KEY_PREFIX + "node:"
+SEMAPHORE_PREFIX = KEY_PREFIX + "semaphore:"
+THROTTLE_PREFIX = KEY_PREFIX + "throttle:"
 
 
 def lock_key(name: str) -> str:
@@ -121,6 +123,16 @@ def cancel_key(job_id: str) -> str:
 def node_key(node_id: str) -> str:
     """Store key of a node's registry entry."""
     return NODE_PREFIX + node_id
+
+
+def semaphore_key(name: str) -> str:
+    """Store key of the counting semaphore ``name`` (``host:<address>``: a server's connection budget)."""
+    return SEMAPHORE_PREFIX + name
+
+
+def throttle_key(name: str) -> str:
+    """Store key of the lowered limit of ``name`` (a server that asked us to slow down)."""
+    return THROTTLE_PREFIX + name
 
 
 def file_topic(bank: str) -> str:

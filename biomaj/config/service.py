@@ -13,7 +13,7 @@ import os
 import secrets
 import socket
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Annotated, Any, Literal, Mapping
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import yaml
@@ -245,7 +245,18 @@ class LimitsSettings(_Section):
 
     jobs: int = Field(2, ge=1, description="Bank workflows run in parallel by a manager.")
     downloads: int = Field(8, ge=1, description="Download messages (one big file, or a batch of small ones) a downloader works on at once.")
-    downloads_per_host: int = Field(4, ge=1, description="Connections opened at once to one remote server.")
+    per_host: int = Field(
+        4, ge=1,
+        description="Connections open at once to one remote server, for everything this node opens (listings, release detection, downloads, split segments); with a Redis state (distributed mode), for the whole cluster together. The manager's listings take half of it at most. Formerly limits.downloads_per_host (still read, with a warning).",
+    )
+    hosts: dict[str, Annotated[int, Field(ge=1)]] = Field(
+        default_factory=dict,
+        description="Limits of some servers instead of per_host, by host name or host:port, e.g. {ftp.ncbi.nlm.nih.gov: 3}.",
+    )
+    host_lease_ttl: float = Field(
+        30.0, gt=0,
+        description="Distributed mode: seconds the connection slots of a node that died (SIGKILL, lost host) stay taken before the other nodes may have them; renewed every third of it.",
+    )
     inline_write_max: int = Field(
         262144, ge=0,
         description="Files up to this many bytes are held whole in memory, then written to their name in one call by the downloader's event loop itself (no part file, no trip to a worker thread), and asked for several at a time over HTTP (pipelining); 0 on a network file system, where each write waits on a server.",
@@ -445,6 +456,12 @@ ENV_OVERRIDES: dict[str, tuple[str, str, type]] = {
 }
 
 
+#: (section, old key) -> new key: renamed settings, still read under their old name with a warning.
+RENAMED_KEYS: dict[tuple[str, str], str] = {
+    ("limits", "downloads_per_host"): "per_host",
+}
+
+
 def config_path_from(option: str | None, environ: Mapping[str, str] | None = None) -> Path:
     """The config.yml to use: the -c option, else $BIOMAJ_CONFIG, else ./config.yml."""
     environ = os.environ if environ is None else environ
@@ -513,6 +530,18 @@ def config_from_mapping(raw: dict[str, Any], path: Path | None, environ: Mapping
         block = raw.get(section)
         block = dict(block) if isinstance(block, dict) else {}
         block[key] = value
+        raw[section] = block
+    for (section, old), new in RENAMED_KEYS.items():
+        block = raw.get(section)
+        if not isinstance(block, dict) or old not in block:
+            continue
+        block = dict(block)
+        value = block.pop(old)
+        if new in block:
+            warnings.append(f"{where}: {section}.{old} is the old name of {section}.{new}, set too; {section}.{old} ignored")
+        else:
+            block[new] = value
+            warnings.append(f"{where}: {section}.{old} is deprecated: name it {section}.{new}")
         raw[section] = block
     try:
         settings = ServiceConfig.model_validate(raw)

@@ -25,7 +25,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from biomaj.download.limits import HostLimit
+from biomaj.download.limits import HostBudget, Slot
 from biomaj.download.retry import RetryPolicy
 from biomaj.download.same_file import facts_of_entry, local_facts, same_file
 from biomaj.download.split import SplitTransfer, contiguous_prefix
@@ -116,62 +116,232 @@ def _client_key(config: RemoteConfig) -> tuple:
     )
 
 
-class ClientPool:
-    """Protocol clients kept open and reused (one login serves many files), with at most
-    `per_host` of them busy per remote host."""
+IDLE_TIMEOUT = 2.0
+"""Seconds a connection stays open unused in its pool, holding its slot of the host budget: long
+enough to serve the next file or batch, short enough to let other nodes of the cluster have it."""
 
-    def __init__(self, per_host: int = 4):
-        self.per_host = per_host
-        self._idle: dict[tuple, list[Protocol]] = {}
-        self._limits: dict[str, HostLimit] = {}
+
+@dataclass(eq=False)
+class _Idle:
+    client: Protocol
+    slot: Slot
+    host: str
+    since: float
+
+
+class ClientPool:
+    """Protocol clients kept open and reused (one login serves many files), within the node's
+    host budget (:class:`~biomaj.download.limits.HostBudget`).
+
+    Each client holds a slot of its host's budget from its opening to its closing, busy or idle:
+    the budget counts the connections open, as the server does. An idle client is closed after
+    ``idle_timeout`` seconds unused, and at once when its slot is wanted: by a task waiting for
+    the host (in this pool for another remote config, in another pool of the node), or because
+    the host's limit went down. A client given back while a task of this pool waits for the same
+    remote config goes to that task as it is. ``share`` (below 1) caps the slots this pool holds
+    per host to that part of the host's limit (at least one): the manager's listings
+    (:data:`~biomaj.download.limits.LISTING_SHARE`)."""
+
+    def __init__(self, budget: HostBudget | None = None, *, share: float = 1.0, idle_timeout: float = IDLE_TIMEOUT):
+        self.budget = budget if budget is not None else HostBudget()
+        self.share = share
+        self.idle_timeout = idle_timeout
+        self._idle: dict[tuple, list[_Idle]] = {}
+        self._wanting: dict[asyncio.Future, tuple] = {}  # this pool's waiters -> their client key
+        self._held: dict[str, int] = {}  # slots this pool holds per host (busy and idle)
+        self._room = asyncio.Condition() if share < 1 else None  # a slot of a shared-out host came back
+        self._reaper: asyncio.Task | None = None
         self._closed = False
 
-    def limit_for(self, config: RemoteConfig) -> HostLimit:
-        key = config.address or f"{config.protocol}:{config.root}"
-        if key not in self._limits:
-            self._limits[key] = HostLimit(key, self.per_host)
-        return self._limits[key]
+    @staticmethod
+    def host_of(config: RemoteConfig) -> str:
+        """The key of ``config``'s server in the host budget (``host:port``)."""
+        return config.address or f"{config.protocol}:{config.root}"
+
+    def limit(self, config: RemoteConfig) -> int:
+        """Connections this pool may have open to ``config``'s server now: what to size parallel
+        work by."""
+        limit = self.budget.limit(self.host_of(config))
+        return limit if self.share >= 1 else max(1, int(limit * self.share))
+
+    def throttled(self, config: RemoteConfig, retry_after: float | None = None) -> None:
+        """``config``'s server asked us to slow down."""
+        self.budget.throttled(self.host_of(config), retry_after)
 
     @asynccontextmanager
     async def client(self, config: RemoteConfig) -> AsyncIterator[Protocol]:
-        """A connected-or-connectable client for `config`, returned to the pool afterwards;
-        a client that failed with a transient error is closed rather than reused."""
-        if self._closed:
-            raise RuntimeError("client pool is closed")
-        limit = self.limit_for(config)
-        key = _client_key(config)
-        async with limit.slot():
-            idle = self._idle.setdefault(key, [])
-            client = idle.pop() if idle else open_protocol(config)
-            healthy = False
-            try:
-                yield client
-                healthy = True
-            except Throttled:
-                limit.throttled()
-                raise
-            finally:
-                if healthy and not self._closed:
-                    idle.append(client)
-                else:
-                    await _close_quietly(client)
+        """A connected-or-connectable client for `config` (waits for a slot of its server),
+        returned to the pool afterwards; a client that failed with a transient error is closed
+        rather than reused."""
+        key, host, client, slot = await self._checkout(config, wait=True)
+        healthy = False
+        try:
+            yield client
+            healthy = True
+        except Throttled as exc:
+            self.budget.throttled(host, exc.retry_after)
+            raise
+        finally:
+            await self._settle(key, host, client, slot, healthy)
 
     @asynccontextmanager
     async def try_client(self, config: RemoteConfig) -> AsyncIterator[Protocol | None]:
-        """Like :meth:`client` when a slot of the host is free right now, else None at once
-        (a split transfer adds a stream only then)."""
-        limit = self.limit_for(config)
-        if self._closed or limit.active >= limit.limit:
+        """As :meth:`client` when a slot of the server is free now (or an idle client is there),
+        else None at once (also once the pool is closed): for work that only adds a connection
+        when the budget allows one (a split transfer adds a stream only then)."""
+        got = await self._checkout(config, wait=False)
+        if got is None:
             yield None
             return
-        async with self.client(config) as client:
+        key, host, client, slot = got
+        healthy = False
+        try:
             yield client
+            healthy = True
+        except Throttled as exc:
+            self.budget.throttled(host, exc.retry_after)
+            raise
+        finally:
+            await self._settle(key, host, client, slot, healthy)
 
     async def close(self) -> None:
         self._closed = True
-        clients = [c for idle in self._idle.values() for c in idle]
+        if self._reaper is not None:
+            self._reaper.cancel()
+        idle = [entry for entries in self._idle.values() for entry in entries]
         self._idle.clear()
-        await asyncio.gather(*(_close_quietly(c) for c in clients))
+        for entry in idle:
+            self.budget.unpark(entry.slot)
+        await asyncio.gather(*(self._drop(entry.host, entry.client, entry.slot) for entry in idle))
+
+    # --- lending -------------------------------------------------------------------------------
+
+    async def _checkout(self, config: RemoteConfig, *, wait: bool) -> tuple[tuple, str, Protocol, Slot] | None:
+        if self._closed:
+            if not wait:
+                return None
+            raise RuntimeError("client pool is closed")
+        key = _client_key(config)
+        idle = self._idle.get(key)
+        if idle:
+            entry = idle.pop()
+            self.budget.unpark(entry.slot)
+            return key, entry.host, entry.client, entry.slot
+        host = self.host_of(config)
+        while self._room is not None and self._held.get(host, 0) >= self.limit(config):
+            other = self._idle_on(host)  # this pool's idle client of another remote config
+            if other is not None:
+                await _close_quietly(other.client)
+                return key, host, open_protocol(config), other.slot
+            if not wait:
+                return None
+            async with self._room:
+                await self._room.wait()
+            if self._idle.get(key):
+                return await self._checkout(config, wait=wait)
+        self._held[host] = self._held.get(host, 0) + 1
+        try:
+            slot = await self.budget.try_acquire(host)
+            if slot is None:
+                if not wait:
+                    await self._freed(host)
+                    return None
+                got = await self._wait(key, host)
+                if not isinstance(got, Slot):  # a client of this remote, handed over with its slot
+                    self._held[host] -= 1
+                    return (key, host, *got)
+                slot = got
+        except BaseException:
+            await self._freed(host)
+            raise
+        return key, host, open_protocol(config), slot
+
+    async def _wait(self, key: tuple, host: str) -> Slot | tuple[Protocol, Slot]:
+        waiter = self.budget.enqueue(host)
+        self._wanting[waiter] = key
+        try:
+            return await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():  # granted as we were cancelled
+                got = waiter.result()
+                if isinstance(got, Slot):
+                    got.release()
+                else:
+                    await self._drop(host, *got)
+            raise
+        finally:
+            del self._wanting[waiter]
+
+    async def _settle(self, key: tuple, host: str, client: Protocol, slot: Slot, healthy: bool) -> None:
+        """A client back from use: kept for the next use, handed to the task first in line for
+        the same remote, or closed (after a transient error, when someone else is first in line,
+        or the host's limit went down)."""
+        if healthy and not self._closed and not self.budget.over(host):
+            head = self.budget.first_waiter(host)
+            if head is None:
+                entry = _Idle(client, slot, host, time.monotonic())
+                self._idle.setdefault(key, []).append(entry)
+                self.budget.park(slot, lambda: self._evict(key, entry))
+                if self._reaper is None:
+                    self._reaper = asyncio.create_task(self._reap(), name="client-pool-reaper")
+                return
+            if self._wanting.get(head) == key:
+                head.set_result((client, slot))
+                return
+        await self._drop(host, client, slot)
+
+    def _evict(self, key: tuple, entry: _Idle) -> Awaitable[None]:
+        """The budget wants an idle client's slot: out of the pool now, closed next."""
+        idle = self._idle.get(key, [])
+        if entry in idle:
+            idle.remove(entry)
+        return self._closed_evicted(entry)
+
+    async def _closed_evicted(self, entry: _Idle) -> None:
+        await _close_quietly(entry.client)
+        await self._freed(entry.host)  # the budget releases the slot
+
+    async def _drop(self, host: str, client: Protocol, slot: Slot) -> None:
+        """Close a client, then give its slot back (never before: the server would count both)."""
+        try:
+            await _close_quietly(client)
+        finally:
+            slot.release()
+            await self._freed(host)
+
+    async def _freed(self, host: str) -> None:
+        self._held[host] -= 1
+        if self._room is not None:
+            async with self._room:
+                self._room.notify_all()
+
+    def _idle_on(self, host: str) -> _Idle | None:
+        """An idle client of ``host``, out of the pool and out of the budget's parked slots."""
+        for idle in self._idle.values():
+            for entry in idle:
+                if entry.host == host:
+                    idle.remove(entry)
+                    self.budget.unpark(entry.slot)
+                    return entry
+        return None
+
+    async def _reap(self) -> None:
+        """Close the clients idle for idle_timeout seconds, while there are idle ones (a look
+        every idle_timeout / 2 seconds, not a timer per client)."""
+        try:
+            while True:
+                await asyncio.sleep(self.idle_timeout / 2)
+                if not any(self._idle.values()):
+                    return
+                now, stale = time.monotonic(), []
+                for idle in self._idle.values():
+                    stale += [entry for entry in idle if now - entry.since >= self.idle_timeout]
+                    idle[:] = [entry for entry in idle if now - entry.since < self.idle_timeout]
+                for entry in stale:
+                    self.budget.unpark(entry.slot)
+                await asyncio.gather(*(self._drop(entry.host, entry.client, entry.slot) for entry in stale))
+        finally:
+            self._reaper = None
 
 
 async def _close_quietly(client: Protocol) -> None:
@@ -395,7 +565,7 @@ class Fetcher:
 
     async def fetch_many(self, config: RemoteConfig, items: Sequence[FetchItem], on_done: ItemDone, *,
                          on_bytes: Callable[[int], None] | None = None) -> None:
-        """Fetch every item, ``per_host`` at a time, telling ``on_done`` of each as it ends.
+        """Fetch every item, the host's budget at a time, telling ``on_done`` of each as it ends.
 
         New small files (``inline_max``) of a protocol that pipelines (HTTP/1.1) go several to a
         connection, asked for at once; the others, and any file the pipeline did not deliver
@@ -416,7 +586,7 @@ class Fetcher:
                     singles.append(index)
                 else:
                     fresh.append(index)
-            count = min(self.pool.per_host, len(fresh) // LANE_MIN)
+            count = min(self.pool.limit(config), len(fresh) // LANE_MIN)
             if count:
                 lanes = [fresh[n::count] for n in range(count)]
             else:
@@ -446,7 +616,7 @@ class Fetcher:
             for run, arg in work:
                 await run(arg)
 
-        await asyncio.gather(*(worker() for _ in range(min(self.pool.per_host, len(lanes) + len(singles)))))
+        await asyncio.gather(*(worker() for _ in range(min(self.pool.limit(config), len(lanes) + len(singles)))))
 
     async def _exact_size(self, config: RemoteConfig, entry: RemoteEntry) -> RemoteEntry:
         """A file an index listed as about big enough to split (``12M``) with its exact size and
@@ -528,7 +698,7 @@ class Fetcher:
                         continue
                     if isinstance(stream, RemoteError):
                         if isinstance(stream, Throttled):
-                            self.pool.limit_for(config).throttled()
+                            self.pool.throttled(config, stream.retry_after)
                         continue  # a redirect, a 5xx ...: one by one, with the retries
                     part = item.dest.with_name(item.dest.name + PART_SUFFIX)
                     finisher = _Finisher(part, item.dest, item.entry.size, self._archive_name(item.dest))

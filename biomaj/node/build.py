@@ -1,5 +1,6 @@
 """Every actor is built here, by name: for a ``biomaj serve`` node (:mod:`biomaj.node.serve`) and for
-the in-process actors of a ``biomaj ctl`` command (:mod:`biomaj.node.embedded`)."""
+the in-process actors of a ``biomaj ctl`` command (:mod:`biomaj.node.embedded`), with the one host
+budget of the process (:func:`host_budget`), given to its manager and its downloader."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from biomaj.actors.processor import ProcessorActor, ProcessorSettings
 from biomaj.auth.identity import admins_of, secret_reader
 from biomaj.bus import Bus
 from biomaj.config.service import Config
+from biomaj.download.limits import HostBudget
 from biomaj.runtime.hooks import Hooks
 from biomaj.state import State
 from biomaj.storage.base import Store
@@ -54,6 +56,13 @@ class Wiring:
     ftp_asked: bool = False
     #: Given to every actor of the runtime (manager, downloader, processor): a node's MetricsHooks.
     hooks: tuple[Hooks, ...] = ()
+    #: The connections to each remote server, for every actor of the process; built from the
+    #: config and the state when not given. Its owner closes it after the actors stop.
+    budget: HostBudget | None = None
+
+    def __post_init__(self) -> None:
+        if self.budget is None:
+            object.__setattr__(self, "budget", host_budget(self.config, self.state, self.node_id))
 
 
 def build_actor(name: str, wiring: Wiring) -> Startable:
@@ -66,13 +75,13 @@ def build_actor(name: str, wiring: Wiring) -> Startable:
                                    recover=wiring.recover, bandwidth=limits.bandwidth, **grace,
                                    **_given(lease_ttl=wiring.lease_ttl))
         return ManagerActor(wiring.bus, settings, store=wiring.store, state=wiring.state,
-                            global_properties=config.global_properties, admins=admins_of(config), hooks=wiring.hooks)
+                            global_properties=config.global_properties, admins=admins_of(config),
+                            budget=wiring.budget, hooks=wiring.hooks)
     if name == "downloader":
-        settings = DownloaderSettings(concurrency=limits.downloads, per_host=limits.downloads_per_host,
-                                      inline_max=limits.inline_write_max, bandwidth=limits.bandwidth,
-                                      node_id=wiring.node_id, **grace)
+        settings = DownloaderSettings(concurrency=limits.downloads, inline_max=limits.inline_write_max,
+                                      bandwidth=limits.bandwidth, node_id=wiring.node_id, **grace)
         return DownloaderActor(wiring.bus, settings, state=wiring.state, read_secret=secret_reader(config),
-                               hooks=wiring.hooks)
+                               budget=wiring.budget, hooks=wiring.hooks)
     if name == "processor":
         settings = ProcessorSettings(concurrency=limits.processes, node_id=wiring.node_id, **grace)
         return ProcessorActor(wiring.bus, settings, state=wiring.state, hooks=wiring.hooks)
@@ -96,6 +105,14 @@ def build_actor(name: str, wiring: Wiring) -> Startable:
         return FtpActor(config.settings.ftp, wiring.store, users_of(config, wiring.store), **grace,
                         asked=wiring.ftp_asked)
     raise ValueError(f"no actor named {name!r}")
+
+
+def host_budget(config: Config, state: State | None, node_id: str) -> HostBudget:
+    """The one host budget of a process (``limits.per_host``, ``limits.hosts``): the cluster's,
+    through the state, when the state is shared (Redis); else this process's alone."""
+    limits = config.settings.limits
+    shared = state if state is not None and state.shared else None
+    return HostBudget(limits.per_host, limits.hosts, state=shared, node_id=node_id, lease_ttl=limits.host_lease_ttl)
 
 
 def _given(**values: Any) -> dict[str, Any]:

@@ -50,6 +50,7 @@ class Embedded(JobClient):
         self.manager = build_actor("manager", wiring)
         self.downloader = build_actor("downloader", wiring)
         self.processor = build_actor("processor", wiring)
+        self.budget = wiring.budget
 
     async def __aenter__(self) -> Embedded:
         await super().__aenter__()
@@ -63,7 +64,7 @@ class Embedded(JobClient):
         return self
 
     async def close(self) -> None:
-        for stopping in (self.manager.stop, self.processor.stop, self.downloader.stop):
+        for stopping in (self.manager.stop, self.processor.stop, self.downloader.stop, self.budget.close):
             with contextlib.suppress(Exception):
                 await stopping()
         await super().close()

@@ -16,6 +16,7 @@ from biomaj import __version__
 from biomaj.bus import Bus, open_bus
 from biomaj.config.roles import ROLE_ACTORS, ROLES, STORE_ROLES
 from biomaj.config.service import Config
+from biomaj.download.limits import HostBudget
 from biomaj.node.build import Startable, Wiring, build_actor
 from biomaj.node.heartbeat import Heartbeat
 from biomaj.runtime.metrics_hooks import MetricsHooks
@@ -40,6 +41,7 @@ class Node:
         self.actors: list[Startable] = []
         self.actor_metrics = MetricsHooks()  # every actor's messages, for /metrics
         self.heartbeat: Heartbeat | None = None
+        self.budget: HostBudget | None = None  # the connections to each server, for every actor
 
     @property
     def actor_names(self) -> list[str]:
@@ -70,6 +72,7 @@ class Node:
             wiring = Wiring(cfg, self.bus, self.state, self.store, self.node_id, grace=node.stop_grace,
                             lease_ttl=node.lease_ttl, status=self, ftp_asked=set(self.roles) != set(ROLES),
                             hooks=(self.actor_metrics,))
+            self.budget = wiring.budget
             for name in self.actor_names:
                 actor = build_actor(name, wiring)
                 await actor.start()
@@ -101,6 +104,12 @@ class Node:
                 await actor.stop()
             except Exception:
                 log.exception("actor %s did not stop cleanly", actor.name)
+        if self.budget is not None:  # the cluster's slots this node holds go back now, not at their TTL
+            try:
+                await self.budget.close()
+            except Exception:
+                log.exception("closing the host budget failed")
+            self.budget = None
         for closing in (self.store, self.bus, self.state):
             if closing is not None:
                 try:

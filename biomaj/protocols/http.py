@@ -5,7 +5,9 @@
 ``url.method`` (GET: ``url.params`` as a query string, POST: as a form), which BioMAJ's ``multi``
 protocol also uses for each of its files.
 
-One ``aiohttp.ClientSession`` per instance keeps connections alive between requests. Nothing is
+One ``aiohttp.ClientSession`` per instance keeps connections alive between requests. An instance
+has one connection to the server open at a time, the session's or the pipelined one (switching
+closes the other): a client pool counts open clients against the host budget. Nothing is
 decompressed on the fly (a ``.gz`` served with ``Content-Encoding: gzip`` stays a ``.gz``), except
 index pages, which are asked for gzip-compressed and inflated here.
 
@@ -164,6 +166,8 @@ class HttpProtocol(Protocol):
 
     async def _request(self, method: str, url: URL, *, ok: tuple[int, ...] = (), **kwargs) -> aiohttp.ClientResponse:
         """Send a request; an error status not in ``ok`` is raised as a RemoteError."""
+        if self._pipeline is not None:
+            self._pipeline.close()  # one connection per client: the host budget counts clients
         try:
             response = await self._http().request(
                 method, url, allow_redirects=self._redirects, max_redirects=MAX_REDIRECTS,
@@ -209,6 +213,9 @@ class HttpProtocol(Protocol):
 
     async def open_many(self, paths: list[str]) -> AsyncIterator[tuple[str, RemoteStream | RemoteError]]:
         pipeline = self._pipelined()
+        if self._session is not None:  # one connection per client: the host budget counts clients
+            session, self._session = self._session, None
+            await session.close()
         urls = {}
         for path in paths:
             url = self._file_url(path)

@@ -5,7 +5,7 @@ overrides :meth:`Actor.handle`::
 
     @dataclass(frozen=True, kw_only=True)
     class DownloaderSettings(ActorSettings):
-        per_host: int = 4
+        inline_max: int = 262144
 
     class Downloader(Actor):
         name = "downloader"

@@ -1,4 +1,5 @@
-"""Shared short-lived state: node registry, bank locks, cancel flags, progress counters.
+"""Shared short-lived state: node registry, bank locks, cancel flags, progress counters,
+counting semaphores and throttles.
 
 ``open_state(url)`` picks the implementation from ``state.url`` in config.yml: ``memory://``
 (or empty) for the single-binary mode, Redis (``redis://``, ``rediss://``, ``unix://``) when the
@@ -12,7 +13,7 @@ from urllib.parse import urlsplit
 from biomaj.errors import ConfigError
 from biomaj.redaction import redact_url
 
-from .base import Clock, LockInfo, LockOwner, NodeInfo, ProgressValue, State, StateError
+from .base import Clock, LockInfo, LockOwner, NodeInfo, ProgressValue, SlotHolders, State, StateError, Throttle
 from .memory import MemoryState
 
 __all__ = [
@@ -22,8 +23,10 @@ __all__ = [
     "MemoryState",
     "NodeInfo",
     "ProgressValue",
+    "SlotHolders",
     "State",
     "StateError",
+    "Throttle",
     "open_state",
 ]
 

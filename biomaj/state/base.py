@@ -1,4 +1,5 @@
-"""The shared, short-lived state contract: node registry, bank locks, cancel flags, progress.
+"""The shared, short-lived state contract: node registry, bank locks, cancel flags, progress,
+counting semaphores (leases of slots) and throttles.
 
 Everything here may vanish on restart without harm (sessions and releases live in the store).
 The memory implementation serves the single-binary mode, the Redis one (``redis.py``) the
@@ -18,11 +19,12 @@ import os
 import socket
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
-from typing import Any, Union
+from typing import Any, ClassVar, Union
 
 from biomaj.errors import BiomajError
 
-__all__ = ["Clock", "LockInfo", "LockOwner", "NodeInfo", "ProgressValue", "State", "StateError"]
+__all__ = ["Clock", "LockInfo", "LockOwner", "NodeInfo", "ProgressValue", "SlotHolders", "State", "StateError",
+           "Throttle"]
 
 Clock = Callable[[], float]
 ProgressValue = Union[int, float, str, bool, None]
@@ -87,8 +89,35 @@ class LockInfo:
     expires: float  # clock() after which it is free again unless renewed
 
 
+@dataclass(frozen=True)
+class SlotHolders:
+    """Who holds slots of a counting semaphore now, and who was refused one lately."""
+
+    held: Mapping[str, int]  # holder -> its live slots (holders with none are left out)
+    waiting: frozenset[str]  # holders whose waiting mark (``acquire_slot(wait_ttl=...)``) is alive
+
+    @property
+    def total(self) -> int:
+        """Live slots of every holder."""
+        return sum(self.held.values())
+
+
+@dataclass(frozen=True)
+class Throttle:
+    """A limit lowered for a while (``set_throttle``)."""
+
+    limit: int
+    expires: float  # clock() after which it no longer applies
+
+
 class State(abc.ABC):
-    """Node registry, bank locks, cancel flags and progress counters shared by all actors."""
+    """Node registry, bank locks, cancel flags, progress counters, semaphores and throttles
+    shared by all actors."""
+
+    #: True when other processes see the same state (Redis); False for the in-process one.
+    shared: ClassVar[bool] = False
+    #: The clock of every TTL (wall-clock seconds by default; tests inject a fake one).
+    clock: Clock
 
     # --- node registry -----------------------------------------------------------------------
 
@@ -163,6 +192,44 @@ class State(abc.ABC):
     async def clear_progress(self, job_id: str) -> None:
         """Forget a job's progress."""
 
+    # --- counting semaphores ------------------------------------------------------------------
+    # ``limit`` slots of ``name`` shared by holders (one per node and purpose). A holder's slots of
+    # one semaphore share one lease: taking a slot or renewing pushes it to ``clock() + ttl``, and
+    # when it expires every slot of that holder is free again (a killed node's slots come back
+    # after its TTL). Taking a slot never waits: the caller polls, or waits for its own releases.
+
+    @abc.abstractmethod
+    async def acquire_slot(self, name: str, holder: str, limit: int, ttl: float, *,
+                           wait_ttl: float | None = None) -> bool:
+        """Take one more slot of ``name`` for ``holder`` if the live slots of every holder are
+        fewer than ``limit`` (its lease, all its slots, then lasts ``ttl`` seconds). Refused:
+        False, and with ``wait_ttl`` the holder is marked waiting for that long (``slot_holders``
+        shows it to the others) unless it takes a slot before."""
+
+    @abc.abstractmethod
+    async def renew_slots(self, name: str, holder: str, ttl: float) -> int:
+        """Push the lease of ``holder``'s slots of ``name`` to ``clock() + ttl``; how many slots
+        it holds. 0 when it holds none, or its lease expired already (its slots are gone: it
+        must acquire them again)."""
+
+    @abc.abstractmethod
+    async def release_slot(self, name: str, holder: str) -> bool:
+        """Give one slot back. False (and nothing changes) when ``holder`` holds none."""
+
+    @abc.abstractmethod
+    async def slot_holders(self, name: str) -> SlotHolders:
+        """The live holders of ``name`` and their slot counts, and the holders waiting for one."""
+
+    # --- throttles ---------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def set_throttle(self, name: str, limit: int, ttl: float) -> None:
+        """Lower ``name``'s limit to ``limit`` for ``ttl`` seconds (the last one set wins)."""
+
+    @abc.abstractmethod
+    async def get_throttle(self, name: str) -> Throttle | None:
+        """The live throttle of ``name``, or None."""
+
     # --- lifecycle ---------------------------------------------------------------------------
 
     async def close(self) -> None:
@@ -180,6 +247,13 @@ def check_ttl(ttl: Any) -> float:
     if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not ttl > 0:
         raise ValueError(f"ttl must be a positive number of seconds, got {ttl!r}")
     return float(ttl)
+
+
+def check_limit(limit: Any) -> int:
+    """Validate a semaphore or throttle limit: an int of at least 1."""
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise ValueError(f"limit must be an integer of at least 1, got {limit!r}")
+    return limit
 
 
 def check_progress_value(field: str, value: Any) -> ProgressValue:

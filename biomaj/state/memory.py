@@ -17,8 +17,11 @@ from .base import (
     LockOwner,
     NodeInfo,
     ProgressValue,
+    SlotHolders,
     State,
     StateError,
+    Throttle,
+    check_limit,
     check_progress_value,
     check_ttl,
 )
@@ -35,6 +38,9 @@ class MemoryState(State):
         self._locks: dict[str, LockInfo] = {}
         self._cancels: dict[str, float | None] = {}  # job id -> expires (None: never)
         self._progress: dict[str, dict[str, ProgressValue]] = {}
+        # semaphore -> holder -> [slots, lease expires, waiting mark expires]
+        self._semaphores: dict[str, dict[str, list]] = {}
+        self._throttles: dict[str, Throttle] = {}
 
     # --- node registry -----------------------------------------------------------------------
 
@@ -137,3 +143,70 @@ class MemoryState(State):
 
     async def clear_progress(self, job_id: str) -> None:
         self._progress.pop(job_id, None)
+
+    # --- counting semaphores ------------------------------------------------------------------
+
+    def _holders(self, name: str) -> dict[str, list]:
+        """The holders of ``name``, without the dead ones (lease and waiting mark expired)."""
+        now = self.clock()
+        holders = self._semaphores.setdefault(name, {})
+        for holder in [h for h, (_, expires, waits) in holders.items() if expires <= now and waits <= now]:
+            del holders[holder]
+        return holders
+
+    def _live(self, entry: list) -> int:
+        return entry[0] if entry[1] > self.clock() else 0
+
+    async def acquire_slot(self, name: str, holder: str, limit: int, ttl: float, *,
+                           wait_ttl: float | None = None) -> bool:
+        limit, ttl = check_limit(limit), check_ttl(ttl)
+        if wait_ttl is not None:
+            wait_ttl = check_ttl(wait_ttl)
+        holders = self._holders(name)
+        now = self.clock()
+        mine = self._live(holders.get(holder, [0, 0.0, 0.0]))
+        if sum(self._live(entry) for entry in holders.values()) < limit:
+            holders[holder] = [mine + 1, now + ttl, 0.0]
+            return True
+        if wait_ttl is not None:
+            entry = holders.setdefault(holder, [0, 0.0, 0.0])
+            entry[0], entry[2] = mine, now + wait_ttl
+        return False
+
+    async def renew_slots(self, name: str, holder: str, ttl: float) -> int:
+        ttl = check_ttl(ttl)
+        entry = self._holders(name).get(holder)
+        if entry is None or not self._live(entry):
+            return 0
+        entry[1] = self.clock() + ttl
+        return entry[0]
+
+    async def release_slot(self, name: str, holder: str) -> bool:
+        holders = self._holders(name)
+        entry = holders.get(holder)
+        if entry is None or not self._live(entry):
+            return False
+        entry[0] -= 1
+        if not entry[0] and entry[2] <= self.clock():
+            del holders[holder]
+        return True
+
+    async def slot_holders(self, name: str) -> SlotHolders:
+        holders = self._holders(name)
+        now = self.clock()
+        return SlotHolders(
+            held={h: entry[0] for h, entry in sorted(holders.items()) if self._live(entry)},
+            waiting=frozenset(h for h, entry in holders.items() if entry[2] > now),
+        )
+
+    # --- throttles ---------------------------------------------------------------------------
+
+    async def set_throttle(self, name: str, limit: int, ttl: float) -> None:
+        self._throttles[name] = Throttle(check_limit(limit), self.clock() + check_ttl(ttl))
+
+    async def get_throttle(self, name: str) -> Throttle | None:
+        throttle = self._throttles.get(name)
+        if throttle is not None and throttle.expires <= self.clock():
+            del self._throttles[name]
+            return None
+        return throttle

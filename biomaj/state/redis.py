@@ -22,6 +22,8 @@ installations share one Redis database):
 ``NODE_INDEX``        sorted set   node id, scored by ``expires`` (for listing)
 ``cancel_key(job)``   string       JSON ``expires`` timestamp, or ``null`` (no TTL)
 ``progress_key(job)`` hash         field -> JSON scalar (ints stay ints, so HINCRBY works)
+``semaphore_key(n)``  hash         holder -> ``"<slots> <lease expires> <waiting until>"``
+``throttle_key(n)``   string       JSON ``{"limit": ..., "expires": ...}``
 ====================  ===========  ===============================================
 
 Connection errors are retried with exponential backoff (a Redis restart of a few seconds goes
@@ -46,7 +48,9 @@ from redis.exceptions import AuthenticationError, RedisError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from biomaj.bus.names import KEY_PREFIX, cancel_key, lock_key, node_key, progress_key
+from biomaj.bus.names import (
+    KEY_PREFIX, cancel_key, lock_key, node_key, progress_key, semaphore_key, throttle_key,
+)
 from biomaj.redaction import redact_url
 
 from .base import (
@@ -55,8 +59,11 @@ from .base import (
     LockOwner,
     NodeInfo,
     ProgressValue,
+    SlotHolders,
     State,
     StateError,
+    Throttle,
+    check_limit,
     check_progress_value,
     check_ttl,
 )
@@ -159,6 +166,67 @@ return 1
 """
 
 
+# A semaphore is one hash: holder -> "<slots> <lease expires> <waiting until>" (clock timestamps,
+# "0" for none). A holder's slots count while its lease is alive; the entry goes when neither its
+# lease nor its waiting mark is.
+_SLOTS = _KEEP_FOR + """
+local function entry(text)
+  local slots, expires, waits = string.match(text, '^(%S+) (%S+) (%S+)$')
+  return tonumber(slots), expires, waits
+end
+"""
+
+# KEYS: semaphore. ARGV: now, holder, limit, expires, gc_ms, waiting until ('' for no mark).
+_ACQUIRE_SLOT = _SLOTS + """
+local all = redis.call('HGETALL', KEYS[1])
+local total, mine, mine_expires = 0, 0, '0'
+for i = 1, #all, 2 do
+  local slots, expires, waits = entry(all[i + 1])
+  if live(expires, ARGV[1]) then
+    total = total + slots
+    if all[i] == ARGV[2] then mine, mine_expires = slots, expires end
+  elseif not live(waits, ARGV[1]) then
+    redis.call('HDEL', KEYS[1], all[i])
+  end
+end
+if total < tonumber(ARGV[3]) then
+  redis.call('HSET', KEYS[1], ARGV[2], (mine + 1) .. ' ' .. ARGV[4] .. ' 0')
+  keep_for(KEYS[1], ARGV[5])
+  return 1
+end
+if ARGV[6] ~= '' then
+  redis.call('HSET', KEYS[1], ARGV[2], mine .. ' ' .. mine_expires .. ' ' .. ARGV[6])
+  keep_for(KEYS[1], ARGV[5])
+end
+return 0
+"""
+
+# KEYS: semaphore. ARGV: now, holder, expires, gc_ms.
+_RENEW_SLOTS = _SLOTS + """
+local text = redis.call('HGET', KEYS[1], ARGV[2])
+if not text then return 0 end
+local slots, expires, waits = entry(text)
+if slots < 1 or not live(expires, ARGV[1]) then return 0 end
+redis.call('HSET', KEYS[1], ARGV[2], slots .. ' ' .. ARGV[3] .. ' ' .. waits)
+keep_for(KEYS[1], ARGV[4])
+return slots
+"""
+
+# KEYS: semaphore. ARGV: now, holder.
+_RELEASE_SLOT = _SLOTS + """
+local text = redis.call('HGET', KEYS[1], ARGV[2])
+if not text then return 0 end
+local slots, expires, waits = entry(text)
+if slots < 1 or not live(expires, ARGV[1]) then return 0 end
+if slots == 1 and not live(waits, ARGV[1]) then
+  redis.call('HDEL', KEYS[1], ARGV[2])
+else
+  redis.call('HSET', KEYS[1], ARGV[2], (slots - 1) .. ' ' .. expires .. ' ' .. waits)
+end
+return 1
+"""
+
+
 def _ms(seconds: float) -> int:
     """A real Redis expiry in milliseconds: at least 1, at most a century (``ttl=inf`` is valid)."""
     return int(min(max(seconds, 0.001), 100 * 365 * 86400.0) * 1000)
@@ -194,11 +262,14 @@ def _glob_escape(text: str) -> str:
 
 
 class RedisState(State):
-    """Node registry, locks, cancel flags and progress in Redis, with an injectable clock.
+    """Node registry, locks, cancel flags, progress, semaphores and throttles in Redis, with an
+    injectable clock.
 
     ``prefix`` is put in front of every key (tests use a random one per test). Creating the
     object opens no connection; the first operation does.
     """
+
+    shared = True
 
     def __init__(self, url: str, *, clock: Clock = time.time, prefix: str = "",
                  retries: int = RETRIES) -> None:
@@ -231,6 +302,9 @@ class RedisState(State):
         self._release = self._redis.register_script(_RELEASE)
         self._break = self._redis.register_script(_BREAK)
         self._heartbeat = self._redis.register_script(_HEARTBEAT)
+        self._acquire_slot = self._redis.register_script(_ACQUIRE_SLOT)
+        self._renew_slots = self._redis.register_script(_RENEW_SLOTS)
+        self._release_slot = self._redis.register_script(_RELEASE_SLOT)
 
     def __repr__(self) -> str:
         return f"RedisState({self.url!r}, prefix={self.prefix!r})"
@@ -417,6 +491,63 @@ class RedisState(State):
     async def clear_progress(self, job_id: str) -> None:
         async with self._talking(f"clear progress of {job_id}"):
             await self._redis.delete(self._key(progress_key(job_id)))
+
+    # --- counting semaphores ------------------------------------------------------------------
+
+    async def acquire_slot(self, name: str, holder: str, limit: int, ttl: float, *,
+                           wait_ttl: float | None = None) -> bool:
+        limit, ttl = check_limit(limit), check_ttl(ttl)
+        waits = "" if wait_ttl is None else repr(self.clock() + check_ttl(wait_ttl))
+        now = self.clock()
+        async with self._talking(f"take a slot of {name!r}"):
+            taken = await self._acquire_slot(
+                keys=[self._key(semaphore_key(name))],
+                args=[repr(now), holder, limit, repr(now + ttl), _ms(max(ttl, wait_ttl or 0) + GC_MARGIN), waits],
+            )
+        return bool(taken)
+
+    async def renew_slots(self, name: str, holder: str, ttl: float) -> int:
+        ttl = check_ttl(ttl)
+        now = self.clock()
+        async with self._talking(f"renew the slots of {name!r}"):
+            slots = await self._renew_slots(keys=[self._key(semaphore_key(name))],
+                                            args=[repr(now), holder, repr(now + ttl), _ms(ttl + GC_MARGIN)])
+        return int(slots)
+
+    async def release_slot(self, name: str, holder: str) -> bool:
+        async with self._talking(f"give a slot of {name!r} back"):
+            released = await self._release_slot(keys=[self._key(semaphore_key(name))],
+                                                args=[repr(self.clock()), holder])
+        return bool(released)
+
+    async def slot_holders(self, name: str) -> SlotHolders:
+        now = self.clock()
+        async with self._talking(f"read the slots of {name!r}"):
+            entries = await self._redis.hgetall(self._key(semaphore_key(name)))
+        held, waiting = {}, set()
+        for holder, text in sorted(entries.items()):
+            slots, expires, waits = text.split(" ")
+            if float(expires) > now and int(slots) > 0:
+                held[holder] = int(slots)
+            if float(waits) > now:
+                waiting.add(holder)
+        return SlotHolders(held=held, waiting=frozenset(waiting))
+
+    # --- throttles ---------------------------------------------------------------------------
+
+    async def set_throttle(self, name: str, limit: int, ttl: float) -> None:
+        limit, ttl = check_limit(limit), check_ttl(ttl)
+        value = json.dumps({"limit": limit, "expires": self.clock() + ttl})
+        async with self._talking(f"throttle {name!r}"):
+            await self._redis.set(self._key(throttle_key(name)), value, px=_ms(ttl + GC_MARGIN))
+
+    async def get_throttle(self, name: str) -> Throttle | None:
+        async with self._talking(f"read the throttle of {name!r}"):
+            value = await self._redis.get(self._key(throttle_key(name)))
+        if value is None:
+            return None
+        data = json.loads(value)
+        return Throttle(data["limit"], data["expires"]) if data["expires"] > self.clock() else None
 
     # --- lifecycle ---------------------------------------------------------------------------
 

@@ -13,6 +13,7 @@ from typing import Any, Awaitable, Callable, Protocol, Sequence
 
 from biomaj.bus.messages import JobEvent, Message
 from biomaj.config.properties import BankProperties
+from biomaj.download.engine import ClientPool
 from biomaj.errors import BiomajError, ConfigError
 from biomaj.storage.base import Doc, Store
 
@@ -56,6 +57,9 @@ class RunContext:
     #: so a lock file left by this same job (its earlier, dead run) may be taken over.
     lease_held: bool = False
     bandwidth: str | None = None  # limits.bandwidth of the download nodes (config.yml), for the progress
+    #: The manager's pool for listings and release files, within the node's host budget
+    #: (download/limits.py LISTING_SHARE of it); None: the workflow opens a local one of its own.
+    listing: ClientPool | None = None
 
     async def event(self, bank: str, state: str, *, step: str | None = None, message: str = "", **progress: Any) -> None:
         if self.emit is not None:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from biomaj.download.engine import ClientPool, FetchFailed, Fetcher, FetchSettings
-from biomaj.download.limits import LISTING_PER_HOST
+from biomaj.download.limits import LISTING_SHARE
 from biomaj.download.remote import to_message
 from biomaj.download.retry import RetryPolicy
 from biomaj.download.verify import VerificationFailed, check_sidecars
@@ -81,7 +81,9 @@ class UpdateWorkflow(Workflow):
         self.holder = locks.LockHolder.here(run.job_id, run.user or "")
         self.locked = False
         self.dependencies: dict[str, DependencyRun] = {}
-        self.pool = ClientPool(per_host=LISTING_PER_HOST)
+        # listing and release files: the manager's pool (the node's host budget), else one of its own
+        self._own_pool = run.listing is None
+        self.pool = run.listing if run.listing is not None else ClientPool(share=LISTING_SHARE)
         self.downloaded: list[str] = []  # save_as of files fetched (or found complete) this run
         self.reused: list[str] = []  # save_as of files linked from the previous release
         self.record = True  # False for a release check
@@ -133,7 +135,8 @@ class UpdateWorkflow(Workflow):
         return list((self._doc or {}).get("production") or [])
 
     async def close(self) -> None:
-        await self.pool.close()
+        if self._own_pool:
+            await self.pool.close()
 
     # --- tasks -------------------------------------------------------------------------------
 

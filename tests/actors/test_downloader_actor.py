@@ -11,6 +11,7 @@ from biomaj.actors.downloader import DownloaderActor, DownloaderSettings
 from biomaj.bus import MemoryBus, names
 from biomaj.bus.messages import CancelJob, DownloadRequest, DownloadResult, FileOutcome, FileSpec, JobEvent
 from biomaj.download.engine import PART_SUFFIX
+from biomaj.download.limits import HostBudget
 from biomaj.download.remote import to_message
 from biomaj.state import MemoryState
 from tests.servers import http_server
@@ -217,7 +218,7 @@ async def test_a_batch_redelivered_after_its_downloader_died_resumes_without_fet
     server.faults.stall["big.bin"] = 60.0
     offline = tmp_path / "offline"
     specs = [FileSpec(f"s{n}.txt", f"s{n}.txt", size=100) for n in range(4)] + [FileSpec("big.bin", "big.bin", size=BIG)]
-    first = DownloaderActor(bus, DownloaderSettings(grace=0, per_host=2), state=state)
+    first = DownloaderActor(bus, DownloaderSettings(grace=0), state=state, budget=HostBudget(2))
     await first.start()
     await bus.publish(names.DOWNLOAD, batch(server, offline, specs))
     async with asyncio.timeout(10):

@@ -64,16 +64,17 @@ class Cluster:
         self.config = root / "config.yml"
         self.configure()
 
-    def configure(self, bus_url: str | None = None, **node: float) -> None:
+    def configure(self, bus_url: str | None = None, limits: dict | None = None, **node: float) -> None:
         """(Re)write config.yml: the transports, fast heartbeats and leases, small per-node limits
-        (so that work spreads over nodes)."""
+        (so that work spreads over nodes), 4 connections to a server for the whole cluster;
+        ``limits`` changes some of them."""
         settings = yaml.safe_load(self.config.read_text())
         settings["bus"] = {"url": bus_url or self.bus_url}
         settings["state"] = {"url": self.state_url}
         settings["redis"] = {"prefix": self.prefix}
         settings["node"] = {"heartbeat_interval": 0.5, "heartbeat_ttl": 2.0, "lease_ttl": 3.0, "stop_grace": 2.0,
                             **node}
-        settings["limits"] = {"jobs": 2, "downloads": 2, "downloads_per_host": 2, "processes": 1}
+        settings["limits"] = {"jobs": 2, "downloads": 2, "per_host": 4, "processes": 1, **(limits or {})}
         settings["logging"] = {"level": "INFO"}
         settings.setdefault("web", {})["port"] = self.web_port
         self.config.write_text(yaml.safe_dump(settings))

@@ -11,6 +11,7 @@ from dataclasses import replace
 import pytest
 
 from biomaj.download.engine import PART_SUFFIX, ClientPool, FetchFailed, Fetcher, FetchSettings
+from biomaj.download.limits import HostBudget
 from biomaj.download.matching import NoFileMatched, match_files
 from biomaj.download.paths import safe_join
 from biomaj.download.retry import RetryPolicy
@@ -24,7 +25,7 @@ FAST_RETRY = RetryPolicy.parse("stop_after_attempt(5)", "wait_none")
 async def mirror(remote, offline, patterns="**/*", *, per_host=4, retry=FAST_RETRY, **config_changes):
     """match + fetch everything, like the update workflow will; returns {save_as: FetchResult}."""
     config = replace(remote.config, **config_changes)
-    pool = ClientPool(per_host=per_host)
+    pool = ClientPool(HostBudget(per_host))
     try:
         async with pool.client(config) as lister:
             matched = await match_files(lister, patterns)

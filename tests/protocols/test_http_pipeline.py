@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from biomaj.download.engine import ClientPool, FetchFailed, Fetcher, FetchItem, FetchResult, FetchSettings
+from biomaj.download.limits import HostBudget
 from biomaj.download.retry import RetryPolicy
 from biomaj.protocols.base import RemoteConfig, RemoteEntry
 from tests.servers import http_server
@@ -36,7 +37,7 @@ def make_tree(root: Path, count: int, size: int = 3000) -> dict[str, bytes]:
 async def fetch_all(config: RemoteConfig, names: dict[str, int | None], offline: Path, *, per_host: int = 2,
                     **settings) -> dict[str, FetchResult | BaseException]:
     """Fetcher.fetch_many over ``names`` (name -> listed size, None: unknown with a size hint)."""
-    pool = ClientPool(per_host=per_host)
+    pool = ClientPool(HostBudget(per_host))
     fetcher = Fetcher(pool, FetchSettings(**{"retry": FAST_RETRY, **settings}))
     items = [FetchItem(RemoteEntry(name, size, None, size_hint=size if size is not None else 4096),
                        offline / name) for name, size in names.items()]
@@ -284,7 +285,7 @@ async def test_a_part_file_the_server_does_not_resume_is_replaced_by_the_whole_f
         part = tmp_path / "off" / (name + ".biomaj-part")
         part.parent.mkdir(parents=True)
         part.write_bytes(files[name][:1000])
-        pool = ClientPool(per_host=1)
+        pool = ClientPool(HostBudget(1))
         try:
             result = await Fetcher(pool, FetchSettings(retry=FAST_RETRY)).fetch(
                 server.config, RemoteEntry(name, len(files[name]), None), tmp_path / "off" / name)

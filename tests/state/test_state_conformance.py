@@ -216,3 +216,102 @@ async def test_progress_value_rules(state: State) -> None:
         await state.incr_progress("j1", "done", 1.5)  # type: ignore[arg-type]
     with pytest.raises(TypeError):
         await state.set_progress("j1", {"files": ["a", "b"]})  # type: ignore[dict-item]
+
+
+# --- counting semaphores ---------------------------------------------------------------------
+
+SEM = "host:ftp.example.org:21"
+
+
+async def test_slots_up_to_the_limit_across_holders(state: State) -> None:
+    assert await state.acquire_slot(SEM, "n1", limit=3, ttl=30)
+    assert await state.acquire_slot(SEM, "n1", limit=3, ttl=30)
+    assert await state.acquire_slot(SEM, "n2", limit=3, ttl=30)
+    assert not await state.acquire_slot(SEM, "n2", limit=3, ttl=30)  # 3 taken, whoever holds them
+    assert not await state.acquire_slot(SEM, "n3", limit=3, ttl=30)
+    assert await state.acquire_slot("host:other", "n3", limit=3, ttl=30)  # another server, another budget
+    holders = await state.slot_holders(SEM)
+    assert (dict(holders.held), holders.total, holders.waiting) == ({"n1": 2, "n2": 1}, 3, frozenset())
+    assert await state.acquire_slot(SEM, "n3", limit=4, ttl=30)  # the caller's limit decides
+
+
+async def test_release_gives_one_slot_back(state: State) -> None:
+    await state.acquire_slot(SEM, "n1", limit=2, ttl=30)
+    await state.acquire_slot(SEM, "n1", limit=2, ttl=30)
+    assert not await state.release_slot(SEM, "n2")  # holds none
+    assert await state.release_slot(SEM, "n1")
+    assert (await state.slot_holders(SEM)).held == {"n1": 1}
+    assert await state.acquire_slot(SEM, "n2", limit=2, ttl=30)
+    assert await state.release_slot(SEM, "n1")
+    assert not await state.release_slot(SEM, "n1")
+    assert (await state.slot_holders(SEM)).held == {"n2": 1}
+
+
+async def test_a_dead_holders_slots_come_back_after_its_ttl(state: State, clock: FakeClock) -> None:
+    await state.acquire_slot(SEM, "dead", limit=2, ttl=30)
+    await state.acquire_slot(SEM, "dead", limit=2, ttl=30)
+    await state.acquire_slot(SEM, "alive", limit=3, ttl=30)
+    clock.advance(20)
+    assert await state.renew_slots(SEM, "alive", ttl=30) == 1
+    assert not await state.acquire_slot(SEM, "alive", limit=3, ttl=30)
+    clock.advance(10)  # "dead" never renewed: its two slots are free again, all at once
+    assert (await state.slot_holders(SEM)).held == {"alive": 1}
+    assert await state.acquire_slot(SEM, "alive", limit=3, ttl=30)
+    assert await state.acquire_slot(SEM, "alive", limit=3, ttl=30)
+    assert await state.renew_slots(SEM, "dead", ttl=30) == 0  # too late: it must acquire again
+    assert not await state.release_slot(SEM, "dead")
+
+
+async def test_taking_a_slot_renews_the_holders_lease(state: State, clock: FakeClock) -> None:
+    await state.acquire_slot(SEM, "n1", limit=3, ttl=10)
+    clock.advance(8)
+    await state.acquire_slot(SEM, "n1", limit=3, ttl=10)
+    clock.advance(8)  # 16 s after the first: alive thanks to the second
+    assert (await state.slot_holders(SEM)).held == {"n1": 2}
+    assert await state.renew_slots(SEM, "n1", ttl=10) == 2
+    assert await state.renew_slots(SEM, "n2", ttl=10) == 0
+
+
+async def test_a_refused_holder_is_seen_waiting(state: State, clock: FakeClock) -> None:
+    await state.acquire_slot(SEM, "n1", limit=1, ttl=30)
+    assert not await state.acquire_slot(SEM, "n2", limit=1, ttl=30)  # no mark asked for
+    assert (await state.slot_holders(SEM)).waiting == frozenset()
+    assert not await state.acquire_slot(SEM, "n2", limit=1, ttl=30, wait_ttl=2)
+    assert not await state.acquire_slot(SEM, "n1", limit=1, ttl=30, wait_ttl=2)  # a holder may want more
+    holders = await state.slot_holders(SEM)
+    assert (dict(holders.held), holders.waiting) == ({"n1": 1}, frozenset({"n1", "n2"}))
+    clock.advance(2)  # the marks lapse unless the holders ask again; n1's slot stays
+    holders = await state.slot_holders(SEM)
+    assert (dict(holders.held), holders.waiting) == ({"n1": 1}, frozenset())
+    assert not await state.acquire_slot(SEM, "n2", limit=1, ttl=30, wait_ttl=2)
+    assert await state.release_slot(SEM, "n1")
+    assert await state.acquire_slot(SEM, "n2", limit=1, ttl=30, wait_ttl=2)  # taken: no longer waiting
+    holders = await state.slot_holders(SEM)
+    assert (dict(holders.held), holders.waiting) == ({"n2": 1}, frozenset())
+
+
+async def test_slot_argument_checks(state: State) -> None:
+    for limit in (0, -1, 1.5, True):
+        with pytest.raises(ValueError):
+            await state.acquire_slot(SEM, "n1", limit=limit, ttl=30)  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        await state.acquire_slot(SEM, "n1", limit=1, ttl=0)
+    with pytest.raises(ValueError):
+        await state.renew_slots(SEM, "n1", ttl=-1)
+
+
+# --- throttles -------------------------------------------------------------------------------
+
+
+async def test_throttle_until_it_expires(state: State, clock: FakeClock) -> None:
+    assert await state.get_throttle(SEM) is None
+    await state.set_throttle(SEM, 2, ttl=30)
+    throttle = await state.get_throttle(SEM)
+    assert throttle is not None and throttle.limit == 2
+    assert throttle.expires == pytest.approx(clock() + 30)
+    await state.set_throttle(SEM, 3, ttl=60)  # the last one set wins
+    assert (await state.get_throttle(SEM)).limit == 3  # type: ignore[union-attr]
+    clock.advance(60)
+    assert await state.get_throttle(SEM) is None
+    with pytest.raises(ValueError):
+        await state.set_throttle(SEM, 0, ttl=30)
