@@ -3,11 +3,11 @@
 The files of a DownloadRequest are fetched with the shared engine (client pool, retries, resume,
 verification), as many at a time as the node's host budget allows (download/limits.py); their
 outcomes go to the requester's results queue every few tenths of a second and, last, in the final
-DownloadResult, published before the request
-is acked. A downloader that dies mid-batch leaves the request unacked and the next one finds the
-files already complete and resumes the part files. A cancelled job's in-flight transfers are
-stopped at once (its CancelJob wake-up), and its files not started yet are answered "cancelled"
-(its cancel flag in the state, or the wake-up); their part files stay for a later resume.
+DownloadResult, published before the request is acked. A downloader that dies mid-batch leaves the
+request unacked and the next one finds the files already complete and resumes the part files. A
+cancelled job's in-flight transfers are stopped at once (its CancelJob wake-up), and its files not
+started yet are answered "cancelled" (its cancel flag in the state, or the wake-up); their part
+files stay for a later resume.
 """
 
 from __future__ import annotations

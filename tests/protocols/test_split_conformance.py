@@ -15,6 +15,7 @@ import pytest
 
 from biomaj.download import split
 from biomaj.download.engine import PART_SUFFIX, ClientPool, FetchFailed, Fetcher, FetchSettings
+from biomaj.download.limits import HostBudget
 from biomaj.download.retry import RetryPolicy
 from biomaj.protocols.base import RemoteEntry
 from tests.protocols.conftest import MTIME, _bytes
@@ -49,18 +50,32 @@ class CountingPool(ClientPool):
     """The engine's pool, counting the clients held at once (each is one connection)."""
 
     def __init__(self, per_host):
-        super().__init__(per_host=per_host)
+        super().__init__(HostBudget(per_host))
         self.held = self.peak = 0
+
+    @contextlib.contextmanager
+    def _counted(self):
+        self.held += 1
+        self.peak = max(self.peak, self.held)
+        try:
+            yield
+        finally:
+            self.held -= 1
 
     @contextlib.asynccontextmanager
     async def client(self, config):
         async with super().client(config) as client:
-            self.held += 1
-            self.peak = max(self.peak, self.held)
-            try:
+            with self._counted():
                 yield client
-            finally:
-                self.held -= 1
+
+    @contextlib.asynccontextmanager
+    async def try_client(self, config):
+        async with super().try_client(config) as client:
+            if client is None:
+                yield None
+                return
+            with self._counted():
+                yield client
 
 
 def fetcher(pool, **settings):
@@ -102,7 +117,7 @@ async def test_a_connection_cut_mid_range_loses_nothing(remote, tmp_path):
     entry, data = big_file(remote)
     remote.faults.rate = RATE
     remote.faults.drop_after[entry.path] = SIZE // 3  # the first transfer is cut a third in
-    pool = ClientPool(per_host=4)
+    pool = ClientPool(HostBudget(4))
     dest = tmp_path / "split.bin"
     try:
         result = await fetcher(pool).fetch(remote.config, entry, dest, digest="md5")
@@ -118,7 +133,7 @@ async def test_a_stopped_split_resumes_every_range_from_its_journal(remote, tmp_
     dest = tmp_path / "split.bin"
     part = dest.with_name(dest.name + PART_SUFFIX)
     journal = part.with_name(part.name + split.JOURNAL_SUFFIX)
-    pool = ClientPool(per_host=4)
+    pool = ClientPool(HostBudget(4))
     task = asyncio.create_task(fetcher(pool).fetch(remote.config, entry, dest))
     try:
         while sum(w - a for a, _, w in _ranges(journal)) < SIZE // 6:
@@ -136,7 +151,7 @@ async def test_a_stopped_split_resumes_every_range_from_its_journal(remote, tmp_
         assert part.read_bytes()[start:written] == data[start:written]
 
     remote.faults.rate = 0
-    pool = ClientPool(per_host=4)  # another node, same offline directory
+    pool = ClientPool(HostBudget(4))  # another node, same offline directory
     try:
         result = await fetcher(pool).fetch(remote.config, entry, dest)
     finally:
@@ -154,7 +169,7 @@ async def test_a_one_stream_fetch_resumes_a_split_part_from_its_first_unfinished
     journal = part.with_name(part.name + split.JOURNAL_SUFFIX)
     journal.write_text(f'{{"size": {SIZE}, "mtime": {MTIME}, "token": null, '
                        f'"segments": [[0, 2000, 1000], [2000, {SIZE}, 2000]]}}')
-    pool = ClientPool(per_host=4)
+    pool = ClientPool(HostBudget(4))
     try:  # splitting disabled: one stream, from the end of what is surely there
         result = await fetcher(pool, split_max=1).fetch(remote.config, entry, dest)
     finally:
@@ -168,7 +183,7 @@ async def test_a_broken_archive_is_fetched_again_from_scratch(remote, tmp_path):
     good = gzip.compress(os.urandom(SIZE), compresslevel=0)
     bad = good[: len(good) // 2] + b"\xff" * 64 + good[len(good) // 2 + 64:]
     entry, _ = big_file(remote, "big/data.gz", bad)
-    pool = ClientPool(per_host=4)
+    pool = ClientPool(HostBudget(4))
     dest = tmp_path / "offline" / "data.gz"
     try:
         with pytest.raises(FetchFailed, match="gave up after 4 attempt"):
@@ -190,7 +205,7 @@ async def test_a_server_that_ignores_ranges_gets_one_stream_said_once(kind, tmp_
         server = await http_server.start(tree, faults, protocol="http", ignore_range=True)
     else:
         server = await ftp_server.start(tree, faults, protocol="ftp", refuse={"rest"})
-    pool = ClientPool(per_host=4)
+    pool = ClientPool(HostBudget(4))
     dest = tmp_path / "x.bin"
     try:
         with caplog.at_level(logging.WARNING, logger="biomaj.download.split"):
@@ -224,7 +239,7 @@ async def test_a_bandwidth_limit_holds_for_split_and_plain_transfers_alike(tmp_p
     data = _bytes("x", SIZE)
     (tree / "x.bin").write_bytes(data)
     server = await http_server.start(tree, Faults(), protocol="http")
-    pool = ClientPool(per_host=4)
+    pool = ClientPool(HostBudget(4))
     limit = Limiter(Schedule.parse("1M"))
     started = asyncio.get_running_loop().time()
     try:
