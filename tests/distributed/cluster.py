@@ -65,16 +65,17 @@ class Cluster:
         self.configure()
 
     def configure(self, bus_url: str | None = None, limits: dict | None = None, **node: float) -> None:
-        """(Re)write config.yml: the transports, fast heartbeats and leases, small per-node limits
-        (so that work spreads over nodes), 4 connections to a server for the whole cluster;
-        ``limits`` changes some of them."""
+        """(Re)write config.yml: the transports, fast heartbeats and leases (a killed node's
+        connection slots back after 3 s), small per-node limits (so that work spreads over nodes),
+        4 connections to a server for the whole cluster; ``limits`` changes some of them."""
         settings = yaml.safe_load(self.config.read_text())
         settings["bus"] = {"url": bus_url or self.bus_url}
         settings["state"] = {"url": self.state_url}
         settings["redis"] = {"prefix": self.prefix}
         settings["node"] = {"heartbeat_interval": 0.5, "heartbeat_ttl": 2.0, "lease_ttl": 3.0, "stop_grace": 2.0,
                             **node}
-        settings["limits"] = {"jobs": 2, "downloads": 2, "per_host": 4, "processes": 1, **(limits or {})}
+        settings["limits"] = {"jobs": 2, "downloads": 2, "per_host": 4, "host_lease_ttl": 3.0, "processes": 1,
+                              **(limits or {})}
         settings["logging"] = {"level": "INFO"}
         settings.setdefault("web", {})["port"] = self.web_port
         self.config.write_text(yaml.safe_dump(settings))

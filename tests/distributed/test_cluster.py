@@ -448,7 +448,7 @@ async def test_a_download_node_killed_mid_split_another_resumes_every_range(clus
         cluster.write_bank("split", remote.port, download__split__min_size="1M", download__split__max="4")
         _, first = await cluster.start_nodes(("manager", "manager-1"), ("download", "dl-1"))
         updating = asyncio.create_task(update(cluster, "split"))
-        # two ranges at once: the cluster's nodes have 2 connections per host (limits.per_host)
+        # two ranges at once, or more: the cluster has 4 connections to the server (limits.per_host)
         await until(lambda: len(remote.requests_for("split/huge.dat")) >= 2, "two ranges at once", cluster)
         await asyncio.sleep(4.0)  # about 8 MiB received, most of it on disk and journaled (every second)
         [second] = await cluster.start_nodes(("download", "dl-2"))
