@@ -255,6 +255,8 @@ class HostBudget:
             self._tasks.add(entry.writer)
             entry.writer.add_done_callback(self._tasks.discard)
         self._shed(entry)
+        if self._head(entry) is not None:
+            self._grant(entry)  # the waiters go again as the limit grows back
 
     async def close(self) -> None:
         """Stop the background work and give every cluster slot still held back."""
