@@ -11,6 +11,7 @@ from dataclasses import replace
 from aiohttp import web
 
 from biomaj.download.engine import ClientPool
+from biomaj.download.limits import HostBudget
 from biomaj.download.retry import RetryPolicy
 from biomaj.protocols.base import RemoteConfig, RemoteEntry
 from biomaj.workflow.remote_files import Wanted, incomplete, stat_incomplete
@@ -48,7 +49,7 @@ async def test_sizes_and_dates_are_asked_with_progress_and_a_busy_server_is_aske
         return response
 
     runner, port = await _serve(handler)
-    pool = ClientPool(per_host=2)
+    pool = ClientPool(HostBudget(2))
     told = []
 
     async def progress(done: int, total: int) -> None:
@@ -71,7 +72,7 @@ async def test_sizes_and_dates_are_asked_with_progress_and_a_busy_server_is_aske
 
 async def test_a_server_that_cannot_be_reached_ends_the_run_at_once(free_port):
     wanted = _wanted(free_port(), 50)  # nothing listens there
-    pool = ClientPool(per_host=2)
+    pool = ClientPool(HostBudget(2))
     started = time.monotonic()
     try:
         out, report = await stat_incomplete(wanted, pool, {}, retry=RetryPolicy.parse())  # waits 3 s between tries
@@ -97,7 +98,7 @@ async def test_a_cancel_stops_asking():
         return web.Response(body=b"x", headers={"Last-Modified": LAST_MODIFIED})
 
     runner, port = await _serve(handler)
-    pool = ClientPool(per_host=2)
+    pool = ClientPool(HostBudget(2))
     cancelled = asyncio.Event()
 
     async def progress(done: int, total: int) -> None:
