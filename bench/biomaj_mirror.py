@@ -51,7 +51,7 @@ def remote_config(proto: str, server: str, remote_dir: str) -> RemoteConfig:
 async def mirror(config: RemoteConfig, local: Path, per_host: int, concurrency: int) -> dict:
     t0 = time.perf_counter()
     pool = ClientPool(HostBudget(per_host))
-    fetcher = Fetcher(pool, FetchSettings(retry=RetryPolicy.parse(), per_host=per_host))
+    fetcher = Fetcher(pool, FetchSettings(retry=RetryPolicy.parse()))
     errors: list[str] = []
     transferred = 0
     try:

@@ -84,7 +84,6 @@ class FetchSettings:
 
     retry: RetryPolicy = field(default_factory=RetryPolicy.parse)
     check_archives: bool = True  # BioMAJ's archive test; option skip_check_uncompress disables it
-    per_host: int = 4
     # files of a known size up to this are written on the event loop, not in a worker thread
     # (0: never; a network file system where each call waits on a server may want 0)
     inline_max: int = INLINE_MAX
