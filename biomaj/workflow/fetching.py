@@ -103,7 +103,7 @@ class Fetching:
                 flat, known = previous
                 old = known.get(item.save_as)
                 source = flat / item.save_as
-                if old is not None and same_file(facts_of_record(old), facts_of_entry(item.entry)) and source.is_file():
+                if old is not None and source.is_file() and same_file(_facts_of_old(old, source), facts_of_entry(item.entry)):
                     fs.link_or_copy(source, dest, hardlink=self.hardlink)
                     plan.reused.append(item.save_as)
                     continue
@@ -142,6 +142,13 @@ class Fetching:
                     **transfer,
                 ))
         return requests
+
+
+def _facts_of_old(record: dict, copy: Path):
+    """The last release's file: its record, or, when the listing gave no exact size then (an
+    index's "64K"), its copy in that release, which the download gave the remote size and date."""
+    facts = facts_of_record(record)
+    return facts if facts.size is not None else local_facts(copy)
 
 
 def _limits(fetching: Fetching) -> dict[str, str]:

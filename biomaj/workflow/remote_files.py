@@ -213,9 +213,11 @@ def incomplete(item: Wanted) -> bool:
 
 async def stat_incomplete(wanted: list[Wanted], pool: ClientPool, known: Mapping[str, dict], *,
                           retry: RetryPolicy | None = None, progress: StatProgress | None = None,
-                          cancelled: asyncio.Event | None = None) -> tuple[list[Wanted], StatReport]:
+                          cancelled: asyncio.Event | None = None,
+                          worth: Callable[[Wanted], bool] | None = None) -> tuple[list[Wanted], StatReport]:
     """``wanted`` with the size, date and validators of each :func:`incomplete` file asked of
-    the server (HTTP HEAD, FTP MLST or SIZE+MDTM), STAT_PARALLEL at a time.
+    the server (HTTP HEAD, FTP MLST or SIZE+MDTM), STAT_PARALLEL at a time; with ``worth``, only
+    those it says are worth a request.
 
     ``known``: the last release's file records by save_as; a file recorded with an ETag is asked
     with ``If-None-Match``, and a 304 gives its recorded facts back (unchanged since that release).
@@ -223,7 +225,7 @@ async def stat_incomplete(wanted: list[Wanted], pool: ClientPool, known: Mapping
     gives an error for keeps its listing entry (its download will tell), and a server that cannot
     be reached ends the run (the downloads will say so).
     """
-    todo = [i for i, item in enumerate(wanted) if incomplete(item)]
+    todo = [i for i, item in enumerate(wanted) if incomplete(item) and (worth is None or worth(item))]
     report = StatReport(asked=len(todo))
     if not todo:
         return wanted, report

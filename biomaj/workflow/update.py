@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 from biomaj.download.engine import ClientPool, FetchFailed, Fetcher, FetchSettings
 from biomaj.download.limits import LISTING_SHARE
+from biomaj.download.paths import safe_join
 from biomaj.download.remote import to_message
 from biomaj.download.retry import RetryPolicy
 from biomaj.download.verify import VerificationFailed, check_sidecars
@@ -329,8 +330,22 @@ class UpdateWorkflow(Workflow):
         options = wanted[0].config.options  # the files of a bank share their options
         retry = RetryPolicy.parse(options.get("stop_condition") or self.props.get("stop_condition"),
                                   options.get("wait_policy") or self.props.get("wait_policy"))
-        wanted, report = await stat_incomplete(wanted, self.pool, previous[1] if previous else {}, retry=retry,
-                                               progress=progress, cancelled=self.run_ctx.cancelled)
+        known = previous[1] if previous else {}
+        offline = self.bank.offline_dir
+
+        def worth(item: Wanted) -> bool:
+            # A missing date is asked for (the release may come from the file dates); a missing exact
+            # size only when there is a copy to compare with: a new file's download tells its size
+            # (an Apache index's "64K" on a first update would cost a request per file for nothing).
+            if item.entry.mtime is None or item.save_as in known:
+                return True
+            try:
+                return safe_join(offline, item.save_as).is_file()
+            except BiomajError:
+                return False
+
+        wanted, report = await stat_incomplete(wanted, self.pool, known, retry=retry, progress=progress,
+                                               cancelled=self.run_ctx.cancelled, worth=worth)
         self.check_cancel()
         self.log.info("Workflow:wf_download:the listing gives no exact size or no date for %d files: asked the "
                       "server (%d unchanged since the last release by their ETag, %d errors) in %.1fs",

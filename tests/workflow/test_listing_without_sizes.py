@@ -303,3 +303,29 @@ def test_ctl_update_reuses_what_pythons_http_server_serves(http_server_root, bio
     text = logs[1].read_text()
     assert NOTICE not in text
     assert "3 files: 2 to download, 0 already in the offline directory, 1 reused from the previous release" in text
+
+
+async def test_an_apache_index_first_update_asks_nothing_and_the_next_links_everything(site: Site, tmp_path: Path):
+    """An Apache index gives dates and rounded sizes ("1.2K"): the first update has nothing to
+    compare, so it asks the server nothing (the downloads tell the sizes); the next one asks each
+    file its exact size and links every unchanged one from the last release."""
+    root = tmp_path / "www"
+    write_tree(root)
+    for name in FILES:  # big enough for the index to round their sizes
+        (root / name).write_bytes(name.encode() * 1000)
+        os.utime(root / name, (MTIME, MTIME))
+    server = await http_server.start(root, Faults(), protocol="http", style="apache24")
+    try:
+        bank_over(site, protocol="http", server=f"127.0.0.1:{server.config.port}")
+        first = await site.update(BANK)
+        assert first.ok and first.updated, first.error
+        assert not [s for s in server.seen if s["method"] == "HEAD"]
+        server.seen.clear()
+        set_release(root, 2)
+        second = await site.update(BANK)
+        assert second.ok and second.updated, second.error
+        assert len([s for s in server.seen if s["method"] == "HEAD"]) == len(FILES)
+        assert not [s for s in server.seen if s["method"] == "GET" and s["path"].startswith("/f")]
+        check_linked(first, second, list(FILES))
+    finally:
+        await server.close()
