@@ -168,7 +168,7 @@ class DownloaderActor(Actor):
                 continue
             specs.append(spec)
             items.append(FetchItem(RemoteEntry(spec.path, spec.size, spec.mtime, hash=spec.hash,
-                                               size_hint=spec.size_hint), dest, spec.digest))
+                                               size_hint=spec.size_hint), dest, spec.digest, spec.checksum))
 
         def received(n: int) -> None:
             self.progress.add(request.job_id, n)

@@ -302,6 +302,7 @@ class FileSpec:
     hash: str | None = None
     digest: str | None = None
     size_hint: int | None = None  # a rounded size from the listing, when ``size`` is None
+    checksum: str | None = None  # "algo:hex" the file must have (a provider's manifest), checked before its rename
 
     def to_dict(self) -> dict[str, Any]:
         return {name: value for name in _FILE_SPEC_FIELDS if (value := getattr(self, name)) is not None}

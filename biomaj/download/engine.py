@@ -101,6 +101,7 @@ class FetchItem:
     entry: RemoteEntry
     dest: Path  # built with biomaj.download.paths.safe_join
     digest: str | None = None
+    checksum: str | None = None  # "algo:hex" the file must have (a provider's manifest)
 
 
 #: told of each item as it ends: (its index, its FetchResult or the exception that ended it)
@@ -510,10 +511,15 @@ class Fetcher:
         digest: str | None = None,
         on_bytes: Callable[[int], None] | None = None,
         check_archive: bool | None = None,
+        checksum: str | None = None,
     ) -> FetchResult:
         """Fetch `entry` to `dest` (whose folder must be inside the offline directory: the caller
-        builds it with :func:`biomaj.download.paths.safe_join`)."""
+        builds it with :func:`biomaj.download.paths.safe_join`). ``checksum`` (``algo:hex``): the
+        whole file is checked against it before it takes its name; a mismatch is fetched again."""
         started = time.monotonic()
+        expected = verify.parse_checksum(checksum) if checksum else None
+        if expected is not None and digest is None:
+            digest = expected[0]  # computed while the file streams in
         part = dest.with_name(dest.name + PART_SUFFIX)
         inline = self._small(entry)
         entry = await self._exact_size(config, entry)
@@ -527,7 +533,7 @@ class Fetcher:
         while True:
             attempt += 1
             try:
-                finisher = _Finisher(part, dest, entry.size, archive_name)
+                finisher = _Finisher(part, dest, entry.size, archive_name, expected)
                 if split:
                     transfer = SplitTransfer(self.pool, config, entry, part, max_streams=self.settings.split_max,
                                              on_bytes=on_bytes, pace=self.settings.pace)
@@ -597,7 +603,7 @@ class Fetcher:
             item = items[index]
             try:
                 result: FetchResult | BaseException = await self.fetch(
-                    config, item.entry, item.dest, digest=item.digest, on_bytes=on_bytes)
+                    config, item.entry, item.dest, digest=item.digest, on_bytes=on_bytes, checksum=item.checksum)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - the caller turns it into the file's outcome
@@ -651,7 +657,10 @@ class Fetcher:
             transfer.finished()  # the part file is gone: its journal too
             raise
         transfer.finished()
-        hexdigest = await asyncio.to_thread(verify.file_digest, finisher.dest, digest) if digest else None
+        if finisher.checked_digest is not None and finisher.checked_digest[0] == digest:
+            hexdigest = finisher.checked_digest[1]  # read once, for the checksum
+        else:
+            hexdigest = await asyncio.to_thread(verify.file_digest, finisher.dest, digest) if digest else None
         return transfer.size, mtime, transfer.received, hexdigest
 
     def _small(self, entry: RemoteEntry) -> bool:
@@ -762,7 +771,7 @@ async def _receive(stream: RemoteStream, entry: RemoteEntry, part: Path, digest:
                 await writer.add(chunk)
         size = stream.offset + writer.received
         mtime = entry.mtime if entry.mtime is not None else stream.mtime
-        await writer.finish(lambda: finisher.run(size, mtime), inline)
+        await writer.finish(lambda: finisher.run(size, mtime, writer.hash), inline)
     except BaseException:
         writer.abort()
         raise
@@ -774,17 +783,30 @@ class _Finisher:
     """The last steps of a fetch, run in the writer's thread right after the last write: size
     check, archive test, mtime, rename. On a failed check the part file is removed."""
 
-    def __init__(self, part: Path, dest: Path, expected_size: int | None, archive_name: str | None):
+    def __init__(self, part: Path, dest: Path, expected_size: int | None, archive_name: str | None,
+                 checksum: tuple[str, str] | None = None):
         self.part = part
         self.dest = dest
         self.expected_size = expected_size
         self.archive_name = archive_name
+        self.checksum = checksum  # (algorithm, hex) the whole file must have
         self.checked_while_written = False  # the archive test was done on the stream
+        self.checked_digest: tuple[str, str] | None = None  # (algorithm, hex) read for the checksum
 
-    def run(self, size: int, mtime: float | None) -> None:
+    def run(self, size: int, mtime: float | None, streamed=None) -> None:
+        """``streamed``: the hash object of the whole file, when it was computed as it streamed in."""
         try:
             if self.expected_size is not None and size != self.expected_size:
                 raise VerificationFailed(f"size mismatch: listed {self.expected_size} bytes, received {size}")
+            if self.checksum is not None:
+                algorithm, wanted = self.checksum
+                if streamed is not None and streamed.name == algorithm:
+                    got = streamed.hexdigest()
+                else:
+                    got = verify.file_digest(self.part, algorithm)
+                self.checked_digest = (algorithm, got)
+                if got != wanted:
+                    raise VerificationFailed(f"checksum mismatch: {algorithm} {got}, expected {wanted}")
             if self.archive_name is not None and not self.checked_while_written:
                 verify.check_archive(self.part, self.archive_name)
         except VerificationFailed:

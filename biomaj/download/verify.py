@@ -148,6 +148,17 @@ class StreamCheck:
             raise VerificationFailed(f"{self.name}: broken {self.kind} archive (truncated)")
 
 
+def parse_checksum(text: str) -> tuple[str, str]:
+    """``sha256:HEX`` (or ``md5:``, ``sha1:``, ``sha512:``) as (algorithm, lower-case hex);
+    VerificationFailed for anything else."""
+    algorithm, _, value = text.partition(":")
+    algorithm, value = algorithm.strip().lower(), value.strip().lower()
+    if algorithm not in ("md5", "sha1", "sha256", "sha512") or not value or any(
+            c not in "0123456789abcdef" for c in value) or len(value) != hashlib.new(algorithm).digest_size * 2:
+        raise VerificationFailed(f"not a checksum: {text!r} (expected e.g. sha256:<64 hex digits>)")
+    return algorithm, value
+
+
 def file_digest(path: Path, algorithm: str) -> str:
     with path.open("rb") as stream:
         return hashlib.file_digest(stream, algorithm).hexdigest()

@@ -273,3 +273,24 @@ async def test_a_split_takes_a_connection_another_file_frees_later(tmp_path):
         await server.close()
     assert (tmp_path / "x").read_bytes() == data
     assert server.faults.peak_active >= 2  # a second range came once the other file let go
+
+
+@pytest.mark.parametrize("streams", [1, 8])
+async def test_a_checksum_mismatch_is_fetched_again_then_fails_naming_both(remote, tmp_path, streams):
+    """The whole file is checked against a known checksum before it takes its name, split or not;
+    a file that never matches fails with both checksums, and nothing of it is left."""
+    entry, data = big_file(remote)
+    right = "sha256:" + hashlib.sha256(data).hexdigest()
+    wrong = "sha256:" + hashlib.sha256(b"another file").hexdigest()
+    pool = ClientPool(per_host=4)
+    offline = tmp_path / "offline"
+    try:
+        result = await fetcher(pool, split_max=streams).fetch(remote.config, entry, offline / "good.bin",
+                                                              checksum=right)
+        assert result.digest == right.split(":")[1]
+        with pytest.raises(FetchFailed, match=f"checksum mismatch: sha256 {right[7:]}, expected {wrong[7:]}"):
+            await fetcher(pool, split_max=streams).fetch(remote.config, entry, offline / "bad.bin", checksum=wrong)
+    finally:
+        await pool.close()
+    assert (offline / "good.bin").read_bytes() == data
+    assert sorted(p.name for p in offline.iterdir()) == ["good.bin"]
