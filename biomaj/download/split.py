@@ -2,9 +2,11 @@
 
 Public bank servers cap the rate of each connection; a file read over N connections at once comes
 N times faster, up to the link. A :class:`SplitTransfer` starts with one stream, measures the rate
-and adds streams while the rate still rises (doubling while each stream adds nearly its share,
-one at a time once it rises less), up to ``max_streams`` and never past the host budget: an extra
-stream only starts when the pool has a slot free at once. A new stream takes the second half of
+and adds streams while the rate still rises: four times as many while each new stream brings as
+much as the first (the server caps each connection), twice as many while it brings at least half
+of that, one at a time once it rises less; up to ``max_streams`` and never past the host budget:
+an extra stream only starts when the pool has a connection free at once (else it is asked again
+each window). A new stream takes the second half of
 the range with the most bytes left, so a slow stream's rest is taken over by a quicker one, and a
 stream that finishes its range takes half of another's.
 
@@ -37,12 +39,13 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 JOURNAL_SUFFIX = ".segments"
-WINDOW = 0.5  # seconds of measured rate behind each decision to add streams
+WINDOW = 0.4  # seconds of measured rate behind each decision to add streams
 START_WAIT = 5.0  # longest wait for a new stream's first bytes before judging the rate anyway
-MIN_PIECE = 2 * 1024 * 1024  # a range with less than twice this left is not split again
+MIN_PIECE = 1024 * 1024  # a range with less than twice this left is not split again
 FLUSH_SIZE = 1024 * 1024  # bytes of one range gathered before one write
 JOURNAL_EVERY = 1.0  # seconds between two journal writes
 DOUBLING_GAIN = 0.5  # share of the ideal gain that keeps the stream count doubling
+LEAP_GAIN = 0.8  # share of the ideal gain that shows a per-connection cap: four times as many streams
 
 #: waits for permission to go on with ``n`` more bytes (the bandwidth limit), or None
 Pacer = Callable[[int], Awaitable[None]] | None
@@ -138,10 +141,10 @@ class SplitTransfer:
                 await asyncio.to_thread(self._save_journal)
             if not growing or self.single:
                 continue
-            if wanted:  # the host had no free connection: try again now and then, without judging
+            if wanted:  # the host had no free connection: try again each window, without judging
                 if now >= retry_at:
                     wanted = await self._add_streams(tasks, wanted)
-                    retry_at = now + 4 * WINDOW
+                    retry_at = now + WINDOW
                     if not wanted:
                         window_start, window_bytes = time.monotonic(), self.received
                 continue
@@ -153,9 +156,14 @@ class SplitTransfer:
             rate = (self.received - window_bytes) / (now - window_start)
             window_start, window_bytes = now, self.received
             count = self.streams
+            # the share of its ideal gain the last streams added brought (1: each as much as the first)
+            share = ((rate / last_rate - 1) / ((count - last_count) / last_count)
+                     if last_rate and count > last_count else 0.0)
             if last_rate is None:
                 add = 1
-            elif rate > last_rate * (1 + DOUBLING_GAIN * (count - last_count) / last_count):
+            elif share >= LEAP_GAIN:
+                add = 3 * count  # each stream brought its full share: the server caps connections
+            elif share >= DOUBLING_GAIN:
                 add = count  # each stream still adds nearly its share: double
             elif rate > last_rate * 1.1:
                 add = 1
@@ -169,7 +177,7 @@ class SplitTransfer:
                 continue
             last_rate, last_count = rate, count
             wanted = await self._add_streams(tasks, add)
-            retry_at = time.monotonic() + 4 * WINDOW
+            retry_at = time.monotonic() + WINDOW
             window_start, window_bytes = time.monotonic(), self.received
 
     async def _add_streams(self, tasks: set[asyncio.Task], count: int) -> int:
