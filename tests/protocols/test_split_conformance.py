@@ -282,7 +282,7 @@ async def test_a_checksum_mismatch_is_fetched_again_then_fails_naming_both(remot
     entry, data = big_file(remote)
     right = "sha256:" + hashlib.sha256(data).hexdigest()
     wrong = "sha256:" + hashlib.sha256(b"another file").hexdigest()
-    pool = ClientPool(per_host=4)
+    pool = ClientPool(HostBudget(4))
     offline = tmp_path / "offline"
     try:
         result = await fetcher(pool, split_max=streams).fetch(remote.config, entry, offline / "good.bin",
