@@ -28,7 +28,7 @@ from pathlib import Path
 from biomaj.download.limits import HostBudget, Slot
 from biomaj.download.retry import RetryPolicy
 from biomaj.download.same_file import facts_of_entry, local_facts, same_file
-from biomaj.download.split import SplitTransfer, contiguous_prefix
+from biomaj.download.split import SplitTransfer, contiguous_prefix, write_chunks
 from biomaj.download import verify
 from biomaj.download.verify import VerificationFailed
 from biomaj.protocols import open_protocol, protocol_class
@@ -173,16 +173,8 @@ class ClientPool:
         """A connected-or-connectable client for `config` (waits for a slot of its server),
         returned to the pool afterwards; a client that failed with a transient error is closed
         rather than reused."""
-        key, host, client, slot = await self._checkout(config, wait=True)
-        healthy = False
-        try:
+        async with self._lend(await self._checkout(config, wait=True)) as client:
             yield client
-            healthy = True
-        except Throttled as exc:
-            self.budget.throttled(host, exc.retry_after)
-            raise
-        finally:
-            await self._settle(key, host, client, slot, healthy)
 
     @asynccontextmanager
     async def try_client(self, config: RemoteConfig) -> AsyncIterator[Protocol | None]:
@@ -193,7 +185,14 @@ class ClientPool:
         if got is None:
             yield None
             return
-        key, host, client, slot = got
+        async with self._lend(got) as client:
+            yield client
+
+    @asynccontextmanager
+    async def _lend(self, checked_out) -> AsyncIterator[Protocol]:
+        """A checked-out client for the caller's block, settled afterwards (a throttled server
+        lowers its budget; a failed client is closed, a healthy one kept)."""
+        key, host, client, slot = checked_out
         healthy = False
         try:
             yield client
@@ -404,7 +403,7 @@ class _PartWriter:
                 raise
         if self._fd is None:
             self._open()
-        _write_all(self._fd, chunks)
+        write_chunks(self._fd, chunks)
         if self.hash is not None:
             for chunk in chunks:
                 self.hash.update(chunk)
@@ -478,20 +477,6 @@ class _PartWriter:
             except OSError:
                 pass
             self._fd = None
-
-
-def _write_all(fd: int, chunks: list[bytes]) -> None:
-    """Write every chunk with as few system calls as possible (no joining copy)."""
-    views = [memoryview(chunk) for chunk in chunks if chunk]
-    while views:
-        written = os.writev(fd, views[:1024])
-        while written and views:
-            if written >= len(views[0]):
-                written -= len(views[0])
-                views.pop(0)
-            else:
-                views[0] = views[0][written:]
-                written = 0
 
 
 class Fetcher:
