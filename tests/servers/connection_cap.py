@@ -14,6 +14,7 @@ import contextlib
 
 HTTP_503 = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
 FTP_421 = b"421 Too many connections from your host, try later.\r\n"
+SETTLE = 0.02  # seconds: how long a connection over the limit waits for an end of stream on its way
 
 
 class _Relay(asyncio.Protocol):
@@ -95,7 +96,18 @@ class _Front(_Relay):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
+        if self.cap.open >= self.cap.limit:
+            # A client that closed one connection and opened the next: both reach this process in
+            # the same turn of the loop, in either order. The end of stream that was on its way
+            # counts first, as the server's kernel saw it first.
+            asyncio.get_running_loop().call_later(SETTLE, self._admit, transport)
+            return
+        self._admit(transport)
+
+    def _admit(self, transport: asyncio.BaseTransport) -> None:
         cap = self.cap
+        if transport.is_closing():  # the client left while it waited
+            return
         if cap.open >= cap.limit:
             cap.refused += 1
             transport.write(cap.refusal)  # type: ignore[attr-defined]
