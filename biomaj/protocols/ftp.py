@@ -11,7 +11,10 @@ Options (BioMAJ ``options.*``):
   missing directory may then list as empty: vsftpd answers ``LIST missing`` with 226);
 - ``ftp_listing``: ``mlsd`` (default: MLSD, LIST when the server refuses it) or ``list`` (LIST
   only: listing hashes are then BioMAJ 3's, which always used LIST);
-- ``tcp_keepalive``: seconds; keeps the control connection alive through NATs during long transfers.
+- ``tcp_keepalive``: seconds; keeps the control connection alive through NATs during long transfers;
+- ``ftp_early_epsv`` (default true): at the end of a file's data, ask ``EPSV`` for the next transfer
+  before the file's ``226`` has come (one round trip less per file); ``false`` waits for the
+  ``226`` first, for a firewall or server that drops a command sent before the previous reply.
 
 As with curl, ``root`` is relative to the login directory (``PWD``): ``/`` for anonymous logins.
 Names are UTF-8; other bytes survive the round trip (surrogateescape).
@@ -110,6 +113,7 @@ class FtpProtocol(Protocol):
         # What the server answered once is not asked again (None: not known yet).
         self._mlsd: bool | None = None if _choice(options, "ftp_listing", ("mlsd", "list")) == "mlsd" else False
         self._mlst: bool | None = None
+        self._early_epsv = _flag(options, "ftp_early_epsv", True)
         self._idle: list[_Control] = []  # logged-in connections waiting for the next call
         self._open: set[_Control] = set()
         self._closed = False
@@ -239,8 +243,10 @@ class FtpProtocol(Protocol):
         reply to the one before (no pipelining: some servers and firewalls drop or refuse
         commands sent ahead). When the data connection fails, the command's reply tells a
         refusal (550: no such file; the session stays in sync) from a server waiting for us."""
-        port = None
-        if ctl.epsv:
+        if ctl.ahead:
+            await ctl.settle()
+        port, ctl.ready_port = ctl.ready_port, None  # asked at the end of the previous file
+        if port is None and ctl.epsv:
             code, text = await ctl.command("EPSV")
             if code == 229 and (found := _EPSV.search(text)):
                 port = int(found.group(2))
@@ -391,6 +397,7 @@ class FtpProtocol(Protocol):
         reply up to NOOP's 200. A server that does not answer in time loses the connection."""
         stream.channel.abort()
         ctl, stream.state = stream.ctl, "aborted"
+        ctl.ahead, ctl.ready_port = 0, None  # an early EPSV's reply is skipped with the others
         try:
             async with asyncio.timeout(min(RESYNC_TIMEOUT, self.config.read_timeout)):
                 ctl.send("ABOR")
@@ -473,6 +480,8 @@ class _Control(asyncio.Protocol):
         self.base = "/"  # the root, absolute (login directory + config.root)
         self.cwd: str | None = None
         self.epsv = True
+        self.ahead = 0  # replies owed to an EPSV sent early (see _FtpStream.__anext__)
+        self.ready_port: int | None = None  # the passive port an early EPSV got, for the next transfer
         self.broken = False
         self.reused = False  # served an earlier call: the server may have closed it meanwhile
         self.sent, self.last = 0, "greeting"  # commands sent by the current call, the last one
@@ -599,13 +608,36 @@ class _Control(asyncio.Protocol):
             raise _FtpError(self.last, 421, "\n".join(lines))
         return int(code), lines[0] if len(lines) == 1 else "\n".join(lines)
 
+    async def settle(self) -> None:
+        """Read the replies of EPSVs sent early; the port of the last one is kept for the next
+        transfer (until another command than REST and the transfer's own is sent)."""
+        while self.ahead:
+            self.took_epsv(*await self.reply())
+
+    def took_epsv(self, code: int, text: str) -> None:
+        """The reply to an EPSV sent early."""
+        self.ahead -= 1
+        found = _EPSV.search(text) if code == 229 else None
+        self.ready_port = int(found.group(2)) if found else None
+
     async def command(self, command: str) -> tuple[int, str]:
+        if self.ahead or self.ready_port is not None:
+            await self._before(command)
         self.send(command)
         return await self.reply()
+
+    async def _before(self, command: str) -> None:
+        # Any other command may leave the passive port asked early unusable on some servers: it is
+        # dropped (the transfer asks again), as it is for a connection given back idle.
+        await self.settle()
+        if not command.startswith("REST "):
+            self.ready_port = None
 
     async def expect(self, command: str | None, *codes: int) -> str:
         """Send ``command`` (None: just read a reply) and fail unless the final reply is in ``codes``."""
         if command:
+            if self.ahead or self.ready_port is not None:
+                await self._before(command)
             self.send(command)
         code, text = await self.reply()
         while 100 <= code < 200 and code not in codes:  # "120 ready in n minutes" and the like
@@ -814,8 +846,15 @@ class _FtpStream(RemoteStream):
                 self.received += len(block)
                 return block
             expected = None if self.size is None else self.size - self.offset
+            ctl = self.ctl
+            if self.owner._early_epsv and ctl.epsv and not ctl.ahead:
+                ctl.send("EPSV")  # for the next transfer, while the 226 is on its way
+                ctl.ahead = 1
             try:
-                code, text = await self.ctl.reply()
+                code, text = await ctl.reply()
+                if code == 229 and ctl.ahead:  # a server that answers commands during a transfer
+                    ctl.took_epsv(code, text)
+                    code, text = await ctl.reply()
             except OSError:
                 if self.received != expected:
                     raise
