@@ -22,6 +22,7 @@ import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -129,6 +130,21 @@ class _Idle:
     since: float
 
 
+class _Held:
+    """The client a task keeps between its calls to :meth:`ClientPool.client` (see
+    :meth:`ClientPool.held_between_calls`)."""
+
+    __slots__ = ("pool", "task", "entry", "busy")
+
+    def __init__(self, pool: ClientPool):
+        self.pool, self.task = pool, asyncio.current_task()
+        self.entry: tuple[tuple, str, Protocol, Slot] | None = None  # (key, host, client, slot)
+        self.busy = False
+
+
+_HELD: ContextVar[_Held | None] = ContextVar("biomaj_held_client", default=None)
+
+
 class ClientPool:
     """Protocol clients kept open and reused (one login serves many files), within the node's
     host budget (:class:`~biomaj.download.limits.HostBudget`).
@@ -173,8 +189,58 @@ class ClientPool:
         """A connected-or-connectable client for `config` (waits for a slot of its server),
         returned to the pool afterwards; a client that failed with a transient error is closed
         rather than reused."""
+        held = _HELD.get()
+        if held is not None and held.pool is self and not held.busy and held.task is asyncio.current_task():
+            async with self._keep(held, config) as client:
+                yield client
+            return
         async with self._lend(await self._checkout(config, wait=True)) as client:
             yield client
+
+    @asynccontextmanager
+    async def held_between_calls(self) -> AsyncIterator[None]:
+        """The calls of this task to :meth:`client` keep their client from one to the next
+        (given back at the end of the block), instead of putting it back in the line of the
+        server's waiters after each: one worker's consecutive files go over one connection, so an
+        FTP session stays in its directory (eight batches of 64 files, each of 4 workers, handed
+        a connection in turn after every file had an FTP client change directory for 2 files out
+        of 3). Tasks this one starts (split ranges) get theirs from the pool."""
+        held = _Held(self)
+        token = _HELD.set(held)
+        try:
+            yield
+        finally:
+            _HELD.reset(token)
+            if held.entry is not None:
+                entry, held.entry = held.entry, None
+                await self._settle(*entry, True)
+
+    @asynccontextmanager
+    async def _keep(self, held: _Held, config: RemoteConfig) -> AsyncIterator[Protocol]:
+        held.busy = True
+        try:
+            entry, held.entry = held.entry, None
+            key = _client_key(config)
+            if entry is not None and (entry[0] != key or self._closed or self.budget.over(entry[1])):
+                await self._settle(*entry, True)  # another server, or fewer connections wanted now
+                entry = None
+            if entry is None:
+                entry = await self._checkout(config, wait=True)
+            key, host, client, slot = entry
+            healthy = False
+            try:
+                yield client
+                healthy = True
+            except Throttled as exc:
+                self.budget.throttled(host, exc.retry_after)
+                raise
+            finally:
+                if healthy and not self._closed:
+                    held.entry = entry
+                else:
+                    await self._settle(key, host, client, slot, healthy)
+        finally:
+            held.busy = False
 
     @asynccontextmanager
     async def try_client(self, config: RemoteConfig) -> AsyncIterator[Protocol | None]:
@@ -603,8 +669,9 @@ class Fetcher:
         work = iter([(lane, indexes) for indexes in lanes] + [(one, index) for index in singles])
 
         async def worker() -> None:
-            for run, arg in work:
-                await run(arg)
+            async with self.pool.held_between_calls():
+                for run, arg in work:
+                    await run(arg)
 
         await asyncio.gather(*(worker() for _ in range(min(self.pool.limit(config), len(lanes) + len(singles)))))
 

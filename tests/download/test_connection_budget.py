@@ -15,9 +15,11 @@ from biomaj.download.limits import LISTING_SHARE, HostBudget
 from biomaj.download.matching import match_files
 from biomaj.download.paths import safe_join
 from biomaj.download.retry import RetryPolicy
+from biomaj.protocols.base import RemoteEntry
 from tests.servers import http_server
 from tests.servers.connection_cap import ConnectionCap
 from tests.servers.faults import Faults
+from tests.servers.scripted_ftp import ScriptedFtp
 
 FAST_RETRY = RetryPolicy.parse("stop_after_attempt(3)", "wait_none")
 
@@ -125,3 +127,35 @@ async def test_one_connection_per_client_when_pipelined_and_single_requests_mix(
         await server.close()
     assert all(isinstance(r, FetchResult) for r in results.values()) and len(results) == 41
     assert (cap.refused, cap.peak) == (0, 1)
+
+
+async def test_a_worker_keeps_its_connection_for_its_next_files(tmp_path):
+    """Four batches of one directory each at once, two connections: each of a batch's workers
+    keeps its connection from one file to the next instead of queueing behind the other
+    batches' workers after each file, so an FTP session changes directory once per batch it
+    serves, not for most files (2 connections x 4 batches: at most 8 CWDs; handed round
+    after every file, about one per file)."""
+    files = {f"dir{d}/f{n}.dat": os.urandom(1_000 + n) for d in range(4) for n in range(6)}
+    server = ScriptedFtp(files)
+    config = await server.start()
+    pool = ClientPool(HostBudget(2))
+    fetcher = Fetcher(pool, FetchSettings(retry=FAST_RETRY))
+    results: dict[str, FetchResult | BaseException] = {}
+    try:
+        async def batch(d: int) -> None:
+            names = sorted(name for name in files if name.startswith(f"dir{d}/"))
+            items = [FetchItem(RemoteEntry(name, len(files[name])), tmp_path / name) for name in names]
+
+            async def done(index, result):
+                results[names[index]] = result
+
+            await fetcher.fetch_many(config, items, done)
+
+        await asyncio.gather(*(batch(d) for d in range(4)))
+    finally:
+        await pool.close()
+        await server.close()
+    assert {name: (tmp_path / name).read_bytes() for name in results} == files
+    commands = server.commands()
+    assert commands.count("USER") == 2 and commands.count("RETR") == len(files)
+    assert commands.count("CWD") <= 8, commands
