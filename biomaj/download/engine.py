@@ -204,7 +204,7 @@ class ClientPool:
         server's waiters after each: one worker's consecutive files go over one connection, so an
         FTP session stays in its directory (eight batches of 64 files, each of 4 workers, handed
         a connection in turn after every file had an FTP client change directory for 2 files out
-        of 3). Tasks this one starts (split ranges) get theirs from the pool."""
+        of 3). Tasks this one starts (split ranges) take that client first when it is unused."""
         held = _Held(self)
         token = _HELD.set(held)
         try:
@@ -287,6 +287,10 @@ class ClientPool:
                 return None
             raise RuntimeError("client pool is closed")
         key = _client_key(config)
+        held = _HELD.get()
+        if held is not None and held.pool is self and held.entry is not None and held.entry[0] == key:
+            entry, held.entry = held.entry, None  # the worker's own client, unused now: a split range of its file
+            return entry
         idle = self._idle.get(key)
         if idle:
             entry = idle.pop()

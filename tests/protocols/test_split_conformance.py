@@ -14,7 +14,7 @@ import os
 import pytest
 
 from biomaj.download import split
-from biomaj.download.engine import PART_SUFFIX, ClientPool, FetchFailed, Fetcher, FetchSettings
+from biomaj.download.engine import PART_SUFFIX, ClientPool, FetchFailed, Fetcher, FetchItem, FetchSettings
 from biomaj.download.limits import HostBudget
 from biomaj.download.retry import RetryPolicy
 from biomaj.protocols.base import RemoteEntry
@@ -294,3 +294,28 @@ async def test_a_checksum_mismatch_is_fetched_again_then_fails_naming_both(remot
         await pool.close()
     assert (offline / "good.bin").read_bytes() == data
     assert sorted(p.name for p in offline.iterdir()) == ["good.bin"]
+
+
+async def test_a_file_listed_with_a_rounded_size_splits_over_the_connection_of_its_size_request(tmp_path):
+    """An index's rounded size ("3M") is made exact with a HEAD on the fetch worker's connection,
+    which that worker keeps between its calls: the split's ranges take it rather than leave it
+    unused beside them (with a budget of 2, both connections carry ranges)."""
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    data = _bytes("x", SIZE)
+    (tree / "x.bin").write_bytes(data)
+    server = await http_server.start(tree, Faults(rate=RATE), protocol="http")
+    pool = ClientPool(HostBudget(2))
+    results = []
+    try:
+        item = FetchItem(RemoteEntry("x.bin", None, MTIME, size_hint=3 * 1024 * 1024), tmp_path / "x")
+
+        async def done(index, result):
+            results.append(result)
+
+        await fetcher(pool, split_max=2).fetch_many(server.config, [item], done)
+    finally:
+        await pool.close()
+        await server.close()
+    assert (tmp_path / "x").read_bytes() == data and results[0].size == SIZE
+    assert server.faults.peak_active == 2  # the two connections of the budget both carried ranges
