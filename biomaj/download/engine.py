@@ -584,9 +584,10 @@ class Fetcher:
     ) -> FetchResult:
         """Fetch `entry` to `dest` (whose folder must be inside the offline directory: the caller
         builds it with :func:`biomaj.download.paths.safe_join`). ``checksum`` (``algo:hex``): the
-        whole file is checked against it before it takes its name (computed as it streams in);
-        a mismatch is fetched again once, whatever the retry policy, and a second one is final
-        (see :data:`CHECKSUM_REFETCHES`)."""
+        whole file is checked against it before it takes its name (computed as it streams in),
+        instead of the archive test, which only guesses at what the checksum proves; a mismatch
+        is fetched again once, whatever the retry policy, and a second one is final (see
+        :data:`CHECKSUM_REFETCHES`)."""
         return await self._fetch(config, entry, dest, digest=digest, on_bytes=on_bytes,
                                  check_archive=check_archive, checksum=checksum)
 
@@ -603,7 +604,7 @@ class Fetcher:
         skipped, offset = await self._local_state(entry, dest, inline, split)
         if skipped is not None:
             return skipped
-        archive_name = self._archive_name(dest, check_archive)
+        archive_name = self._archive_name(dest, check_archive) if expected is None else None
         policy = self.settings.retry
         attempt, transferred, first_offset = 0, 0, offset
         while True:
@@ -801,7 +802,8 @@ class Fetcher:
                         continue  # a redirect, a 5xx ...: one by one, with the retries
                     part = item.dest.with_name(item.dest.name + PART_SUFFIX)
                     expected, digest = _expected(item.checksum, item.digest)
-                    finisher = _Finisher(part, item.dest, item.entry.size, self._archive_name(item.dest), expected)
+                    archive_name = self._archive_name(item.dest) if expected is None else None
+                    finisher = _Finisher(part, item.dest, item.entry.size, archive_name, expected)
                     try:
                         size, mtime, got, hexdigest = await _receive(
                             stream, item.entry, part, digest, on_bytes, finisher, True, self.settings.pace)

@@ -20,8 +20,8 @@ The formats (``remote.checksums.format``, docs/checksums.md):
 
 ``auto`` tells them apart by their lines, which do not overlap (a GNU line starts with 32 to
 128 hex digits, a BSD sum line with a number of at most 5 digits, a tagged line with its
-algorithm's name, a JSON manifest with ``{``); a file mixing shapes, or with a line of none, is
-refused with the formats named.
+algorithm's name, a JSON manifest with ``{``); a file mixing shapes (but tagged lines, which name
+their algorithm), or with a line of none, is refused with the formats named.
 """
 
 from __future__ import annotations
@@ -158,32 +158,35 @@ def parse_manifest(text: str, path: str, fmt: str = AUTO) -> Manifest:
     wanted = None if fmt in (AUTO, "ncbi-blast-manifest") else fmt
     checksums: dict[str, str] = {}
     formats: dict[str, int] = {}  # format -> the first line that has it
+    untagged: dict[str, int] = {}  # the same, of the lines that do not name their algorithm
     for number, line in lines:
-        name, checksum = _parse_line(line, path, number)
-        found = "bsd-sum" if checksum.startswith("bsd-sum:") else _FORMAT_OF[checksum.partition(":")[0]]
+        name, checksum, tagged = _parse_line(line, path, number)
+        found = _FORMAT_OF[checksum.partition(":")[0]]
         if wanted is not None and found != wanted:
             raise _wrong(path, fmt, number, f"a {found} line", found)
         if fmt == "ncbi-blast-manifest" and found != "md5sum":
             raise _wrong(path, fmt, number, f"a {found} line", found)
         formats.setdefault(found, number)
+        if not tagged:
+            untagged.setdefault(found, number)
         checksums[name] = checksum
-    if len(formats) > 1:
-        shapes = ", ".join(f"{name} (line {number})" for name, number in formats.items())
+    if len(untagged) > 1:  # tagged lines name their algorithm: they may mix, the others may not
+        shapes = ", ".join(f"{name} (line {number})" for name, number in untagged.items())
         raise ManifestError(f"checksum manifest {path}: its lines have several formats: {shapes}; "
                             f"set remote.checksums.format to one of {', '.join(FORMATS)}, or narrow remote.checksums")
-    found_format = fmt if fmt != AUTO else next(iter(formats), AUTO)
+    found_format = fmt if fmt != AUTO else "+".join(formats) or AUTO
     return Manifest(path, found_format, checksums, note="" if checksums else "no checksum in it")
 
 
-def _parse_line(line: str, path: str, number: int) -> tuple[str, str]:
-    """(file name, ``algo:hex``) of one line of a text manifest."""
+def _parse_line(line: str, path: str, number: int) -> tuple[str, str, bool]:
+    """(file name, ``algo:hex``, whether the line names its algorithm) of one line of a text manifest."""
     tagged = _TAGGED.fullmatch(line)
     if tagged:
         escaped, tag, name, value = tagged.groups()
         algorithm = tag.lower()
         if len(value) != HEX_LENGTHS[algorithm]:
             raise _bad_line(path, number, line, f"a {tag} checksum has {HEX_LENGTHS[algorithm]} hex digits")
-        return _name(name, escaped, path, number, line), f"{algorithm}:{value.lower()}"
+        return _name(name, escaped, path, number, line), f"{algorithm}:{value.lower()}", True
     if _BARE.fullmatch(line.strip()):  # a sidecar: <file>.md5 holding the checksum alone
         value = line.strip()
         target = _sidecar_target(path)
@@ -191,16 +194,16 @@ def _parse_line(line: str, path: str, number: int) -> tuple[str, str]:
             raise _bad_line(path, number, line, "a bare checksum, but the manifest's name does not say which file "
                             "it is of (expected <file>.md5, .sha1, .sha256 or .sha512)" if target is None
                             else f"{len(value)} hex digits is no known algorithm (32, 40, 64 or 128)")
-        return target, f"{_BY_LENGTH[len(value)]}:{value.lower()}"
+        return target, f"{_BY_LENGTH[len(value)]}:{value.lower()}", False
     summed = _SUM.fullmatch(line)
     if summed and int(summed.group(1)) <= 0xFFFF:
-        return _name(summed.group(3), "", path, number, line), f"bsd-sum:{int(summed.group(1)):04x}"
+        return _name(summed.group(3), "", path, number, line), f"bsd-sum:{int(summed.group(1)):04x}", False
     gnu = _GNU.fullmatch(line)
     if gnu:
         escaped, value, name = gnu.groups()
         if len(value) not in _BY_LENGTH:
             raise _bad_line(path, number, line, f"{len(value)} hex digits is no known algorithm (32, 40, 64 or 128)")
-        return _name(name, escaped, path, number, line), f"{_BY_LENGTH[len(value)]}:{value.lower()}"
+        return _name(name, escaped, path, number, line), f"{_BY_LENGTH[len(value)]}:{value.lower()}", False
     raise _bad_line(path, number, line, "not a checksum line of any known format")
 
 
