@@ -25,7 +25,7 @@ from pathlib import Path
 from biomaj.bus.messages import FileOutcome
 from biomaj.config.properties import BankProperties
 from biomaj.download.engine import ClientPool, Fetcher, FetchItem, FetchResult, FetchSettings
-from biomaj.download.manifests import AUTO, Manifest, ManifestError, display_checksum, parse_manifest
+from biomaj.download.manifests import AUTO, FORMATS, Manifest, ManifestError, display_checksum, parse_manifest
 from biomaj.download.paths import safe_join
 from biomaj.download.retry import RetryPolicy
 from biomaj.errors import BiomajError, ConfigError
@@ -80,6 +80,8 @@ class Manifests:
         self.log = log
         self.pattern = _pattern(props)
         self.format = (props.get("remote.checksums.format") or AUTO).strip().lower()
+        if self.format != AUTO and self.format not in FORMATS:
+            raise ConfigError(f"remote.checksums.format={self.format!r}: expected {AUTO} or one of {', '.join(FORMATS)}")
         # (root, path) -> (its remote, when not the listing's, and the entry) of each manifest listed
         self._listed: dict[tuple[str | None, str], tuple[RemoteConfig | None, RemoteEntry]] = {}
         self._files: set[str] = set()  # every file path the listing showed

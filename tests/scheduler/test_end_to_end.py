@@ -144,3 +144,54 @@ async def test_two_scheduler_nodes_fire_each_run_once(tmp_path, state, service_u
             if state == "redis" and node.state is not None:
                 await node.state.purge()
             await node.stop()
+
+
+async def test_a_fix_published_under_the_same_release_is_checked_then_updated(tmp_path):
+    """The example bank with a checksum manifest (MD5SUMS beside its files): the provider fixes a
+    file without changing the release; the next release check sees its checksum changed under
+    the same release, and the update it queues fetches it as release 1__1."""
+    import hashlib
+
+    root, config = new_root(tmp_path)
+    source = root / "example-remote"
+
+    def publish(fasta: bytes) -> None:
+        (source / "example.fasta").write_bytes(fasta)
+        sums = "".join(f"{hashlib.md5((source / n).read_bytes()).hexdigest()}  ./{n}\n"
+                       for n in ("example.fasta", "example2.fasta.gz", "release.txt"))
+        (source / "MD5SUMS").write_text(sums)
+
+    publish((source / "example.fasta").read_bytes())
+    bank_file = root / "conf" / "example.properties"
+    bank_file.write_text(bank_file.read_text() + "\nschedule.auto=1\nremote.checksums=MD5SUMS\n")
+    node = Node(config, ["manager", "download", "process"])
+    await node.start()
+    clock = FakeClock(time.time())
+    scheduler = SchedulerActor(node.bus, SchedulerSettings(), store=node.store,
+                               global_properties=config.global_properties, clock=clock)
+
+    async def step() -> list[dict]:
+        return [await finished(node.store, job_id) for job_id in await scheduler.run_pending()]
+
+    try:
+        await step()
+        [update] = await step()
+        assert (update["state"], update["result"]["release"]) == ("done", "1"), update
+        clock.set(clock() + DAY)
+        [check] = await step()
+        assert check["result"]["details"] == {"remoterelease": "1", "production": "1", "new": False}
+        assert await step() == []
+
+        publish(b">seq1 fixed upstream\nACGT\n")
+        clock.set(clock() + DAY)
+        [check] = await step()
+        assert check["result"]["details"] == {"remoterelease": "1", "production": "1", "new": True,
+                                              "changed_under_same_release": {"count": 1, "files": ["example.fasta"]}}
+        [update] = await step()
+        assert (update["state"], update["result"]["release"]) == ("done", "1__1"), update
+        doc = await node.store.get_schedule("auto:example")
+        assert doc["last_result"].startswith("remote release 1: changed under the same release: update queued")
+    finally:
+        await node.stop()
+    assert (root / "data" / "example" / "example_1__1" / "flat" / "example.fasta").read_bytes() == \
+        b">seq1 fixed upstream\nACGT\n"

@@ -297,5 +297,41 @@ async def test_auto_detection_refuses_a_manifest_it_cannot_read(site: Site, tmp_
         site.set(BANK, remote__checksums__format="md5sum")
         declared = await site.update(BANK)
         assert not declared.ok and "line 2: remote.checksums.format=md5sum, but this is a bsd-sum line" in declared.error
+        site.set(BANK, remote__checksums__format="crc32")
+        unknown = await site.update(BANK)
+        assert not unknown.ok and unknown.error.startswith("remote.checksums.format='crc32': expected auto or one of md5sum")
+    finally:
+        await server.close()
+
+
+async def test_a_release_recorded_without_checksums_is_compared_by_hashing_its_copies(site: Site, tmp_path):
+    """remote.checksums set on a bank with a release in production: its files have no recorded
+    checksum, so their copies are hashed once; a file whose date moved but whose checksum is the
+    same is reused (the checksum decides alone), a file whose content changed is fetched."""
+    root = tmp_path / "ncbi"
+    files = ncbi_tree(root)
+    faults = Faults()
+    server = await ftp_server.start(root, faults, protocol="ftp")
+    try:
+        ncbi_bank(site, server, "ftp", remote__checksums="")
+        first = await site.update(BANK, publish=True)
+        assert first.ok and first.updated, first.error
+        records = site_file_list(site, (await site.session(BANK))["id"])
+        assert not any("checksum" in r for r in records) and "checksums" not in await site.session(BANK)
+
+        changed = "GCF_000001405.40_GRCh38.p14/GCF_000001405.40_GRCh38.p14_assembly_report.txt"
+        (root / changed).write_bytes(b"revised report\n" * 30)
+        manifest = root / "GCF_000001405.40_GRCh38.p14" / "md5checksums.txt"
+        manifest.write_text(manifest.read_text().replace(md5(files[changed]), md5((root / changed).read_bytes())))
+        later = WHEN + 86400  # every file touched a day later: a new release
+        for path in root.rglob("*"):
+            os.utime(path, (later, later))
+        site.set(BANK, remote__checksums=r"md5checksums\.txt")
+        faults.transfers.clear()
+        second = await site.update(BANK, publish=True)
+        assert second.ok and second.updated and second.release == "2024-3-6", second.error
+        assert {name for name in faults.transfers if not name.endswith("md5checksums.txt")} == {changed}
+        assert (await site.session(BANK))["checksums"] == {"manifests": 2, "files": 5, "without": 0, "verified": 1,
+                                                           "reused": 4, "present": 0}
     finally:
         await server.close()
