@@ -32,7 +32,7 @@ from biomaj.errors import BiomajError, ConfigError
 from biomaj.protocols.base import RemoteConfig, RemoteEntry, RemoteError
 
 from .engine import TaskFailed
-from .remote_files import Wanted, remote_failure, retry_policy, wanted_files
+from .remote_files import Wanted, remote_failure, retry_policy
 
 #: A file bigger than this is no checksum manifest: remote.checksums matches too much.
 MANIFEST_MAX_SIZE = 64 * 1024 * 1024
@@ -304,12 +304,11 @@ def changed_under_same_release(current: list[dict], previous: list[dict] | None)
     return changed
 
 
-async def changed_remote_files(props: BankProperties, pool: ClientPool, previous: list[dict] | None,
-                               log: logging.Logger) -> list[str]:
+async def changed_remote_files(manifests: Manifests, wanted: list[Wanted], previous: list[dict] | None,
+                               props: BankProperties) -> list[str]:
     """The release check's question, asked of the manifests alone: the files whose checksum
-    changed since the last production release (:func:`changed_under_same_release`)."""
-    manifests = Manifests(props, pool, log)
-    wanted = await wanted_files(props, pool, seen=manifests.seen)
+    changed since the last production release (:func:`changed_under_same_release`); ``wanted``
+    was listed with ``manifests.seen``. The manifests go to a temporary folder."""
     if wanted:
         wanted = await manifests.attach(wanted, retry=retry_policy(props, wanted[0].config))
     return changed_under_same_release([w.record() for w in wanted], previous)

@@ -24,6 +24,7 @@ from . import locks, publishing
 from .bank import Bank, RunContext, find_production, find_session
 from .engine import TaskFailed
 from .options import VISIBILITIES, UpdateOptions
+from .remote_files import wanted_files
 from .session import (
     PROCESS_TASKS, REMOVE_FLOW, UPDATE_TASKS, Session, check_task_name, is_over, new_session, reset_from_task,
 )
@@ -463,18 +464,22 @@ async def release_check(run: RunContext, name: str) -> Outcome:
     production = doc.get("production") or []
     latest = production[-1].get("remoterelease") if production else None
     changed: list[str] = []
+    manifests = checksums.Manifests(bank.props, workflow.pool, bank_log) if checksums.enabled(bank.props) else None
+    seen = manifests.seen if manifests is not None else None
+    wanted = None
     try:
         await workflow.wf_release()
         if not session.get("remoterelease"):
-            from .remote_files import wanted_files
             from .release import checked_release, release_from_dates
 
-            wanted = await wanted_files(bank.props, workflow.pool)
+            wanted = await wanted_files(bank.props, workflow.pool, seen=seen)
             session["remoterelease"] = checked_release(
                 release_from_dates((w.entry.mtime for w in wanted), bank.props.get("release.format")), "file dates")
-        if checksums.enabled(bank.props) and latest is not None and session["remoterelease"] == latest:
+        if manifests is not None and latest is not None and session["remoterelease"] == latest:
+            if wanted is None:
+                wanted = await wanted_files(bank.props, workflow.pool, seen=seen)
             previous = bank.read_file_list(production[-1].get("session"))
-            changed = await checksums.changed_remote_files(bank.props, workflow.pool, previous, bank_log)
+            changed = await checksums.changed_remote_files(manifests, wanted, previous, bank.props)
     except TaskFailed as exc:
         raise BiomajError(f"release check of {name} failed: {exc}") from None
     finally:

@@ -327,18 +327,7 @@ class UpdateWorkflow(Workflow):
         if not any(incomplete(w) for w in wanted):
             return wanted
         previous = await asyncio.to_thread(reuse_source, self.bank, self._production(), fresh=self._fresh())
-        loop = asyncio.get_running_loop()
-        last = loop.time()
-
-        async def progress(done: int, total: int) -> None:
-            nonlocal last
-            if done < total and loop.time() - last < PROGRESS_EVERY:
-                return
-            last = loop.time()
-            await self.run_ctx.event(self.bank.name, "running", step="download",
-                                     message=f"download: size and date of {done}/{total} files",
-                                     stat_done=done, stat_total=total)
-
+        progress = self._progress("download: size and date of {done}/{total} files", "stat")
         retry = retry_policy(self.props, wanted[0].config)  # the files of a bank share their options
         known = previous[1] if previous else {}
         offline = self.bank.offline_dir
@@ -365,13 +354,10 @@ class UpdateWorkflow(Workflow):
                              report.asked - report.completed, report.error or "cancelled")
         return wanted
 
-    def _fresh(self) -> bool:
-        """Nothing is reused from the last release (--fromscratch, --from-task download)."""
-        return self.options.fromscratch or self.options.from_task == "download"
-
-    async def _attach_checksums(self, wanted: list[Wanted]) -> list[Wanted]:
-        """The providers' checksums given to the wanted files (checksums.Manifests), the
-        manifests fetched first, with a progress event every PROGRESS_EVERY seconds."""
+    def _progress(self, message: str, key: str) -> Callable[[int, int], Awaitable[None]]:
+        """A ``(done, total)`` callback of a long step of the download task: a progress event
+        (``message`` formatted with done and total; ``<key>_done``, ``<key>_total``) every
+        PROGRESS_EVERY seconds, and at the end."""
         loop = asyncio.get_running_loop()
         last = loop.time()
 
@@ -381,9 +367,19 @@ class UpdateWorkflow(Workflow):
                 return
             last = loop.time()
             await self.run_ctx.event(self.bank.name, "running", step="download",
-                                     message=f"download: checksum manifests {done}/{total}",
-                                     manifests_done=done, manifests_total=total)
+                                     message=message.format(done=done, total=total),
+                                     **{f"{key}_done": done, f"{key}_total": total})
 
+        return progress
+
+    def _fresh(self) -> bool:
+        """Nothing is reused from the last release (--fromscratch, --from-task download)."""
+        return self.options.fromscratch or self.options.from_task == "download"
+
+    async def _attach_checksums(self, wanted: list[Wanted]) -> list[Wanted]:
+        """The providers' checksums given to the wanted files (checksums.Manifests), the
+        manifests fetched first, with a progress event every PROGRESS_EVERY seconds."""
+        progress = self._progress("download: checksum manifests {done}/{total}", "manifests")
         retry = retry_policy(self.props, wanted[0].config) if wanted else None
         wanted = await self.manifests.attach(wanted, retry=retry, offline=self.bank.offline_dir, progress=progress)
         self.check_cancel()

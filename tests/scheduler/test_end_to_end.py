@@ -73,10 +73,9 @@ async def test_a_bank_scheduled_every_minute_updates_itself(tmp_path):
     assert (root / "data" / "example" / "example_1").is_dir()
 
 
-async def test_release_driven_updates_follow_the_remote_release(tmp_path):
-    root, config = new_root(tmp_path)
-    bank_file = root / "conf" / "example.properties"
-    bank_file.write_text(bank_file.read_text() + "\nschedule.auto=1\n")
+async def release_driven(config):
+    """A node of manager, downloader and processor with a scheduler on a fake clock: (node, clock,
+    step), ``step()`` a pass of the scheduler that returns the jobs it queued, once they are over."""
     node = Node(config, ["manager", "download", "process"])
     await node.start()
     clock = FakeClock(time.time())
@@ -84,9 +83,16 @@ async def test_release_driven_updates_follow_the_remote_release(tmp_path):
                                global_properties=config.global_properties, clock=clock)
 
     async def step() -> list[dict]:
-        """A pass of the scheduler; the jobs it queued, once they are over."""
         return [await finished(node.store, job_id) for job_id in await scheduler.run_pending()]
 
+    return node, clock, step
+
+
+async def test_release_driven_updates_follow_the_remote_release(tmp_path):
+    root, config = new_root(tmp_path)
+    bank_file = root / "conf" / "example.properties"
+    bank_file.write_text(bank_file.read_text() + "\nschedule.auto=1\n")
+    node, clock, step = await release_driven(config)
     try:
         [check] = await step()
         assert (check["kind"], check["state"], check["user"]) == ("release-check", "done", "biomaj"), check
@@ -164,15 +170,7 @@ async def test_a_fix_published_under_the_same_release_is_checked_then_updated(tm
     publish((source / "example.fasta").read_bytes())
     bank_file = root / "conf" / "example.properties"
     bank_file.write_text(bank_file.read_text() + "\nschedule.auto=1\nremote.checksums=MD5SUMS\n")
-    node = Node(config, ["manager", "download", "process"])
-    await node.start()
-    clock = FakeClock(time.time())
-    scheduler = SchedulerActor(node.bus, SchedulerSettings(), store=node.store,
-                               global_properties=config.global_properties, clock=clock)
-
-    async def step() -> list[dict]:
-        return [await finished(node.store, job_id) for job_id in await scheduler.run_pending()]
-
+    node, clock, step = await release_driven(config)
     try:
         await step()
         [update] = await step()
