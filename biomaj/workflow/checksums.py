@@ -25,10 +25,10 @@ from pathlib import Path
 from biomaj.bus.messages import FileOutcome
 from biomaj.config.properties import BankProperties
 from biomaj.download.engine import ClientPool, Fetcher, FetchItem, FetchResult, FetchSettings
-from biomaj.download.manifests import AUTO, FORMATS, Manifest, ManifestError, display_checksum, parse_manifest
+from biomaj.download.manifests import AUTO, FORMATS, ManifestError, display_checksum, parse_manifest
 from biomaj.download.paths import safe_join
 from biomaj.download.retry import RetryPolicy
-from biomaj.errors import BiomajError, ConfigError
+from biomaj.errors import ConfigError
 from biomaj.protocols.base import RemoteConfig, RemoteEntry, RemoteError
 
 from .engine import TaskFailed
@@ -128,12 +128,14 @@ class Manifests:
                                      config.root_url) from None
 
     async def _read(self, listed: list[tuple[RemoteConfig, RemoteEntry]], wanted: list[Wanted], retry: RetryPolicy,
-                    offline: Path | None, progress: ManifestProgress | None) -> list[tuple[RemoteConfig, Manifest]]:
-        """Fetch and parse every manifest, the host's budget at a time."""
+                    offline: Path | None, progress: ManifestProgress | None) -> list[_Read]:
+        """Fetch every manifest, the host's budget at a time, and read each as it arrives (only
+        the checksums of wanted files are kept: NCBI has a manifest per assembly folder)."""
         by_path = {(w.config.root, w.entry.path): w for w in wanted}
         fetcher = Fetcher(self.pool, FetchSettings(retry=retry, check_archives=False))
-        texts: dict[int, str] = {}
-        failures: list[str] = []
+        found: dict[int, _Read] = {}
+        unfetched: list[str] = []
+        unreadable: list[str] = []
         done = 0
         with tempfile.TemporaryDirectory(prefix="biomaj-manifests-") as tmp:
             groups: dict[str, tuple[RemoteConfig, list[int], list[FetchItem]]] = {}  # one fetch_many per remote
@@ -152,33 +154,48 @@ class Manifests:
                     nonlocal done
                     done += 1
                     index = indexes[position]
+                    remote = listed[index][1].path
                     if isinstance(result, FetchResult):
-                        texts[index] = await asyncio.to_thread(_read_text, result.path)
-                    elif isinstance(result, (BiomajError, OSError)):
-                        failures.append(f"{listed[index][1].path}: {result}")
+                        try:
+                            found[index] = await asyncio.to_thread(
+                                self._load, result.path, listed[index][0], remote, by_path, result.path.parent == Path(tmp))
+                        except ManifestError as exc:
+                            unreadable.append(str(exc))
                     else:
-                        raise result
+                        unfetched.append(f"{remote}: {result}")
                     if progress is not None:
                         await progress(done, len(listed))
 
                 await fetcher.fetch_many(config, items, finished)
-        if failures:
-            more = f" (and {len(failures) - 5} more)" if len(failures) > 5 else ""
-            raise TaskFailed(f"{len(failures)} checksum manifest(s) could not be fetched: {'; '.join(failures[:5])}{more}")
-        try:
-            return await asyncio.to_thread(lambda: [
-                (config, parse_manifest(texts[i], entry.path, self.format)) for i, (config, entry) in enumerate(listed)])
-        except ManifestError as exc:
-            raise TaskFailed(str(exc)) from None
+        if unfetched:
+            more = f" (and {len(unfetched) - 5} more)" if len(unfetched) > 5 else ""
+            raise TaskFailed(f"{len(unfetched)} checksum manifest(s) could not be fetched: {'; '.join(unfetched[:5])}{more}")
+        if unreadable:
+            more = f" (and {len(unreadable) - 1} more manifest(s) that cannot be read)" if len(unreadable) > 1 else ""
+            raise TaskFailed(unreadable[0] + more)
+        return [found[index] for index in sorted(found)]
 
-    def _give(self, wanted: list[Wanted], manifests: list[tuple[RemoteConfig, Manifest]]) -> list[Wanted]:
+    def _load(self, local: Path, config: RemoteConfig, remote: str, wanted: Mapping[tuple[str, str], Wanted],
+              temporary: bool) -> _Read:
+        """One manifest fetched to ``local``, read (a temporary copy is removed at once)."""
+        try:
+            text = local.read_text(encoding="utf-8", errors="replace")
+        finally:
+            if temporary:
+                local.unlink(missing_ok=True)
+        manifest = parse_manifest(text, remote, self.format)
+        checksums = {path: checksum for path, checksum in manifest.remote_paths().items()
+                     if (config.root, path) in wanted}
+        return _Read(config.root, manifest.path, checksums, manifest.groups, manifest.note)
+
+    def _give(self, wanted: list[Wanted], manifests: list[_Read]) -> list[Wanted]:
         """Each wanted file named by a manifest, with its checksum (the strongest when several)."""
         found: dict[tuple[str, str], tuple[str, str]] = {}  # (root, remote path) -> (checksum, manifest)
-        for config, manifest in manifests:
+        for manifest in manifests:
             if manifest.note:
                 self.log.info("Workflow:wf_download:checksum manifest %s: %s", manifest.path, manifest.note)
-            for path, checksum in manifest.remote_paths().items():
-                key = (config.root, path)
+            for path, checksum in manifest.checksums.items():
+                key = (manifest.root, path)
                 before = found.get(key)
                 if before is not None and before[0] != checksum:
                     old, new = before[0].partition(":")[0], checksum.partition(":")[0]
@@ -188,7 +205,7 @@ class Manifests:
                     if _STRENGTH.index(new) < _STRENGTH.index(old):
                         continue
                 found[key] = (checksum, manifest.path)
-        self._check_groups(wanted, [manifest for _, manifest in manifests])
+        self._check_groups(wanted, manifests)
         out, sources = [], {}
         for item in wanted:
             hit = found.get((item.config.root, item.entry.path))
@@ -203,7 +220,7 @@ class Manifests:
                       self.pattern.pattern, len(sources), len(wanted), len(wanted) - len(sources))
         return out
 
-    def _check_groups(self, wanted: list[Wanted], manifests: list[Manifest]) -> None:
+    def _check_groups(self, wanted: list[Wanted], manifests: list[_Read]) -> None:
         """A BLAST database (NCBI's JSON manifest) with some volumes wanted needs all of them."""
         paths = {w.entry.path for w in wanted}
         for manifest in manifests:
@@ -219,8 +236,16 @@ class Manifests:
                                      "needs every volume")
 
 
-def _read_text(path: Path) -> str:
-    return path.read_text(encoding="utf-8", errors="replace")
+@dataclass(frozen=True)
+class _Read:
+    """A manifest read: the checksums of the wanted files it names (by remote path under
+    ``root``), and what else it says (:class:`~biomaj.download.manifests.Manifest`)."""
+
+    root: str
+    path: str
+    checksums: dict[str, str]
+    groups: tuple[tuple[str, tuple[str, ...]], ...]
+    note: str
 
 
 # --- after the download ----------------------------------------------------------------------------

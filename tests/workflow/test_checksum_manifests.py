@@ -335,3 +335,20 @@ async def test_a_release_recorded_without_checksums_is_compared_by_hashing_its_c
                                                            "reused": 4, "present": 0}
     finally:
         await server.close()
+
+
+async def test_a_manifest_that_cannot_be_fetched_fails_the_update_before_any_file(site: Site, tmp_path):
+    root = tmp_path / "ncbi"
+    files = ncbi_tree(root)
+    manifest = "GCF_000001405.40_GRCh38.p14/md5checksums.txt"
+    faults = Faults(transient_errors={manifest: 10})
+    server = await http_server.start(root, faults, protocol="http")
+    try:
+        ncbi_bank(site, server, "http", stop_condition="stop_after_attempt(2)")
+        failed = await site.update(BANK)
+        assert not failed.ok and failed.failed_task == "download"
+        assert failed.error.startswith(f"1 checksum manifest(s) could not be fetched: {manifest}: ")
+        assert "503" in failed.error and faults.transfers[manifest] == 2
+        assert not any(name in files for name in faults.transfers)
+    finally:
+        await server.close()
