@@ -352,3 +352,28 @@ async def test_a_manifest_that_cannot_be_fetched_fails_the_update_before_any_fil
         assert not any(name in files for name in faults.transfers)
     finally:
         await server.close()
+
+
+async def test_a_sidecar_holding_the_checksum_alone(site: Site, tmp_path):
+    """``<file>.md5`` beside each file, the hex alone in it: the sidecar's name says which file."""
+    root = tmp_path / "sidecars"
+    root.mkdir()
+    files = {"uniprot_sprot.dat.gz": gzip.compress(b"ID   001R_FRG3G\n" * 50, mtime=0),
+             "uniprot_trembl.dat.gz": gzip.compress(b"ID   A0A000\n" * 70, mtime=0)}
+    for name, data in files.items():
+        (root / name).write_bytes(data)
+    (root / "uniprot_sprot.dat.gz.md5").write_text(md5(files["uniprot_sprot.dat.gz"]) + "\n")
+    (root / "uniprot_trembl.dat.gz.md5").write_text(md5(b"an older trembl") + "\n")
+    stamp(root)
+    faults = Faults()
+    server = await ftp_server.start(root, faults, protocol="ftp")
+    try:
+        ncbi_bank(site, server, "ftp", remote__files=r".*\.dat\.gz$", remote__checksums=r".*\.md5")
+        failed = await site.update(BANK)
+        assert not failed.ok
+        assert (f"uniprot_trembl.dat.gz: expected md5:{md5(b'an older trembl')} (uniprot_trembl.dat.gz.md5), "
+                f"got md5:{md5(files['uniprot_trembl.dat.gz'])}") in failed.error
+        assert "uniprot_sprot" not in failed.error
+        assert (faults.transfers["uniprot_trembl.dat.gz"], faults.transfers["uniprot_sprot.dat.gz"]) == (2, 1)
+    finally:
+        await server.close()
