@@ -216,8 +216,9 @@ def _outcome(spec: FileSpec, result: FetchResult | BaseException, started: float
             transferred=result.transferred, attempts=result.attempts, skipped=result.skipped,
             elapsed=result.elapsed,
         )
+    got_checksum = None
     if isinstance(result, FetchFailed):
-        error, retryable = str(result), result.retryable
+        error, retryable, got_checksum = str(result), result.retryable, result.got_checksum
     elif isinstance(result, BiomajError):
         error, retryable = str(result), False
     elif isinstance(result, OSError):  # the local side: disk full, file too large, permissions ...
@@ -226,7 +227,7 @@ def _outcome(spec: FileSpec, result: FetchResult | BaseException, started: float
         log.error("download of %s crashed", spec.save_as, exc_info=result)
         error, retryable = f"{type(result).__name__}: {result}", False
     return FileOutcome(spec.save_as, ok=False, hash=spec.hash, error=error, retryable=retryable,
-                       elapsed=time.monotonic() - started)
+                       elapsed=time.monotonic() - started, got_checksum=got_checksum)
 
 
 class _BatchReport:

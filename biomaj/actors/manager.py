@@ -267,5 +267,8 @@ def _done_message(job: dict, result: dict | None) -> str:
             return f"release {result.get('release')} updated"
         return f"no need to update: release {result.get('release')} is current"
     if job["kind"] == "release-check":
+        changed = (result.get("details") or {}).get("changed_under_same_release")
+        if changed:
+            return f"remote release {result.get('release')}, changed under the same release ({changed['count']} file(s))"
         return f"remote release {result.get('release')}"
     return f"{job['kind']} done"

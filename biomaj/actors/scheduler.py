@@ -246,8 +246,9 @@ class SchedulerActor:
             result = f"release check failed: {(job or {}).get('error') or 'its job is gone'}"
         else:
             outcome = "new" if details.get("new") else "same"
-            result = (f"remote release {details.get('remoterelease')}: "
-                      + ("new" if outcome == "new" else "already in production"))
+            news = ("changed under the same release" if details.get("changed_under_same_release")
+                    else "new" if outcome == "new" else "already in production")
+            result = f"remote release {details.get('remoterelease')}: {news}"
         state = Backoff(doc.get("check_in") or 1, doc.get("attempts") or 0).after(outcome, delay)
         fields = {"check_job": None, "check_in": state.check_in, "attempts": state.attempts, "delay": delay,
                   "next_run": now + state.check_in * DAY, "last_check": (job or {}).get("finished") or now,

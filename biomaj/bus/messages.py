@@ -329,6 +329,7 @@ class FileOutcome:
     error: str = ""
     retryable: bool = False
     elapsed: float = 0.0
+    got_checksum: str | None = None  # "algo:hex" the file had when it did not match FileSpec.checksum
 
     def to_dict(self) -> dict[str, Any]:
         return {name: value for name, default in _FILE_OUTCOME_DEFAULTS.items()

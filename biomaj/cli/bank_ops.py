@@ -338,8 +338,16 @@ def repair(obj: CliContext, bank: str, **options: Any) -> None:
 def release_check(obj: CliContext, bank: str, **options: Any) -> None:
     """The remote release of BANK, and whether it is new (nothing is downloaded)."""
     job = run_async(_run_job(obj, "release-check", bank, options, False))
-    _report(obj, job, lambda r: f"{bank}: remote release {r['details']['remoterelease']}"
-            f" ({'new' if r['details']['new'] else 'already in production'})")
+    _report(obj, job, lambda r: f"{bank}: remote release {r['details']['remoterelease']} ({_release_news(r['details'])})")
+
+
+def _release_news(details: dict) -> str:
+    """What a release check found, in words."""
+    changed = details.get("changed_under_same_release")
+    if changed:
+        files = ", ".join(changed["files"]) + (" ..." if changed["count"] > len(changed["files"]) else "")
+        return f"changed under the same release: {changed['count']} file(s) with another checksum: {files}"
+    return "new" if details["new"] else "already in production"
 
 
 # --- quick operations (no job) -------------------------------------------------------------------

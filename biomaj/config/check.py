@@ -160,6 +160,9 @@ def _check_remote(c: _Checker) -> None:
                 f"remote.files (or remote.list) is required for protocol {protocol}: "
                 "whitespace-separated regexps of the remote files",
             )
+    if c.get("remote.checksums") and (protocol in NO_REMOTE or protocol.startswith("direct")):
+        c.error("remote.checksums", f"remote.checksums needs a listed remote, not protocol {protocol}: the manifests are "
+                "found in the listing of the wanted files' folders (use protocol ftp, http ... with remote.files)")
     if "irods" in protocol:
         for key in IRODS_KEYS:
             if not c.get(key):

@@ -200,6 +200,8 @@ REMOTE = (
     _b("download.plugin", None, "str", "Plugin whose download(release, files, offline_dir) downloads the files."),
     _b("download.split.min_size", "64M", "size", "A file at least this big is fetched as byte ranges over several connections to its server (K, M, G: binary units; an addition of this implementation)."),
     _b("download.split.max", "8", "int", "Most connections one split file uses, within limits.per_host (1: never split; an addition of this implementation)."),
+    _b("remote.checksums", None, "regex", "Regexp matched against the whole name of each file listed beside the wanted files (`md5checksums.txt`, `CHECKSUMS`, `SHA256SUMS`, `.*\\.md5`): those checksum manifests are fetched first, and each file they name is checked as it streams in and fetched again once on a mismatch, then the update fails (not with direct protocols or multi; docs/checksums.md; an addition of this implementation)."),
+    _b("remote.checksums.format", "auto", "enum(auto, md5sum, sha1sum, sha256sum, sha512sum, bsd-sum, ncbi-blast-manifest)", "Format of the remote.checksums manifests: md5sum/sha*sum lines (GNU or BSD-tagged) and .md5 sidecars, BSD `sum` output (Ensembl's CHECKSUMS), NCBI BLAST's per-volume .md5 and JSON manifests; auto tells them apart, or names the formats when it cannot (an addition of this implementation)."),
     _b("download.bandwidth", None, "rate", "Bandwidth limit of this bank's downloads on each download node, rclone-style: 10M (bytes/s, K M G binary units), off, or a timetable such as 08:00,2M 20:00,off (an addition of this implementation)."),
 )
 

@@ -16,7 +16,6 @@ the same-file rule (:mod:`biomaj.download.same_file`) never takes for complete; 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import os
 import time
@@ -57,11 +56,13 @@ LANE_MIN = 4  # files per pipelined connection at least (fewer: one request at a
 
 
 class FetchFailed(RemoteError):
-    """A file could not be fetched; the message says why and after how many attempts."""
+    """A file could not be fetched; the message says why and after how many attempts.
+    ``got_checksum``: ``algo:hex`` the file had when it did not match its expected checksum."""
 
-    def __init__(self, message: str, *, retryable: bool):
+    def __init__(self, message: str, *, retryable: bool, got_checksum: str | None = None):
         super().__init__(message)
         self.retryable = retryable
+        self.got_checksum = got_checksum
 
 
 @dataclass(frozen=True)
@@ -107,6 +108,19 @@ class FetchItem:
 
 #: told of each item as it ends: (its index, its FetchResult or the exception that ended it)
 ItemDone = Callable[[int, "FetchResult | BaseException"], Awaitable[None]]
+
+#: A file that does not match its checksum (a provider's manifest) is fetched again this many
+#: times, whatever the retry policy: a transfer that went wrong gets its second chance, and a
+#: file that differs from its manifest on the server is not fetched over and over.
+CHECKSUM_REFETCHES = 1
+
+
+def _expected(checksum: str | None, digest: str | None) -> tuple[tuple[str, str] | None, str | None]:
+    """(the (algorithm, hex) a file must have, the digest to compute as it streams in)."""
+    expected = verify.parse_checksum(checksum) if checksum else None
+    if expected is not None and digest is None:
+        digest = expected[0]
+    return expected, digest
 
 
 def _client_key(config: RemoteConfig) -> tuple:
@@ -428,7 +442,7 @@ class _PartWriter:
         self.part = part  # with ``direct``: the file's own name
         self.direct = direct  # written whole at the end, straight to its name: nothing to keep on failure
         self.offset = offset
-        self.hash = hashlib.new(digest) if digest else None
+        self.hash = verify.new_hash(digest) if digest else None
         self.on_bytes = on_bytes
         self.check = check  # the archive test, done on the chunks as they are written
         self.broken = False  # the check failed: the part file is gone, nothing more is written
@@ -570,11 +584,19 @@ class Fetcher:
     ) -> FetchResult:
         """Fetch `entry` to `dest` (whose folder must be inside the offline directory: the caller
         builds it with :func:`biomaj.download.paths.safe_join`). ``checksum`` (``algo:hex``): the
-        whole file is checked against it before it takes its name; a mismatch is fetched again."""
+        whole file is checked against it before it takes its name (computed as it streams in),
+        instead of the archive test, which only guesses at what the checksum proves; a mismatch
+        is fetched again once, whatever the retry policy, and a second one is final (see
+        :data:`CHECKSUM_REFETCHES`)."""
+        return await self._fetch(config, entry, dest, digest=digest, on_bytes=on_bytes,
+                                 check_archive=check_archive, checksum=checksum)
+
+    async def _fetch(self, config: RemoteConfig, entry: RemoteEntry, dest: Path, *, digest: str | None,
+                     on_bytes: Callable[[int], None] | None, check_archive: bool | None, checksum: str | None,
+                     mismatches: int = 0) -> FetchResult:
+        """:meth:`fetch`; ``mismatches``: checksum mismatches of this file already (a pipelined attempt)."""
         started = time.monotonic()
-        expected = verify.parse_checksum(checksum) if checksum else None
-        if expected is not None and digest is None:
-            digest = expected[0]  # computed while the file streams in
+        expected, digest = _expected(checksum, digest)
         part = dest.with_name(dest.name + PART_SUFFIX)
         inline = self._small(entry)
         entry = await self._exact_size(config, entry)
@@ -582,7 +604,7 @@ class Fetcher:
         skipped, offset = await self._local_state(entry, dest, inline, split)
         if skipped is not None:
             return skipped
-        archive_name = self._archive_name(dest, check_archive)
+        archive_name = self._archive_name(dest, check_archive) if expected is None else None
         policy = self.settings.retry
         attempt, transferred, first_offset = 0, 0, offset
         while True:
@@ -606,6 +628,16 @@ class Fetcher:
                 transferred += got
                 return FetchResult(dest, size, mtime, transferred, first_offset, attempt,
                                    time.monotonic() - started, hexdigest)
+            except verify.ChecksumMismatch as exc:
+                mismatches += 1
+                if mismatches > CHECKSUM_REFETCHES:
+                    raise FetchFailed(
+                        f"{entry.path}: {exc} (fetched {mismatches} times: the file does not match its checksum)",
+                        retryable=False, got_checksum=f"{exc.algorithm}:{exc.got}",
+                    ) from exc
+                wait = policy.wait(attempt)
+                log.warning("%s: %s; fetched again in %.1fs", entry.path, exc, wait)
+                await asyncio.sleep(wait)
             except (RetryableError, VerificationFailed) as exc:
                 elapsed = time.monotonic() - started
                 if policy.stop(attempt, elapsed):
@@ -654,11 +686,14 @@ class Fetcher:
         else:
             singles = list(range(len(items)))
 
+        mismatched: set[int] = set()  # items whose pipelined attempt did not match their checksum
+
         async def one(index: int) -> None:
             item = items[index]
             try:
-                result: FetchResult | BaseException = await self.fetch(
-                    config, item.entry, item.dest, digest=item.digest, on_bytes=on_bytes, checksum=item.checksum)
+                result: FetchResult | BaseException = await self._fetch(
+                    config, item.entry, item.dest, digest=item.digest, on_bytes=on_bytes, check_archive=None,
+                    checksum=item.checksum, mismatches=1 if index in mismatched else 0)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - the caller turns it into the file's outcome
@@ -666,7 +701,7 @@ class Fetcher:
             await on_done(index, result)
 
         async def lane(indexes: list[int]) -> None:
-            left = await self._pipelined(config, items, indexes, on_done, on_bytes)
+            left = await self._pipelined(config, items, indexes, on_done, on_bytes, mismatched)
             for index in left:
                 await one(index)
 
@@ -746,8 +781,9 @@ class Fetcher:
         return dest.name if check and verify.archive_kind(dest.name) else None
 
     async def _pipelined(self, config: RemoteConfig, items: Sequence[FetchItem], indexes: list[int],
-                         on_done: ItemDone, on_bytes) -> list[int]:
-        """Fetch ``indexes`` over one pipelining client; returns those left for one-by-one fetches."""
+                         on_done: ItemDone, on_bytes, mismatched: set[int]) -> list[int]:
+        """Fetch ``indexes`` over one pipelining client; returns those left for one-by-one fetches
+        (and adds to ``mismatched`` those of them that did not match their checksum)."""
         by_path = {items[i].entry.path: i for i in indexes}
         left = dict.fromkeys(indexes)  # in order
         try:
@@ -765,11 +801,15 @@ class Fetcher:
                             self.pool.throttled(config, stream.retry_after)
                         continue  # a redirect, a 5xx ...: one by one, with the retries
                     part = item.dest.with_name(item.dest.name + PART_SUFFIX)
-                    finisher = _Finisher(part, item.dest, item.entry.size, self._archive_name(item.dest))
+                    expected, digest = _expected(item.checksum, item.digest)
+                    archive_name = self._archive_name(item.dest) if expected is None else None
+                    finisher = _Finisher(part, item.dest, item.entry.size, archive_name, expected)
                     try:
                         size, mtime, got, hexdigest = await _receive(
-                            stream, item.entry, part, item.digest, on_bytes, finisher, True, self.settings.pace)
+                            stream, item.entry, part, digest, on_bytes, finisher, True, self.settings.pace)
                     except (RemoteError, VerificationFailed) as exc:
+                        if isinstance(exc, verify.ChecksumMismatch):
+                            mismatched.add(index)
                         log.debug("%s: pipelined transfer failed (%s); fetched again on its own", path, exc)
                         continue
                     except Exception as exc:  # noqa: BLE001 - the local side (disk full ...): the file's outcome
@@ -862,7 +902,7 @@ class _Finisher:
                     got = verify.file_digest(self.part, algorithm)
                 self.checked_digest = (algorithm, got)
                 if got != wanted:
-                    raise VerificationFailed(f"checksum mismatch: {algorithm} {got}, expected {wanted}")
+                    raise verify.ChecksumMismatch(algorithm, got, wanted)
             if self.archive_name is not None and not self.checked_while_written:
                 verify.check_archive(self.part, self.archive_name)
         except VerificationFailed:

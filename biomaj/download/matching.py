@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 from biomaj.download.paths import safe_relative
 from biomaj.errors import ConfigError
@@ -27,6 +27,9 @@ from biomaj.protocols.base import Protocol, RemoteEntry, RemoteError, UnsafePath
 log = logging.getLogger(__name__)
 
 ALL_FILES = "**/*"
+
+#: told of every file a listing shows, matched or not (the checksum manifests beside the files)
+Seen = Callable[[RemoteEntry], None]
 
 
 class NoFileMatched(RemoteError):
@@ -52,7 +55,7 @@ def _compile(pattern: str) -> re.Pattern[str]:
         raise ConfigError(f"remote.files: {pattern!r} is not a valid regular expression ({exc})") from None
 
 
-async def _walk_all(client: Protocol, path: str, out: dict[str, RemoteEntry]) -> None:
+async def _walk_all(client: Protocol, path: str, out: dict[str, RemoteEntry], seen: Seen | None) -> None:
     """Every file under `path`, recursively (directories listed one after the other)."""
     pending = [path]
     while pending:
@@ -63,12 +66,15 @@ async def _walk_all(client: Protocol, path: str, out: dict[str, RemoteEntry]) ->
                 subdirs.append(entry.path)
             else:
                 out.setdefault(entry.path, entry)
+                if seen is not None:
+                    seen(entry)
         pending.extend(reversed(sorted(subdirs)))
 
 
-async def _match_pattern(client: Protocol, pattern: str, path: str, out: dict[str, RemoteEntry]) -> None:
+async def _match_pattern(client: Protocol, pattern: str, path: str, out: dict[str, RemoteEntry],
+                         seen: Seen | None) -> None:
     if pattern == ALL_FILES:
-        await _walk_all(client, path, out)
+        await _walk_all(client, path, out, seen)
         return
     parts = pattern.split("/")
     if len(parts) > 1 and parts[0] == "^":
@@ -76,17 +82,22 @@ async def _match_pattern(client: Protocol, pattern: str, path: str, out: dict[st
     if len(parts) == 1:
         regexp = _compile(parts[0])
         async for entry in client.list(path):
-            if not entry.is_dir and regexp.match(entry.name):
-                out.setdefault(entry.path, entry)
+            if not entry.is_dir:
+                if regexp.match(entry.name):
+                    out.setdefault(entry.path, entry)
+                if seen is not None:
+                    seen(entry)
         return
     head, rest = _compile(parts[0]), "/".join(parts[1:])
     subdirs = [entry.path async for entry in client.list(path) if entry.is_dir and head.match(entry.name)]
     for subdir in subdirs:
-        await _match_pattern(client, rest, subdir, out)
+        await _match_pattern(client, rest, subdir, out, seen)
 
 
-async def match_files(client: Protocol, patterns: Sequence[str] | str, *, path: str = "") -> list[MatchedFile]:
-    """The files of the remote tree selected by ``remote.files`` patterns, with their save_as.
+async def match_files(client: Protocol, patterns: Sequence[str] | str, *, path: str = "",
+                      seen: Seen | None = None) -> list[MatchedFile]:
+    """The files of the remote tree selected by ``remote.files`` patterns, with their save_as;
+    ``seen`` is told of every file listed in the folders where files are matched.
 
     Raises NoFileMatched when nothing matches and UnsafePath for a remote name that would leave
     the offline directory.
@@ -97,7 +108,7 @@ async def match_files(client: Protocol, patterns: Sequence[str] | str, *, path: 
         raise ConfigError("remote.files is empty: expected whitespace-separated regular expressions")
     found: dict[str, RemoteEntry] = {}
     for pattern in patterns:
-        await _match_pattern(client, pattern, path, found)
+        await _match_pattern(client, pattern, path, found, seen)
     if not found:
         raise NoFileMatched(patterns)
     anchored = [_anchor(p) for p in patterns if p not in (".*", ALL_FILES)]

@@ -9,8 +9,10 @@ import lzma
 import tarfile
 import zipfile
 import zlib
+from collections.abc import Collection
 from pathlib import Path
 
+from biomaj.download.manifests import HEX_LENGTHS, BsdSum
 from biomaj.protocols.base import RemoteError
 
 CHUNK = 1024 * 1024
@@ -19,6 +21,16 @@ SIDECARS = {".md5": "md5", ".sha256": "sha256"}
 
 class VerificationFailed(RemoteError):
     """A downloaded file is not what it should be (size, checksum, broken archive)."""
+
+
+class ChecksumMismatch(VerificationFailed):
+    """A downloaded file does not have the checksum it must have (``algo:hex`` of FileSpec.checksum)."""
+
+    def __init__(self, algorithm: str, got: str, expected: str):
+        super().__init__(f"checksum mismatch: {algorithm} {got}, expected {expected}")
+        self.algorithm = algorithm
+        self.got = got
+        self.expected = expected
 
 
 def _drain(stream) -> None:
@@ -149,30 +161,42 @@ class StreamCheck:
 
 
 def parse_checksum(text: str) -> tuple[str, str]:
-    """``sha256:HEX`` (or ``md5:``, ``sha1:``, ``sha512:``) as (algorithm, lower-case hex);
-    VerificationFailed for anything else."""
+    """``sha256:HEX`` (or ``md5:``, ``sha1:``, ``sha512:``, ``bsd-sum:`` and 4 hex digits) as
+    (algorithm, lower-case hex); VerificationFailed for anything else."""
     algorithm, _, value = text.partition(":")
     algorithm, value = algorithm.strip().lower(), value.strip().lower()
-    if algorithm not in ("md5", "sha1", "sha256", "sha512") or not value or any(
-            c not in "0123456789abcdef" for c in value) or len(value) != hashlib.new(algorithm).digest_size * 2:
+    if algorithm not in HEX_LENGTHS or len(value) != HEX_LENGTHS[algorithm] or any(
+            c not in "0123456789abcdef" for c in value):
         raise VerificationFailed(f"not a checksum: {text!r} (expected e.g. sha256:<64 hex digits>)")
     return algorithm, value
 
 
+def new_hash(algorithm: str):
+    """A hashlib-like object (``update``, ``hexdigest``, ``name``) for one of parse_checksum's algorithms."""
+    return BsdSum() if algorithm == "bsd-sum" else hashlib.new(algorithm)
+
+
 def file_digest(path: Path, algorithm: str) -> str:
     with path.open("rb") as stream:
+        if algorithm == "bsd-sum":
+            state = BsdSum()
+            while block := stream.read(CHUNK):
+                state.update(block)
+            return state.hexdigest()
         return hashlib.file_digest(stream, algorithm).hexdigest()
 
 
-def check_sidecars(directory: Path, relative_paths: list[str]) -> list[str]:
-    """BioMAJ's checksum step: for every file F of `relative_paths` whose ``F.md5`` or
-    ``F.sha256`` is also there, compare the first token of the sidecar with F's digest.
+def check_sidecars(directory: Path, relative_paths: list[str], skip: Collection[str] = ()) -> list[str]:
+    """BioMAJ's checksum step: for every file F of `relative_paths` (but those of ``skip``) whose
+    ``F.md5`` or ``F.sha256`` is also there, compare the first token of the sidecar with F's digest.
 
     Returns the files checked; raises VerificationFailed naming every mismatch.
     """
     present = set(relative_paths)
     checked, mismatches = [], []
     for relative in relative_paths:
+        if relative in skip:
+            continue
         for suffix, algorithm in SIDECARS.items():
             sidecar = relative + suffix
             if sidecar not in present:

@@ -13,7 +13,7 @@ import datetime
 import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,8 @@ from biomaj.bus.messages import DownloadRequest, DownloadResult, FileOutcome, Fi
 from biomaj.config.rates import Schedule, format_rate, parse_size
 from biomaj.download.paths import safe_join
 from biomaj.download.remote import to_message
-from biomaj.download.same_file import facts_of_entry, facts_of_record, local_facts, same_file
+from biomaj.download.same_file import FileFacts, facts_of_entry, facts_of_record, local_facts, same_file
+from biomaj.download.verify import file_digest
 from biomaj.errors import ConfigError
 
 from . import files as fs
@@ -50,6 +51,7 @@ class Fetching:
         self.hardlink = hardlink
         self.downloaded: list[str] = []  # save_as of files fetched (or found complete) this run
         self.reused: list[str] = []  # save_as of files linked from the previous release
+        self.outcomes: dict[str, FileOutcome] = {}  # save_as -> the downloaders' last outcome
 
     async def fetch(self, wanted: list[Wanted], production: list[dict], *, fresh: bool) -> None:
         """Reuse what the offline directory and the last ``production`` release already have
@@ -72,7 +74,7 @@ class Fetching:
         await progress.emit(force=True)
         if self.run_ctx.cancelled.is_set():
             raise Cancelled(CANCELLED)
-        outcomes = progress.outcomes
+        outcomes = self.outcomes = progress.outcomes
         for item in to_fetch:  # never silently short: a file nobody reported on has failed
             if item.save_as not in outcomes:
                 outcomes[item.save_as] = FileOutcome(item.save_as, ok=False, error="no downloader reported on it")
@@ -103,7 +105,8 @@ class Fetching:
                 flat, known = previous
                 old = known.get(item.save_as)
                 source = flat / item.save_as
-                if old is not None and source.is_file() and same_file(_facts_of_old(old, source), facts_of_entry(item.entry)):
+                if old is not None and source.is_file() and same_file(
+                        _facts_of_old(old, source, item), facts_of_entry(item.entry, item.checksum)):
                     fs.link_or_copy(source, dest, hardlink=self.hardlink)
                     plan.reused.append(item.save_as)
                     continue
@@ -134,7 +137,7 @@ class Fetching:
                     remote=remote,
                     offline_dir=str(self.bank.offline_dir),
                     files=[FileSpec(w.entry.path, w.save_as, w.entry.size, w.entry.mtime, w.entry.hash,
-                                    size_hint=w.entry.size_hint).to_dict() for w in batch],
+                                    size_hint=w.entry.size_hint, checksum=w.checksum).to_dict() for w in batch],
                     secrets=secrets,
                     check_archive=not _true(options.get("skip_check_uncompress")),
                     stop_condition=options.get("stop_condition") or props.get("stop_condition"),
@@ -144,11 +147,19 @@ class Fetching:
         return requests
 
 
-def _facts_of_old(record: dict, copy: Path):
+def _facts_of_old(record: dict, copy: Path, item: Wanted):
     """The last release's file: its record, or, when the listing gave no exact size then (an
-    index's "64K"), its copy in that release, which the download gave the remote size and date."""
+    index's "64K"), its copy in that release, which the download gave the remote size and date.
+    When ``item`` has a provider checksum that the record lacks (of that algorithm), the copy is
+    hashed, so that the checksum decides (same_file) before anything is reused unchecked."""
     facts = facts_of_record(record)
-    return facts if facts.size is not None else local_facts(copy)
+    if facts.size is None:
+        facts = replace(local_facts(copy) or FileFacts(), checksum=facts.checksum)
+    if item.checksum and (item.entry.size is None or facts.size in (None, item.entry.size)):
+        algorithm = item.checksum.partition(":")[0]
+        if (facts.checksum or "").partition(":")[0] != algorithm:
+            facts = replace(facts, checksum=f"{algorithm}:{file_digest(copy, algorithm)}")
+    return facts
 
 
 def _limits(fetching: Fetching) -> dict[str, str]:

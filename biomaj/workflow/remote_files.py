@@ -20,7 +20,7 @@ from pathlib import Path
 
 from biomaj.config.properties import BankProperties
 from biomaj.download.engine import ClientPool
-from biomaj.download.matching import NoFileMatched, match_files
+from biomaj.download.matching import NoFileMatched, Seen, match_files
 from biomaj.download.paths import safe_relative
 from biomaj.download.retry import RetryPolicy
 from biomaj.download.remote import remote_config, split_server
@@ -39,6 +39,7 @@ class Wanted:
     entry: RemoteEntry
     save_as: str
     secrets: tuple[tuple[str, str], ...] = ()  # (RemoteConfig part, bank property holding it)
+    checksum: str | None = None  # "algo:hex" from the provider's manifest (workflow/checksums.py)
 
     def record(self) -> dict:
         """BioMAJ 3's ``download_files`` entry (kept in the cache file of the session)."""
@@ -55,6 +56,7 @@ class Wanted:
             "day": day.day if day else None,
             "hash": self.entry.hash,
             **({"etag": self.entry.etag} if self.entry.etag else {}),  # for If-None-Match next time
+            **({"checksum": self.checksum} if self.checksum else {}),  # compared by the next update
         }
 
 
@@ -122,8 +124,9 @@ def _list_entry(item: dict) -> tuple[RemoteEntry, str | None]:
                        hash=item.get("hash")), item.get("root")
 
 
-async def wanted_files(props: BankProperties, pool: ClientPool) -> list[Wanted]:
+async def wanted_files(props: BankProperties, pool: ClientPool, *, seen: Seen | None = None) -> list[Wanted]:
     """The files of the bank's remote, matched and named; [] for an empty ``remote.list``.
+    ``seen``: told of every file of the folders listed (see :func:`~biomaj.download.matching.match_files`).
 
     Raises TaskFailed (listing failed, nothing matched) with BioMAJ 3's message.
     """
@@ -154,10 +157,18 @@ async def wanted_files(props: BankProperties, pool: ClientPool) -> list[Wanted]:
             target = props.get("target.name") or (props.get("remote.dir") or "").strip("/")
             return [Wanted(config, entry, safe_relative(target), secrets)]
         async with pool.client(config) as client:
-            matched = await match_files(client, props.get_list("remote.files") or [".*"])
+            matched = await match_files(client, props.get_list("remote.files") or [".*"], seen=seen)
         return [Wanted(config, m.entry, m.save_as, secrets) for m in matched]
     except RemoteError as exc:
         raise remote_failure(exc, "remote.files", "listing remote.files", config.root_url if config else None) from None
+
+
+def retry_policy(props: BankProperties, config: RemoteConfig) -> RetryPolicy:
+    """The bank's retry policy for the files of ``config`` (its options.stop_condition and
+    .wait_policy, else the bank's stop_condition and wait_policy)."""
+    options = config.options
+    return RetryPolicy.parse(options.get("stop_condition") or props.get("stop_condition"),
+                             options.get("wait_policy") or props.get("wait_policy"))
 
 
 def remote_failure(exc: RemoteError, key: str, doing: str, where: str | None) -> TaskFailed:

@@ -18,11 +18,13 @@ from biomaj.config.check import refuse_invalid
 from biomaj.errors import BiomajError
 from biomaj.notify import BankAction, notify_bank_action
 
+from . import checksums
 from . import files as fs
 from . import locks, publishing
 from .bank import Bank, RunContext, find_production, find_session
 from .engine import TaskFailed
 from .options import VISIBILITIES, UpdateOptions
+from .remote_files import wanted_files
 from .session import (
     PROCESS_TASKS, REMOVE_FLOW, UPDATE_TASKS, Session, check_task_name, is_over, new_session, reset_from_task,
 )
@@ -443,7 +445,11 @@ async def close_dead_job(store, holder: locks.LockHolder, dead: bool | None = No
 
 async def release_check(run: RunContext, name: str) -> Outcome:
     """The remote release, found as an update would, without downloading, locking or
-    recording anything (BioMAJ 3's ReleaseCheckWorkflow); fails when the bank is locked."""
+    recording anything (BioMAJ 3's ReleaseCheckWorkflow); fails when the bank is locked.
+
+    A bank with checksum manifests (remote.checksums) whose remote release is the one in
+    production has its manifests read: a checksum that changed under the same release (a fix
+    re-published under the same name) makes the release new, and the update takes it."""
     bank = load_bank(run, name)
     refuse_bad_config(bank)
     holder = locks.read_holder(bank.lock_dir, name)
@@ -451,24 +457,35 @@ async def release_check(run: RunContext, name: str) -> Outcome:
         raise locks.BankLocked(name, holder, stale=False)
     doc = await run.store.get_bank(name) or {}
     session = new_session("update", data_dir=str(bank.data_dir), dir_version=bank.dir_version)
-    workflow = UpdateWorkflow(bank, session, UpdateOptions(), run, logging.getLogger(f"biomaj.bank.{name}"))
+    bank_log = logging.getLogger(f"biomaj.bank.{name}")
+    workflow = UpdateWorkflow(bank, session, UpdateOptions(), run, bank_log)
     workflow._doc = doc
     workflow.record = False
+    production = doc.get("production") or []
+    latest = production[-1].get("remoterelease") if production else None
+    changed: list[str] = []
+    manifests = checksums.Manifests(bank.props, workflow.pool, bank_log) if checksums.enabled(bank.props) else None
+    seen = manifests.seen if manifests is not None else None
+    wanted = None
     try:
         await workflow.wf_release()
         if not session.get("remoterelease"):
-            from .remote_files import wanted_files
             from .release import checked_release, release_from_dates
 
-            wanted = await wanted_files(bank.props, workflow.pool)
+            wanted = await wanted_files(bank.props, workflow.pool, seen=seen)
             session["remoterelease"] = checked_release(
                 release_from_dates((w.entry.mtime for w in wanted), bank.props.get("release.format")), "file dates")
+        if manifests is not None and latest is not None and session["remoterelease"] == latest:
+            if wanted is None:
+                wanted = await wanted_files(bank.props, workflow.pool, seen=seen)
+            previous = bank.read_file_list(production[-1].get("session"))
+            changed = await checksums.changed_remote_files(manifests, wanted, previous, bank.props)
     except TaskFailed as exc:
         raise BiomajError(f"release check of {name} failed: {exc}") from None
     finally:
         await workflow.close()
-    production = doc.get("production") or []
-    latest = production[-1].get("remoterelease") if production else None
-    return Outcome(True, name, "release-check", release=session["remoterelease"],
-                   details={"remoterelease": session["remoterelease"], "production": latest,
-                            "new": session["remoterelease"] != latest})
+    details = {"remoterelease": session["remoterelease"], "production": latest,
+               "new": session["remoterelease"] != latest or bool(changed)}
+    if changed:
+        details["changed_under_same_release"] = {"count": len(changed), "files": changed[:checksums.SHOWN_CHANGES]}
+    return Outcome(True, name, "release-check", release=session["remoterelease"], details=details)

@@ -20,10 +20,10 @@ from biomaj.download.engine import ClientPool, FetchFailed, Fetcher, FetchSettin
 from biomaj.download.limits import LISTING_SHARE
 from biomaj.download.paths import safe_join
 from biomaj.download.remote import to_message
-from biomaj.download.retry import RetryPolicy
 from biomaj.download.verify import VerificationFailed, check_sidecars
 from biomaj.errors import BiomajError
 
+from . import checksums
 from . import files as fs
 from . import locks, publishing, release as rel
 from .bank import Bank, RunContext
@@ -31,7 +31,7 @@ from .engine import CANCELLED, Cancelled, TaskFailed, Workflow
 from .extract import ExtractionError, archive_kind, extract_archive
 from .fetching import PROGRESS_EVERY, Fetching, reuse_source
 from .options import UpdateOptions  # declared apart, for the front ends: re-exported here
-from .remote_files import Wanted, incomplete, release_files, stat_incomplete, wanted_files
+from .remote_files import Wanted, incomplete, release_files, retry_policy, stat_incomplete, wanted_files
 from .session import UPDATE_FLOW, Session
 
 
@@ -87,6 +87,8 @@ class UpdateWorkflow(Workflow):
         self.pool = run.listing if run.listing is not None else ClientPool(share=LISTING_SHARE)
         self.downloaded: list[str] = []  # save_as of files fetched (or found complete) this run
         self.reused: list[str] = []  # save_as of files linked from the previous release
+        self.manifests: checksums.Manifests | None = None  # remote.checksums, read in the download task
+        self.verified: set[str] = set()  # save_as of files checked against their provider checksum
         self.record = True  # False for a release check
         self._phase_progress: dict[str, dict] = {}
 
@@ -256,9 +258,14 @@ class UpdateWorkflow(Workflow):
         s = self.session
         if (self.options.from_task != "download" and s.get("previous_release")
                 and s["previous_release"] == s.get("remoterelease")
-                and not self.props.get_bool("release.control")):
+                and not self._compares_content()):
             self.no_need_to_update()
         return True
+
+    def _compares_content(self) -> bool:
+        """An unchanged release string is not enough: the download task compares the file list
+        (release.control) or the providers' checksums (remote.checksums) with the last release."""
+        return self.props.get_bool("release.control") or checksums.enabled(self.props)
 
     async def _read_release_file(self, config, entry, secrets) -> str:
         fetcher = Fetcher(self.pool, FetchSettings(check_archives=False))
@@ -281,7 +288,12 @@ class UpdateWorkflow(Workflow):
                 raise TaskFailed("protocol=none needs a release from ref.release (or a plugin)")
             self.release_dir.mkdir(parents=True, exist_ok=True)
             return True
-        wanted = await self._stat_incomplete(await wanted_files(self.props, self.pool))
+        if checksums.enabled(self.props):
+            self.manifests = checksums.Manifests(self.props, self.pool, self.log)
+        seen = self.manifests.seen if self.manifests is not None else None
+        wanted = await self._stat_incomplete(await wanted_files(self.props, self.pool, seen=seen))
+        if self.manifests is not None:
+            wanted = await self._attach_checksums(wanted)
         if not wanted and self.props.get("remote.list"):
             s["remoterelease"] = s.get("previous_release")
             self.no_need_to_update()
@@ -297,7 +309,7 @@ class UpdateWorkflow(Workflow):
                 return True
             if self.options.fromscratch or self.options.release is None:
                 s["release"] = rel.next_free_release(self.bank.bank_dir, self.bank.name, self.bank.separator, release)
-        elif self.props.get_bool("release.control") and s.get("previous_release") == s.get("remoterelease"):
+        elif self._compares_content() and s.get("previous_release") == s.get("remoterelease"):
             if self._content_identical():
                 self.no_need_to_update()
                 return True
@@ -315,21 +327,8 @@ class UpdateWorkflow(Workflow):
         if not any(incomplete(w) for w in wanted):
             return wanted
         previous = await asyncio.to_thread(reuse_source, self.bank, self._production(), fresh=self._fresh())
-        loop = asyncio.get_running_loop()
-        last = loop.time()
-
-        async def progress(done: int, total: int) -> None:
-            nonlocal last
-            if done < total and loop.time() - last < PROGRESS_EVERY:
-                return
-            last = loop.time()
-            await self.run_ctx.event(self.bank.name, "running", step="download",
-                                     message=f"download: size and date of {done}/{total} files",
-                                     stat_done=done, stat_total=total)
-
-        options = wanted[0].config.options  # the files of a bank share their options
-        retry = RetryPolicy.parse(options.get("stop_condition") or self.props.get("stop_condition"),
-                                  options.get("wait_policy") or self.props.get("wait_policy"))
+        progress = self._progress("download: size and date of {done}/{total} files", "stat")
+        retry = retry_policy(self.props, wanted[0].config)  # the files of a bank share their options
         known = previous[1] if previous else {}
         offline = self.bank.offline_dir
 
@@ -355,24 +354,78 @@ class UpdateWorkflow(Workflow):
                              report.asked - report.completed, report.error or "cancelled")
         return wanted
 
+    def _progress(self, message: str, key: str) -> Callable[[int, int], Awaitable[None]]:
+        """A ``(done, total)`` callback of a long step of the download task: a progress event
+        (``message`` formatted with done and total; ``<key>_done``, ``<key>_total``) every
+        PROGRESS_EVERY seconds, and at the end."""
+        loop = asyncio.get_running_loop()
+        last = loop.time()
+
+        async def progress(done: int, total: int) -> None:
+            nonlocal last
+            if done < total and loop.time() - last < PROGRESS_EVERY:
+                return
+            last = loop.time()
+            await self.run_ctx.event(self.bank.name, "running", step="download",
+                                     message=message.format(done=done, total=total),
+                                     **{f"{key}_done": done, f"{key}_total": total})
+
+        return progress
+
     def _fresh(self) -> bool:
         """Nothing is reused from the last release (--fromscratch, --from-task download)."""
         return self.options.fromscratch or self.options.from_task == "download"
 
+    async def _attach_checksums(self, wanted: list[Wanted]) -> list[Wanted]:
+        """The providers' checksums given to the wanted files (checksums.Manifests), the
+        manifests fetched first, with a progress event every PROGRESS_EVERY seconds."""
+        progress = self._progress("download: checksum manifests {done}/{total}", "manifests")
+        retry = retry_policy(self.props, wanted[0].config) if wanted else None
+        wanted = await self.manifests.attach(wanted, retry=retry, offline=self.bank.offline_dir, progress=progress)
+        self.check_cancel()
+        return wanted
+
     def _content_identical(self) -> bool:
-        if not self.props.get_bool("release.control"):
+        """The remote files are those of the last production release: the same list
+        (release.control) and the same providers' checksums (remote.checksums)."""
+        if not self._compares_content():
             return True
         last = self._production()[-1] if self._production() else None
         previous = self.bank.read_file_list(last["session"]) if last else None
-        return rel.file_list_identical(self.session["download_files"], previous)
+        current = self.session["download_files"]
+        if self.props.get_bool("release.control") and not rel.file_list_identical(current, previous):
+            return False
+        changed = checksums.changed_under_same_release(current, previous) if self.manifests is not None else []
+        if changed:
+            self.session["changed_under_same_release"] = len(changed)
+            self.log.warning("Workflow:wf_download:changed under the same release %s: %d file(s) have another checksum "
+                             "in the provider's manifests than in the last release (%s%s): updating",
+                             self.session.get("remoterelease"), len(changed), ", ".join(changed[:10]),
+                             " ..." if len(changed) > 10 else "")
+            return False
+        return True
 
     async def _fetch(self, wanted: list[Wanted]) -> None:
         fetching = Fetching(self.bank, self.session, self.run_ctx, self.log, self._status,
                             hardlink=self._hardlinks())
         try:
             await fetching.fetch(wanted, self._production(), fresh=self._fresh())
+        except TaskFailed as exc:
+            report = self.manifests.report if self.manifests is not None else None
+            message = report and checksums.mismatch_error(wanted, fetching.outcomes, report, str(exc))
+            if message:
+                raise TaskFailed(message) from None
+            raise
         finally:
             self.downloaded, self.reused = fetching.downloaded, fetching.reused
+        if self.manifests is not None:
+            checked = checksums.verified(wanted, fetching.outcomes, fetching.reused)
+            self.verified = checked.checked
+            self.session["checksums"] = checked.session_doc(self.manifests.report)
+            self.log.info("Workflow:wf_download:checked against the provider's checksums: %d of %d files (%d verified "
+                          "as they streamed in, %d reused from the last release with the same checksum), %d already "
+                          "in the offline directory", len(checked.checked), len(wanted), len(checked.streamed),
+                          len(checked.reused), len(checked.present))
 
     def _hardlinks(self) -> bool:
         # biomaj hard-links by default (releases are immutable); use_hardlinks=0 copies, as BioMAJ 3 does
@@ -383,7 +436,8 @@ class UpdateWorkflow(Workflow):
         if not files:
             return True
         try:
-            checked = await asyncio.to_thread(check_sidecars, self.bank.offline_dir, files)
+            # files checked against a provider's checksum already are not read again
+            checked = await asyncio.to_thread(check_sidecars, self.bank.offline_dir, files, self.verified)
         except VerificationFailed as exc:
             raise TaskFailed(str(exc)) from None
         if checked:

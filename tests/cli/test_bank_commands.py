@@ -178,6 +178,33 @@ def test_release_check_reads_the_remote_release_without_downloading(biomaj_root)
     assert run_json(biomaj_root, "release-check", "example")["result"]["details"]["new"] is True
 
 
+def test_release_check_says_a_file_changed_under_the_same_release(biomaj_root):
+    """With remote.checksums, a file fixed upstream under the same release is news, in words and
+    in --json; the update then makes release 1__1."""
+    import hashlib
+
+    source = biomaj_root / "example-remote"
+
+    def manifest() -> None:
+        (source / "MD5SUMS").write_text("".join(f"{hashlib.md5((source / n).read_bytes()).hexdigest()}  {n}\n"
+                                                for n in ("example.fasta", "example2.fasta.gz")))
+
+    manifest()
+    bank_file = biomaj_root / "conf" / "example.properties"
+    bank_file.write_text(bank_file.read_text() + "remote.checksums=MD5SUMS\n")
+    run(biomaj_root, "update", "example")
+    assert run(biomaj_root, "release-check", "example").stdout.strip() == \
+        "example: remote release 1 (already in production)"
+    (source / "example.fasta").write_text(">fixed\nACGT\n")
+    manifest()
+    assert run(biomaj_root, "release-check", "example").stdout.strip() == (
+        "example: remote release 1 (changed under the same release: 1 file(s) with another checksum: example.fasta)")
+    details = run_json(biomaj_root, "release-check", "example")["result"]["details"]
+    assert details["new"] is True and details["changed_under_same_release"] == {"count": 1, "files": ["example.fasta"]}
+    assert run(biomaj_root, "update", "example").stdout.startswith("example: release 1__1 updated in ")
+    assert (bank_dir(biomaj_root) / "example_1__1" / "flat" / "example.fasta").read_text() == ">fixed\nACGT\n"
+
+
 # --- read commands -------------------------------------------------------------------------------
 
 

@@ -125,6 +125,17 @@ def test_remote_files_and_remote_list_missing(make_bank):
     assert verdict(check_bank(make_bank(bank=direct))) is True
 
 
+def test_checksum_manifests_need_a_listed_remote_and_a_known_format(make_bank):
+    assert verdict(check_bank(make_bank(bank={"remote.checksums": r"md5checksums\.txt"}))) is True
+    direct = {"protocol": "directhttp", "remote.dir": "/pub/uniprot_sprot.fasta.gz", "remote.checksums": r".*\.md5"}
+    assert_invalid(check_bank(make_bank(bank=direct)), "remote.checksums", "protocol directhttp", "remote.files")
+    assert_invalid(check_bank(make_bank(bank={"remote.checksums": "md5(checksums"})), "remote.checksums",
+                   "not a valid regular expression")
+    # an unknown format is a warning here, as every enum value (BioMAJ 3's verdict); the update refuses it
+    problems = check_bank(make_bank(bank={"remote.checksums": "CHECKSUMS", "remote.checksums.format": "crc32"}))
+    assert keys(problems, "warning") == {"remote.checksums.format"} and "bsd-sum" in problems[0].message
+
+
 @pytest.mark.parametrize("key", ["irods.user", "irods.password", "irods.port", "irods.protocol"])
 def test_irods_without_connection_settings(make_bank, key):
     irods = {"protocol": "irods", "irods.user": "u", "irods.password": "p", "irods.port": "1247", "irods.protocol": "tcp"}

@@ -87,7 +87,7 @@ def test_declarations_are_well_formed():
     kinds = {"str", "int", "bool", "path", "regex", "comma-list", "space-list", "size", "rate"}
     for s in PROPERTIES:
         assert s.scope in SCOPES, s
-        assert s.kind in kinds or re.fullmatch(r"enum\(\w+(, \w+)*\)", s.kind), s
+        assert s.kind in kinds or re.fullmatch(r"enum\([\w-]+(, [\w-]+)*\)", s.kind), s
         # One sentence: ends with a period, no second sentence inside.
         assert s.help.endswith(".") and not re.search(r"\.\s+[A-Z]", s.help), s
         assert s.default is None or isinstance(s.default, str), s

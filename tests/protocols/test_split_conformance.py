@@ -288,7 +288,8 @@ async def test_a_checksum_mismatch_is_fetched_again_then_fails_naming_both(remot
         result = await fetcher(pool, split_max=streams).fetch(remote.config, entry, offline / "good.bin",
                                                               checksum=right)
         assert result.digest == right.split(":")[1]
-        with pytest.raises(FetchFailed, match=f"checksum mismatch: sha256 {right[7:]}, expected {wrong[7:]}"):
+        with pytest.raises(FetchFailed, match=f"checksum mismatch: sha256 {right[7:]}, expected {wrong[7:]} "
+                                              r"\(fetched 2 times"):
             await fetcher(pool, split_max=streams).fetch(remote.config, entry, offline / "bad.bin", checksum=wrong)
     finally:
         await pool.close()

@@ -73,10 +73,9 @@ async def test_a_bank_scheduled_every_minute_updates_itself(tmp_path):
     assert (root / "data" / "example" / "example_1").is_dir()
 
 
-async def test_release_driven_updates_follow_the_remote_release(tmp_path):
-    root, config = new_root(tmp_path)
-    bank_file = root / "conf" / "example.properties"
-    bank_file.write_text(bank_file.read_text() + "\nschedule.auto=1\n")
+async def release_driven(config):
+    """A node of manager, downloader and processor with a scheduler on a fake clock: (node, clock,
+    step), ``step()`` a pass of the scheduler that returns the jobs it queued, once they are over."""
     node = Node(config, ["manager", "download", "process"])
     await node.start()
     clock = FakeClock(time.time())
@@ -84,9 +83,16 @@ async def test_release_driven_updates_follow_the_remote_release(tmp_path):
                                global_properties=config.global_properties, clock=clock)
 
     async def step() -> list[dict]:
-        """A pass of the scheduler; the jobs it queued, once they are over."""
         return [await finished(node.store, job_id) for job_id in await scheduler.run_pending()]
 
+    return node, clock, step
+
+
+async def test_release_driven_updates_follow_the_remote_release(tmp_path):
+    root, config = new_root(tmp_path)
+    bank_file = root / "conf" / "example.properties"
+    bank_file.write_text(bank_file.read_text() + "\nschedule.auto=1\n")
+    node, clock, step = await release_driven(config)
     try:
         [check] = await step()
         assert (check["kind"], check["state"], check["user"]) == ("release-check", "done", "biomaj"), check
@@ -144,3 +150,46 @@ async def test_two_scheduler_nodes_fire_each_run_once(tmp_path, state, service_u
             if state == "redis" and node.state is not None:
                 await node.state.purge()
             await node.stop()
+
+
+async def test_a_fix_published_under_the_same_release_is_checked_then_updated(tmp_path):
+    """The example bank with a checksum manifest (MD5SUMS beside its files): the provider fixes a
+    file without changing the release; the next release check sees its checksum changed under
+    the same release, and the update it queues fetches it as release 1__1."""
+    import hashlib
+
+    root, config = new_root(tmp_path)
+    source = root / "example-remote"
+
+    def publish(fasta: bytes) -> None:
+        (source / "example.fasta").write_bytes(fasta)
+        sums = "".join(f"{hashlib.md5((source / n).read_bytes()).hexdigest()}  ./{n}\n"
+                       for n in ("example.fasta", "example2.fasta.gz", "release.txt"))
+        (source / "MD5SUMS").write_text(sums)
+
+    publish((source / "example.fasta").read_bytes())
+    bank_file = root / "conf" / "example.properties"
+    bank_file.write_text(bank_file.read_text() + "\nschedule.auto=1\nremote.checksums=MD5SUMS\n")
+    node, clock, step = await release_driven(config)
+    try:
+        await step()
+        [update] = await step()
+        assert (update["state"], update["result"]["release"]) == ("done", "1"), update
+        clock.set(clock() + DAY)
+        [check] = await step()
+        assert check["result"]["details"] == {"remoterelease": "1", "production": "1", "new": False}
+        assert await step() == []
+
+        publish(b">seq1 fixed upstream\nACGT\n")
+        clock.set(clock() + DAY)
+        [check] = await step()
+        assert check["result"]["details"] == {"remoterelease": "1", "production": "1", "new": True,
+                                              "changed_under_same_release": {"count": 1, "files": ["example.fasta"]}}
+        [update] = await step()
+        assert (update["state"], update["result"]["release"]) == ("done", "1__1"), update
+        doc = await node.store.get_schedule("auto:example")
+        assert doc["last_result"].startswith("remote release 1: changed under the same release: update queued")
+    finally:
+        await node.stop()
+    assert (root / "data" / "example" / "example_1__1" / "flat" / "example.fasta").read_bytes() == \
+        b">seq1 fixed upstream\nACGT\n"
