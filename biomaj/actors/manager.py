@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from biomaj import change_report
 from biomaj.bus import Bus, Delivery, names
 from biomaj.bus.messages import JobEvent, JobRequest
 from biomaj.download.engine import ClientPool
@@ -261,6 +262,12 @@ def _queue_word(text: str) -> str:
 def _done_message(job: dict, result: dict | None) -> str:
     result = result or {}
     if job["kind"] == "update":
+        details = result.get("details") or {}
+        if details.get("dry_run"):
+            if not details.get("update"):
+                return f"dry run: no need to update, release {result.get('release')} is current"
+            return (f"dry run: release {result.get('release')}: {change_report.summary(details.get('changes') or {})}; "
+                    f"{change_report.transfer_summary(details.get('transfer') or {})}")
         if result.get("stopped"):
             return f"stopped as asked at release {result.get('release')}; the next update resumes it"
         if result.get("updated"):

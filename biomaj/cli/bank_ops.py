@@ -232,11 +232,29 @@ def _ended(state: str, reason: str | None) -> str:
 
 
 def _update_message(result: dict) -> str:
+    if (result.get("details") or {}).get("dry_run"):
+        return _dry_run_message(result)
     if result.get("stopped"):
         return f"{result['bank']}: stopped as asked, release {result.get('release')}; the next update resumes it"
     if result.get("updated"):
         return f"{result['bank']}: release {result.get('release')} updated in {result.get('release_dir')}"
     return f"{result['bank']}: no need to update, release {result.get('release')} is current"
+
+
+def _dry_run_message(result: dict) -> str:
+    """What ``update --dry-run`` found: the release, the change report, the bytes that would move
+    and the names of the files added, removed and changed."""
+    from biomaj import change_report
+
+    details = result["details"]
+    if not details.get("update"):
+        return f"{result['bank']}: dry run: no need to update, release {result.get('release')} is current"
+    changes = details.get("changes") or {}
+    lines = [f"{result['bank']}: dry run: an update would make release {result.get('release')}",
+             f"  {change_report.summary(changes)}",
+             f"  {change_report.transfer_summary(details.get('transfer') or {})}"]
+    lines += [f"  {line}" for line in change_report.file_lines(changes)]
+    return "\n".join(lines)
 
 
 # --- update and the other jobs -------------------------------------------------------------------

@@ -20,7 +20,9 @@ REMOVE[<remove>] - RELEASE[<release>]`, e.g. \
 `BANK[alu] - STATUS[True] - UPDATE[True] - REMOVE[False] - RELEASE[2003]`; remove-all gives \
 `RELEASE[all]`.
 - Default body: the last `mail.body.tail` bytes of the run's log (nothing when it is unset or \
-0), after the extra message of a remove-all or a repair.
+0), after the extra message of a remove-all or a repair and, for an update, its change report \
+(`Changes: 1 added (10 B), 0 removed (0 B), 1 changed (12 B), 9 unchanged (100 B) against \
+release 1`, then the names of the files added, removed and changed: docs/changes.md).
 - The log is attached (`application/octet-stream`, base64, named `<bank>.log`) when it is \
 smaller than `mail.body.attach` bytes. A remove-all deletes the bank's logs and sends none.
 - `mail.template.subject` and `mail.template.body` are paths (a relative one is read from \
@@ -40,6 +42,8 @@ broken is a warning in the log, and the default is used. BioMAJ 3 templates (suc
 | `log_tail` | the last `mail.body.tail` bytes of the log |
 | `message` | an extra message (remove-all, repair), else empty |
 | `action` | `update`, `remove`, `remove-all` or `repair` (biomaj only) |
+| `changes` | the update's change report (a dict: `added`, `removed`, `changed`, `unchanged` each with `count` and `bytes`, `against`, `files`), or none (biomaj only) |
+| `changes_text` | the change report in a few lines, as the default body shows it, or empty (biomaj only) |
 
 - A mail that cannot be sent (server down or refusing, login refused, no answer within 30 s) \
 is a warning in the run's log and the application log: the update or removal still succeeds, \

@@ -36,6 +36,7 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import Any, Mapping, Protocol
 
+from biomaj import change_report
 from biomaj.errors import ConfigError
 
 #: Seconds the whole notification (connection, STARTTLS, login, every recipient) may take.
@@ -68,6 +69,7 @@ class BankAction:
     remove: bool = False  # a release (or the whole bank) was removed
     log_file: str | None = None  # read for log_tail and the attachment; None: no log in the mail
     message: str = ""  # extra text (e.g. what remove-all deleted)
+    changes: Mapping[str, Any] | None = None  # the update's change report (biomaj.change_report)
 
     @classmethod
     def from_session(cls, bank: str, action: str, session: Mapping[str, Any], *, ok: bool = True,
@@ -75,11 +77,12 @@ class BankAction:
         over = (session.get("status") or {}).get("over") is True
         return cls(bank=bank, action=action, status=ok and over, release=session.get("release"),
                    update=bool(session.get("update")), remove=bool(session.get("remove")),
-                   log_file=session.get("log_file"), message=message)
+                   log_file=session.get("log_file"), message=message, changes=session.get("changes"))
 
     def variables(self, log_tail: str) -> dict[str, Any]:
         """The template variables: BioMAJ 3's (message, log_file, log_tail, bank, release,
-        status, modified, update, remove) plus ``action``."""
+        status, modified, update, remove) plus ``action``, ``changes`` (the change report, a
+        dict, or None) and ``changes_text`` (its lines, as the default body shows them)."""
         return {
             "message": self.message,
             "log_file": self.log_file or "",
@@ -91,6 +94,8 @@ class BankAction:
             "update": self.update,
             "remove": self.remove,
             "action": self.action,
+            "changes": dict(self.changes) if self.changes else None,
+            "changes_text": changes_text(self.changes),
         }
 
 
@@ -100,10 +105,19 @@ def default_subject(action: BankAction) -> str:
             f"REMOVE[{action.remove}] - RELEASE[{action.release}]")
 
 
+def changes_text(changes: Mapping[str, Any] | None) -> str:
+    """The change report in a few lines (``Changes: 1 added (10 B), ...`` then the names), or ""."""
+    if not changes:
+        return ""
+    return "\n".join([f"Changes: {change_report.summary(changes)}", *change_report.file_lines(changes)])
+
+
 def default_body(action: BankAction, log_tail: str) -> str:
-    """BioMAJ 3's body is the log tail; biomaj puts the extra message, when there is one, first."""
-    if action.message:
-        return f"{action.message}\n\n{log_tail}" if log_tail else f"{action.message}\n"
+    """BioMAJ 3's body is the log tail; biomaj puts the extra message and the update's change
+    report, when there are, first."""
+    head = "\n\n".join(part for part in (action.message, changes_text(action.changes)) if part)
+    if head:
+        return f"{head}\n\n{log_tail}" if log_tail else f"{head}\n"
     return log_tail
 
 

@@ -42,13 +42,15 @@ class Fetching:
     what the later tasks (checksum, uncompress, copy) work on."""
 
     def __init__(self, bank: Bank, session: Session, run: RunContext, log: logging.Logger, status: StatusSink,
-                 *, hardlink: bool):
+                 *, hardlink: bool, digests: Digests | None = None):
+        """``digests``: the run's digests of the last release's copies (see :func:`same_as_old`)."""
         self.bank = bank
         self.session = session
         self.run_ctx = run
         self.log = log
         self.status = status
         self.hardlink = hardlink
+        self.digests: Digests = digests if digests is not None else {}
         self.downloaded: list[str] = []  # save_as of files fetched (or found complete) this run
         self.reused: list[str] = []  # save_as of files linked from the previous release
         self.outcomes: dict[str, FileOutcome] = {}  # save_as -> the downloaders' last outcome
@@ -90,7 +92,9 @@ class Fetching:
             more = f" (and {len(failed) - 5} more)" if len(failed) > 5 else ""
             raise TaskFailed(f"{len(failed)} of {len(wanted)} files failed to download: {shown}{more}")
 
-    def plan(self, wanted: list[Wanted], production: list[dict], fresh: bool) -> _Plan:
+    def plan(self, wanted: list[Wanted], production: list[dict], fresh: bool, *, link: bool = True) -> _Plan:
+        """What to do with each wanted file; ``link``: link the reused ones into the offline
+        directory now (False for a dry run, which only counts them)."""
         offline = self.bank.offline_dir
         previous = reuse_source(self.bank, production, fresh=fresh)
         cache: dict = {}
@@ -105,9 +109,9 @@ class Fetching:
                 flat, known = previous
                 old = known.get(item.save_as)
                 source = flat / item.save_as
-                if old is not None and source.is_file() and same_file(
-                        _facts_of_old(old, source, item), facts_of_entry(item.entry, item.checksum)):
-                    fs.link_or_copy(source, dest, hardlink=self.hardlink)
+                if old is not None and source.is_file() and same_as_old(old, source, item, self.digests):
+                    if link:
+                        fs.link_or_copy(source, dest, hardlink=self.hardlink)
                     plan.reused.append(item.save_as)
                     continue
             if item.entry.size is None and (old is not None or (item.entry.mtime is None and dest.is_file())):
@@ -147,18 +151,37 @@ class Fetching:
         return requests
 
 
-def _facts_of_old(record: dict, copy: Path, item: Wanted):
+#: (copy, algorithm) -> hex digest of a last release's copy, computed once per run (the change
+#: report and the download task's plan both compare it).
+Digests = dict[tuple[str, str], str]
+
+
+def same_as_old(record: dict, copy: Path, item: Wanted, digests: Digests | None = None) -> bool:
+    """The wanted ``item`` is the last release's file (its ``record``, its ``copy`` in that
+    release's flat directory), by the one rule of download/same_file.py: the download task reuses
+    it, the change report counts it unchanged (workflow/changes.py)."""
+    return same_file(_facts_of_old(record, copy, item, digests), facts_of_entry(item.entry, item.checksum))
+
+
+def _facts_of_old(record: dict, copy: Path, item: Wanted, digests: Digests | None):
     """The last release's file: its record, or, when the listing gave no exact size then (an
     index's "64K"), its copy in that release, which the download gave the remote size and date.
-    When ``item`` has a provider checksum that the record lacks (of that algorithm), the copy is
-    hashed, so that the checksum decides (same_file) before anything is reused unchecked."""
+    When ``item`` has a provider checksum that the record lacks (of that algorithm), the copy (if
+    any: an archive's is extracted) is hashed, once per run with ``digests``, so that the checksum
+    decides (same_file) before anything is reused unchecked."""
     facts = facts_of_record(record)
     if facts.size is None:
         facts = replace(local_facts(copy) or FileFacts(), checksum=facts.checksum)
     if item.checksum and (item.entry.size is None or facts.size in (None, item.entry.size)):
         algorithm = item.checksum.partition(":")[0]
-        if (facts.checksum or "").partition(":")[0] != algorithm:
-            facts = replace(facts, checksum=f"{algorithm}:{file_digest(copy, algorithm)}")
+        if (facts.checksum or "").partition(":")[0] != algorithm and copy.is_file():
+            key = (str(copy), algorithm)
+            digest = digests.get(key) if digests is not None else None
+            if digest is None:
+                digest = file_digest(copy, algorithm)
+                if digests is not None:
+                    digests[key] = digest
+            facts = replace(facts, checksum=f"{algorithm}:{digest}")
     return facts
 
 

@@ -38,6 +38,8 @@ class UpdateOptions:
     stop_before: str | None = _option("Stop before this task; the next update resumes.", tasks=UPDATE_TASKS)
     stop_after: str | None = _option("Stop after this task; the next update resumes.", tasks=UPDATE_TASKS)
     publish: bool = _option("Publish the new release at the end (as auto_publish=1).", False)
+    dry_run: bool = _option("Detect the release, list the remote files and report what would change and move: "
+                            "nothing is downloaded, published or recorded.", False)
 
     @classmethod
     def from_dict(cls, options: dict[str, Any]) -> UpdateOptions:

@@ -8,6 +8,7 @@ BiomajError whose message tells the user what went wrong.
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from dataclasses import asdict, dataclass, field
@@ -20,9 +21,9 @@ from biomaj.notify import BankAction, notify_bank_action
 
 from . import checksums
 from . import files as fs
-from . import locks, publishing
+from . import changes, locks, publishing
 from .bank import Bank, RunContext, find_production, find_session
-from .engine import TaskFailed
+from .engine import CANCELLED, Cancelled, TaskFailed
 from .options import VISIBILITIES, UpdateOptions
 from .remote_files import wanted_files
 from .session import (
@@ -142,7 +143,10 @@ def _dependency_updater(run: RunContext) -> UpdateDependency:
 async def update_bank(run: RunContext, name: str, options: UpdateOptions, *, depends: bool = True,
                       resume_job: bool = False, notify: bool = True) -> Outcome:
     """Update bank ``name``: the whole workflow, resumable. Dependencies are updated first.
-    ``notify``: mail the admins (mail.*) once recorded; not for a dependency, as in BioMAJ 3."""
+    ``notify``: mail the admins (mail.*) once recorded; not for a dependency, as in BioMAJ 3.
+    With ``options.dry_run``, only what the update would do (:func:`dry_run`)."""
+    if options.dry_run:
+        return await dry_run(run, name, options)
     for option in ("from_task", "stop_before", "stop_after"):
         check_task_name("--" + option.replace("_", "-"), getattr(options, option), UPDATE_TASKS)
     bank = load_bank(run, name)
@@ -189,6 +193,57 @@ async def update_bank(run: RunContext, name: str, options: UpdateOptions, *, dep
         if notify:
             await notify_bank_action(bank.props, BankAction.from_session(name, "update", session, ok=ok), log=bank_log)
     return outcome
+
+
+#: The update options a dry run refuses: it tells what a new update would do.
+_NOT_WITH_DRY_RUN = ("from_task", "process", "release", "stop_before", "stop_after")
+
+
+async def dry_run(run: RunContext, name: str, options: UpdateOptions) -> Outcome:
+    """``update --dry-run``: what an update of ``name`` would do now, found as the update finds it
+    (the session it would run, release detection, the listing, the change report against the
+    previous production release, the files it would fetch or reuse), without downloading,
+    locking, publishing or recording anything. Dependencies and pre-processes are not run. The
+    answer is in the outcome's ``details``: ``update`` (would it make a release), ``changes``
+    and ``transfer`` (docs/changes.md)."""
+    refused = ["--" + option.replace("_", "-") for option in _NOT_WITH_DRY_RUN if getattr(options, option)]
+    if refused:
+        raise BiomajError(f"--dry-run tells what a new update would do: it takes --fromscratch, not {', '.join(refused)}")
+    bank = load_bank(run, name)
+    refuse_bad_config(bank)
+    if (bank.props.get("protocol") or "").lower() == "none":
+        raise BiomajError(f"bank {name} downloads nothing (protocol=none): a dry run has no file to compare")
+    if bank.props.get("ref.release"):
+        raise BiomajError(f"bank {name} takes its release from its dependency {bank.props.get('ref.release')} "
+                          "(ref.release), which a dry run does not update: update it without --dry-run")
+    doc = await run.store.get_bank(name) or {}
+    bank.check_owner(doc, run.user, run.admins)
+    session = copy.deepcopy(select_session(bank, doc, options))  # what the update would run; never saved
+    if session["status"].get("download") is True and not options.fromscratch:
+        # an update resumes this session past its download: its report stands, nothing would move
+        return _dry_run_outcome(name, session, True, session.get("changes"), changes.transfer([], [], [], []))
+    workflow = UpdateWorkflow(bank, session, options, run, logging.getLogger(f"biomaj.bank.{name}"))
+    workflow._doc = doc
+    workflow.record = False
+    try:
+        if session["status"].get("release") is not True:
+            await workflow.wf_release()
+        wanted = None if workflow.skip_all else await workflow.list_and_compare()
+        transfer = await workflow.transfer_plan(wanted) if wanted is not None else None
+    except Cancelled:
+        return Outcome(False, name, "update", error=CANCELLED, cancelled=True, details={"dry_run": True})
+    except TaskFailed as exc:
+        raise BiomajError(f"dry run of {name} failed: {exc}") from None
+    finally:
+        await workflow.close()
+    return _dry_run_outcome(name, session, wanted is not None, session.get("changes"), transfer)
+
+
+def _dry_run_outcome(name: str, session: Session, update: bool, report: dict | None,
+                     transfer: dict | None) -> Outcome:
+    return Outcome(True, name, "update", release=session.get("release"), details={
+        "dry_run": True, "update": update, "remoterelease": session.get("remoterelease"),
+        "changes": report if update else None, "transfer": transfer})
 
 
 def _summary(outcome: Outcome) -> str:

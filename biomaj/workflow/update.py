@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from biomaj import change_report
 from biomaj.download.engine import ClientPool, FetchFailed, Fetcher, FetchSettings
 from biomaj.download.limits import LISTING_SHARE
 from biomaj.download.paths import safe_join
@@ -25,11 +26,11 @@ from biomaj.errors import BiomajError
 
 from . import checksums
 from . import files as fs
-from . import locks, publishing, release as rel
+from . import changes, locks, publishing, release as rel
 from .bank import Bank, RunContext
 from .engine import CANCELLED, Cancelled, TaskFailed, Workflow
 from .extract import ExtractionError, archive_kind, extract_archive
-from .fetching import PROGRESS_EVERY, Fetching, reuse_source
+from .fetching import PROGRESS_EVERY, Digests, Fetching, reuse_source
 from .options import UpdateOptions  # declared apart, for the front ends: re-exported here
 from .remote_files import Wanted, incomplete, release_files, retry_policy, stat_incomplete, wanted_files
 from .session import UPDATE_FLOW, Session
@@ -89,7 +90,9 @@ class UpdateWorkflow(Workflow):
         self.reused: list[str] = []  # save_as of files linked from the previous release
         self.manifests: checksums.Manifests | None = None  # remote.checksums, read in the download task
         self.verified: set[str] = set()  # save_as of files checked against their provider checksum
-        self.record = True  # False for a release check
+        self.record = True  # False for a release check and a dry run
+        self._doc: dict | None = None  # the bank document, read by init (given by a release check)
+        self._digests: Digests = {}  # the last release's copies hashed this run (fetching.same_as_old)
         self._phase_progress: dict[str, dict] = {}
 
     # --- plumbing ----------------------------------------------------------------------------
@@ -129,6 +132,7 @@ class UpdateWorkflow(Workflow):
         s["update"] = False
         s["download_files"] = []
         s["files"] = []
+        s.pop("changes", None)  # of an earlier run of this session: no release, no change
         for entry in reversed(self._production()):
             if entry.get("remoterelease") == s.get("remoterelease"):
                 s["release"] = entry["release"]
@@ -288,6 +292,21 @@ class UpdateWorkflow(Workflow):
                 raise TaskFailed("protocol=none needs a release from ref.release (or a plugin)")
             self.release_dir.mkdir(parents=True, exist_ok=True)
             return True
+        wanted = await self.list_and_compare()
+        if wanted is None:
+            return True
+        s["update"] = True
+        s["stats"]["nb_downloaded_files"] = len(wanted)
+        self.bank.write_file_list(s["id"], s["download_files"])
+        await self._fetch(wanted)
+        return True
+
+    async def list_and_compare(self) -> list[Wanted] | None:
+        """The new release's files, listed (with the providers' checksums) and compared: the
+        release decided (from the file dates when nothing earlier did), ``download_files`` and the
+        change report (``changes``, against the previous production release) in the session; None
+        when there is no need to update. Nothing is written or downloaded: the dry run stops here."""
+        s = self.session
         if checksums.enabled(self.props):
             self.manifests = checksums.Manifests(self.props, self.pool, self.log)
         seen = self.manifests.seen if self.manifests is not None else None
@@ -297,7 +316,7 @@ class UpdateWorkflow(Workflow):
         if not wanted and self.props.get("remote.list"):
             s["remoterelease"] = s.get("previous_release")
             self.no_need_to_update()
-            return True
+            return None
         s["download_files"] = [w.record() for w in wanted]
         if not s.get("release"):
             release = rel.checked_release(
@@ -306,19 +325,32 @@ class UpdateWorkflow(Workflow):
             if (self.options.from_task != "download" and s.get("previous_release") == release
                     and self._content_identical()):
                 self.no_need_to_update()
-                return True
+                return None
             if self.options.fromscratch or self.options.release is None:
                 s["release"] = rel.next_free_release(self.bank.bank_dir, self.bank.name, self.bank.separator, release)
         elif self._compares_content() and s.get("previous_release") == s.get("remoterelease"):
             if self._content_identical():
                 self.no_need_to_update()
-                return True
+                return None
             s["release"] = rel.next_free_release(self.bank.bank_dir, self.bank.name, self.bank.separator, s["release"])
-        s["update"] = True
-        s["stats"]["nb_downloaded_files"] = len(wanted)
-        self.bank.write_file_list(s["id"], s["download_files"])
-        await self._fetch(wanted)
-        return True
+        previous = changes.previous_release(self._production(), s["id"])
+        s["changes"] = await asyncio.to_thread(changes.compare, self.bank, wanted, previous,
+                                               dry_run=self.options.dry_run, digests=self._digests)
+        self.log.info("Workflow:wf_download:release %s: %s", s["release"], change_report.summary(s["changes"]))
+        return wanted
+
+    async def transfer_plan(self, wanted: list[Wanted]) -> dict[str, dict[str, int]]:
+        """What the download task would move for ``wanted`` (:func:`changes.transfer`), found as it
+        finds it but without linking anything; --fromscratch would empty the offline directory."""
+        plan = await asyncio.to_thread(self._fetching().plan, wanted, self._production(), self._fresh(), link=False)
+        if self.options.fromscratch:
+            refetched = [w for w in wanted if w.save_as in set(plan.present)]
+            return changes.transfer(plan.to_fetch + refetched, plan.reused, [], wanted)
+        return changes.transfer(plan.to_fetch, plan.reused, plan.present, wanted)
+
+    def _fetching(self) -> Fetching:
+        return Fetching(self.bank, self.session, self.run_ctx, self.log, self._status, hardlink=self._hardlinks(),
+                        digests=self._digests)
 
     async def _stat_incomplete(self, wanted: list[Wanted]) -> list[Wanted]:
         """Size and date of the files the listing gives none for, asked of the server before
@@ -381,7 +413,8 @@ class UpdateWorkflow(Workflow):
         manifests fetched first, with a progress event every PROGRESS_EVERY seconds."""
         progress = self._progress("download: checksum manifests {done}/{total}", "manifests")
         retry = retry_policy(self.props, wanted[0].config) if wanted else None
-        wanted = await self.manifests.attach(wanted, retry=retry, offline=self.bank.offline_dir, progress=progress)
+        offline = None if self.options.dry_run else self.bank.offline_dir  # a dry run writes nothing there
+        wanted = await self.manifests.attach(wanted, retry=retry, offline=offline, progress=progress)
         self.check_cancel()
         return wanted
 
@@ -406,8 +439,7 @@ class UpdateWorkflow(Workflow):
         return True
 
     async def _fetch(self, wanted: list[Wanted]) -> None:
-        fetching = Fetching(self.bank, self.session, self.run_ctx, self.log, self._status,
-                            hardlink=self._hardlinks())
+        fetching = self._fetching()
         try:
             await fetching.fetch(wanted, self._production(), fresh=self._fresh())
         except TaskFailed as exc:

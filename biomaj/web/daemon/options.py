@@ -41,12 +41,12 @@ FLAGS = frozenset({
     "freeze", "unfreeze", "force", "help", "search", "show", "version", "statusko", "trace", "whatsup", "lastlog",
     "stats", "json", "updatestatus", "updatecancel", "aboutme", "schedule", "history", "datalist", "dataimport",
     "repair", "no_log",
-})
+}) | {option.name for option in UPDATE.options if option.type is bool}  # and biomaj's own update options
 TEXTS = frozenset({
     "config", "release", "from_task", "process", "log", "bank", "owner", "stop_before", "stop_after", "formats",
     "types", "query", "newbank", "newdir", "visibility", "maintenance", "userlogin", "userpassword", "proxy",
     "apikey", "user", "token",
-})
+}) | {option.name for option in UPDATE.options if option.type is str}
 NUMBERS = {"tail": (0, MAX_TAIL), "historyLimit": (1, 1000), "timestamp": (0, 1 << 62)}
 # biomaj-cli's own attribute `options` (always null), and what it sends but the server has no use for.
 IGNORED = frozenset({"options"})
