@@ -85,7 +85,10 @@ def file_lines(changes: Mapping[str, Any], limit: int = 20) -> list[str]:
 def transfer_summary(transfer: Mapping[str, Any]) -> str:
     """What a dry run found the update would move (its ``transfer``: ``fetch``, ``reuse`` and
     ``present``, each a count and bytes) in one line."""
-    fetch, reuse, present = (tally_of(transfer, key) for key in ("fetch", "reuse", "present"))
-    return (f"would download {fetch[0]} files ({human_size(fetch[1])}) from the server, reuse {reuse[0]} files "
-            f"({human_size(reuse[1])}) of the previous release, keep {present[0]} files ({human_size(present[1])}) "
-            f"already in the offline directory")
+    fetch, reuse, present = (_files(*tally_of(transfer, key)) for key in ("fetch", "reuse", "present"))
+    return (f"would download {fetch} from the server, reuse {reuse} of the previous release, keep {present} "
+            "already in the offline directory")
+
+
+def _files(count: int, size: int) -> str:
+    return f"{count} file{'' if count == 1 else 's'} ({human_size(size)})"

@@ -30,6 +30,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from biomaj import change_report
 from biomaj.errors import BiomajError
 from biomaj.sizes import human_size  # re-exported: the reports' sizes
 
@@ -38,6 +39,8 @@ __all__ = [
     "Table",
     "UnknownRelease",
     "Viewer",
+    "change_records",
+    "changes",
     "format_time",
     "history",
     "human_size",
@@ -357,6 +360,61 @@ def search(banks: list[dict[str, Any]], viewer: Viewer, formats: Sequence[str], 
             for prod in matched
         )
     return Table(SEARCH_HEADERS, rows)
+
+
+# ---- change reports ----------------------------------------------------------------------------
+
+CHANGES_TITLE = "Changes against the previous release"
+CHANGES_HEADERS = ("Release", "Against", "Added", "Removed", "Changed", "Unchanged")
+
+
+def change_records(bank: dict[str, Any], viewer: Viewer, release: str | None = None) -> list[dict[str, Any]]:
+    """The change report of each production release (``biomaj.change_report``), oldest first,
+    then that of the last update when it made no release (failed, or stopped): each the stored
+    report with ``release``, ``session`` and ``state`` (``published``, ``production`` or
+    ``unfinished``). ``release`` keeps only that release (:class:`UnknownRelease` if none).
+
+    Takes the full document (sessions needed); a release made before change reports existed
+    has none and is left out. Raises :class:`AccessForbidden` as the other reports do.
+    """
+    _check_access(bank, viewer)
+    prods = _productions(bank)
+    if release is not None:
+        prods = [p for p in prods if release in (p.get("release"), p.get("prod_dir"))]
+        if not prods:
+            known = ", ".join(str(p.get("release")) for p in _productions(bank)) or "none"
+            raise UnknownRelease(f"bank {bank.get('name')} has no release {release} (releases: {known})")
+    records = []
+    for prod in prods:
+        changes = (_session(bank, prod.get("session")) or {}).get("changes")
+        if isinstance(changes, dict):
+            state = "published" if _is_current(bank, prod) else "production"
+            records.append({**changes, "release": prod.get("release"), "session": prod.get("session"), "state": state})
+    last = _session(bank, bank.get("last_update_session"))
+    in_production = {p.get("session") for p in _productions(bank)}
+    if release is None and last is not None and last.get("id") not in in_production \
+            and isinstance(last.get("changes"), dict):
+        records.append({**last["changes"], "release": last.get("release"), "session": last.get("id"),
+                        "state": "unfinished"})
+    return records
+
+
+def changes(records: list[dict[str, Any]]) -> Table:
+    """The change reports of :func:`change_records` as a table: per release, the files added,
+    removed, changed and unchanged, each ``count (size)``."""
+    rows = []
+    for record in records:
+        label = str(record.get("release"))
+        if record.get("state") in ("published", "unfinished"):
+            label += " (current)" if record["state"] == "published" else " (unfinished)"
+        rows.append((label, record.get("against") or "none",
+                     *(_change_cell(record, kind) for kind in ("added", "removed", "changed", "unchanged"))))
+    return Table(CHANGES_HEADERS, rows, title=CHANGES_TITLE)
+
+
+def _change_cell(record: dict[str, Any], kind: str) -> str:
+    count, size = change_report.tally_of(record, kind)
+    return f"{count} ({human_size(size)})"
 
 
 # ---- stats, history, whatsup -------------------------------------------------------------------

@@ -26,7 +26,7 @@ def test_the_update_options_are_declared_once_as_the_workflow_s_fields():
         (o.name, o.default, o.help) for o in jobs.UPDATE.options]
     types = {o.name: o.type for o in jobs.UPDATE.options}
     assert types == {"fromscratch": bool, "from_task": str, "process": str, "release": str,
-                     "stop_before": str, "stop_after": str, "publish": bool}
+                     "stop_before": str, "stop_after": str, "publish": bool, "dry_run": bool}
     assert jobs.UPDATE.option("fromscratch").aliases == ("-z", "--from-scratch")
     assert "download" in jobs.UPDATE.option("stop_after").tasks
 

@@ -60,6 +60,32 @@ def _bank_path(bank: str, *parts: str) -> str:
     return "/".join([f"/api/v1/banks/{quote(bank, safe='')}", *parts])
 
 
+def _bank_report(obj: CliContext, bank: str, path: str, build: Callable[[Any, dict], list[reports.Table]],
+                 release: str | None = None) -> tuple[list[reports.Table], list[dict]]:
+    """A bank's tables (``build(config, document)``, or the --proxy server's ``format=table``
+    answer of ``path``) and its change reports (``reports.change_records``; the server's
+    ``/changes``), read together."""
+    params = {"release": release} if release else {}
+    if obj.remote:
+        async def ask(api) -> tuple[list[reports.Table], list[dict]]:
+            return await api.tables(path, **params), await api.get(_bank_path(bank, "changes"), **params)
+
+        return obj.ask_server(ask)
+    cfg = obj.config()
+
+    async def both(store: Store) -> tuple[list[reports.Table], list[dict]]:
+        doc = await _known_bank(store, bank)
+        return build(cfg, doc), reports.change_records(doc, _viewer(cfg), release)
+
+    return run_async(_read(cfg, both))
+
+
+def _without_place(record: dict) -> dict:
+    """A change record as the session stores it (without the release, session and state that
+    ``reports.change_records`` adds)."""
+    return {k: v for k, v in record.items() if k not in ("release", "session", "state")}
+
+
 async def _known_bank(store: Store, bank: str) -> dict:
     doc = await store.get_bank(bank)
     if doc is None:
@@ -91,15 +117,13 @@ def status(obj: CliContext, bank: str | None) -> None:
         _emit(obj, _report(obj, "/api/v1/banks", every_bank))
         return
 
-    async def one_bank(cfg, store: Store) -> list[reports.Table]:
-        return reports.status_bank(await _known_bank(store, bank), _viewer(cfg))
-
-    tables = _report(obj, _bank_path(bank), one_bank)
+    tables, changes = _bank_report(obj, bank, _bank_path(bank), lambda cfg, doc: reports.status_bank(doc, _viewer(cfg)))
     if obj.json_output:  # the tables have no title: one key each, pending always present
         emit_json({"bank": [], "production": [], "pending": [],
-                   **{key: table.records() for key, table in zip(("bank", "production", "pending"), tables)}})
+                   **{key: table.records() for key, table in zip(("bank", "production", "pending"), tables)},
+                   "changes": changes})
         return
-    _emit(obj, tables)
+    _emit(obj, tables + ([reports.changes(changes)] if changes else []))
 
 
 @click.command("status-ko")
@@ -121,11 +145,17 @@ def status_ko(obj: CliContext) -> None:
 @json_option
 @click.pass_obj
 def show(obj: CliContext, bank: str, release: str | None) -> None:
-    """Formats, types, tags and files of BANK's production releases."""
-    async def releases(cfg, store: Store) -> list[reports.Table]:
-        return [reports.show(await _known_bank(store, bank), _viewer(cfg), release)]
-
-    _emit(obj, _report(obj, _bank_path(bank, "show"), releases, release=release), style="grid")
+    """Formats, types, tags and files of BANK's production releases, and what each changed."""
+    tables, changes = _bank_report(obj, bank, _bank_path(bank, "show"),
+                                   lambda cfg, doc: [reports.show(doc, _viewer(cfg), release)], release)
+    if obj.json_output:  # BioMAJ 3's records, each with its release's change report (or null)
+        by_release = {str(record["release"]): _without_place(record) for record in changes}
+        rows = tables[0].records()
+        for row in rows:
+            row["changes"] = by_release.get(str(row["Release"]).removesuffix(" (current)"))
+        emit_json(rows)
+        return
+    click.echo("\n".join(reports.render(t, "grid") for t in tables + ([reports.changes(changes)] if changes else [])))
 
 
 @click.command()

@@ -34,7 +34,7 @@ BANK_FIELDS = ("name", "properties", "current", "last_update_session", "pending"
 PRODUCTION_FIELDS = ("release", "remoterelease", "session", "data_dir", "dir_version", "prod_dir", "freeze",
                      "formats", "types", "size", "files")
 SESSION_FIELDS = ("id", "action", "release", "remoterelease", "status", "workflow_status", "update",
-                  "last_update_time", "error", "log_file", "dir_version")
+                  "last_update_time", "error", "log_file", "dir_version", "changes")
 
 
 async def visible_bank_of_url(request: web.Request) -> dict:
@@ -89,7 +89,9 @@ async def get_bank(request: web.Request) -> web.Response:
     if as_tables:
         return tables_answer(reports.status_bank(doc, viewer_of(request)))
     body = _pick(doc, BANK_FIELDS)
-    body["production"] = [_pick(p, PRODUCTION_FIELDS) for p in doc.get("production") or []]
+    sessions = {s.get("id"): s for s in doc.get("sessions") or []}
+    body["production"] = [{**_pick(p, PRODUCTION_FIELDS), "changes": sessions.get(p.get("session"), {}).get("changes")}
+                          for p in doc.get("production") or []]
     body["published"] = reports._published_release(doc)  # noqa: SLF001 - the reports' own rule
     return web.json_response(body)
 

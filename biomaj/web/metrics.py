@@ -174,7 +174,8 @@ class Metrics:
             self.job_duration.observe((kind,), finished - started)
         if not self.public:
             self.bank_jobs[(bank, kind, result)] += 1
-            if kind == "update" and result == "done" and _number(finished):
+            dry_run = bool((job.get("options") or {}).get("dry_run"))  # looked, made nothing
+            if kind == "update" and result == "done" and _number(finished) and not dry_run:
                 self.bank_last_update[bank] = max(finished, self.bank_last_update.get(bank, 0.0))
 
     async def refresh(self) -> None:

@@ -52,6 +52,16 @@ async def show(request: web.Request) -> web.Response:
     return tables_answer([table]) if as_tables else web.json_response(table.records())
 
 
+@api.route("GET", "/api/v1/banks/{bank}/changes",
+           summary="What each release added, removed and changed against the previous one (change reports)",
+           access="public", tag="reports", query=(("release", "string", "only this release"), FORMAT_QUERY))
+async def changes(request: web.Request) -> web.Response:
+    as_tables = wants_tables(request)
+    doc = await visible_bank_of_url(request)
+    records = reports.change_records(doc, viewer_of(request), request.query.get("release"))
+    return tables_answer([reports.changes(records)]) if as_tables else web.json_response(records)
+
+
 @api.route("GET", "/api/v1/stats", summary="Disk usage per bank and release", access="public", tag="reports",
            query=(FORMAT_QUERY,))
 async def stats(request: web.Request) -> web.Response:

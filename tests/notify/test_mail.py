@@ -14,6 +14,7 @@ import datetime
 import email
 import ipaddress
 import logging
+import os
 import re
 import ssl
 import threading
@@ -246,6 +247,26 @@ async def test_nothing_sent_without_host_admin_or_sender(smtp_server, make_props
         assert any(r.levelno == logging.WARNING and "mail.from" in r.getMessage() for r in caplog.records)
 
 
+CHANGES = {"added": {"count": 1, "bytes": 50}, "removed": {"count": 1, "bytes": 40},
+           "changed": {"count": 1, "bytes": 2048}, "unchanged": {"count": 2, "bytes": 40}, "against": "2002",
+           "dry_run": False, "files": {"added": ["e.txt"], "removed": ["d.txt"], "changed": ["b.txt"]}}
+
+
+async def test_default_body_starts_with_the_change_report(smtp_server, make_props, tmp_path):
+    server = smtp_server()
+    log_file = write_log(tmp_path, b"line 1\nline 2\n")
+    await notify_bank_action(make_props(server.port, mail_body_tail="7"), update_action(log_file, changes=CHANGES))
+    assert body_of(server.mails[0].message) == (
+        "Changes: 1 added (50 B), 1 removed (40 B), 1 changed (2.0 KB), 2 unchanged (40 B) against release 2002\n"
+        "added: e.txt\nremoved: d.txt\nchanged: b.txt\n\nline 2\n")
+
+
+def test_from_session_carries_the_change_report():
+    session = {"status": {"over": True}, "release": "2003", "update": True, "changes": CHANGES}
+    assert BankAction.from_session(BANK, "update", session).changes == CHANGES
+    assert BankAction.from_session(BANK, "update", {**session, "changes": None}).variables("")["changes_text"] == ""
+
+
 # --- templates -----------------------------------------------------------------------------------
 
 # Written in the style of BioMAJ 3's tools/examples/subject.jinja2 and body.jinja2, with the
@@ -282,16 +303,20 @@ async def test_upstream_style_templates(smtp_server, make_props, tmp_path, monke
 
 async def test_every_template_variable(smtp_server, make_props, tmp_path):
     names = ["message", "log_file", "log_tail", "bank", "release", "status", "modified", "update", "remove", "action"]
-    (tmp_path / "body.j2").write_text("\n".join(f"{n}={{{{ {n} }}}}" for n in names))
+    template = "\n".join(f"{n}={{{{ {n} }}}}" for n in names)
+    template += "\nchanged={{ changes.changed.count }} {{ changes.files.changed|join(',') }}\n{{ changes_text }}"
+    (tmp_path / "body.j2").write_text(template)
     server = smtp_server()
     log_file = write_log(tmp_path, b"0123456789")
     props = make_props(server.port, mail_template_body="body.j2", mail_body_tail="4")
     # a relative template path is read from conf.dir
     (tmp_path / "conf" / "body.j2").write_text((tmp_path / "body.j2").read_text())
-    await notify_bank_action(props, update_action(log_file, message="hello", action="repair"))
+    await notify_bank_action(props, update_action(log_file, message="hello", action="repair", changes=CHANGES))
     assert body_of(server.mails[0].message).splitlines() == [
         "message=hello", f"log_file={log_file}", "log_tail=6789", "bank=alu", "release=2003", "status=True",
-        "modified=True", "update=True", "remove=False", "action=repair"]
+        "modified=True", "update=True", "remove=False", "action=repair", "changed=1 b.txt",
+        "Changes: 1 added (50 B), 1 removed (40 B), 1 changed (2.0 KB), 2 unchanged (40 B) against release 2002",
+        "added: e.txt", "removed: d.txt", "changed: b.txt"]
 
 
 @pytest.mark.parametrize("which", ["subject", "body"])
@@ -510,8 +535,12 @@ async def test_update_then_remove_send_mails(site, smtp_server):
     subject = f"BANK[local] - STATUS[True] - UPDATE[True] - REMOVE[False] - RELEASE[{outcome.release}]"
     assert all(subject_of(m) == subject for m in mails)
     log_text = Path(outcome.log_file).read_text()
-    assert "Workflow:" in body_of(mails[0].message)
-    assert body_of(mails[0].message).rstrip("\n") in log_text  # the end of the session log
+    changes, _, tail = body_of(mails[0].message).partition("\n\n")  # the change report, then the log's end
+    assert changes.startswith("Changes: 3 added (") and changes.endswith(
+        "0 removed (0 B), 0 changed (0 B), 0 unchanged (0 B) (first release of the bank)\n"
+        "added: test.fasta.gz, test2.fasta, test_100.txt")
+    assert "Workflow:" in tail
+    assert tail.rstrip("\n") in log_text  # the end of the session log
     assert "Notify:mail sent to admin@example.org, owner@example.org" in log_text
 
     # nothing new upstream: a mail all the same, saying no update
@@ -519,6 +548,15 @@ async def test_update_then_remove_send_mails(site, smtp_server):
     assert again.ok and not again.updated
     assert subject_of(server.mails[-1]) == (
         f"BANK[local] - STATUS[True] - UPDATE[False] - REMOVE[False] - RELEASE[{outcome.release}]")
+
+    # a new release, one file changed upstream: the mail says which, against which release
+    (site.remote / "test2.fasta").write_text(">seq\nACGT\n")
+    os.utime(site.remote / "test2.fasta", (time.time() + 86_400 * 2,) * 2)  # a later day: a new release
+    third = await site.update("local")
+    assert third.ok and third.updated, third.error
+    body = body_of(server.mails[-1].message)
+    assert body.startswith("Changes: 0 added (0 B), 0 removed (0 B), 1 changed (10 B), 2 unchanged (")
+    assert f" against release {outcome.release}\nchanged: test2.fasta\n\n" in body
 
     removed = await runner.remove_bank_release(site.context(), "local", outcome.release)
     assert removed.ok

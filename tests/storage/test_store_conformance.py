@@ -193,6 +193,19 @@ async def test_sessions_are_replaced_by_id(store: Store) -> None:
     assert await store.get_session("nope", sid1) is None
 
 
+async def test_a_session_keeps_its_change_report(store: Store) -> None:
+    """``changes`` (biomaj.change_report): nested counts, names, null and booleans kept as saved."""
+    changes = {"added": {"count": 1, "bytes": 50}, "removed": {"count": 0, "bytes": 0},
+               "changed": {"count": 2, "bytes": 2 ** 40}, "unchanged": {"count": 3, "bytes": 7},
+               "against": None, "dry_run": False,
+               "files": {"added": ["sub/é.txt"], "removed": [], "changed": ["a", "b"]}}
+    await store.ensure_bank("alu", PROPS)
+    await store.save_session("alu", session(1.0, changes=changes))
+    assert (await store.get_bank("alu"))["sessions"][0]["changes"] == changes
+    await store.save_session("alu", session(1.0, changes={**changes, "against": "1"}))
+    assert (await store.get_session("alu", 1.0))["changes"]["against"] == "1"
+
+
 async def test_save_session_sets_bank_fields_too(store: Store) -> None:
     await store.ensure_bank("alu", PROPS)
     await store.save_session("alu", session(5.0), last_update_session=5.0,

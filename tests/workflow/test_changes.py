@@ -157,3 +157,36 @@ async def test_dry_run_refuses_options_of_a_resumed_run(site: Site, served):
 
     with pytest.raises(BiomajError, match="--dry-run .* not --stop-after"):
         await site.update(BANK, dry_run=True, stop_after="download")
+
+
+# --- the comparison itself, on real file lists of a bank ------------------------------------------
+
+
+def record(name: str, size: int | None, mtime: float | None = DAY1, **extra) -> dict:
+    return {"name": name, "save_as": name, "size": size, "mtime": mtime, **extra}
+
+
+def test_compare_follows_the_one_same_file_rule(site: Site):
+    from biomaj.workflow.bank import Bank
+    from biomaj.workflow.changes import compare, previous_release
+
+    site.add_bank(BANK)
+    bank = Bank.load(site.global_properties, BANK)
+    bank.write_file_list(1.0, [
+        record("same.txt", 10), record("minute.txt", 10, DAY1 + 7), record("sum.txt", 10, checksum="md5:aa"),
+        record("resum.txt", 10, checksum="md5:bb"), record("gone.txt", 4)])
+    entry = {"release": "1", "session": 1.0, "data_dir": str(site.data), "dir_version": "suite/local",
+             "prod_dir": "local_1"}
+    assert previous_release([entry, {"release": "2", "session": 2.0}], 2.0) is entry  # never its own
+    assert previous_release([{"release": "2", "session": 2.0}], 2.0) is None
+    new = [record("same.txt", 10), record("minute.txt", 10, DAY1),  # a listing to the minute: the same
+           record("sum.txt", 10, DAY2, checksum="md5:aa"),  # a new date, the same checksum: the same
+           record("resum.txt", 10, checksum="md5:cc"),  # the same size and date, another checksum
+           record("new.txt", None)]
+    changes = compare(bank, new, entry, dry_run=True)
+    assert changes["files"] == {"added": ["new.txt"], "removed": ["gone.txt"], "changed": ["resum.txt"]}
+    assert changes["unchanged"] == {"count": 3, "bytes": 30} and changes["added"] == {"count": 1, "bytes": 0}
+    assert changes["dry_run"] is True and "previous_files_unknown" not in changes
+
+    gone = compare(bank, new, {**entry, "session": 9.0})  # that release's file list is gone
+    assert gone["previous_files_unknown"] is True and gone["added"]["count"] == 5 and gone["against"] == "1"

@@ -113,9 +113,12 @@ OPTIONS_SCHEMA = {
                        "historyLimit": {"type": ["integer", "string", "null"]},
                        "timestamp": {"type": ["number", "null"]}, "options": {}}}},
 }
-#: BioMAJ 3's fields of ``POST /api/daemon/bank/{bank}``, in its order, onto the declared update options
-#: (:data:`biomaj.jobs.UPDATE`): same names, the declared types and schemas.
-UPDATE_FIELDS = ("publish", "fromscratch", "stop_before", "stop_after", "from_task", "process", "release")
+#: BioMAJ 3's fields of ``POST /api/daemon/bank/{bank}``, in its order, then biomaj's own update options
+#: (``dry_run``), onto the declared update options (:data:`biomaj.jobs.UPDATE`): same names, the
+#: declared types and schemas.
+BIOMAJ3_UPDATE_FIELDS = ("publish", "fromscratch", "stop_before", "stop_after", "from_task", "process", "release")
+UPDATE_FIELDS = BIOMAJ3_UPDATE_FIELDS + tuple(
+    option.name for option in jobs.UPDATE.options if option.name not in BIOMAJ3_UPDATE_FIELDS)
 UPDATE_BODY = {name: jobs.UPDATE.option(name).type for name in UPDATE_FIELDS}
 
 

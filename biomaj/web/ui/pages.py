@@ -199,6 +199,7 @@ async def bank_page(request: web.Request) -> web.Response:
         props=doc.get("properties") or {}, can_act=viewer.is_owner(doc),  # a bank with no owner yet: the admins' only
         run=views.last_run(doc, jobs, progress.get(active["id"]) if active else None),
         releases=views.release_rows(doc), sessions=views.session_rows(doc, running_session), jobs=jobs[:10],
+        changes=views.change_rows(doc),
         live=live, config=config,
         size_chart=bar_chart(views.size_bars(doc), title=f"Size of each release of {name}", describe=_size,
                              empty="No release yet."),

@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from biomaj import reports
+from biomaj import change_report, reports
 from biomaj.process.environment import is_secret
 from biomaj.workflow.session import UPDATE_TASKS
 
@@ -261,6 +261,47 @@ def _steps(session: dict, run: LastRun, running: bool) -> list[StepRow]:
             state = "not run"
         steps.append(StepRow(task, state, _number(timings.get(task))))
     return steps
+
+
+# --- change reports -----------------------------------------------------------------------------
+
+#: File names a session's change block shows per kind (the API gives up to 1000).
+CHANGE_NAMES_SHOWN = 50
+
+
+@dataclass
+class ChangeKind:
+    kind: str  # added, removed, changed or unchanged
+    count: int
+    bytes: int
+    names: list[str] = field(default_factory=list)  # the first CHANGE_NAMES_SHOWN
+    more: int = 0  # files of this kind not named
+
+
+@dataclass
+class ChangeRow:
+    """The change report of one update session, as its block on the bank page shows it."""
+
+    session: Any
+    release: str
+    against: str | None
+    kinds: list[ChangeKind]
+
+
+def change_rows(doc: dict, limit: int = 20) -> list[ChangeRow]:
+    """The change reports of the bank's recent update sessions, newest first."""
+    sessions = [s for s in doc.get("sessions") or [] if isinstance(s.get("changes"), dict)]
+    rows = []
+    for session in sorted(sessions, key=lambda s: _number(s.get("id")) or 0, reverse=True)[:limit]:
+        changes = session["changes"]
+        files = changes.get("files") if isinstance(changes.get("files"), dict) else {}
+        kinds = []
+        for kind in change_report.KINDS:
+            count, size = change_report.tally_of(changes, kind)
+            names = [str(n) for n in (files.get(kind) or [])[:CHANGE_NAMES_SHOWN]]
+            kinds.append(ChangeKind(kind, count, size, names, max(count - len(names), 0) if names else 0))
+        rows.append(ChangeRow(session.get("id"), str(session.get("release") or ""), changes.get("against"), kinds))
+    return rows
 
 
 # --- charts -----------------------------------------------------------------------------------
