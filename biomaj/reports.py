@@ -300,12 +300,7 @@ def show(bank: dict[str, Any], viewer: Viewer, release: str | None = None) -> Ta
     tags and every file. A production whose session is gone shows its own formats and types.
     """
     _check_access(bank, viewer)
-    prods = _productions(bank)
-    if release is not None:
-        prods = [p for p in prods if release in (p.get("release"), p.get("prod_dir"))]
-        if not prods:
-            known = ", ".join(str(p.get("release")) for p in _productions(bank)) or "none"
-            raise UnknownRelease(f"bank {bank.get('name')} has no release {release} (releases: {known})")
+    prods = _selected_productions(bank, release)
     rows = []
     for prod in prods:
         label = str(prod.get("release"))
@@ -313,6 +308,18 @@ def show(bank: dict[str, Any], viewer: Viewer, release: str | None = None) -> Ta
             label += " (current)"
         rows.append((bank.get("name"), label, *_show_columns(bank, prod)))
     return Table(SHOW_HEADERS, rows)
+
+
+def _selected_productions(bank: dict[str, Any], release: str | None) -> list[dict[str, Any]]:
+    """Every production, or the one whose release or directory is ``release`` (UnknownRelease)."""
+    prods = _productions(bank)
+    if release is None:
+        return prods
+    prods = [p for p in prods if release in (p.get("release"), p.get("prod_dir"))]
+    if not prods:
+        known = ", ".join(str(p.get("release")) for p in _productions(bank)) or "none"
+        raise UnknownRelease(f"bank {bank.get('name')} has no release {release} (releases: {known})")
+    return prods
 
 
 def _show_columns(bank: dict[str, Any], prod: dict[str, Any]) -> tuple[str, str, str, str]:
@@ -378,12 +385,7 @@ def change_records(bank: dict[str, Any], viewer: Viewer, release: str | None = N
     has none and is left out. Raises :class:`AccessForbidden` as the other reports do.
     """
     _check_access(bank, viewer)
-    prods = _productions(bank)
-    if release is not None:
-        prods = [p for p in prods if release in (p.get("release"), p.get("prod_dir"))]
-        if not prods:
-            known = ", ".join(str(p.get("release")) for p in _productions(bank)) or "none"
-            raise UnknownRelease(f"bank {bank.get('name')} has no release {release} (releases: {known})")
+    prods = _selected_productions(bank, release)
     records = []
     for prod in prods:
         changes = (_session(bank, prod.get("session")) or {}).get("changes")

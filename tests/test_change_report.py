@@ -21,14 +21,16 @@ def test_the_tally_counts_bytes_and_keeps_sorted_names_of_three_kinds():
     changes = report(added=[("z", 5), ("a", None)], removed=[("r", 7)], unchanged=[("u", 9)])
     assert changes == {"added": {"count": 2, "bytes": 5}, "removed": {"count": 1, "bytes": 7},
                        "changed": {"count": 0, "bytes": 0}, "unchanged": {"count": 1, "bytes": 9},
-                       "against": "1", "dry_run": False, "files": {"added": ["a", "z"], "removed": ["r"], "changed": []}}
+                       "against": "1", "dry_run": False,
+                       "files": {"added": ["a", "z"], "removed": ["r"], "changed": []}}
 
 
 def test_at_most_max_names_per_kind_but_every_file_counted():
     changes = report(added=[(f"f{i:05d}", 1) for i in range(change_report.MAX_NAMES + 5)])
     assert changes["added"]["count"] == change_report.MAX_NAMES + 5
     assert len(changes["files"]["added"]) == change_report.MAX_NAMES
-    assert change_report.file_lines(changes, limit=2) == [f"added: f00000, f00001 (and {change_report.MAX_NAMES + 3} more)"]
+    more = change_report.MAX_NAMES + 3
+    assert change_report.file_lines(changes, limit=2) == [f"added: f00000, f00001 (and {more} more)"]
 
 
 def test_summary_and_transfer_lines():

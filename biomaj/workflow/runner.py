@@ -208,7 +208,8 @@ async def dry_run(run: RunContext, name: str, options: UpdateOptions) -> Outcome
     and ``transfer`` (docs/changes.md)."""
     refused = ["--" + option.replace("_", "-") for option in _NOT_WITH_DRY_RUN if getattr(options, option)]
     if refused:
-        raise BiomajError(f"--dry-run tells what a new update would do: it takes --fromscratch, not {', '.join(refused)}")
+        raise BiomajError("--dry-run tells what a new update would do: it takes --fromscratch, "
+                          f"not {', '.join(refused)}")
     bank = load_bank(run, name)
     refuse_bad_config(bank)
     if (bank.props.get("protocol") or "").lower() == "none":

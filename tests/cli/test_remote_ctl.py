@@ -119,6 +119,10 @@ def test_nodes_lists_the_server(updated, biomaj_cmd):
 
 def test_jobs_run_on_the_server_and_report_as_in_process(updated, biomaj_cmd):
     (updated.root / "example-remote" / "release.txt").write_text("Release 2\n")
+    done = ctl(biomaj_cmd, updated, "update", "example", "--dry-run")  # run by the server, nothing made
+    assert done.returncode == 0 and done.stdout.splitlines()[0] == "example: dry run: an update would make release 2"
+    assert "  changed: release.txt" in done.stdout.splitlines()
+    assert not (updated.root / "data" / "example" / "example_2").exists()
     done = ctl(biomaj_cmd, updated, "update", "example", "--json")
     assert done.returncode == 0, done.stderr
     job = json.loads(done.stdout)
