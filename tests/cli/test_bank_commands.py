@@ -146,7 +146,8 @@ def test_stop_after_download_leaves_a_pending_release_that_the_next_update_finis
     assert not (bank_dir(biomaj_root) / "current").exists()
 
     text = run(biomaj_root, "status", "example").stdout
-    assert [h[0] for h in table_headers(text)] == ["Name", "Session", "Pending release"]
+    assert [h[0] for h in table_headers(text)] == ["Name", "Session", "Pending release", "Release"]
+    assert "| 1 (unfinished) | none" in text  # its change report, made by the download task
     detail = run_json(biomaj_root, "status", "example")
     assert [p["Pending release"] for p in detail["pending"]] == ["1"] and detail["production"] == []
     assert run_json(biomaj_root, "status-ko") == []  # stopped as asked is not a failure
@@ -156,7 +157,7 @@ def test_stop_after_download_leaves_a_pending_release_that_the_next_update_finis
     assert os.readlink(bank_dir(biomaj_root) / "current") == "example_1"
     detail = run_json(biomaj_root, "status", "example")
     assert detail["pending"] == [] and [p["Release"] for p in detail["production"]] == ["1"]
-    assert len(table_headers(run(biomaj_root, "status", "example").stdout)) == 2
+    assert [h[0] for h in table_headers(run(biomaj_root, "status", "example").stdout)] == ["Name", "Session", "Release"]
 
 
 def test_remove_pending_forgets_a_stopped_update(biomaj_root):
@@ -221,7 +222,7 @@ def test_status_show_search_history_stats_after_three_updates(biomaj_root):
     assert status_row(biomaj_root)["Release"] == "2"
 
     detail_text = run(biomaj_root, "status", "example").stdout
-    assert [h[0] for h in table_headers(detail_text)] == ["Name", "Session"]  # no pending table
+    assert [h[0] for h in table_headers(detail_text)] == ["Name", "Session", "Release"]  # no pending table; changes
     detail = run_json(biomaj_root, "status", "example")
     assert detail["bank"][0]["Published release"] == "2"
     assert [(p["Release"], p["Directory"], p["Freeze"]) for p in detail["production"]] == [

@@ -44,6 +44,7 @@ MATRIX = [
     ("POST", "/api/v1/jobs/{job}/cancel", None, (401, 404, OK, OK)),
     ("GET", "/api/v1/search", None, (OK, OK, OK, OK)),
     ("GET", "/api/v1/banks/example/show", None, (HIDDEN, HIDDEN, OK, OK)),
+    ("GET", "/api/v1/banks/example/changes", None, (HIDDEN, HIDDEN, OK, OK)),
     ("GET", "/api/v1/banks/example/sessions/last/log", None, (HIDDEN, HIDDEN, OK, OK)),
     ("GET", "/api/v1/stats", None, (OK, OK, OK, OK)),
     ("GET", "/api/v1/status-ko", None, (OK, OK, OK, OK)),
