@@ -151,6 +151,33 @@ async def test_a_failed_update_keeps_its_change_report(site: Site, served):
     session = await site.session(BANK)
     assert sets(session["changes"]) == {"added": ["e.txt"], "removed": ["d.txt"], "changed": ["b.txt"]}
 
+    # a dry run now tells what the next update, resuming this one, would move: b.txt (fetched) and
+    # a.txt, c.txt (linked) are in the offline directory already; from scratch, nothing is kept nor reused
+    server.seen.clear()
+    resumed = await site.update(BANK, dry_run=True)
+    assert resumed.release == session["release"] and sets(resumed.details["changes"]) == sets(session["changes"])
+    assert resumed.details["transfer"] == {"fetch": {"count": 1, "bytes": 50}, "reuse": {"count": 0, "bytes": 0},
+                                           "present": {"count": 3, "bytes": 65}}
+    scratch = await site.update(BANK, dry_run=True, fromscratch=True)
+    assert scratch.details["transfer"] == {"fetch": {"count": 4, "bytes": 115}, "reuse": {"count": 0, "bytes": 0},
+                                           "present": {"count": 0, "bytes": 0}}
+    assert bodies(server) == []
+
+
+async def test_dry_run_of_an_update_resumed_past_its_download(site: Site, served):
+    """An update stopped after its download resumes at postprocess: its report stands, nothing moves."""
+    root, server = served
+    assert (await site.update(BANK)).ok
+    second_tree(root)
+    stopped = await site.update(BANK, stop_after="download")
+    assert stopped.ok and stopped.stopped
+    server.seen.clear()
+    dry = await site.update(BANK, dry_run=True)
+    assert dry.details["update"] is True and dry.release == stopped.release
+    assert dry.details["changes"] == (await site.session(BANK))["changes"]
+    assert dry.details["transfer"]["fetch"] == {"count": 0, "bytes": 0}
+    assert server.seen == []
+
 
 async def test_dry_run_refuses_options_of_a_resumed_run(site: Site, served):
     from biomaj.errors import BiomajError
