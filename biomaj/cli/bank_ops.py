@@ -249,11 +249,11 @@ def _dry_run_message(result: dict) -> str:
     details = result["details"]
     if not details.get("update"):
         return f"{result['bank']}: dry run: no need to update, release {result.get('release')} is current"
-    changes = details.get("changes") or {}
+    changes = details.get("changes")  # none: a run from before change reports, resumed past its download
     lines = [f"{result['bank']}: dry run: an update would make release {result.get('release')}",
-             f"  {change_report.summary(changes)}",
+             f"  {change_report.summary(changes) if changes else 'no change report (made before biomaj kept them)'}",
              f"  {change_report.transfer_summary(details.get('transfer') or {})}"]
-    lines += [f"  {line}" for line in change_report.file_lines(changes)]
+    lines += [f"  {line}" for line in change_report.file_lines(changes or {})]
     return "\n".join(lines)
 
 
