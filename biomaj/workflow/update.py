@@ -344,7 +344,8 @@ class UpdateWorkflow(Workflow):
         finds it but without linking anything; --fromscratch would empty the offline directory."""
         plan = await asyncio.to_thread(self._fetching().plan, wanted, self._production(), self._fresh(), link=False)
         if self.options.fromscratch:
-            refetched = [w for w in wanted if w.save_as in set(plan.present)]
+            present = set(plan.present)
+            refetched = [w for w in wanted if w.save_as in present]
             return changes.transfer(plan.to_fetch + refetched, plan.reused, [], wanted)
         return changes.transfer(plan.to_fetch, plan.reused, plan.present, wanted)
 

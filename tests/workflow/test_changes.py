@@ -193,7 +193,16 @@ def record(name: str, size: int | None, mtime: float | None = DAY1, **extra) -> 
     return {"name": name, "save_as": name, "size": size, "mtime": mtime, **extra}
 
 
+def wanted(name: str, size: int | None, mtime: float | None = DAY1, checksum: str | None = None):
+    from biomaj.protocols.base import RemoteConfig, RemoteEntry
+    from biomaj.workflow.remote_files import Wanted
+
+    return Wanted(RemoteConfig(protocol="http", host="127.0.0.1"), RemoteEntry(name, size, mtime), name,
+                  checksum=checksum)
+
+
 def test_compare_follows_the_one_same_file_rule(site: Site):
+    from biomaj.download.verify import file_digest
     from biomaj.workflow.bank import Bank
     from biomaj.workflow.changes import compare, previous_release
 
@@ -201,19 +210,74 @@ def test_compare_follows_the_one_same_file_rule(site: Site):
     bank = Bank.load(site.global_properties, BANK)
     bank.write_file_list(1.0, [
         record("same.txt", 10), record("minute.txt", 10, DAY1 + 7), record("sum.txt", 10, checksum="md5:aa"),
-        record("resum.txt", 10, checksum="md5:bb"), record("gone.txt", 4)])
+        record("resum.txt", 10, checksum="md5:bb"), record("gone.txt", 4), record("hashed.txt", 3),
+        record("fixed.txt", 3)])
     entry = {"release": "1", "session": 1.0, "data_dir": str(site.data), "dir_version": "suite/local",
              "prod_dir": "local_1"}
+    flat = Bank.production_dir(entry) / "flat"
+    flat.mkdir(parents=True)
+    for name in ("hashed.txt", "fixed.txt"):  # recorded without a checksum: their copies are hashed
+        (flat / name).write_bytes(b"abc")
     assert previous_release([entry, {"release": "2", "session": 2.0}], 2.0) is entry  # never its own
     assert previous_release([{"release": "2", "session": 2.0}], 2.0) is None
-    new = [record("same.txt", 10), record("minute.txt", 10, DAY1),  # a listing to the minute: the same
-           record("sum.txt", 10, DAY2, checksum="md5:aa"),  # a new date, the same checksum: the same
-           record("resum.txt", 10, checksum="md5:cc"),  # the same size and date, another checksum
-           record("new.txt", None)]
-    changes = compare(bank, new, entry, dry_run=True)
-    assert changes["files"] == {"added": ["new.txt"], "removed": ["gone.txt"], "changed": ["resum.txt"]}
-    assert changes["unchanged"] == {"count": 3, "bytes": 30} and changes["added"] == {"count": 1, "bytes": 0}
+    md5 = file_digest(flat / "hashed.txt", "md5")
+    new = [wanted("same.txt", 10), wanted("minute.txt", 10, DAY1),  # a listing to the minute: the same
+           wanted("sum.txt", 10, DAY2, "md5:aa"),  # a new date, the same checksum: the same
+           wanted("resum.txt", 10, checksum="md5:cc"),  # the same size and date, another checksum
+           wanted("hashed.txt", 3, checksum=f"md5:{md5}"),  # the copy's digest is the provider's
+           wanted("fixed.txt", 3, checksum="md5:" + "0" * 32),  # a fix under the same size and date
+           wanted("new.txt", None)]
+    digests: dict = {}
+    changes = compare(bank, new, entry, dry_run=True, digests=digests)
+    assert changes["files"] == {"added": ["new.txt"], "removed": ["gone.txt"], "changed": ["fixed.txt", "resum.txt"]}
+    assert changes["unchanged"] == {"count": 4, "bytes": 33} and changes["added"] == {"count": 1, "bytes": 0}
     assert changes["dry_run"] is True and "previous_files_unknown" not in changes
+    assert digests == {(str(flat / "hashed.txt"), "md5"): md5, (str(flat / "fixed.txt"), "md5"): md5}  # once
 
     gone = compare(bank, new, {**entry, "session": 9.0})  # that release's file list is gone
-    assert gone["previous_files_unknown"] is True and gone["added"]["count"] == 5 and gone["against"] == "1"
+    assert gone["previous_files_unknown"] is True and gone["added"]["count"] == 7 and gone["against"] == "1"
+
+
+async def test_dry_run_with_checksum_manifests_finds_a_fix_under_the_same_release(site: Site, tmp_path: Path):
+    """b.txt fixed upstream under the same size, date and release: the provider's SHA256SUMS tells
+    it. The dry run reads the manifest (a wanted file too) without writing it in the offline
+    directory, fetches no data file, and reports what the update then does."""
+    import hashlib
+
+    root = tmp_path / "www"
+    first_tree(root)
+
+    def sums() -> None:
+        lines = "".join(f"{hashlib.sha256((root / n).read_bytes()).hexdigest()}  {n}\n" for n in sorted(FIRST))
+        write(root, "SHA256SUMS", lines.encode(), DAY1)
+
+    sums()
+    server = await http_server.start(root, Faults(), protocol="http", style="apache24")
+    try:
+        site.add_bank(BANK, protocol="http", server=f"127.0.0.1:{server.config.port}", remote__dir="/",
+                      remote__files=r"^([a-e]\.txt|SHA256SUMS)$", local__files=r"^([a-e]\.txt|SHA256SUMS)$",
+                      remote__checksums="SHA256SUMS")
+        first = await site.update(BANK)
+        assert first.ok and first.updated, first.error
+        write(root, "b.txt", b"X" * 20, DAY1)  # same size, same date
+        sums()
+        offline = site.data / "offline" / "suite" / "local_tmp"
+        offline_before = sorted(p.name for p in offline.iterdir()) if offline.exists() else []
+        server.seen.clear()
+
+        dry = await site.update(BANK, dry_run=True)
+
+        assert dry.ok and dry.details["update"] is True, dry.error
+        assert dry.release == f"{first.release}__1"
+        assert bodies(server) == ["SHA256SUMS"]  # the manifest only
+        assert (sorted(p.name for p in offline.iterdir()) if offline.exists() else []) == offline_before
+        # the manifest has no checksum of its own: same size and date, it counts as unchanged
+        assert sets(dry.details["changes"]) == {"added": [], "removed": [], "changed": ["b.txt"]}
+        assert dry.details["transfer"]["fetch"] == {"count": 1, "bytes": 20}
+
+        real = await site.update(BANK)
+        assert real.ok and real.updated and real.release == dry.release, real.error
+        assert bodies(server) == ["SHA256SUMS", "b.txt"]
+        assert sets((await site.session(BANK))["changes"]) == sets(dry.details["changes"])
+    finally:
+        await server.close()
