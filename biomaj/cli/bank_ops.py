@@ -76,6 +76,8 @@ class _Follow:
                       f"{_bytes(progress.get('rate', 0))}/s")
             if progress.get("files_failed"):
                 counts += f", {progress['files_failed']} failed"
+                if "failures_allowed" in progress:  # download.max_failures
+                    counts += f" ({progress['failures_allowed']} allowed)"
             if progress.get("limit"):  # bandwidth limits in force: {"node": "10 MiB/s", "bank": ...}
                 counts += ", limit " + ", ".join(f"{v} ({k})" for k, v in progress["limit"].items())
             if self.tty:

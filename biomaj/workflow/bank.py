@@ -28,11 +28,11 @@ EventSink = Callable[[JobEvent], Awaitable[None]]
 class WorkDispatcher(Protocol):
     """What a workflow needs from the dispatcher of its work messages (the manager passes a
     :class:`biomaj.runtime.dispatch.Downloads`): publish every request, give each result to
-    ``on_result`` as it comes, return them all; once ``cancelled`` is set, every request still
-    gets a (failed) result."""
+    ``on_result`` as it comes, return them all; once ``cancelled`` (the job's cancel) or ``stop``
+    (these requests only, the job goes on) is set, every request still gets a (failed) result."""
 
     async def run_all(self, requests: Sequence[Message], on_result: Callable[[Any], Awaitable[None]],
-                      cancelled: asyncio.Event) -> list[Any]: ...
+                      cancelled: asyncio.Event, stop: asyncio.Event | None = None) -> list[Any]: ...
 
 
 class NotAuthorized(BiomajError):
