@@ -374,15 +374,20 @@ def _quick(obj: CliContext, operation: str, bank: str, *args: Any, method: str =
 
 async def _direct(obj: CliContext, operation, bank: str, *args: Any) -> Outcome:
     from biomaj.auth.identity import admins_of, current_user
+    from biomaj.node.build import webhooks_of
     from biomaj.storage import open_store
     from biomaj.workflow.bank import RunContext
 
     cfg = obj.config()
     store = open_store(cfg.storage_url, cfg.root)
-    async with store:
-        run = RunContext(store=store, global_properties=cfg.global_properties, job_id=f"cli-{time.time():.0f}",
-                         user=current_user(), admins=admins_of(cfg))
-        return await operation(run, bank, *args)
+    webhooks = webhooks_of(cfg)  # `ctl publish` sends release.published
+    try:
+        async with store:
+            run = RunContext(store=store, global_properties=cfg.global_properties, job_id=f"cli-{time.time():.0f}",
+                             user=current_user(), admins=admins_of(cfg), webhooks=webhooks)
+            return await operation(run, bank, *args)
+    finally:
+        await webhooks.close()
 
 
 def _print(obj: CliContext, outcome: Outcome, text: str) -> None:
