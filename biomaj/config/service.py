@@ -21,8 +21,6 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 
 from biomaj.config.rates import Schedule
 from biomaj.errors import ConfigError
-from biomaj.notify.webhooks import EVENTS as WEBHOOK_EVENTS
-from biomaj.notify.webhooks import Hook, check_url, host_allowed
 
 #: Sections that a BioMAJ 3 micro-service config.yml carries and that biomaj does not need
 #: (Consul, Zipkin, the Flask web apps ...): accepted and ignored, with a warning.
@@ -318,7 +316,12 @@ class LoggingSettings(_Section):
     )
 
 
-WebhookEvent = Literal[WEBHOOK_EVENTS]  # type: ignore[valid-type]
+def _webhooks():
+    """biomaj.notify.webhooks, imported only by a config.yml that declares webhooks (every
+    ``biomaj ctl`` command reads config.yml; few of them send anything)."""
+    from biomaj.notify import webhooks
+
+    return webhooks
 
 
 class WebhookSettings(_Section):
@@ -327,8 +330,8 @@ class WebhookSettings(_Section):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
                       description="Its name, in logs and in a bank's notify.webhooks.")
     url: str = Field(description="http:// or https:// URL the events are POSTed to.")
-    events: list[WebhookEvent] = Field(
-        default_factory=lambda: list(WEBHOOK_EVENTS), min_length=1,
+    events: list[str] = Field(
+        default_factory=lambda: list(_webhooks().EVENTS), min_length=1,
         description="Events sent: update.started, release.published, update.failed, release.removed.",
     )
     secret: SecretStr | None = Field(None, description="The key of the HMAC-SHA256 signature. Never logged.")
@@ -342,7 +345,16 @@ class WebhookSettings(_Section):
     @field_validator("url")
     @classmethod
     def _http_only(cls, value: str) -> str:
-        return check_url(value)
+        return _webhooks().check_url(value)
+
+    @field_validator("events")
+    @classmethod
+    def _known_events(cls, value: list[str]) -> list[str]:
+        known = _webhooks().EVENTS
+        for event in value:
+            if event not in known:
+                raise ValueError(f"unknown event {event!r}; expected some of {', '.join(known)}")
+        return value
 
     @model_validator(mode="after")
     def _one_secret(self) -> WebhookSettings:
@@ -378,7 +390,7 @@ class NotifySettings(_Section):
     @classmethod
     def _proxy_url(cls, value: str) -> str:
         if value:
-            check_url(value)
+            _webhooks().check_url(value)
         return value
 
     @model_validator(mode="after")
@@ -388,8 +400,8 @@ class NotifySettings(_Section):
             if hook.name in seen:
                 raise ValueError(f"two webhooks are named {hook.name}: names must be unique")
             seen.add(hook.name)
-            host = Hook(hook.name, hook.url, b"").host
-            if not host_allowed(host, self.webhook_allow):
+            host = urlsplit(hook.url).hostname or ""
+            if not _webhooks().host_allowed(host, self.webhook_allow):
                 raise ValueError(f"webhook {hook.name}: host {host} is not in notify.webhook_allow")
         return self
 

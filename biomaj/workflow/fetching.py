@@ -93,8 +93,7 @@ class Fetching:
         self.downloaded = present + [w.save_as for w in to_fetch if outcomes[w.save_as].ok]
         # what publish checks: a release with a missing file is never published (publishing.publish)
         self.session["missing"] = {"count": len(missing), "files": missing[:MISSING_KEPT]} if missing else None
-        if progress.stop.is_set():
-            assert budget is not None
+        if budget is not None and progress.stop.is_set():
             raise TaskFailed(budget.exceeded(progress.failures(), len(missing)))
         if missing:
             failed = [outcomes[name] for name in missing]

@@ -31,6 +31,7 @@ from biomaj.node.build import webhooks_of
 from biomaj.notify.webhooks import EVENTS, Hook, Webhooks, payload
 from biomaj.workflow import runner
 from tests.conftest import free_port
+from tests.workflow.harness import run_cli
 
 SECRET = "whsec-Never-Logged-7f3a9c"
 BANK = "local"
@@ -262,7 +263,7 @@ def test_a_url_other_than_http_is_refused_when_config_yml_is_loaded(tmp_path, ur
     (notify_config({"name": "x", "url": "https://evil.example.net/", "secret": SECRET}, webhook_allow=["*.example.org"]),
      "webhook x: host evil.example.net is not in notify.webhook_allow"),
     (notify_config({"name": "x", "url": "https://a.example.org/", "secret": SECRET, "events": ["release.deleted"]}),
-     "notify.webhooks.0.events.0"),
+     "notify.webhooks.0.events: value error, unknown event 'release.deleted'"),
     (notify_config({"name": "x", "url": "https://a.example.org/", "secret": 123456789}), "notify.webhooks.0.secret"),
 ])
 def test_bad_webhooks_are_refused_without_showing_their_secret(notify, words):
@@ -348,18 +349,6 @@ def configure(root: Path, *hooks: dict, **notify) -> None:
     config["notify"].update(webhooks=list(hooks), **notify)
     config["logging"].update(file="log/biomaj.log", level="DEBUG")
     path.write_text(yaml.safe_dump(config))
-
-
-async def run_cli(command: list[str], env: dict[str, str], timeout: float = 120.0) -> tuple[int, str, str]:
-    process = await asyncio.create_subprocess_exec(*command, stdout=asyncio.subprocess.PIPE,
-                                                   stderr=asyncio.subprocess.PIPE, env={**os.environ, **env})
-    try:
-        out, err = await asyncio.wait_for(process.communicate(), timeout)
-    except TimeoutError:
-        process.kill()
-        await process.wait()
-        pytest.fail(f"{' '.join(command)} did not finish in {timeout}s")
-    return process.returncode, out.decode(), err.decode()
 
 
 def files_holding(root: Path, text: str) -> list[Path]:

@@ -9,7 +9,6 @@ The servers are tests/servers' real HTTP and FTP servers; their ``not_found`` fa
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import re
@@ -24,7 +23,7 @@ from biomaj.workflow import runner
 from biomaj.workflow.update import UpdateOptions
 from tests.servers import ftp_server, http_server
 from tests.servers.faults import Faults
-from tests.workflow.harness import Site
+from tests.workflow.harness import Site, run_cli, write_bank
 
 BANK = "local"
 
@@ -197,7 +196,8 @@ async def test_ctl_update_on_a_broken_mirror_fails_the_job_without_cancelling_it
         config = server.config
         write_bank(biomaj_root, "broken", protocol="ftp", server=f"127.0.0.1:{config.port}",
                    server__credentials=f"{config.user}:{config.password}", remote__dir="/",
-                   remote__files=r"^f\d+\.txt$", local__files=r"^f\d+\.txt$", download__max_failures="2%%")
+                   remote__files=r"^f\d+\.txt$", local__files=r"^f\d+\.txt$", download__max_failures="2%%",
+                   auto_publish="1")
         code, out, err = await run_cli([*biomaj_cmd, "-c", str(biomaj_root / "config.yml"), "ctl", "--json",
                                         "update", "broken"])
     finally:
@@ -211,23 +211,3 @@ async def test_ctl_update_on_a_broken_mirror_fails_the_job_without_cancelling_it
     assert sum(faults.transfers.values()) < len(names) // 5
     assert not (biomaj_root / "data" / "broken" / "current").exists()
 
-
-def write_bank(root: Path, name: str, **values: str) -> None:
-    """A bank file in the conf/ of a `biomaj init` root."""
-    lines = ["[GENERAL]", f"db.fullname={name} failure budget test", f"db.name={name}", "db.type=nucleic",
-             f"dir.version={name}", f"offline.dir.name=offline/{name}_tmp", "auto_publish=1"]
-    lines += [f"{key.replace('__', '.')}={value}" for key, value in values.items()]
-    (root / "conf" / f"{name}.properties").write_text("\n".join(lines) + "\n")
-
-
-async def run_cli(command: list[str], timeout: float = 120.0) -> tuple[int, str, str]:
-    """Run a biomaj command as a user would, the test servers running meanwhile."""
-    process = await asyncio.create_subprocess_exec(*command, stdout=asyncio.subprocess.PIPE,
-                                                   stderr=asyncio.subprocess.PIPE)
-    try:
-        out, err = await asyncio.wait_for(process.communicate(), timeout)
-    except TimeoutError:
-        process.kill()
-        await process.wait()
-        pytest.fail(f"{' '.join(command)} did not finish in {timeout}s")
-    return process.returncode, out.decode(), err.decode()
