@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import secrets
 import socket
 from pathlib import Path
@@ -337,7 +338,8 @@ class WebhookSettings(_Section):
     secret: SecretStr | None = Field(None, description="The key of the HMAC-SHA256 signature. Never logged.")
     secret_env: str | None = Field(
         None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
-        description="Or: the environment variable holding the secret (read when biomaj starts).",
+        description="Or: the environment variable holding the secret (read when biomaj starts); its name must say it "
+        "is a secret (SECRET, TOKEN, PASSWORD or CREDENTIAL in it), as processes never inherit such variables.",
     )
     timeout: float = Field(10.0, gt=0, le=300, description="Seconds one try may take.")
     all_banks: bool = Field(True, description="Every bank's events; false: only those of the banks naming it in notify.webhooks.")
@@ -346,6 +348,16 @@ class WebhookSettings(_Section):
     @classmethod
     def _http_only(cls, value: str) -> str:
         return _webhooks().check_url(value)
+
+    @field_validator("secret_env")
+    @classmethod
+    def _named_as_a_secret(cls, value: str | None) -> str | None:
+        # the pre/post processes get the node's environment without the variables named so
+        # (process/environment.py): a secret in HOOK_KEY would reach them
+        if value is not None and not re.search(r"secret|token|passw|credential", value, re.IGNORECASE):
+            raise ValueError(f"{value}: name a variable with SECRET, TOKEN, PASSWORD or CREDENTIAL in it (e.g. "
+                             f"{value}_SECRET): processes never inherit those, they would inherit this one")
+        return value
 
     @field_validator("events")
     @classmethod
@@ -652,12 +664,13 @@ def _describe(exc: ValidationError) -> str:
     for err in exc.errors():
         key = ".".join(str(p) for p in err["loc"]) or "(top level)"
         value = err.get("input")
+        message = err["msg"][:1].lower() + err["msg"][1:]  # names and values in it keep their case
         if err["type"] == "extra_forbidden":
             parts.append(f"{key}: unknown key")
         elif isinstance(value, (dict, list)) or (err["loc"] and str(err["loc"][-1]) in _UNSHOWN):
-            parts.append(f"{key}: {err['msg'][:1].lower()}{err['msg'][1:]}")
+            parts.append(f"{key}: {message}")
         else:
-            parts.append(f"{key}: {err['msg'].lower()}, got {value!r}")
+            parts.append(f"{key}: {message}, got {value!r}")
     return "; ".join(parts)
 
 

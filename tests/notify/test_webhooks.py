@@ -256,7 +256,7 @@ def test_a_url_other_than_http_is_refused_when_config_yml_is_loaded(tmp_path, ur
 
 @pytest.mark.parametrize("notify, words", [
     (notify_config({"name": "x", "url": "https://a.example.org/"}), "set either secret or secret_env"),
-    (notify_config({"name": "x", "url": "https://a.example.org/", "secret": SECRET, "secret_env": "X"}),
+    (notify_config({"name": "x", "url": "https://a.example.org/", "secret": SECRET, "secret_env": "X_SECRET"}),
      "set either secret or secret_env"),
     (notify_config({"name": "x", "url": "https://a.example.org/", "secret": SECRET},
                    {"name": "x", "url": "https://b.example.org/", "secret": SECRET}), "two webhooks are named x"),
@@ -265,6 +265,8 @@ def test_a_url_other_than_http_is_refused_when_config_yml_is_loaded(tmp_path, ur
     (notify_config({"name": "x", "url": "https://a.example.org/", "secret": SECRET, "events": ["release.deleted"]}),
      "notify.webhooks.0.events: value error, unknown event 'release.deleted'"),
     (notify_config({"name": "x", "url": "https://a.example.org/", "secret": 123456789}), "notify.webhooks.0.secret"),
+    (notify_config({"name": "x", "url": "https://a.example.org/", "secret_env": "HOOK_KEY"}),
+     "HOOK_KEY: name a variable with SECRET, TOKEN, PASSWORD or CREDENTIAL in it"),
 ])
 def test_bad_webhooks_are_refused_without_showing_their_secret(notify, words):
     with pytest.raises(ConfigError) as refused:
