@@ -108,9 +108,15 @@ class DownloaderActor(Actor):
         return limit
 
     def _cancel_job(self, job_id: str) -> None:
-        """A wake-up: the job's transfers in flight stop at once."""
+        """A wake-up: the transfers in flight of the job (or of the round of requests that
+        ``job_id`` names, :attr:`DownloadRequest.group`) stop at once."""
         for task in list(self._jobs.get(job_id, ())):
             task.cancel()
+
+    async def _dropped(self, request: DownloadRequest) -> bool:
+        """The request's job was cancelled, or its round stopped (a failure budget spent)."""
+        return (await self.cancels.is_cancelled(request.job_id)
+                or bool(request.group) and await self.cancels.is_cancelled(request.group))
 
     async def handle(self, delivery: Delivery) -> None:
         request = delivery.message
@@ -118,11 +124,13 @@ class DownloaderActor(Actor):
             await delivery.nack(requeue=False, reason=f"downloader cannot handle {request.TYPE}")
             return
         batch = _BatchReport(self, request)
-        if await self.cancels.is_cancelled(request.job_id):
+        if await self._dropped(request):
             await batch.finish(missing="cancelled")
             return
         task = asyncio.create_task(self._fetch_batch(request, batch), name=f"fetch-{request.id}")
-        self._jobs.setdefault(request.job_id, set()).add(task)
+        keys = [key for key in (request.job_id, request.group) if key]
+        for key in keys:
+            self._jobs.setdefault(key, set()).add(task)
         try:
             await asyncio.shield(task)
         except asyncio.CancelledError:
@@ -131,11 +139,12 @@ class DownloaderActor(Actor):
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
                 raise
-            # the job was cancelled: the files without an outcome are answered "cancelled"
+            # the job was cancelled (or its round stopped): the files without an outcome are answered "cancelled"
         finally:
-            self._jobs.get(request.job_id, set()).discard(task)
-            if not self._jobs.get(request.job_id):
-                self._jobs.pop(request.job_id, None)
+            for key in keys:
+                self._jobs.get(key, set()).discard(task)
+                if not self._jobs.get(key):
+                    self._jobs.pop(key, None)
         await batch.finish(missing="cancelled")
 
     async def _fetch_batch(self, request: DownloadRequest, batch: _BatchReport) -> None:
@@ -233,7 +242,8 @@ def _outcome(spec: FileSpec, result: FetchResult | BaseException, started: float
 class _BatchReport:
     """The outcomes of one batch, sent to the manager PROGRESS_INTERVAL seconds after the
     previous send while the batch runs (so that the progress moves file by file to the eye, and
-    a batch of quick files costs one message), the rest in the final result."""
+    a batch of quick files costs one message), a failure at once (a bank's failure budget stops
+    its download as soon as it is spent), the rest in the final result."""
 
     def __init__(self, actor: DownloaderActor, request: DownloadRequest):
         self.actor = actor
@@ -242,16 +252,23 @@ class _BatchReport:
         self.answered: set[str] = set()
         self.last = time.monotonic()
         self._later: asyncio.Task | None = None
+        self._urgent = asyncio.Event()  # a failure: sent without waiting for the interval
         self._sending = asyncio.Lock()  # a partial send and the final one never cross
 
     async def add(self, outcome: FileOutcome) -> None:
         self.unsent.append(outcome)
         self.answered.add(outcome.save_as)
-        if self._later is None and len(self.answered) < len(self.request.files):  # else: final is next
+        if len(self.answered) >= len(self.request.files):
+            return  # the final result is next
+        if not outcome.ok and outcome.error != "cancelled":
+            self._urgent.set()  # the manager counts failures against the bank's failure budget
+        if self._later is None:
             self._later = asyncio.create_task(self._send_later(), name=f"report-{self.request.id}")
 
     async def _send_later(self) -> None:
-        await asyncio.sleep(max(0.0, self.last + PROGRESS_INTERVAL - time.monotonic()))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._urgent.wait(), max(0.0, self.last + PROGRESS_INTERVAL - time.monotonic()))
+        self._urgent.clear()
         self._later = None
         try:
             # shielded: finish() cancels a waiting send, never one under way (its outcomes would be lost)

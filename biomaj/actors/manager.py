@@ -30,6 +30,7 @@ from biomaj.download.engine import ClientPool
 from biomaj.download.limits import LISTING_SHARE, HostBudget
 from biomaj.errors import BiomajError
 from biomaj.jobs import KINDS
+from biomaj.notify.webhooks import Webhooks
 from biomaj.runtime.actor import Actor, ActorSettings
 from biomaj.runtime.cancels import JobCancels
 from biomaj.runtime.lease import LEASE_TTL, BankLease, holder_of
@@ -68,9 +69,10 @@ class ManagerActor(Actor):
 
     def __init__(self, bus: Bus, settings: ManagerSettings | None = None, *, store: Store, state: State | None,
                  global_properties: Path, admins: frozenset[str] = frozenset(), processes: Any = None,
-                 budget: HostBudget | None = None, hooks=()):
+                 budget: HostBudget | None = None, hooks=(), webhooks: Webhooks | None = None):
         """``budget``: the node's host budget (node/build.py), shared with its downloaders; the
-        workflows list remote folders and read release files with ``LISTING_SHARE`` of it."""
+        workflows list remote folders and read release files with ``LISTING_SHARE`` of it.
+        ``webhooks``: the node's (config.yml notify.webhooks), which the workflows send events to."""
         super().__init__(bus, settings, hooks=hooks)
         self.store = store
         self.state = state
@@ -85,6 +87,7 @@ class ManagerActor(Actor):
         self._bank_locks: dict[str, asyncio.Lock] = {}
         self._running: dict[str, RunContext] = {}
         self.listing = ClientPool(budget if budget is not None else HostBudget(), share=LISTING_SHARE)
+        self.webhooks = webhooks
 
     async def start(self) -> None:
         await self.downloads.start()
@@ -185,6 +188,7 @@ class ManagerActor(Actor):
             admins=self.admins | ({job["user"]} if job.get("admin") and job.get("user") else set()),
             downloads=self.downloads, processes=self.processes, emit=self._emit, kind=job["kind"],
             lease_held=self.state is not None, bandwidth=self.settings.bandwidth, listing=self.listing,
+            webhooks=self.webhooks,
         )
         self._running[job["id"]] = run
         watcher = asyncio.create_task(self._watch_cancel(run))

@@ -259,7 +259,8 @@ class JobRequest(Message):
 
 @message
 class CancelJob(Message):
-    """Ask every node to stop a job; broadcast on :data:`names.CANCEL_TOPIC`."""
+    """Ask every node to stop a job, or a round of its download requests (``job_id`` is then the
+    round's :attr:`DownloadRequest.group`); broadcast on :data:`names.CANCEL_TOPIC`."""
 
     TYPE = "job.cancel"
 
@@ -330,6 +331,7 @@ class FileOutcome:
     retryable: bool = False
     elapsed: float = 0.0
     got_checksum: str | None = None  # "algo:hex" the file had when it did not match FileSpec.checksum
+    dead_letter: bool = False  # its message was given up on (it crashed the workers that took it): never retried
 
     def to_dict(self) -> dict[str, Any]:
         return {name: value for name, default in _FILE_OUTCOME_DEFAULTS.items()
@@ -407,6 +409,9 @@ class DownloadRequest(Message):
     split_min_size: int | None = None  # download.split.min_size in bytes (None: the downloader's default)
     split_max: int | None = None  # download.split.max (None: the downloader's default)
     bandwidth: str | None = None  # download.bandwidth: the bank's limit on each downloader
+    #: The round of requests this one belongs to, when its sender may stop the round without
+    #: cancelling the job (a failure budget spent): a cancel of this key stops it as a job cancel does.
+    group: str = ""
 
     def __post_init__(self) -> None:
         super().__post_init__()

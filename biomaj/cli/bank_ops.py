@@ -76,6 +76,8 @@ class _Follow:
                       f"{_bytes(progress.get('rate', 0))}/s")
             if progress.get("files_failed"):
                 counts += f", {progress['files_failed']} failed"
+                if "failures_allowed" in progress:  # download.max_failures
+                    counts += f" ({progress['failures_allowed']} allowed)"
             if progress.get("limit"):  # bandwidth limits in force: {"node": "10 MiB/s", "bank": ...}
                 counts += ", limit " + ", ".join(f"{v} ({k})" for k, v in progress["limit"].items())
             if self.tty:
@@ -390,15 +392,20 @@ def _quick(obj: CliContext, operation: str, bank: str, *args: Any, method: str =
 
 async def _direct(obj: CliContext, operation, bank: str, *args: Any) -> Outcome:
     from biomaj.auth.identity import admins_of, current_user
+    from biomaj.node.build import webhooks_of
     from biomaj.storage import open_store
     from biomaj.workflow.bank import RunContext
 
     cfg = obj.config()
     store = open_store(cfg.storage_url, cfg.root)
-    async with store:
-        run = RunContext(store=store, global_properties=cfg.global_properties, job_id=f"cli-{time.time():.0f}",
-                         user=current_user(), admins=admins_of(cfg))
-        return await operation(run, bank, *args)
+    webhooks = webhooks_of(cfg)  # `ctl publish` sends release.published
+    try:
+        async with store:
+            run = RunContext(store=store, global_properties=cfg.global_properties, job_id=f"cli-{time.time():.0f}",
+                             user=current_user(), admins=admins_of(cfg), webhooks=webhooks)
+            return await operation(run, bank, *args)
+    finally:
+        await webhooks.close()
 
 
 def _print(obj: CliContext, outcome: Outcome, text: str) -> None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Iterable, Literal
 
 from biomaj.config.properties import BankProperties, to_bool
-from biomaj.config.rates import Schedule, parse_size
+from biomaj.config.rates import Allowance, Schedule, parse_size
 from biomaj.config.settings import PROPERTIES, find_setting
 from biomaj.errors import ConfigError
 
@@ -265,9 +265,10 @@ def _check_values(c: _Checker) -> None:
                 c.props.get_int(key)
             except ConfigError as exc:
                 c.error(key, str(exc))
-        elif setting.kind in ("size", "rate"):
+        elif setting.kind in ("size", "rate", "allowance"):
+            parse = {"size": parse_size, "rate": Schedule.parse, "allowance": Allowance.parse}[setting.kind]
             try:
-                parse_size(value, what=key) if setting.kind == "size" else Schedule.parse(value, what=key)
+                parse(value, what=key)
             except ConfigError as exc:
                 c.error(key, str(exc))
         elif setting.kind == "regex":

@@ -1,5 +1,5 @@
-"""Sizes, rates and rate timetables as people write them: ``64M``, ``1.5G``, ``512K`` (binary
-units, rclone's words), ``08:00,2M 20:00,off``."""
+"""Sizes, rates, rate timetables and allowances as people write them: ``64M``, ``1.5G``, ``512K``
+(binary units, rclone's words), ``08:00,2M 20:00,off``, ``10`` or ``5%``."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from biomaj.errors import ConfigError
 
-__all__ = ["Schedule", "format_rate", "parse_rate", "parse_size"]
+__all__ = ["Allowance", "Schedule", "format_rate", "parse_rate", "parse_size"]
 
 _UNITS = {"b": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
 _ENTRY = re.compile(r"^(\d{1,2}):(\d{2}),(.+)$")
@@ -80,3 +80,34 @@ class Schedule:
         if len(self.entries) == 1 and self.entries[0][0] == 0:
             return format_rate(self.entries[0][1])
         return " ".join(f"{m // 60:02d}:{m % 60:02d},{format_rate(r)}" for m, r in self.entries)
+
+
+_ALLOWANCE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(%)?\s*$")
+
+
+@dataclass(frozen=True)
+class Allowance:
+    """A limit written as a count (``10``) or a percentage (``5%``) of some total."""
+
+    text: str
+    count: int | None = None
+    percent: float | None = None
+
+    @classmethod
+    def parse(cls, text: str, *, what: str) -> Allowance:
+        """``10`` or ``5%`` (``0.5%`` too); ConfigError naming ``what`` otherwise."""
+        found = _ALLOWANCE.match(text)
+        if not found or (not found[2] and "." in found[1]):
+            raise ConfigError(f"{what}={text!r}: expected a count (e.g. 10) or a percentage (e.g. 5%)")
+        if found[2]:
+            percent = float(found[1])
+            if percent > 100:
+                raise ConfigError(f"{what}={text!r}: a percentage is at most 100%")
+            return cls(text.strip(), percent=percent)
+        return cls(text.strip(), count=int(found[1]))
+
+    def of(self, total: int) -> int:
+        """The limit for ``total`` items (a percentage rounded down: 5% of 10 files is 0)."""
+        if self.count is not None:
+            return self.count
+        return int(total * (self.percent or 0.0) / 100)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import secrets
 import socket
 from pathlib import Path
@@ -316,6 +317,107 @@ class LoggingSettings(_Section):
     )
 
 
+def _webhooks():
+    """biomaj.notify.webhooks, imported only by a config.yml that declares webhooks (every
+    ``biomaj ctl`` command reads config.yml; few of them send anything)."""
+    from biomaj.notify import webhooks
+
+    return webhooks
+
+
+class WebhookSettings(_Section):
+    """One webhook: where to POST which events, signed with its secret (docs/notifications.md)."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
+                      description="Its name, in logs and in a bank's notify.webhooks.")
+    url: str = Field(description="http:// or https:// URL the events are POSTed to.")
+    events: list[str] = Field(
+        default_factory=lambda: list(_webhooks().EVENTS), min_length=1,
+        description="Events sent: update.started, release.published, update.failed, release.removed.",
+    )
+    secret: SecretStr | None = Field(None, description="The key of the HMAC-SHA256 signature. Never logged.")
+    secret_env: str | None = Field(
+        None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="Or: the environment variable holding the secret (read when biomaj starts); its name must say it "
+        "is a secret (SECRET, TOKEN, PASSWORD or CREDENTIAL in it), as processes never inherit such variables.",
+    )
+    timeout: float = Field(10.0, gt=0, le=300, description="Seconds one try may take.")
+    all_banks: bool = Field(True, description="Every bank's events; false: only those of the banks naming it in notify.webhooks.")
+
+    @field_validator("url")
+    @classmethod
+    def _http_only(cls, value: str) -> str:
+        return _webhooks().check_url(value)
+
+    @field_validator("secret_env")
+    @classmethod
+    def _named_as_a_secret(cls, value: str | None) -> str | None:
+        # the pre/post processes get the node's environment without the variables named so
+        # (process/environment.py): a secret in HOOK_KEY would reach them
+        if value is not None and not re.search(r"secret|token|passw|credential", value, re.IGNORECASE):
+            raise ValueError(f"{value}: name a variable with SECRET, TOKEN, PASSWORD or CREDENTIAL in it (e.g. "
+                             f"{value}_SECRET): processes never inherit those, they would inherit this one")
+        return value
+
+    @field_validator("events")
+    @classmethod
+    def _known_events(cls, value: list[str]) -> list[str]:
+        known = _webhooks().EVENTS
+        for event in value:
+            if event not in known:
+                raise ValueError(f"unknown event {event!r}; expected some of {', '.join(known)}")
+        return value
+
+    @model_validator(mode="after")
+    def _one_secret(self) -> WebhookSettings:
+        if (self.secret is None) == (self.secret_env is None):
+            raise ValueError(f"webhook {self.name}: set either secret or secret_env (the name of an environment "
+                             "variable holding it): every delivery is signed")
+        return self
+
+
+class NotifySettings(_Section):
+    """Notifications besides mail (mail.* stays in the properties files): signed webhooks, see docs/notifications.md."""
+
+    webhooks: list[WebhookSettings] = Field(
+        default_factory=list,
+        description="Webhooks, each {name, url, events, secret or secret_env, timeout, all_banks}: a JSON POST per event, "
+        "signed (X-Biomaj-Signature: sha256=HMAC of the body); see docs/notifications.md.",
+    )
+    webhook_allow: list[str] = Field(
+        default_factory=list,
+        description="Hosts webhooks may be sent to (hooks.example.org, or *.example.org for its sub-domains); a URL "
+        "elsewhere is refused when config.yml is loaded; []: any host.",
+    )
+    webhook_proxy: str = Field("", description="http(s) proxy every webhook delivery goes through (an egress proxy that restricts targets); empty: none.")
+    webhook_retry_delays: list[Annotated[float, Field(ge=0, le=600)]] = Field(
+        default_factory=lambda: [1.0, 4.0], max_length=10,
+        description="Seconds between two tries of a delivery that failed (connection error, timeout, HTTP 408, 429, 5xx): one more try per entry.",
+    )
+    webhook_exit_wait: float = Field(
+        10.0, ge=0, description="Seconds a stopping biomaj (the end of `ctl update`, a `serve` node's stop) waits for the deliveries still under way.",
+    )
+
+    @field_validator("webhook_proxy")
+    @classmethod
+    def _proxy_url(cls, value: str) -> str:
+        if value:
+            _webhooks().check_url(value)
+        return value
+
+    @model_validator(mode="after")
+    def _names_and_hosts(self) -> NotifySettings:
+        seen: set[str] = set()
+        for hook in self.webhooks:
+            if hook.name in seen:
+                raise ValueError(f"two webhooks are named {hook.name}: names must be unique")
+            seen.add(hook.name)
+            host = urlsplit(hook.url).hostname or ""
+            if not _webhooks().host_allowed(host, self.webhook_allow):
+                raise ValueError(f"webhook {hook.name}: host {host} is not in notify.webhook_allow")
+        return self
+
+
 _NODE_SUFFIX = secrets.token_hex(3)  # drawn once per process
 
 
@@ -348,6 +450,7 @@ class ServiceConfig(_Section):
     limits: LimitsSettings = Field(default_factory=LimitsSettings, description=LimitsSettings.__doc__)
     scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings, description=SchedulerSettings.__doc__)
     logging: LoggingSettings = Field(default_factory=LoggingSettings, description=LoggingSettings.__doc__)
+    notify: NotifySettings = Field(default_factory=NotifySettings, description=NotifySettings.__doc__)
 
 
 class Config:
@@ -550,15 +653,24 @@ def config_from_mapping(raw: dict[str, Any], path: Path | None, environ: Mapping
     return Config(settings, path, warnings)
 
 
+#: Keys whose value an error message never repeats (a secret, a URL whose path may be one).
+_UNSHOWN = ("secret", "password", "bind_password", "url", "webhook_proxy")
+
+
 def _describe(exc: ValidationError) -> str:
-    """One line per problem: the dotted key, what is expected, what was found."""
+    """One line per problem: the dotted key, what is expected, what was found (not for a secret,
+    nor a whole section, which may hold one)."""
     parts = []
     for err in exc.errors():
         key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        value = err.get("input")
+        message = err["msg"][:1].lower() + err["msg"][1:]  # names and values in it keep their case
         if err["type"] == "extra_forbidden":
             parts.append(f"{key}: unknown key")
+        elif isinstance(value, (dict, list)) or (err["loc"] and str(err["loc"][-1]) in _UNSHOWN):
+            parts.append(f"{key}: {message}")
         else:
-            parts.append(f"{key}: {err['msg'].lower()}, got {err.get('input')!r}")
+            parts.append(f"{key}: {message}, got {value!r}")
     return "; ".join(parts)
 
 

@@ -12,8 +12,9 @@ Names in angle brackets are placeholders for families of keys (``<proc>.exe`` ma
 * ``comma-list`` (comma-separated) and ``space-list`` (whitespace-separated; every BioMAJ 3
   key of this kind holds regular expressions);
 * ``enum(a, b, ...)``: one of the listed values;
-* ``size`` (``64M``, binary units) and ``rate`` (``10M`` per second, ``off``, or a timetable such
-  as ``08:00,2M 20:00,off``): see :mod:`biomaj.config.rates`.
+* ``size`` (``64M``, binary units), ``rate`` (``10M`` per second, ``off``, or a timetable such
+  as ``08:00,2M 20:00,off``) and ``allowance`` (a count ``10`` or a percentage ``5%``): see
+  :mod:`biomaj.config.rates`.
 """
 
 from __future__ import annotations
@@ -203,6 +204,7 @@ REMOTE = (
     _b("remote.checksums", None, "regex", "Regexp matched against the whole name of each file listed beside the wanted files (`md5checksums.txt`, `CHECKSUMS`, `SHA256SUMS`, `.*\\.md5`): those checksum manifests are fetched first, and each file they name is checked as it streams in and fetched again once on a mismatch, then the update fails (not with direct protocols or multi; docs/checksums.md; an addition of this implementation)."),
     _b("remote.checksums.format", "auto", "enum(auto, md5sum, sha1sum, sha256sum, sha512sum, bsd-sum, ncbi-blast-manifest)", "Format of the remote.checksums manifests: md5sum/sha*sum lines (GNU or BSD-tagged) and .md5 sidecars, BSD `sum` output (Ensembl's CHECKSUMS), NCBI BLAST's per-volume .md5 and JSON manifests; auto tells them apart, or names the formats when it cannot (an addition of this implementation)."),
     _b("download.bandwidth", None, "rate", "Bandwidth limit of this bank's downloads on each download node, rclone-style: 10M (bytes/s, K M G binary units), off, or a timetable such as 08:00,2M 20:00,off (an addition of this implementation)."),
+    _b("download.max_failures", None, "allowance", "Failure budget of the download step, a count (10) or a percentage of the files to fetch (5%, written 5%% in a properties file; rounded down): past it the download stops at once and the update fails, within it the failed files are tried once more after all the others; unset: no budget, every file is tried as in BioMAJ 3, and either way a release with a missing file is never published (an addition of this implementation, see docs/download.md)."),
 )
 
 RELEASE = (
@@ -268,6 +270,11 @@ MAIL = (
 )
 
 
+WEBHOOKS = (
+    _b("notify.webhooks", None, "comma-list", "Comma-separated names of config.yml webhooks (notify.webhooks entries with all_banks: false) that this bank's events also go to; their URLs and secrets stay in config.yml, never in a bank file (an addition of this implementation, see docs/notifications.md)."),
+)
+
+
 def _legacy(name: str, scope: str = "bank", kind: str = "str", default: str | None = None, **kw) -> PropertySetting:
     return _s(name, default, kind, scope, "Not read by BioMAJ 3: ignored.", legacy=True, **kw)
 
@@ -310,6 +317,7 @@ SECTIONS: tuple[tuple[str, tuple[PropertySetting, ...]], ...] = (
     ("Dependencies (computed banks)", DEPENDENCIES),
     ("Processes", PROCESSES),
     ("Mail", MAIL),
+    ("Webhooks", WEBHOOKS),
     ("Legacy keys (ignored by BioMAJ 3)", LEGACY),
 )
 
@@ -398,7 +406,8 @@ def render_markdown() -> str:
         "Scope: *global* keys normally sit in global.properties, *bank* keys in the bank file; any key "
         "may sit in either. Names in angle brackets stand for a family of keys, e.g. `<proc>.exe` for "
         "`PROC0.exe`. Kinds: `bool` is true only for `true` (any case) or `1`; `comma-list` and "
-        "`space-list` are separated by commas or by whitespace.",
+        "`space-list` are separated by commas or by whitespace; an `allowance` is a count (`10`) or a "
+        "percentage (`5%`).",
         "",
         "`biomaj ctl check <bank>` validates a bank file against these rules.",
         "",

@@ -4,8 +4,10 @@ budget of the process (:func:`host_budget`), given to its manager and its downlo
 
 from __future__ import annotations
 
+import logging
+import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Mapping, Protocol
 
 from biomaj.actors.downloader import DownloaderActor, DownloaderSettings
 from biomaj.actors.manager import ManagerActor, ManagerSettings
@@ -14,12 +16,15 @@ from biomaj.auth.identity import admins_of, secret_reader
 from biomaj.bus import Bus
 from biomaj.config.service import Config
 from biomaj.download.limits import HostBudget
+from biomaj.notify.webhooks import Hook, Webhooks
 from biomaj.runtime.hooks import Hooks
 from biomaj.state import State
 from biomaj.storage.base import Store
 
 if TYPE_CHECKING:
     from biomaj.web.app import StatusSource
+
+log = logging.getLogger(__name__)
 
 
 class Startable(Protocol):
@@ -59,10 +64,15 @@ class Wiring:
     #: The connections to each remote server, for every actor of the process; built from the
     #: config and the state when not given. Its owner closes it after the actors stop.
     budget: HostBudget | None = None
+    #: The webhooks of config.yml (notify.webhooks), for the manager and the web actor; built
+    #: from the config when not given. Its owner closes it after the actors stop.
+    webhooks: Webhooks | None = None
 
     def __post_init__(self) -> None:
         if self.budget is None:
             object.__setattr__(self, "budget", host_budget(self.config, self.state, self.node_id))
+        if self.webhooks is None:
+            object.__setattr__(self, "webhooks", webhooks_of(self.config))
 
 
 def build_actor(name: str, wiring: Wiring) -> Startable:
@@ -76,7 +86,7 @@ def build_actor(name: str, wiring: Wiring) -> Startable:
                                    **_given(lease_ttl=wiring.lease_ttl))
         return ManagerActor(wiring.bus, settings, store=wiring.store, state=wiring.state,
                             global_properties=config.global_properties, admins=admins_of(config),
-                            budget=wiring.budget, hooks=wiring.hooks)
+                            budget=wiring.budget, hooks=wiring.hooks, webhooks=wiring.webhooks)
     if name == "downloader":
         settings = DownloaderSettings(concurrency=limits.downloads, inline_max=limits.inline_write_max,
                                       bandwidth=limits.bandwidth, node_id=wiring.node_id, **grace)
@@ -113,6 +123,27 @@ def host_budget(config: Config, state: State | None, node_id: str) -> HostBudget
     limits = config.settings.limits
     shared = state if state is not None and state.shared else None
     return HostBudget(limits.per_host, limits.hosts, state=shared, node_id=node_id, lease_ttl=limits.host_lease_ttl)
+
+
+def webhooks_of(config: Config, environ: Mapping[str, str] | None = None) -> Webhooks:
+    """The webhooks of config.yml (``notify``), their secrets read from config.yml or from the
+    environment (``secret_env``); a hook whose variable is not set is left out, with a warning."""
+    notify = config.settings.notify
+    environ = os.environ if environ is None else environ
+    hooks = []
+    for entry in notify.webhooks:
+        if entry.secret is not None:
+            secret = entry.secret.get_secret_value()
+        else:
+            secret = environ.get(entry.secret_env or "", "")
+            if not secret:
+                log.warning("webhook %s left out: its secret_env %s is not set (or empty) in this process's "
+                            "environment", entry.name, entry.secret_env)
+                continue
+        hooks.append(Hook(entry.name, entry.url, secret.encode(), frozenset(entry.events), entry.timeout,
+                          entry.all_banks))
+    return Webhooks(hooks, allow=notify.webhook_allow, proxy=notify.webhook_proxy or None,
+                    retry_delays=notify.webhook_retry_delays, exit_wait=notify.webhook_exit_wait)
 
 
 def _given(**values: Any) -> dict[str, Any]:

@@ -51,6 +51,7 @@ class Embedded(JobClient):
         self.downloader = build_actor("downloader", wiring)
         self.processor = build_actor("processor", wiring)
         self.budget = wiring.budget
+        self.webhooks = wiring.webhooks
 
     async def __aenter__(self) -> Embedded:
         await super().__aenter__()
@@ -64,7 +65,8 @@ class Embedded(JobClient):
         return self
 
     async def close(self) -> None:
-        for stopping in (self.manager.stop, self.processor.stop, self.downloader.stop, self.budget.close):
+        for stopping in (self.manager.stop, self.processor.stop, self.downloader.stop, self.budget.close,
+                         self.webhooks.close):  # the job's last events get notify.webhook_exit_wait
             with contextlib.suppress(Exception):
                 await stopping()
         await super().close()

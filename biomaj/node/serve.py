@@ -18,6 +18,7 @@ from biomaj.config.roles import ROLE_ACTORS, ROLES, STORE_ROLES
 from biomaj.config.service import Config
 from biomaj.download.limits import HostBudget
 from biomaj.node.build import Startable, Wiring, build_actor
+from biomaj.notify.webhooks import Webhooks
 from biomaj.node.heartbeat import Heartbeat
 from biomaj.runtime.metrics_hooks import MetricsHooks
 from biomaj.state import State, open_state
@@ -42,6 +43,7 @@ class Node:
         self.actor_metrics = MetricsHooks()  # every actor's messages, for /metrics
         self.heartbeat: Heartbeat | None = None
         self.budget: HostBudget | None = None  # the connections to each server, for every actor
+        self.webhooks: Webhooks | None = None  # config.yml's, for the manager and the web actor
 
     @property
     def actor_names(self) -> list[str]:
@@ -73,6 +75,7 @@ class Node:
                             lease_ttl=node.lease_ttl, status=self, ftp_asked=set(self.roles) != set(ROLES),
                             hooks=(self.actor_metrics,))
             self.budget = wiring.budget
+            self.webhooks = wiring.webhooks
             for name in self.actor_names:
                 actor = build_actor(name, wiring)
                 await actor.start()
@@ -104,6 +107,12 @@ class Node:
                 await actor.stop()
             except Exception:
                 log.exception("actor %s did not stop cleanly", actor.name)
+        if self.webhooks is not None:  # the last events get a bounded wait (notify.webhook_exit_wait)
+            try:
+                await self.webhooks.close()
+            except Exception:
+                log.exception("closing the webhooks failed")
+            self.webhooks = None
         if self.budget is not None:  # the cluster's slots this node holds go back now, not at their TTL
             try:
                 await self.budget.close()

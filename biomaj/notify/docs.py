@@ -59,4 +59,7 @@ environment variable `BIOMAJ_MAIL_TEMPLATE_BODY`; biomaj reads it from the prope
 
 Also, each recipient's mail has only that recipient in `To` (BioMAJ 3 added one more `To` \
 header per recipient to the same message).
+
+Signed webhooks (config.yml `notify.webhooks`, chosen per bank by `notify.webhooks`) tell \
+programs the same events: see [notifications.md](notifications.md).
 """

@@ -28,7 +28,7 @@ from biomaj.bus import Bus, names
 from biomaj.bus.messages import (
     DeadLettered, DownloadRequest, DownloadResult, FileOutcome, Message, ProcessRequest, ProcessResult,
 )
-from biomaj.runtime.cancels import JobCancels
+from biomaj.runtime.cancels import RUN_CANCEL_TTL, JobCancels
 from biomaj.runtime.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
@@ -162,6 +162,27 @@ class Downloads(Dispatcher):
         super().__init__(bus, names.DOWNLOAD, names.DOWNLOAD_RESULTS, owner, cancels)
         self._complete: dict[str, set[str]] = {}  # request id -> files a partial result said are complete
 
+    async def run_all(self, requests: Sequence[Message], on_result: OnResult, cancelled: asyncio.Event,
+                      stop: asyncio.Event | None = None) -> list[DownloadResult]:
+        """:meth:`Dispatcher.run_all`, and ``stop``: once set, the downloaders drop these requests
+        (what is in flight stops, what is queued is answered "cancelled") as a cancel would, but
+        the job goes on (a failure budget spent: the workflow fails the update itself)."""
+        if stop is None or not requests:
+            return await super().run_all(requests, on_result, cancelled)
+        group = f"{requests[0].job_id}/round-{uuid.uuid4().hex[:12]}"
+        requests = [dataclasses.replace(r, group=group) for r in requests]
+        watcher = asyncio.create_task(self._stop_when(stop, group, requests[0].bank))
+        try:
+            return await super().run_all(requests, on_result, cancelled)
+        finally:
+            # a stopped round's flag is left to expire: a request redelivered late (its downloader
+            # died between its result and its ack) must still find it
+            await cancel_and_wait(watcher)
+
+    async def _stop_when(self, stop: asyncio.Event, group: str, bank: str) -> None:
+        await stop.wait()
+        await self.cancels.cancel(group, bank, ttl=RUN_CANCEL_TTL)
+
     def seen(self, request_id: str, result: DownloadResult, final: bool) -> None:
         if final:
             self._complete.pop(request_id, None)
@@ -171,7 +192,8 @@ class Downloads(Dispatcher):
     def failed_result(self, request: DownloadRequest, error: str) -> DownloadResult:
         # a file a downloader reported complete stays complete: it is in the offline directory
         complete = self._complete.pop(request.id, set())
-        files = [FileOutcome(spec.save_as, ok=False, hash=spec.hash, error=f"{spec.save_as}: {error}").to_dict()
+        files = [FileOutcome(spec.save_as, ok=False, hash=spec.hash, error=f"{spec.save_as}: {error}",
+                             dead_letter=True).to_dict()
                  for spec in request.specs() if spec.save_as not in complete]
         return DownloadResult(job_id=request.job_id, bank=request.bank, session_id=request.session_id,
                               request_id=request.id, files=files)

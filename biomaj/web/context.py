@@ -28,7 +28,8 @@ def run_context(request: web.Request) -> RunContext:
     node = node_of(request)
     viewer = viewer_of(request)
     return RunContext(store=node.store, global_properties=node.config.global_properties,
-                      job_id=f"api-{time.time():.0f}", user=viewer.user, admins=viewer.admins)
+                      job_id=f"api-{time.time():.0f}", user=viewer.user, admins=viewer.admins,
+                      webhooks=getattr(node, "webhooks", None))
 
 
 __all__ = ["NODE_KEY", "USERS_KEY", "identity_of", "node_of", "run_context", "viewer_of"]

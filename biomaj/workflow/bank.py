@@ -15,6 +15,7 @@ from biomaj.bus.messages import JobEvent, Message
 from biomaj.config.properties import BankProperties
 from biomaj.download.engine import ClientPool
 from biomaj.errors import BiomajError, ConfigError
+from biomaj.notify.webhooks import Webhooks
 from biomaj.storage.base import Doc, Store
 
 from .session import Session, is_over
@@ -28,11 +29,11 @@ EventSink = Callable[[JobEvent], Awaitable[None]]
 class WorkDispatcher(Protocol):
     """What a workflow needs from the dispatcher of its work messages (the manager passes a
     :class:`biomaj.runtime.dispatch.Downloads`): publish every request, give each result to
-    ``on_result`` as it comes, return them all; once ``cancelled`` is set, every request still
-    gets a (failed) result."""
+    ``on_result`` as it comes, return them all; once ``cancelled`` (the job's cancel) or ``stop``
+    (these requests only, the job goes on) is set, every request still gets a (failed) result."""
 
     async def run_all(self, requests: Sequence[Message], on_result: Callable[[Any], Awaitable[None]],
-                      cancelled: asyncio.Event) -> list[Any]: ...
+                      cancelled: asyncio.Event, stop: asyncio.Event | None = None) -> list[Any]: ...
 
 
 class NotAuthorized(BiomajError):
@@ -60,6 +61,8 @@ class RunContext:
     #: The manager's pool for listings and release files, within the node's host budget
     #: (download/limits.py LISTING_SHARE of it); None: the workflow opens a local one of its own.
     listing: ClientPool | None = None
+    #: The webhooks the bank's events go to (config.yml notify.webhooks); None: none.
+    webhooks: Webhooks | None = None
 
     async def event(self, bank: str, state: str, *, step: str | None = None, message: str = "", **progress: Any) -> None:
         if self.emit is not None:

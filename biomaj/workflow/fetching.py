@@ -9,6 +9,7 @@ unchanged is linked from it, and the remaining files go to the downloaders in do
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime
 import logging
 from collections import Counter
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from biomaj.bus.messages import DownloadRequest, DownloadResult, FileOutcome, FileSpec
-from biomaj.config.rates import Schedule, format_rate, parse_size
+from biomaj.config.rates import Allowance, Schedule, format_rate, parse_size
 from biomaj.download.paths import safe_join
 from biomaj.download.remote import to_message
 from biomaj.download.same_file import FileFacts, facts_of_entry, facts_of_record, local_facts, same_file
@@ -58,7 +59,9 @@ class Fetching:
     async def fetch(self, wanted: list[Wanted], production: list[dict], *, fresh: bool) -> None:
         """Reuse what the offline directory and the last ``production`` release already have
         (unless ``fresh``, see :func:`reuse_source`), then send the remaining files to the
-        downloaders (see :func:`batches`) and wait for every outcome."""
+        downloaders (see :func:`batches`) and wait for every outcome; the files that failed are
+        tried once more after all the others. TaskFailed when a file is missing at the end, or
+        at once when more files failed than ``download.max_failures`` allows."""
         plan = await asyncio.to_thread(self.plan, wanted, production, fresh)
         to_fetch, present, reused = plan.to_fetch, plan.present, plan.reused
         self.reused = reused
@@ -68,29 +71,49 @@ class Fetching:
             notice = blind_notice(plan.blind)
             self.log.warning("Workflow:wf_download:%s", notice)
             await self.run_ctx.event(self.bank.name, "running", step="download", message=notice, notice=True)
+        budget = FailureBudget.of_bank(self.bank.props, len(to_fetch))
+        if budget is not None:
+            self.log.info("Workflow:wf_download:%s", budget.describe())
         await self.status("download", {"total": len(wanted)})
-        progress = _DownloadProgress(self, len(wanted), len(present) + len(reused), _limits(self))
+        progress = _DownloadProgress(self, len(wanted), len(present) + len(reused), _limits(self), budget)
         await progress.emit(force=True)
-        requests = self._requests(to_fetch)
-        await self.run_ctx.downloads.run_all(requests, progress.add, self.run_ctx.cancelled)
-        await progress.emit(force=True)
-        if self.run_ctx.cancelled.is_set():
-            raise Cancelled(CANCELLED)
+        await self._round(to_fetch, progress)
         outcomes = self.outcomes = progress.outcomes
         for item in to_fetch:  # never silently short: a file nobody reported on has failed
             if item.save_as not in outcomes:
                 outcomes[item.save_as] = FileOutcome(item.save_as, ok=False, error="no downloader reported on it")
+        again = [w for w in to_fetch if _try_again(outcomes[w.save_as])]
+        if again and not progress.stop.is_set():
+            self.log.info("Workflow:wf_download:%d files failed: trying them once more, after all the others",
+                          len(again))
+            await self._round(again, progress, last_try=True)
         by_node = Counter(progress.node_of.get(name) or "?" for name, o in outcomes.items() if o.ok and not o.skipped)
         if by_node:
             self.log.info("Workflow:wf_download:downloaded by node: %s",
                           ", ".join(f"{node} {count}" for node, count in sorted(by_node.items())))
-        failed = [o for o in outcomes.values() if not o.ok]
+        missing = [w.save_as for w in to_fetch if not outcomes[w.save_as].ok]
         self.downloaded = present + [w.save_as for w in to_fetch if outcomes[w.save_as].ok]
-        if failed:
-            shown = "; ".join(o.error if o.error.startswith(o.save_as) or o.save_as in o.error.split(":")[0]
-                              else f"{o.save_as}: {o.error}" for o in failed[:5])
-            more = f" (and {len(failed) - 5} more)" if len(failed) > 5 else ""
-            raise TaskFailed(f"{len(failed)} of {len(wanted)} files failed to download: {shown}{more}")
+        # what publish checks: a release with a missing file is never published (publishing.publish)
+        self.session["missing"] = {"count": len(missing), "files": missing[:MISSING_KEPT]} if missing else None
+        if budget is not None and progress.stop.is_set():
+            raise TaskFailed(budget.exceeded(progress.failures(), len(missing)))
+        if missing:
+            failed = [outcomes[name] for name in missing]
+            raise TaskFailed(f"{len(failed)} of {len(wanted)} files failed to download"
+                             f"{' (each tried once more at the end)' if again else ''}: {first_errors(failed)}")
+
+    async def _round(self, items: list[Wanted], progress: _DownloadProgress, *, last_try: bool = False) -> None:
+        """Send ``items`` to the downloaders and wait for every outcome (``progress`` counts them
+        and stops the round when the failure budget is spent). ``last_try``: one attempt per
+        file, the downloaders' own retries were spent in the first round."""
+        requests = self._requests(items)
+        if last_try:
+            requests = [dataclasses.replace(r, stop_condition=ONE_ATTEMPT) for r in requests]
+        await self.run_ctx.downloads.run_all(requests, progress.add, self.run_ctx.cancelled,
+                                             progress.stop if progress.budget is not None else None)
+        await progress.emit(force=True)
+        if self.run_ctx.cancelled.is_set():
+            raise Cancelled(CANCELLED)
 
     def plan(self, wanted: list[Wanted], production: list[dict], fresh: bool, *, link: bool = True) -> _Plan:
         """What to do with each wanted file; ``link``: link the reused ones into the offline
@@ -262,13 +285,67 @@ def reuse_source(bank: Bank, production: list[dict], *, fresh: bool) -> tuple[Pa
     return Bank.production_dir(last) / "flat", {f.get("save_as") or f["name"]: f for f in files}
 
 
+#: The error of a file its downloader did not start, the job being cancelled or its round stopped.
+NOT_TRIED = "cancelled"
+#: The retry policy of the last try of a failed file, at the end of the download step.
+ONE_ATTEMPT = "stop_after_attempt(1)"
+#: Names of missing files kept in the session (``session["missing"]``), besides their count.
+MISSING_KEPT = 1000
+
+
+@dataclass(frozen=True)
+class FailureBudget:
+    """``download.max_failures`` for one download step: ``allowed`` failed files out of ``to_fetch``."""
+
+    text: str
+    allowed: int
+    to_fetch: int
+
+    @classmethod
+    def of_bank(cls, props, to_fetch: int) -> FailureBudget | None:
+        """The bank's budget, None when it has none (ConfigError for an unreadable value)."""
+        text = (props.get("download.max_failures") or "").strip()
+        if not text:
+            return None
+        return cls(text, Allowance.parse(text, what="download.max_failures").of(to_fetch), to_fetch)
+
+    def describe(self) -> str:
+        return f"download.max_failures={self.text}: at most {self.allowed} of the {self.to_fetch} files to fetch may fail"
+
+    def exceeded(self, failed: list[FileOutcome], missing: int) -> str:
+        """Why the download stopped: the count, the budget, the first errors."""
+        not_tried = missing - len(failed)
+        return (f"download stopped: {len(failed)} files failed, more than download.max_failures={self.text} allows "
+                f"({self.allowed} of the {self.to_fetch} files to fetch)"
+                f"{f'; {not_tried} files were not tried' if not_tried > 0 else ''}. First errors: "
+                f"{first_errors(failed)}")
+
+
+def _try_again(outcome: FileOutcome) -> bool:
+    """A failed file is tried once more at the end of the download step, unless its message
+    crashed the workers that took it (dead-lettered) or it did not match its provider checksum
+    (the engine fetched it twice already)."""
+    return not outcome.ok and not outcome.dead_letter and not outcome.got_checksum
+
+
+def first_errors(failed: list[FileOutcome], shown: int = 5) -> str:
+    """``a.gz: 404 ...; b.gz: ...`` for the first ``shown`` failures, and how many more."""
+    text = "; ".join(o.error if o.error.startswith(o.save_as) or o.save_as in o.error.split(":")[0]
+                     else f"{o.save_as}: {o.error}" for o in failed[:shown])
+    return text + (f" (and {len(failed) - shown} more)" if len(failed) > shown else "")
+
+
 class _DownloadProgress:
     """Files and bytes done, sent as job events at most every PROGRESS_EVERY seconds; the last
-    outcome of each file (a redelivered batch reports again files a dead downloader reported)."""
+    outcome of each file (a redelivered batch reports again files a dead downloader reported);
+    the failures against the ``budget``, ``stop`` set once it is spent."""
 
-    def __init__(self, fetching: Fetching, total: int, done: int, limits: dict[str, str] | None = None):
+    def __init__(self, fetching: Fetching, total: int, done: int, limits: dict[str, str] | None = None,
+                 budget: FailureBudget | None = None):
         self.fetching = fetching
         self.limits = limits or {}  # bandwidth limits in force: {"node": "10 MiB/s", "bank": ...}
+        self.budget = budget
+        self.stop = asyncio.Event()
         self.total = total
         self.done = done
         self.bytes = 0
@@ -277,9 +354,13 @@ class _DownloadProgress:
         self.started = asyncio.get_running_loop().time()
         self.last = 0.0
 
+    def failures(self) -> list[FileOutcome]:
+        """The files that failed (not those left untried by a cancel or a stop)."""
+        return [o for o in self.outcomes.values() if not o.ok and o.error != NOT_TRIED]
+
     @property
     def failed(self) -> int:
-        return sum(1 for o in self.outcomes.values() if not o.ok)
+        return len(self.failures())
 
     async def add(self, result: DownloadResult) -> None:
         log = self.fetching.log
@@ -290,11 +371,24 @@ class _DownloadProgress:
             self.node_of[outcome.save_as] = result.node_id
             self.bytes += outcome.transferred
             if not outcome.ok:
-                log.error("Workflow:wf_download:%s: %s", outcome.save_as, outcome.error)
+                if outcome.error != NOT_TRIED or not self.stop.is_set():
+                    log.error("Workflow:wf_download:%s: %s (%s)", outcome.save_as, outcome.error, self._so_far())
             elif log.isEnabledFor(logging.DEBUG):
                 log.debug("Workflow:wf_download:%s: %d bytes in %.2fs", outcome.save_as,
                           outcome.transferred, outcome.elapsed)
+        if self.budget is not None and not self.stop.is_set() and self.failed > self.budget.allowed:
+            log.error("Workflow:wf_download:%d files failed, more than download.max_failures=%s allows (%d): "
+                      "stopping the download", self.failed, self.budget.text, self.budget.allowed)
+            self.stop.set()
+            await self.emit(force=True)
+            return
         await self.emit()
+
+    def _so_far(self) -> str:
+        failed = self.failed
+        if self.budget is None:
+            return f"{failed} failed so far"
+        return f"{failed} failed so far, {self.budget.allowed} allowed by download.max_failures={self.budget.text}"
 
     async def emit(self, force: bool = False) -> None:
         now = asyncio.get_running_loop().time()
@@ -303,11 +397,15 @@ class _DownloadProgress:
         self.last = now
         elapsed = max(now - self.started, 1e-6)
         await self.fetching.status("download", {"progress": self.done})
+        failed = self.failed
+        extra: dict[str, Any] = {"limit": self.limits} if self.limits else {}
+        if self.budget is not None:
+            extra["failures_allowed"] = self.budget.allowed
         await self.fetching.run_ctx.event(
             self.fetching.bank.name, "running", step="download",
-            message=f"download: {self.done}/{self.total} files",
-            files_done=self.done, files_total=self.total, files_failed=self.failed,
-            bytes=self.bytes, rate=self.bytes / elapsed, **({"limit": self.limits} if self.limits else {}),
+            message=f"download: {self.done}/{self.total} files" + (f", {self._so_far()}" if failed else ""),
+            files_done=self.done, files_total=self.total, files_failed=failed,
+            bytes=self.bytes, rate=self.bytes / elapsed, **extra,
         )
 
 

@@ -11,6 +11,7 @@ import logging
 import os
 from pathlib import Path
 
+from biomaj.errors import BiomajError
 from biomaj.storage.base import Store
 
 from . import files as fs
@@ -35,13 +36,20 @@ def switch_current(bank_dir: Path, prod_dir: str) -> None:
 
 
 async def publish(store: Store, bank: Bank, session: Session) -> None:
-    """Publish the session's release: ``current``, ``RELEASE.txt``, the bank's ``current``."""
+    """Publish the session's release: ``current``, ``RELEASE.txt``, the bank's ``current``.
+    BiomajError when a file of the release is missing (its download failed): such a release is
+    never published, whatever the path (the update's publish task, ``ctl publish`` after a repair)."""
     release = session["release"]
     bank_dir = Path(session["data_dir"]) / session["dir_version"]
     prod_dir = bank.prod_dir(release)
+    missing = session.get("missing") or {}
+    if missing.get("count"):
+        names = ", ".join(missing.get("files", [])[:5])
+        raise BiomajError(
+            f"bank {bank.name}: release {release} is not published: {missing['count']} of its files failed to "
+            f"download ({names}{', ...' if missing['count'] > 5 else ''}); `biomaj ctl update {bank.name} "
+            f"--release {release} --from-task download` fetches them")
     if not (bank_dir / prod_dir).is_dir():
-        from biomaj.errors import BiomajError
-
         raise BiomajError(f"bank {bank.name}: release directory {bank_dir / prod_dir} does not exist")
     switch_current(bank_dir, prod_dir)
     _atomic_write(bank_dir / "RELEASE.txt",
@@ -89,8 +97,6 @@ async def remove_release(run: RunContext, bank: Bank, entry: dict, log: logging.
     """
     if bank.props.get_list("db.remove.process"):
         if run.processes is None:
-            from biomaj.errors import BiomajError
-
             raise BiomajError(
                 f"release {entry['release']}: the bank declares remove processes "
                 f"({bank.props.get('db.remove.process')}) but no processor runs them here"

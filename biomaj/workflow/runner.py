@@ -18,6 +18,7 @@ from typing import Any
 from biomaj.config.check import refuse_invalid
 from biomaj.errors import BiomajError
 from biomaj.notify import BankAction, notify_bank_action
+from biomaj.notify.webhooks import payload
 
 from . import checksums
 from . import files as fs
@@ -166,6 +167,9 @@ async def update_bank(run: RunContext, name: str, options: UpdateOptions, *, dep
         session["log_file"] = str(log_file)
         bank_log.info("Workflow:update of %s (session %s%s)", name, session["id"],
                       ", resumed" if session["status"].get("init") else "")
+        if notify:
+            announce(run, bank, "update.started", bank_log, action="update", status="running", session=session,
+                     started=start)
         workflow = UpdateWorkflow(bank, session, options, run, bank_log, resume_job=resume_job,
                                   update_dependency=_dependency_updater(run) if depends else None)
         try:
@@ -192,6 +196,7 @@ async def update_bank(run: RunContext, name: str, options: UpdateOptions, *, dep
         bank_log.info("Workflow:%s", _summary(outcome))
         if notify:
             await notify_bank_action(bank.props, BankAction.from_session(name, "update", session, ok=ok), log=bank_log)
+            await _announce_update(run, bank, outcome, session, start, bank_log)
     return outcome
 
 
@@ -247,6 +252,29 @@ def _dry_run_outcome(name: str, session: Session, update: bool, report: dict | N
         "changes": report if update else None, "transfer": transfer})
 
 
+def announce(run: RunContext, bank: Bank, event: str, log: logging.Logger, **summary: Any) -> None:
+    """Send ``event`` to the webhooks of the bank (config.yml's, and those its ``notify.webhooks``
+    names), in the background: see :mod:`biomaj.notify.webhooks`. ``summary``: the fields of
+    :func:`~biomaj.notify.webhooks.payload`."""
+    if run.webhooks:
+        run.webhooks.send(event, payload(event, bank.name, **summary), named=bank.props.get_list("notify.webhooks"),
+                          log=log)
+
+
+async def _announce_update(run: RunContext, bank: Bank, outcome: Outcome, session: Session, start: float,
+                           log: logging.Logger) -> None:
+    """update.failed, or release.published when the run made a release and published it."""
+    if not run.webhooks:
+        return
+    summary = dict(action="update", session=session, started=start, ended=time.time(),
+                   release_dir=str(outcome.release_dir) if outcome.release_dir else None)
+    if not outcome.ok:
+        announce(run, bank, "update.failed", log, status="cancelled" if outcome.cancelled else "failed",
+                 error=outcome.error, **summary)
+    elif outcome.updated and ((await run.store.get_bank(bank.name)) or {}).get("current") == session["id"]:
+        announce(run, bank, "release.published", log, status="done", **summary)
+
+
 def _summary(outcome: Outcome) -> str:
     if outcome.cancelled:
         return f"cancelled; the next update resumes it (release {outcome.release or 'unknown yet'})"
@@ -279,6 +307,8 @@ async def publish_bank(run: RunContext, name: str, release: str | None = None) -
         "id": entry["session"], "release": entry["release"], "remoterelease": entry.get("remoterelease"),
         "data_dir": entry["data_dir"], "dir_version": entry["dir_version"]}
     await publishing.publish(run.store, bank, session)
+    announce(run, bank, "release.published", logging.getLogger(f"biomaj.bank.{name}"), action="publish",
+             status="done", session=session, release=entry["release"], release_dir=str(Bank.production_dir(entry)))
     return Outcome(True, name, "publish", release=entry["release"], session_id=entry["session"])
 
 
@@ -355,6 +385,9 @@ async def remove_bank_release(run: RunContext, name: str, release: str) -> Outco
                                  "action": "remove", "updated": None})
     with session_logger(bank, start) as (bank_log, _):  # the same session log, appended to
         await notify_bank_action(bank.props, BankAction.from_session(name, "remove", session, ok=ok), log=bank_log)
+        if ok:
+            announce(run, bank, "release.removed", bank_log, action="remove", status="done", session=session,
+                     started=start, ended=time.time())
     if not ok:
         raise BiomajError(f"remove {entry['release']} of {name} failed: {error}")
     return Outcome(True, name, "remove", release=entry["release"], log_file=session["log_file"])
@@ -394,6 +427,8 @@ async def remove_all(run: RunContext, name: str, force: bool = False) -> Outcome
     await notify_bank_action(bank.props, BankAction(  # its logs are gone: no log in the mail (as BioMAJ 3)
         name, "remove-all", status=True, release="all", remove=True,
         message=f"Bank {name} removed with its releases: {', '.join(releases) or 'none'}"))
+    announce(run, bank, "release.removed", logging.getLogger(f"biomaj.bank.{name}"), action="remove-all",
+             status="done", release="all", started=start, ended=time.time())
     return Outcome(True, name, "remove-all", details={"releases": releases})
 
 

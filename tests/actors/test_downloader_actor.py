@@ -182,10 +182,12 @@ async def test_a_batch_fetches_every_file_and_fails_only_the_bad_one(served, rig
     specs.insert(3, FileSpec("sub/missing.txt", "sub/missing.txt"))
     req = batch(server, offline, specs)
     await bus.publish(names.DOWNLOAD, req)
-    result = await next_result(bus)
+    results = [await next_result(bus, final_only=False)]
+    while not results[-1].final:
+        results.append(await next_result(bus, final_only=False))
     await bus.join(names.DOWNLOAD, timeout=10)
-    outcomes = {o.save_as: o for o in result.outcomes()}
-    assert result.final and set(outcomes) == {s.save_as for s in specs}
+    outcomes = {o.save_as: o for result in results for o in result.outcomes()}
+    assert set(outcomes) == {s.save_as for s in specs}
     assert [name for name, o in outcomes.items() if not o.ok] == ["sub/missing.txt"]
     for n in range(6):
         assert (offline / "sub" / f"f{n}.txt").read_bytes() == b"%d" % n * 1000
@@ -204,6 +206,21 @@ async def test_a_long_batch_reports_its_files_before_it_ends(served, rig, tmp_pa
     await bus.publish(names.DOWNLOAD, req)
     first = await next_result(bus, final_only=False)
     assert not first.final and [o.save_as for o in first.outcomes()] == ["quick.txt"]
+    last = await next_result(bus)
+    assert [(o.save_as, o.ok) for o in last.outcomes()] == [("big.bin", True)]
+
+
+async def test_a_failure_is_reported_while_its_batch_runs(served, rig, tmp_path):
+    """A failed file reaches the manager without waiting for the rest of its batch: a bank's
+    failure budget stops its download as soon as it is spent."""
+    server, _tree = served
+    bus, *_ = rig
+    server.faults.stall["big.bin"] = 2.0
+    req = batch(server, tmp_path / "offline", [FileSpec("sub/missing.txt", "sub/missing.txt"),
+                                               FileSpec("big.bin", "big.bin", size=BIG)])
+    await bus.publish(names.DOWNLOAD, req)
+    first = await next_result(bus, final_only=False)
+    assert not first.final and [(o.save_as, o.ok) for o in first.outcomes()] == [("sub/missing.txt", False)]
     last = await next_result(bus)
     assert [(o.save_as, o.ok) for o in last.outcomes()] == [("big.bin", True)]
 

@@ -288,6 +288,9 @@ def test_what_biomaj_cannot_do_is_reported(make_bank):
     ("download.split.max", "many", "must be an integer"),
     ("download.bandwidth", "08:00", "is not HH:MM,RATE"),
     ("download.bandwidth", "fast", "not a rate"),
+    ("download.max_failures", "a few", "expected a count (e.g. 10) or a percentage"),
+    ("download.max_failures", "2.5", "expected a count (e.g. 10) or a percentage"),
+    ("download.max_failures", "150%%", "at most 100%"),  # %% is a % in a properties file
 ])
 def test_split_and_bandwidth_settings_are_checked(make_bank, key, value, words):
     assert_invalid(check_bank(make_bank(bank={key: value})), key, words)
@@ -296,3 +299,5 @@ def test_split_and_bandwidth_settings_are_checked(make_bank, key, value, words):
 def test_good_split_and_bandwidth_settings_pass(make_bank):
     bank = {"download.split.min_size": "256M", "download.split.max": "4", "download.bandwidth": "08:00,2M 20:00,off"}
     assert errors(check_bank(make_bank(bank=bank))) == []
+    for budget in ("0", "10", "5%%", "0.5%%"):
+        assert errors(check_bank(make_bank(bank={"download.max_failures": budget}))) == [], budget

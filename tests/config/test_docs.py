@@ -84,7 +84,7 @@ def test_defaults_are_biomaj_defaults_table():
 def test_declarations_are_well_formed():
     names = [s.name.lower() for s in PROPERTIES]
     assert len(names) == len(set(names)), "a key is declared twice"
-    kinds = {"str", "int", "bool", "path", "regex", "comma-list", "space-list", "size", "rate"}
+    kinds = {"str", "int", "bool", "path", "regex", "comma-list", "space-list", "size", "rate", "allowance"}
     for s in PROPERTIES:
         assert s.scope in SCOPES, s
         assert s.kind in kinds or re.fullmatch(r"enum\([\w-]+(, [\w-]+)*\)", s.kind), s

@@ -29,6 +29,9 @@ class Faults:
     # path -> answer this many first transfer requests with a transient error
     # (HTTP 503, FTP 451, SFTP SSH_FX_FAILURE, ...), then serve normally.
     transient_errors: dict[str, int] = field(default_factory=dict)
+    # path -> answer this many first transfer requests with "not found" (HTTP 404, FTP 550), then
+    # serve normally: a listed file missing from a mirror (a big count: for good).
+    not_found: dict[str, int] = field(default_factory=dict)
     # path -> seconds to stay silent after the first body bytes (to exercise read timeouts); once per path.
     stall: dict[str, float] = field(default_factory=dict)
     # names added to the listing of the tree's root, to check that unsafe names are refused.

@@ -12,6 +12,7 @@ or ``explicit``: ``AUTH TLS``). For ftps a self-signed certificate for 127.0.0.1
 config's ``options["ssl_server_cert"]``.
 
 Faults: ``throttle`` answers RETR with 421 and closes the session; ``transient_errors`` with 451;
+``not_found`` with 550;
 ``drop_after`` sends that many bytes, closes the data connection and answers 426; ``stall``
 sends 1 KiB, then stays silent. ``FtpRunningServer.drop_sessions()`` closes every control
 connection.
@@ -271,7 +272,8 @@ class _Server(aioftp.Server):
         real, relative = self.paths(connection, rest)
         faults = self.faults
         for table, code, text in ((faults.throttle, "421", "Too many transfers, slow down."),
-                                  (faults.transient_errors, "451", "Transient failure, try again.")):
+                                  (faults.transient_errors, "451", "Transient failure, try again."),
+                                  (faults.not_found, "550", "Failed to open file.")):
             if faults.take(table, relative):
                 faults.transfer_started(relative)
                 faults.transfer_ended()

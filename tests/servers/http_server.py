@@ -155,6 +155,8 @@ async def _serve_file(request: web.Request, path: Path, key: str, faults: Faults
             return web.Response(status=429, headers={"Retry-After": "0"}, text="slow down")
         if faults.take(faults.transient_errors, key):
             return web.Response(status=503, text="try again later")
+        if faults.take(faults.not_found, key):
+            return web.Response(status=404, text="not found")
         start, status = 0, 200
         wanted = request.headers.get("Range", "")
         if wanted.startswith("bytes=") and not ignore_range:

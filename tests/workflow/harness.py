@@ -9,10 +9,14 @@ downloader actor and a real SQLite store.
 
 from __future__ import annotations
 
+import asyncio
+import os
 import re
 import shutil
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from biomaj.actors.downloader import DownloaderActor, DownloaderSettings
 from biomaj.actors.processor import ProcessorActor, ProcessorSettings
@@ -136,3 +140,29 @@ class Site:
         doc = await self.doc(bank)
         sid = session_id if session_id is not None else doc["last_update_session"]
         return next(s for s in doc["sessions"] if s["id"] == sid)
+
+
+# --- a `biomaj init` root and the real CLI -------------------------------------------------------
+
+
+async def run_cli(command: list[str], timeout: float = 90.0, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    """Run a biomaj command as a user would (``env``: added to this process's environment); the
+    event loop (and the test servers) keep running."""
+    process = await asyncio.create_subprocess_exec(*command, stdout=asyncio.subprocess.PIPE,
+                                                   stderr=asyncio.subprocess.PIPE,
+                                                   env={**os.environ, **env} if env else None)
+    try:
+        out, err = await asyncio.wait_for(process.communicate(), timeout)
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+        pytest.fail(f"{' '.join(command)} did not finish in {timeout}s")
+    return process.returncode, out.decode(), err.decode()
+
+
+def write_bank(root: Path, name: str, **values: str) -> None:
+    """A bank file in the conf/ of a `biomaj init` root (``a__b=v`` writes ``a.b=v``)."""
+    lines = ["[GENERAL]", f"db.fullname={name} fault test", f"db.name={name}", "db.type=nucleic",
+             f"dir.version={name}", f"offline.dir.name=offline/{name}_tmp", "keep.old.version=1"]
+    lines += [f"{key.replace('__', '.')}={value}" for key, value in values.items()]
+    (root / "conf" / f"{name}.properties").write_text("\n".join(lines) + "\n")

@@ -32,7 +32,7 @@ from biomaj.workflow.bank import Bank
 from biomaj.workflow.update import UpdateOptions
 from tests.servers import http_server
 from tests.servers.faults import Faults
-from tests.workflow.harness import Site
+from tests.workflow.harness import Site, run_cli, write_bank
 
 BANK = "local"
 PART = ".biomaj-part"
@@ -101,27 +101,6 @@ async def stored_bank(root: Path, bank: str) -> dict:
     store = open_store("", root)
     async with store:
         return await store.get_bank(bank) or {}
-
-
-async def run_cli(command: list[str], timeout: float = 90.0) -> tuple[int, str, str]:
-    """Run a biomaj command as a user would; the event loop (and the test servers) keep running."""
-    process = await asyncio.create_subprocess_exec(*command, stdout=asyncio.subprocess.PIPE,
-                                                   stderr=asyncio.subprocess.PIPE)
-    try:
-        out, err = await asyncio.wait_for(process.communicate(), timeout)
-    except TimeoutError:
-        process.kill()
-        await process.wait()
-        pytest.fail(f"{' '.join(command)} did not finish in {timeout}s")
-    return process.returncode, out.decode(), err.decode()
-
-
-def write_bank(root: Path, name: str, **values: str) -> None:
-    """A bank file in the conf/ of a `biomaj init` root."""
-    lines = ["[GENERAL]", f"db.fullname={name} fault test", f"db.name={name}", "db.type=nucleic",
-             f"dir.version={name}", f"offline.dir.name=offline/{name}_tmp", "keep.old.version=1"]
-    lines += [f"{key.replace('__', '.')}={value}" for key, value in values.items()]
-    (root / "conf" / f"{name}.properties").write_text("\n".join(lines) + "\n")
 
 
 # 1. Remote down -----------------------------------------------------------------------------------

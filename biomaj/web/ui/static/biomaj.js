@@ -242,7 +242,7 @@
       if (p.files_total != null) {
         files.max = Math.max(1, p.files_total);
         files.value = p.files_done || 0;
-        count.textContent = `${p.files_done || 0}/${p.files_total} files` + (p.files_failed ? `, ${p.files_failed} failed` : "");
+        count.textContent = `${p.files_done || 0}/${p.files_total} files` + (p.files_failed ? `, ${p.files_failed} failed` + (p.failures_allowed != null ? ` (${p.failures_allowed} allowed)` : "") : "");
         bytes.textContent = humanSize(p.bytes || 0);
         rate.textContent = humanRate(p.rate || 0);
         points.push({ t: e.at, rate: p.rate || 0 });
