@@ -2,7 +2,7 @@
 and cancelled.
 
 A job is a long action on a bank (update, remove, remove-all, remove-pending, repair,
-release-check) that a manager runs from the durable job queue. Every layer that speaks of jobs
+release-check, verify) that a manager runs from the durable job queue. Every layer that speaks of jobs
 imports this module, never the manager actor: the CLI (``biomaj ctl update``), the REST API
 (``/api/v1/banks/{bank}/update``), BioMAJ 3's ``/api/daemon``, the job clients, the scheduler and
 the metrics.
@@ -147,6 +147,11 @@ async def _release_check(run: RunContext, bank: str, options: dict[str, Any], re
     return await _runner().release_check(run, bank)
 
 
+async def _verify(run: RunContext, bank: str, options: dict[str, Any], resumed: bool) -> Outcome:
+    return await _runner().verify(run, bank, options.get("release"), every=bool(options.get("all")),
+                                  record=bool(options.get("record")))
+
+
 # --- the declaration ------------------------------------------------------------------------------
 
 UPDATE = JobKind("update", checks_bank_file=True, run=_update, options=JobOption.fields_of(UpdateOptions))
@@ -160,13 +165,19 @@ REMOVE_PENDING = JobKind("remove-pending", run=_remove_pending, options=(
     JobOption("release", str, "Only this pending release."),
 ))
 REPAIR = JobKind("repair", run=_repair, options=(
-    JobOption("release", str, "Repair the session of this release instead of the last one."),
+    JobOption("release", str, "Repair this release (or its unfinished session) instead of the last one."),
 ))
 RELEASE_CHECK = JobKind("release-check", run=_release_check, options=(), checks_bank_file=True)
+VERIFY = JobKind("verify", run=_verify, options=(
+    JobOption("release", str, "Release to verify (default: the published one, else the latest)."),
+    JobOption("all", bool, "Verify every production release.", default=False),
+    JobOption("record", bool, "Write the provenance file from the files the release holds now (a release "
+              "made before biomaj wrote one) instead of checking them.", default=False),
+))
 
 #: Every kind of job, by name: the only list of them.
 KINDS: dict[str, JobKind] = {kind.name: kind for kind in
-                             (UPDATE, REMOVE, REMOVE_ALL, REMOVE_PENDING, REPAIR, RELEASE_CHECK)}
+                             (UPDATE, REMOVE, REMOVE_ALL, REMOVE_PENDING, REPAIR, RELEASE_CHECK, VERIFY)}
 JOB_KINDS = tuple(KINDS)
 
 

@@ -7,6 +7,7 @@ import ast
 import dataclasses
 from pathlib import Path
 
+import click
 import pytest
 
 from biomaj import jobs
@@ -15,7 +16,7 @@ from biomaj.workflow.update import UpdateOptions
 
 
 def test_the_kinds_in_their_order():
-    assert jobs.JOB_KINDS == ("update", "remove", "remove-all", "remove-pending", "repair", "release-check")
+    assert jobs.JOB_KINDS == ("update", "remove", "remove-all", "remove-pending", "repair", "release-check", "verify")
     with pytest.raises(Exception, match="unknown job kind 'nosuch'; expected one of update, remove"):
         jobs.kind_of("nosuch")
 
@@ -42,11 +43,15 @@ def test_the_cli_options_are_the_declared_ones():
 
     commands = {"update": bank_ops.update, "remove": bank_ops.remove, "remove-all": bank_ops.remove_all,
                 "remove-pending": bank_ops.remove_pending, "repair": bank_ops.repair,
-                "release-check": bank_ops.release_check}
+                "release-check": bank_ops.release_check, "verify": bank_ops.verify}
+    positional = {"verify": ("release",)}  # `biomaj ctl verify BANK [RELEASE]`
     for kind, command in commands.items():
         params = {p.name: p for p in command.params}
         for option in jobs.KINDS[kind].options:
             param = params[option.name]
+            if option.name in positional.get(kind, ()):
+                assert isinstance(param, click.Argument) and param.required == option.required
+                continue
             assert param.opts == [option.flag, *option.aliases] and param.help == option.help
             assert param.required == option.required and param.is_flag == (option.type is bool)
 
@@ -67,6 +72,7 @@ def test_the_rest_schemas_are_generated():
     bodies = {(op.method, op.path): op.body for op in api_operations()}
     assert bodies[("POST", "/api/v1/banks/{bank}/update")] == jobs.UPDATE.body_schema()
     assert bodies[("POST", "/api/v1/banks/{bank}/repair")] == jobs.REPAIR.body_schema()
+    assert bodies[("POST", "/api/v1/banks/{bank}/verify")] == jobs.VERIFY.body_schema()
     assert bodies[("POST", "/api/daemon/bank/{bank}")]["properties"]["from_task"]["enum"][0] == "init"
 
 

@@ -282,4 +282,6 @@ def _done_message(job: dict, result: dict | None) -> str:
         if changed:
             return f"remote release {result.get('release')}, changed under the same release ({changed['count']} file(s))"
         return f"remote release {result.get('release')}"
+    if (result.get("details") or {}).get("summary"):  # verify, repair: what they found
+        return result["details"]["summary"]
     return f"{job['kind']} done"

@@ -1,4 +1,4 @@
-"""`biomaj ctl` commands that act on banks: update, remove*, repair, publish, freeze, owner,
+"""`biomaj ctl` commands that act on banks: update, remove*, repair, verify, publish, freeze, owner,
 visibility, cancel, unlock, release-check. Each job is recorded in the store and run by a manager:
 the one inside this command on the in-process bus, the manager nodes when ``bus.url`` names
 RabbitMQ (:func:`biomaj.node.cluster.job_client` chooses), or the server at ``ctl --proxy URL``
@@ -69,6 +69,15 @@ class _Follow:
                 self._show(f"{line} {_bar(done, total)} {done}/{total}", transient=True)
             else:
                 self._every(event.bank, f"{line}: {done}/{total}", last=False)
+            return
+        if "bytes_to_check" in progress:  # the files of a release read (verify, provenance, repair)
+            done, total = progress["files_checked"], progress["files_to_check"]
+            counts = f"{done}/{total} files, {_bytes(progress['bytes_checked'])} of {_bytes(progress['bytes_to_check'])}"
+            if self.tty:
+                self._show(f"[{event.bank}] {event.step} {_bar(progress['bytes_checked'], progress['bytes_to_check'])} "
+                           f"{counts}", transient=True)
+            else:
+                self._every(event.bank, f"[{event.bank}] {event.step}: {counts} read", last=done >= total)
             return
         if "files_total" in progress:
             done, total = progress["files_done"], progress["files_total"]
@@ -262,13 +271,16 @@ def _dry_run_message(result: dict) -> str:
 # --- update and the other jobs -------------------------------------------------------------------
 
 
-def job_options(kind: str):
-    """The click options of a job kind, generated from its declaration (:data:`biomaj.jobs.KINDS`).
-    No ``default`` is given to click: an option left out comes as None, a flag as False, which
-    are the declared defaults."""
+def job_options(kind: str, positional: tuple[str, ...] = ()):
+    """The click options of a job kind, generated from its declaration (:data:`biomaj.jobs.KINDS`);
+    those named in ``positional`` are optional arguments instead. No ``default`` is given to click:
+    an option left out comes as None, a flag as False, which are the declared defaults."""
 
     def decorate(command):
         for option in reversed(jobs.KINDS[kind].options):
+            if option.name in positional:
+                command = click.argument(option.name, required=option.required)(command)
+                continue
             settings: dict[str, Any] = {"help": option.help}
             if option.type is bool:
                 settings["is_flag"] = True
@@ -343,10 +355,67 @@ def remove_pending(obj: CliContext, bank: str, **options: Any) -> None:
 @json_option
 @click.pass_obj
 def repair(obj: CliContext, bank: str, **options: Any) -> None:
-    """After fixing a failed update by hand: unlock BANK and record its last session as done."""
-    job = run_async(_run_job(obj, "repair", bank, options, False))
-    _report(obj, job, lambda r: f"{bank}: repaired, release {r.get('release')}" if r.get("details", {}).get("repaired")
-            else f"{bank}: unlocked (the last session had no release to record)")
+    """Make a release of BANK whole: fetch again the files that differ from its provenance file;
+    after a failed update fixed by hand, unlock BANK and record its last session as done."""
+    job = run_async(_run_job(obj, "repair", bank, options, True))
+    _report(obj, job, lambda r: _repair_message(bank, r))
+
+
+def _repair_message(bank: str, result: dict) -> str:
+    details = result.get("details") or {}
+    if "fetched" in details:
+        fetched = details["fetched"]
+        text = (f"{bank}: release {result.get('release')} repaired, {len(fetched)} files fetched again: "
+                + ", ".join(fetched) if fetched else
+                f"{bank}: release {result.get('release')}: {details['checked']} files as recorded, nothing to repair")
+        return text + (f"\n  extra, left as they are: {', '.join(details['extra'])}" if details.get("extra") else "")
+    if details.get("repaired"):
+        return f"{bank}: repaired, release {result.get('release')}"
+    return f"{bank}: unlocked (the last session had no release to record)"
+
+
+@click.command()
+@click.argument("bank")
+@job_options("verify", positional=("release",))
+@click.option("--progress-interval", type=click.FloatRange(min=0), default=PROGRESS_INTERVAL, show_default=True,
+              envvar="BIOMAJ_PROGRESS_INTERVAL", metavar="SECONDS",
+              help="Off a terminal: seconds between two progress lines ($BIOMAJ_PROGRESS_INTERVAL).")
+@config_option
+@json_option
+@click.pass_obj
+def verify(obj: CliContext, bank: str, progress_interval: float, **options: Any) -> None:
+    """Read the files of a release of BANK (RELEASE, else the published one) and compare them with
+    its provenance file (ro-crate-metadata.json): exit 1 when a file is missing, changed or extra."""
+    job = run_async(_run_job(obj, "verify", bank, options, True, progress_interval))
+    releases = ((job.get("result") or {}).get("details") or {}).get("releases")
+    if obj.json_output or not releases:
+        _report(obj, job, lambda r: "")
+        return
+    for report in releases:
+        click.echo(_verify_lines(bank, report))
+    if job["state"] != "done":
+        raise SystemExit(1)
+
+
+def _verify_lines(bank: str, report: dict) -> str:
+    """A release's verification as the command prints it: one line, then one per difference."""
+    name = f"{bank}: release {report['release']}"
+    if report.get("error"):
+        return f"{name}: {report['error']}"
+    if report.get("recorded"):
+        return f"{name}: provenance file written, {report['files']} files ({_bytes(report['bytes'])}) recorded"
+    if report.get("ok"):
+        return f"{name}: {report['files']} files ({_bytes(report['bytes'])}) as recorded"
+    lines = [f"{name}: " + ", ".join(f"{len(report[k])} {k}" for k in ("changed", "missing", "unreadable", "extra")
+                                     if report[k])]
+    for change in report["changed"]:
+        how = (f"size {change['size']}, recorded {change['expected_size']}" if "size" in change
+               else f"sha256 {change['sha256']}, recorded {change['expected_sha256']}")
+        lines.append(f"  changed     {change['path']} ({how})")
+    lines += [f"  missing     {path}" for path in report["missing"]]
+    lines += [f"  unreadable  {item['path']} ({item['error']})" for item in report["unreadable"]]
+    lines += [f"  extra       {path}" for path in report["extra"]]
+    return "\n".join(lines)
 
 
 @click.command("release-check")

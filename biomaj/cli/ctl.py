@@ -27,8 +27,8 @@ if TYPE_CHECKING:
 #: The commands of other modules, each imported when it runs or --help lists it (cli/lazy.py).
 LAZY_COMMANDS = {
     **{name: f"biomaj.cli.bank_ops:{name.replace('-', '_')}" for name in (
-        "update", "remove", "remove-all", "remove-pending", "repair", "release-check", "publish", "unpublish",
-        "freeze", "unfreeze", "owner", "visibility", "cancel", "unlock")},
+        "update", "remove", "remove-all", "remove-pending", "repair", "release-check", "verify", "publish",
+        "unpublish", "freeze", "unfreeze", "owner", "visibility", "cancel", "unlock")},
     **{name: f"biomaj.cli.bank_reports:{name.replace('-', '_')}" for name in (
         "status", "status-ko", "show", "search", "history", "stats", "whatsup", "maintenance")},
     "schedule": "biomaj.cli.schedule:schedule",

@@ -5,12 +5,14 @@ from __future__ import annotations
 import posixpath
 from dataclasses import asdict, fields
 from typing import Any, Callable, Mapping
+from urllib.parse import quote, urlencode
 
 from biomaj.config.properties import BankProperties
 from biomaj.config.settings import DEFAULTS
 from biomaj.errors import ConfigError
 from biomaj.protocols import DIRECT_PROTOCOLS
 from biomaj.protocols.base import HttpParse, RemoteConfig
+from biomaj.redaction import HIDDEN, is_secret
 
 #: secret RemoteConfig parts -> the bank property holding them (for the main remote)
 SECRET_PROPERTIES = {"credentials": "server.credentials", "proxy_auth": "proxy_auth"}
@@ -138,3 +140,17 @@ def from_message(doc: Mapping[str, Any], secrets: Mapping[str, str], read_secret
     if "proxy_auth" in secrets:
         values["proxy_auth"] = read_secret(secrets["proxy_auth"])
     return RemoteConfig(**values)
+
+
+def remote_url(config: RemoteConfig, path: str) -> str | None:
+    """The URL of the remote file ``path`` (relative to the config's root) as records keep it: no
+    credentials, the value of a secret-looking GET parameter hidden. None for ``protocol=local``:
+    its remote is a path of this server, which a published record must not tell."""
+    if config.protocol == "local":
+        return None
+    full = posixpath.join(config.root.strip("/"), path.lstrip("/"))
+    url = f"{config.server_url}/{quote(full)}"
+    if config.params and config.method == "GET":
+        shown = {name: HIDDEN if is_secret(name, value) else value for name, value in config.params.items()}
+        url += "?" + urlencode(shown, safe="*")
+    return url

@@ -35,7 +35,7 @@ def job_route(kind: str, bank: str, options: dict[str, Any]) -> tuple[str, str, 
     body = {k: v for k, v in options.items() if v is not None}
     if kind == "remove":
         return "DELETE", f"{path}/releases/{quote(str(body['release']), safe='')}", None
-    if kind in ("update", "remove-all", "remove-pending", "repair", "release-check"):
+    if kind in ("update", "remove-all", "remove-pending", "repair", "release-check", "verify"):
         return "POST", f"{path}/{kind}", body
     raise BiomajError(f"unknown job kind {kind!r}")
 

@@ -15,17 +15,11 @@ import re
 import shlex
 from typing import Mapping
 
-_SECRET = re.compile(r"(credential|passw|secret|token|api[_.-]?key|proxy_auth|private[_.-]?key)", re.IGNORECASE)
-_URL_PASSWORD = re.compile(r"^[a-z][a-z0-9+.-]*://[^/@\s]*:[^/@\s]*@", re.IGNORECASE)
+from biomaj.redaction import is_secret  # what must not reach a process: its home is the ground layer
+
 
 #: Variables whose values come from remote data (release strings): quoted before a shell sees them.
 FROM_REMOTE = ("localrelease", "remoterelease", "removedrelease")
-
-
-def is_secret(key: str, value: str = "") -> bool:
-    """True for a variable that must not reach a process: its name says it is a secret, or its
-    value is a URL carrying a password (``amqp://user:pass@host``)."""
-    return bool(_SECRET.search(key)) or bool(_URL_PASSWORD.match(value or ""))
 
 
 def build_environment(

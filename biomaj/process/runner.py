@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Protocol
@@ -20,6 +21,7 @@ from typing import Any, Awaitable, Callable, Protocol
 from biomaj.bus.messages import ProcessRequest, ProcessResult
 from biomaj.config.properties import BankProperties
 from biomaj.errors import BiomajError
+from biomaj.redaction import redact_args
 
 from . import dag
 from .environment import build_environment, command_args
@@ -99,8 +101,11 @@ class ProcessRunner:
                     continue
                 run.log.info("PROC:META:RUN:PROCESS:%s", proc.full_name)
                 await self._progress(run, proc.full_name, None)
-                result = await self.dispatcher.run_one(self._request(run, env, block, proc), run.cancelled)
+                request = self._request(run, env, block, proc)
+                started = time.time()
+                result = await self.dispatcher.run_one(request, run.cancelled)
                 statuses[meta.name][proc.id] = result.ok
+                record_run(run.session, run.phase, request, result, started)
                 if result.ok:
                     run.session.setdefault("per_process_metadata", {})[proc.full_name] = apply_defaults(
                         result.metadata, format=proc.format, types=list(proc.types), tags=dict(proc.tags),
@@ -149,6 +154,20 @@ class ProcessRunner:
         )
 
 
+def record_run(session: dict, phase: str, request: ProcessRequest, result: ProcessResult, started: float) -> None:
+    """What a process did, kept in the session's ``process_runs`` for the release's provenance
+    file: its command (secrets hidden), exit code, status and times."""
+    session.setdefault("process_runs", {}).setdefault(phase, {})[request.name] = {
+        "exe": request.exe,
+        "args": redact_args(list(request.args)),
+        "docker": (request.docker or {}).get("image"),
+        "exit_code": result.exit_code,
+        "ok": result.ok,
+        "started": started,
+        "elapsed": round(result.elapsed, 3),
+    }
+
+
 def reset_phase(props: BankProperties, session: dict, phase: str, start: str | None) -> None:
     """--from-task: the phase's processes run again, all of them or from ``start`` (a block, a
     meta or a process id, in declaration order). ConfigError when ``start`` names nothing."""
@@ -166,4 +185,4 @@ def merge_formats(session: dict, declared: list[str]) -> dict[str, list]:
     return formats
 
 
-__all__ = ["PhaseRun", "ProcessFailed", "ProcessRunner", "ProcessResult", "merge_formats", "reset_phase"]
+__all__ = ["PhaseRun", "ProcessFailed", "ProcessRunner", "ProcessResult", "merge_formats", "record_run", "reset_phase"]

@@ -3,7 +3,7 @@
 Reads follow BioMAJ 3's visibility rules (public banks for everyone, private ones for their owner
 and admins; a bank one may not see is a 404, as an unknown one); every write needs the bank's owner
 or an admin, checked by the registry before the handler reads anything (:mod:`.bank_access`). Long actions (update, removals,
-repair) are jobs: the answer is ``202`` with the job record, to follow at ``/api/v1/jobs/{id}``.
+repair, verify) are jobs: the answer is ``202`` with the job record, to follow at ``/api/v1/jobs/{id}``.
 Quick ones (publish, freeze, unlock...) answer the operation's outcome. ``check`` and ``bank-files``
 read the bank files of conf.dir, as ``biomaj ctl check`` and ``biomaj ctl banks`` do.
 """
@@ -21,7 +21,8 @@ from biomaj.errors import UnknownBank
 from biomaj.jobs import request_cancel, submit_job
 from biomaj.runtime.lease import lease_free
 from biomaj.storage.base import ACTIVE_JOB_STATES
-from biomaj.workflow import runner
+from biomaj.workflow import crate, integrity, runner
+from biomaj.workflow.bank import Bank, find_production
 
 from .bank_access import client_paths, load_bank_file, unknown_bank, visible_bank
 from .context import USERS_KEY, identity_of, node_of, run_context, viewer_of
@@ -206,7 +207,9 @@ async def remove_pending(request: web.Request) -> web.Response:
     return await _submit(request, "remove-pending", await _job_options(request, "remove-pending"))
 
 
-@api.route("POST", "/api/v1/banks/{bank}/repair", summary="Unlock and record the last session as done (a job)",
+@api.route("POST", "/api/v1/banks/{bank}/repair",
+           summary="Fetch again the files of a release that differ from its provenance file, or record an "
+                   "unfinished session as done (a job)",
            access="owner", tag="actions", responses={202: "the queued job"}, body=jobs.REPAIR.body_schema())
 async def repair(request: web.Request) -> web.Response:
     return await _submit(request, "repair", await _job_options(request, "repair"))
@@ -217,6 +220,41 @@ async def repair(request: web.Request) -> web.Response:
            tag="actions", responses={202: "the queued job; its result holds the remote release and whether it is new"})
 async def release_check(request: web.Request) -> web.Response:
     return await _submit(request, "release-check", {})
+
+
+@api.route("POST", "/api/v1/banks/{bank}/verify",
+           summary="Read a release's files and compare them with its provenance file (a job)", access="owner",
+           tag="actions", body=jobs.VERIFY.body_schema(),
+           responses={202: "the queued job; its result lists each release's missing, changed and extra files",
+                      404: "no such release"})
+async def verify(request: web.Request) -> web.Response:
+    options = await _job_options(request, "verify")
+    if options.get("release") is not None:
+        await _production_entry(request, options["release"])
+    return await _submit(request, "verify", options)
+
+
+@api.route("GET", "/api/v1/banks/{bank}/releases/{release}/provenance",
+           summary="The provenance file of a release (ro-crate-metadata.json, RO-Crate 1.1)", access="public",
+           tag="banks", content_type="application/ld+json",
+           responses={404: "unknown or private bank, no such release, or a release without a provenance file"})
+async def release_provenance(request: web.Request) -> web.StreamResponse:
+    doc = await visible_bank_of_url(request)
+    entry = await _production_entry(request, request.match_info["release"], doc)
+    path = Bank.production_dir(entry) / crate.FILE_NAME
+    if not await asyncio.to_thread(path.is_file):
+        raise ApiError(404, integrity.no_provenance(doc["name"], entry["release"]))
+    return web.FileResponse(path, headers={"Content-Type": "application/ld+json"})
+
+
+async def _production_entry(request: web.Request, release: str, doc: dict | None = None) -> dict:
+    """The URL's bank's production entry named ``release`` (its release or directory name), or
+    404: a release is looked up among the stored ones, never turned into a path."""
+    doc = doc if doc is not None else await node_of(request).store.get_bank(request.match_info["bank"]) or {}
+    entry = find_production(doc, release)
+    if entry is None:
+        raise ApiError(404, f"bank {request.match_info['bank'][:200]}: no production release named {release[:200]!r}")
+    return entry
 
 
 @api.route("POST", "/api/v1/banks/{bank}/cancel", summary="Cancel the queued or running jobs of a bank",

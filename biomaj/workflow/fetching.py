@@ -93,6 +93,7 @@ class Fetching:
                           ", ".join(f"{node} {count}" for node, count in sorted(by_node.items())))
         missing = [w.save_as for w in to_fetch if not outcomes[w.save_as].ok]
         self.downloaded = present + [w.save_as for w in to_fetch if outcomes[w.save_as].ok]
+        await asyncio.to_thread(self._keep_digests, outcomes)
         # what publish checks: a release with a missing file is never published (publishing.publish)
         self.session["missing"] = {"count": len(missing), "files": missing[:MISSING_KEPT]} if missing else None
         if budget is not None and progress.stop.is_set():
@@ -143,35 +144,69 @@ class Fetching:
         return plan
 
     def _requests(self, to_fetch: list[Wanted]) -> list[DownloadRequest]:
-        """The download messages: small files many to a message (see :func:`batches`), each
-        message for files of one remote configuration."""
-        groups: dict[int, list[Wanted]] = {}
-        for item in to_fetch:
-            groups.setdefault(id(item.config), []).append(item)
-        props = self.bank.props
-        transfer = transfer_settings(props)
-        requests = []
-        for items in groups.values():
-            config = items[0].config
-            options = config.options
-            remote = to_message(config)  # the files of a bank share a few remote configurations
-            secrets = dict(items[0].secrets)
-            for batch in batches(items, len(to_fetch)):
-                requests.append(DownloadRequest(
-                    job_id=self.run_ctx.job_id,
-                    bank=self.bank.name,
-                    session_id=str(self.session["id"]),
-                    remote=remote,
-                    offline_dir=str(self.bank.offline_dir),
-                    files=[FileSpec(w.entry.path, w.save_as, w.entry.size, w.entry.mtime, w.entry.hash,
-                                    size_hint=w.entry.size_hint, checksum=w.checksum).to_dict() for w in batch],
-                    secrets=secrets,
-                    check_archive=not _true(options.get("skip_check_uncompress")),
-                    stop_condition=options.get("stop_condition") or props.get("stop_condition"),
-                    wait_policy=options.get("wait_policy") or props.get("wait_policy"),
-                    **transfer,
-                ))
-        return requests
+        return download_requests(self.bank, self.run_ctx.job_id, str(self.session["id"]), self.bank.offline_dir,
+                                 to_fetch)
+
+    def _keep_digests(self, outcomes: dict[str, FileOutcome]) -> None:
+        """The sha256 the downloaders computed while each file streamed in, kept in the session's
+        file list with the size and date the file had then: the provenance file takes it from
+        there instead of reading the file again, while the file still has them."""
+        records = self.session.get("download_files") or []
+        kept = 0
+        for record in records:
+            outcome = outcomes.get(record.get("save_as") or record["name"])
+            if (outcome is not None and outcome.ok and outcome.digest and outcome.size is not None
+                    and streamed_digest(record.get("checksum")) == DIGEST):
+                record["digest"] = {DIGEST: outcome.digest, "size": outcome.size, "mtime": outcome.mtime}
+                kept += 1
+        if kept:
+            self.bank.write_file_list(self.session["id"], records)
+
+
+#: The digest every downloaded file gets while it streams in (its provenance, verify, repair).
+DIGEST = "sha256"
+
+
+def streamed_digest(checksum: str | None) -> str | None:
+    """The digest a file's download computes as it streams in: sha256, unless the provider's
+    checksum is of another algorithm, which the engine then computes instead (the checksum is
+    checked without reading the file again; its sha256 is read at the provenance step)."""
+    return DIGEST if not checksum or checksum.partition(":")[0] == DIGEST else None
+
+
+def download_requests(bank: Bank, job_id: str, session_id: str, offline_dir: Path,
+                      items: list[Wanted]) -> list[DownloadRequest]:
+    """The download messages of ``items`` into ``offline_dir``: small files many to a message
+    (see :func:`batches`), each message for files of one remote configuration, each file's
+    provider checksum checked and its sha256 computed as it streams in (:func:`streamed_digest`)."""
+    groups: dict[int, list[Wanted]] = {}
+    for item in items:
+        groups.setdefault(id(item.config), []).append(item)
+    props = bank.props
+    transfer = transfer_settings(props)
+    requests = []
+    for group in groups.values():
+        config = group[0].config
+        options = config.options
+        remote = to_message(config)  # the files of a bank share a few remote configurations
+        secrets = dict(group[0].secrets)
+        for batch in batches(group, len(items)):
+            requests.append(DownloadRequest(
+                job_id=job_id,
+                bank=bank.name,
+                session_id=session_id,
+                remote=remote,
+                offline_dir=str(offline_dir),
+                files=[FileSpec(w.entry.path, w.save_as, w.entry.size, w.entry.mtime, w.entry.hash,
+                                size_hint=w.entry.size_hint, checksum=w.checksum,
+                                digest=streamed_digest(w.checksum)).to_dict() for w in batch],
+                secrets=secrets,
+                check_archive=not _true(options.get("skip_check_uncompress")),
+                stop_condition=options.get("stop_condition") or props.get("stop_condition"),
+                wait_policy=options.get("wait_policy") or props.get("wait_policy"),
+                **transfer,
+            ))
+    return requests
 
 
 #: (copy, algorithm) -> hex digest of a last release's copy, computed once per run (the change

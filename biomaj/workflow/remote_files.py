@@ -17,15 +17,16 @@ import posixpath
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 from biomaj.config.properties import BankProperties
 from biomaj.download.engine import ClientPool
 from biomaj.download.matching import NoFileMatched, Seen, match_files
 from biomaj.download.paths import safe_relative
 from biomaj.download.retry import RetryPolicy
-from biomaj.download.remote import remote_config, split_server
+from biomaj.download.remote import remote_config, remote_url, split_server
 from biomaj.errors import ConfigError
-from biomaj.protocols import DIRECT_PROTOCOLS
+from biomaj.protocols import DIRECT_PROTOCOLS, PROTOCOL_MODULES
 from biomaj.protocols.base import RemoteConfig, RemoteEntry, RemoteError, RetryableError, Throttled, Unreachable
 
 from .engine import TaskFailed
@@ -57,6 +58,7 @@ class Wanted:
             "hash": self.entry.hash,
             **({"etag": self.entry.etag} if self.entry.etag else {}),  # for If-None-Match next time
             **({"checksum": self.checksum} if self.checksum else {}),  # compared by the next update
+            **({"url": url} if (url := remote_url(self.config, self.entry.path)) else {}),  # for provenance
         }
 
 
@@ -328,3 +330,34 @@ async def release_files(props: BankProperties, pool: ClientPool) -> tuple[Remote
     except RemoteError as exc:
         raise remote_failure(exc, "release.file", "reading the release from release.file", config.root_url) from None
     return config, [m.entry for m in matched], secrets
+
+
+def wanted_from_url(props: BankProperties, url: str, save_as: str, size: int | None = None,
+                    mtime: float | None = None) -> Wanted:
+    """The file a record says came from ``url``, to fetch again as ``save_as``: through the
+    bank's own remote configuration (credentials, proxy, options, a direct file's parameters)
+    when the URL is on the bank's server, else from the URL alone (no credentials are sent to
+    another server). ConfigError when the URL names no protocol biomaj speaks."""
+    parts = urlsplit(url)
+    path = unquote(parts.path)
+    folder, name = posixpath.split(path)
+    entry = RemoteEntry(name, size, mtime)
+    protocol = (props.get("protocol") or "").lower()
+    if protocol == "multi":
+        candidates = [(config, secrets) for config, _, secrets in multi_configs(props)]
+    elif protocol in ("local", "none", ""):
+        candidates = []
+    else:
+        candidates = [(remote_config(props), _secrets(props))]
+    for config, secrets in candidates:
+        scheme = config.protocol.removeprefix("direct")
+        if (scheme, config.host, config.port) != (parts.scheme, parts.hostname or "", parts.port):
+            continue
+        if config.protocol not in DIRECT_PROTOCOLS:
+            return Wanted(replace(config, root=folder or "/"), entry, save_as, secrets)
+        if posixpath.join(config.root, config.direct_file).strip("/") == path.strip("/"):
+            return Wanted(config, replace(entry, path=config.direct_file), save_as, secrets)
+    if parts.scheme == "local" or parts.scheme not in PROTOCOL_MODULES:
+        raise ConfigError(f"{url}: not a URL biomaj can fetch a file from")
+    config = RemoteConfig(protocol=parts.scheme, host=parts.hostname or "", port=parts.port, root=folder or "/")
+    return Wanted(config, entry, save_as)

@@ -1,5 +1,5 @@
 """Bank operations as the manager runs them: update (with session selection and resume),
-remove, remove-all, remove-pending, repair, release check, publish, freeze, unlock.
+remove, remove-all, remove-pending, repair, release check, verify, publish, freeze, unlock.
 
 Each function takes a :class:`~biomaj.workflow.bank.RunContext` (store, downloads, identity,
 cancel flag) and a bank name, checks rights, and returns a JSON-able outcome or raises a
@@ -22,9 +22,10 @@ from biomaj.notify.webhooks import payload
 
 from . import checksums
 from . import files as fs
-from . import changes, locks, publishing
+from . import changes, integrity, locks, publishing
 from .bank import Bank, RunContext, find_production, find_session
 from .engine import CANCELLED, Cancelled, TaskFailed
+from .hashing import HashProgress, progress_fields, progress_message
 from .options import VISIBILITIES, UpdateOptions
 from .remote_files import wanted_files
 from .session import (
@@ -458,8 +459,10 @@ async def remove_pending(run: RunContext, name: str, release: str | None = None)
 
 
 async def repair(run: RunContext, name: str, release: str | None = None) -> Outcome:
-    """An admin fixed a failed update by hand: unlock, and record the last session (or that of
-    ``release``) as finished and in production."""
+    """Make a release whole. A finished release with a provenance file gets its missing and
+    changed files fetched again (:func:`.integrity.repair_release`); an unfinished session (a
+    failed update an admin fixed by hand) is unlocked and recorded as finished and in production,
+    as BioMAJ 3 does. The last update's release, or ``release``."""
     bank = load_bank(run, name)
     doc = await _owned_document(run, bank)
     if locks.is_maintenance(bank.lock_dir):
@@ -467,14 +470,19 @@ async def repair(run: RunContext, name: str, release: str | None = None) -> Outc
     locks.release(bank.lock_dir, name)
     start = time.time()
     sessions = {s["id"]: s for s in doc.get("sessions") or [] if s.get("action") == "update"}
+    entry = find_production(doc, release) if release is not None else None
     if release is not None:
-        entry = find_production(doc, release)
         session = sessions.get(entry["session"]) if entry else next(
             (s for s in sessions.values() if s.get("release") == release), None)
-        if session is None:
+        if session is None and entry is None:
             raise UnknownRelease(f"bank {name}: release {release} does not exist")
     else:
         session = sessions.get(doc.get("last_update_session"))
+        entry = find_production(doc, session.get("release")) if session and session.get("release") else None
+    if entry is not None and (session is None or is_over(session)):
+        fixed = await _repair_files(run, bank, entry, session, start)
+        if fixed is not None:
+            return fixed
     if session is None or not session.get("release"):
         return Outcome(True, name, "repair", details={"repaired": False})
     for task in session["status"]:
@@ -492,6 +500,91 @@ async def repair(run: RunContext, name: str, release: str | None = None) -> Outc
         name, "repair", session, message=f"Release {session['release']} of {name} repaired: recorded as finished"))
     return Outcome(True, name, "repair", release=session["release"], session_id=session["id"],
                    details={"repaired": True})
+
+
+async def _repair_files(run: RunContext, bank: Bank, entry: dict, session: Session | None,
+                        start: float) -> Outcome | None:
+    """The files of production release ``entry`` fetched again where they differ from its
+    provenance file, under the bank lock; None when it has none (nothing to repair against)."""
+    name = bank.name
+    holder = locks.LockHolder.here(run.job_id, run.user or "")
+    locks.acquire(bank.lock_dir, name, holder)
+    try:
+        outcome = await integrity.repair_release(
+            run, bank, entry, entry["session"], progress=_hash_events(run, name, "repair"),
+            fetched=lambda done, total: run.event(name, "running", step="repair",
+                                                  message=f"repair {entry['release']}: {done}/{total} files fetched again"))
+    except Cancelled:
+        return Outcome(False, name, "repair", release=entry["release"], cancelled=True, error=CANCELLED)
+    finally:
+        locks.release(bank.lock_dir, name, holder)
+    if outcome is None:
+        return None
+    summary = outcome.summary()
+    log.info("repair of %s: %s", name, summary)
+    await run.store.add_history({"bank": name, "error": not outcome.repaired, "start": start, "end": time.time(),
+                                 "action": "repair", "updated": bool(outcome.fetched)})
+    recorded = session or {"id": entry["session"], "release": entry["release"], "update": True,
+                           "remoterelease": entry.get("remoterelease"), "status": {"over": True}}
+    await notify_bank_action(bank.props, BankAction.from_session(
+        name, "repair", recorded, ok=outcome.repaired, message=f"Bank {name} repaired: {summary}"))
+    return Outcome(outcome.repaired, name, "repair", release=entry["release"], session_id=entry["session"],
+                   error=None if outcome.repaired else summary, details={**outcome.to_dict(), "summary": summary})
+
+
+def _hash_events(run: RunContext, name: str, step: str):
+    """Job events telling how far the reading of a release's files is."""
+
+    async def tell(what: str, where: HashProgress) -> None:
+        await run.event(name, "running", step=step, message=progress_message(what, where), **progress_fields(where))
+
+    return tell
+
+
+# --- verify ------------------------------------------------------------------------------------
+
+
+def _releases_to_verify(bank: Bank, doc: dict, release: str | None, every: bool) -> list[dict]:
+    production = doc.get("production") or []
+    if not production:
+        raise UnknownRelease(f"bank {bank.name}: no release to verify yet (update it first)")
+    if every:
+        return list(production)
+    if release is not None:
+        entry = find_production(doc, release)
+        if entry is None:
+            raise UnknownRelease(f"bank {bank.name}: no production release named {release} "
+                                 f"(releases: {', '.join(e['release'] for e in production)})")
+        return [entry]
+    published = [e for e in production if e.get("session") == doc.get("current")]
+    return published or [production[-1]]
+
+
+async def verify(run: RunContext, name: str, release: str | None = None, *, every: bool = False,
+                 record: bool = False) -> Outcome:
+    """Read the files of a production release (the published one, ``release`` or, ``every``,
+    all of them) and compare them with its provenance file; with ``record``, write that file
+    from what the release holds now. Not ok when any file is missing, changed or extra."""
+    bank = load_bank(run, name)
+    doc = await run.store.get_bank(name)
+    if doc is None:
+        raise UnknownRelease(f"bank {name}: never updated, no release to verify")
+    bank.check_owner(doc, run.user, run.admins)
+    reports = []
+    try:
+        for entry in _releases_to_verify(bank, doc, release, every):
+            await run.event(name, "running", step=f"verify {entry['release']}", message=f"verify {entry['release']}",
+                            task_state="running")
+            reports.append(await integrity.verify_release(
+                bank, entry, find_session(doc, entry["session"]), record=record,
+                progress=_hash_events(run, name, "verify"), cancelled=run.cancelled))
+    except Cancelled:
+        return Outcome(False, name, "verify", cancelled=True, error=CANCELLED)
+    ok = all(report.ok for report in reports)
+    return Outcome(ok, name, "verify", release=reports[0].release if len(reports) == 1 else None,
+                   error=None if ok else "; ".join(r.summary() for r in reports if not r.ok),
+                   details={"summary": "; ".join(r.summary() for r in reports),
+                            "releases": [report.to_dict() for report in reports]})
 
 
 async def unlock(run: RunContext, name: str, force: bool = False, lease_free: bool = False) -> Outcome:

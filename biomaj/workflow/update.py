@@ -23,14 +23,16 @@ from biomaj.download.paths import safe_join
 from biomaj.download.remote import to_message
 from biomaj.download.verify import VerificationFailed, check_sidecars
 from biomaj.errors import BiomajError
+from biomaj.reports import human_size
 
 from . import checksums
 from . import files as fs
-from . import changes, locks, publishing, release as rel
+from . import changes, crate, locks, provenance, publishing, release as rel
 from .bank import Bank, RunContext
 from .engine import CANCELLED, Cancelled, TaskFailed, Workflow
 from .extract import ExtractionError, archive_kind, extract_archive
 from .fetching import PROGRESS_EVERY, Digests, Fetching, reuse_source
+from .hashing import HashProgress, progress_fields, progress_message
 from .options import UpdateOptions  # declared apart, for the front ends: re-exported here
 from .remote_files import Wanted, incomplete, release_files, retry_policy, stat_incomplete, wanted_files
 from .session import UPDATE_FLOW, Session
@@ -548,14 +550,37 @@ class UpdateWorkflow(Workflow):
         return True
 
     async def wf_publish(self) -> bool:
+        # The release is complete: BioMAJ 1's listings (old_biomaj_api's, written here so that
+        # the provenance file lists them), then the provenance file; published only with it.
+        await asyncio.to_thread(publishing.write_listings, self.release_dir, self.session.get("formats") or {})
+        await self._write_provenance()
         if self.props.get_bool("auto_publish") or self.options.publish:
             await publishing.publish(self.run_ctx.store, self.bank, self.session)
             self.log.info("Workflow:wf_publish:%s published", self.session["release"])
         return True
 
     async def wf_old_biomaj_api(self) -> bool:
-        await asyncio.to_thread(publishing.write_listings, self.release_dir, self.session.get("formats") or {})
-        return True
+        return True  # the listings were written before the provenance file (wf_publish), which lists them
+
+    async def _write_provenance(self) -> None:
+        """``ro-crate-metadata.json`` at the release's root; TaskFailed when a file cannot be read."""
+        release_dir = self.release_dir
+        if not release_dir.is_dir():
+            raise TaskFailed(f"release directory {release_dir} does not exist: nothing to publish")
+        dependencies = {name: dep.release_dir for name, dep in self.dependencies.items() if dep.release_dir}
+        known = await asyncio.to_thread(provenance.known_for_update, self.bank, release_dir, self._production(),
+                                        dependencies)
+        try:
+            recorded = await provenance.record_release(self.bank, self.session, release_dir, known,
+                                                       progress=self._hash_progress, cancelled=self.run_ctx.cancelled)
+        except OSError as exc:
+            raise TaskFailed(f"provenance file of {release_dir.name} not written: {exc}") from None
+        self.log.info("Workflow:wf_publish:%s lists %d files (%s)", crate.FILE_NAME, len(recorded.files),
+                      human_size(sum(f.size for f in recorded.files.values())))
+
+    async def _hash_progress(self, what: str, where: HashProgress) -> None:
+        await self.run_ctx.event(self.bank.name, "running", step="publish", message=progress_message(what, where),
+                                 **progress_fields(where))
 
     async def wf_clean_offline(self) -> bool:
         await asyncio.to_thread(fs.remove_tree, self.bank.offline_dir)

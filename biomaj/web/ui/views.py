@@ -10,14 +10,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from biomaj import change_report, reports
-from biomaj.process.environment import is_secret
+from biomaj.redaction import is_secret
 from biomaj.workflow.session import UPDATE_TASKS
 
 from .charts import Bar
 
 ACTIVE = ("queued", "running")
 HIDDEN = "(hidden)"
-#: property names whose values are never shown (on top of biomaj.process.environment.is_secret)
+#: property names whose values are never shown (on top of biomaj.redaction.is_secret)
 _SECRET_NAME = re.compile(r"(passw|credential|secret|key|token|auth)", re.IGNORECASE)
 
 
