@@ -72,12 +72,13 @@ class _Follow:
             return
         if "bytes_to_check" in progress:  # the files of a release read (verify, provenance, repair)
             done, total = progress["files_checked"], progress["files_to_check"]
+            what = event.message.partition(":")[0]  # "verify 2024-01", "provenance"
             counts = f"{done}/{total} files, {_bytes(progress['bytes_checked'])} of {_bytes(progress['bytes_to_check'])}"
             if self.tty:
-                self._show(f"[{event.bank}] {event.step} {_bar(progress['bytes_checked'], progress['bytes_to_check'])} "
+                self._show(f"[{event.bank}] {what} {_bar(progress['bytes_checked'], progress['bytes_to_check'])} "
                            f"{counts}", transient=True)
             else:
-                self._every(event.bank, f"[{event.bank}] {event.step}: {counts} read", last=done >= total)
+                self._every(event.bank, f"[{event.bank}] {what}: {counts} read", last=done >= total)
             return
         if "files_total" in progress:
             done, total = progress["files_done"], progress["files_total"]

@@ -139,6 +139,7 @@ INFRASTRUCTURE = (
 
 IDENTITY = (
     _b("db.fullname", None, "str", "Description of the bank (a warning when missing)."),
+    _b("db.license", None, "str", "License of the bank's data, written in each release's provenance file (ro-crate-metadata.json): a URL (e.g. https://spdx.org/licenses/CC-BY-4.0) or a text; unset, the file says the provider's terms of use apply. biomaj only."),
     _b("db.type", "", "comma-list", "Comma-separated bank types, e.g. nucleic,protein.", builtin=True),
     _b("db.formats", "", "comma-list", "Comma-separated formats produced, e.g. fasta,blast (a warning when missing).", builtin=True),
     _b("dir.version", None, "path", "Required, relative: the bank directory under data.dir, e.g. ncbi/blast/alu."),

@@ -81,3 +81,40 @@ def test_bad_ports(server):
 
 def test_ipv6_server():
     assert split_server("[::1]:2121") == ("::1", 2121)
+
+
+def test_the_recorded_url_of_a_file_has_no_secret(load):
+    from biomaj.download.remote import remote_url
+
+    config = remote_config(load("protocol=directhttps\nserver=127.0.0.1:8443\nremote.dir=/api/get\n"
+                                "server.credentials=ada:s3cr3t\nurl.params=db,api_key\ndb.value=nuc core\n"
+                                "api_key.value=K3Y\n"))
+    url = remote_url(config, config.direct_file)
+    assert url == "https://127.0.0.1:8443/api/get?db=nuc+core&api_key=***"
+    listing = remote_config(load("protocol=ftp\nserver=ftp.example.org\nremote.dir=/pub/x y/\n"))
+    assert remote_url(listing, "sub/a%b.gz") == "ftp://ftp.example.org/pub/x%20y/sub/a%25b.gz"
+    assert remote_url(remote_config(load("protocol=local\nremote.dir=/srv/mirror/\n")), "a") is None  # a server path
+
+
+def test_a_recorded_url_is_fetched_again_with_the_bank_s_settings_only_on_its_server(load):
+    from biomaj.workflow.remote_files import wanted_from_url
+
+    props = load("protocol=http\nserver=127.0.0.1:8080\nremote.dir=/pub/\nserver.credentials=ada:s3cr3t\n"
+                 "options.names=ssl_verifypeer\noptions.ssl_verifypeer=false\n")
+    same = wanted_from_url(props, "http://127.0.0.1:8080/pub/sub/a%20b.gz", "flat/sub/a b.gz", 10, 1.0)
+    assert (same.config.root, same.entry.path, same.entry.size, same.save_as) == ("/pub/sub", "a b.gz", 10,
+                                                                                  "flat/sub/a b.gz")
+    assert same.config.user == "ada" and same.secrets == (("credentials", "server.credentials"),)
+    assert dict(same.config.options) == {"ssl_verifypeer": "false"}
+    other = wanted_from_url(props, "http://mirror.example.org/pub/a.gz", "flat/a.gz")
+    assert other.config.host == "mirror.example.org" and other.config.user is None and other.secrets == ()
+    for url in ("local:///etc/passwd", "gopher://h/x", "file:///etc/passwd"):
+        with pytest.raises(ConfigError, match="not a URL biomaj can fetch"):
+            wanted_from_url(props, url, "flat/x")
+
+
+def test_secret_process_arguments_are_hidden():
+    from biomaj.redaction import redact_args
+
+    assert redact_args(["-in", "x.fa", "--password=pw", "--api-key", "k", "token=t", "https://u:p@h/x", "-db", "nr"]) == [
+        "-in", "x.fa", "--password=***", "--api-key", "***", "token=***", "https://u:***@h/x", "-db", "nr"]

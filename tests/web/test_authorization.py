@@ -26,6 +26,8 @@ MATRIX = [
     ("POST", "/api/v1/banks/example/remove-pending", {}, (401, HIDDEN, OK, OK)),
     ("POST", "/api/v1/banks/example/repair", {}, (401, HIDDEN, OK, OK)),
     ("POST", "/api/v1/banks/example/release-check", None, (401, HIDDEN, OK, OK)),
+    ("POST", "/api/v1/banks/example/verify", {}, (401, HIDDEN, OK, OK)),
+    ("GET", "/api/v1/banks/example/releases/1/provenance", None, (HIDDEN, HIDDEN, OK, OK)),
     ("POST", "/api/v1/banks/example/publish", {}, (401, HIDDEN, OK, OK)),
     ("POST", "/api/v1/banks/example/unpublish", None, (401, HIDDEN, OK, OK)),
     ("POST", "/api/v1/banks/example/releases/1/freeze", None, (401, HIDDEN, OK, OK)),
@@ -86,8 +88,10 @@ async def test_access(private_bank, method, path, body, expected):
         kwargs = {"json": body} if body is not None else {}
         response = await api.call(who, method, path, **kwargs)
         text = await response.text()
-        if response.status >= 400 or not path.endswith("/log"):  # a log is text; errors are always JSON
+        if response.status >= 400 or not path.endswith(("/log", "/provenance")):  # errors are always JSON
             assert response.content_type == "application/json", (who, text)
+        elif path.endswith("/provenance"):  # a release's RO-Crate, JSON-LD
+            assert response.content_type == "application/ld+json", (who, text)
         if want == OK:
             assert response.status not in (401, 403, 500), (who, response.status, text)
         else:

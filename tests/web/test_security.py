@@ -122,7 +122,8 @@ async def test_an_admin_who_updates_a_bank_with_no_owner_becomes_its_owner(bare_
 # --- 5: unknown and private banks answer alike; no server path ---------------------------------------
 
 HIDING_ROUTES = ["/api/v1/banks/{}", "/api/v1/banks/{}/sessions", "/api/v1/banks/{}/status", "/api/v1/banks/{}/check",
-                 "/api/v1/banks/{}/show", "/api/v1/banks/{}/sessions/last/log", "/api/daemon/bank/{}",
+                 "/api/v1/banks/{}/show", "/api/v1/banks/{}/sessions/last/log",
+                 "/api/v1/banks/{}/releases/1/provenance", "/api/daemon/bank/{}",
                  "/api/daemon/bank/{}/check", "/api/daemon/bank/{}/status", "/api/daemon/bank/{}/show",
                  "/api/daemon/bank/{}/log", "/api/daemon/bank/{}/log/5", "/api/daemon/bank/{}/owns"]
 
@@ -296,6 +297,7 @@ async def test_the_log_routes_tail_a_big_log(private_bank):
     ("DELETE", "/api/daemon/bank/example"), ("POST", "/api/daemon/bank/example"),
     ("PUT", "/api/daemon/bank/example/repair"), ("PUT", "/api/daemon/bank/example/publish"),
     ("POST", "/api/v1/banks/example/update"), ("PUT", "/api/v1/banks/example/owner"),
+    ("POST", "/api/v1/banks/example/verify"),
     ("PUT", "/api/v1/banks/example/visibility"), ("POST", "/api/v1/banks/example/publish"),
 ])
 async def test_a_non_owner_is_refused_before_the_body_is_read(private_bank, method, path):
@@ -316,7 +318,8 @@ async def test_no_server_path_in_any_answer_to_anonymous_users(private_bank):
     assert response.status == 200, await response.text()
     root = str(api.node.config.root)
     for path in ("/api/v1/banks/example", "/api/v1/banks/example/sessions", "/api/v1/banks/example/status",
-                 "/api/v1/banks?format=table", "/api/v1/status", "/ui/banks/example", "/ui/"):
+                 "/api/v1/banks?format=table", "/api/v1/status", "/ui/banks/example", "/ui/",
+                 "/api/v1/banks/example/releases/1/provenance"):
         response = await api.call("anonymous", "GET", path)
         text = await response.text()
         assert response.status == 200 and root not in text and "/tmp/" not in text, (path, text[:2000])
