@@ -34,8 +34,9 @@ FAILED = "http://schema.org/FailedActionStatus"
 UPDATE_ID = "#update"
 BANK_FILE_ID = "#bank-file"
 BIOMAJ_ID = "#biomaj"
-#: Characters an ``@id`` keeps as they are (RO-Crate: relative URI paths, space and % escaped).
-_ID_SAFE = "/!$&'()*+,;=:@~-._"
+#: Characters an ``@id`` keeps as they are (RO-Crate: relative URI paths, space and % escaped; a
+#: ':' too, or ``a:b.txt`` would read as a URI of scheme ``a``).
+_ID_SAFE = "/!$&'()*+,;=@~-._"
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 
 

@@ -130,7 +130,7 @@ class FileRecord:
                 "day": self.day, "format": self.format}
 
 
-def _non_directories(root: Path, *, skip_staging: bool) -> Iterator[tuple[str, os.DirEntry]]:
+def non_directories(root: Path, *, skip_staging: bool) -> Iterator[tuple[str, os.DirEntry]]:
     """(relative path, entry) of everything under `root` but directories, symlinks not followed."""
     pending = [("", os.fspath(root))]
     while pending:
@@ -151,7 +151,7 @@ def _selected(src_root: Path, patterns: Sequence[str], key: str) -> list[str]:
         return []
     real_root = src_root.resolve()
     selected = []
-    for relative, entry in _non_directories(src_root, skip_staging=True):
+    for relative, entry in non_directories(src_root, skip_staging=True):
         if relative.endswith(PART_SUFFIX) or not match_any(compiled, relative):
             continue
         if entry.is_symlink():
@@ -266,7 +266,7 @@ def tree_size(root: Path) -> int:
         return 0
     return sum(
         entry.stat(follow_symlinks=False).st_size
-        for _, entry in _non_directories(root, skip_staging=False)
+        for _, entry in non_directories(root, skip_staging=False)
         if entry.is_file(follow_symlinks=False)
     )
 

@@ -12,6 +12,7 @@ import asyncio
 import hashlib
 import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,16 +39,19 @@ class Known:
     source: Path | None = None
 
 
-def still_valid(known: Known, path: Path, st: os.stat_result) -> bool:
-    """True when ``known`` is the digest of the file ``path`` (whose stat is ``st``): the same
-    inode as the file it was computed on, or the same size and date to the millisecond."""
-    if known.source is not None:
-        try:
-            if os.path.samestat(os.stat(known.source), st) and st.st_size == known.size:
-                return True
-        except OSError:
-            pass
-    return st.st_size == known.size and known.mtime is not None and abs(st.st_mtime - known.mtime) < SAME_DATE
+def still_valid(known: Known, st: os.stat_result) -> bool:
+    """True when ``known`` is the digest of the file whose stat is ``st``: the same size, and the
+    same date to the millisecond or the same inode as the file it was computed on."""
+    if st.st_size != known.size:
+        return False
+    if known.mtime is not None and abs(st.st_mtime - known.mtime) < SAME_DATE:
+        return True
+    if known.source is None:
+        return False
+    try:
+        return os.path.samestat(os.stat(known.source), st)
+    except OSError:
+        return False
 
 
 @dataclass
@@ -121,7 +125,10 @@ async def sha256_files(root: Path, files: list[tuple[str, int]], *, progress: Pr
     threads = max(1, min(threads, len(files)))
     run = _Run(root, files, threads)
     loop = asyncio.get_running_loop()
-    workers = [loop.run_in_executor(None, run.worker, i) for i in range(threads)]
+    # threads of its own: hours of reading must not hold the loop's default executor, which the
+    # downloaders' writes and every asyncio.to_thread of the process share
+    pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="biomaj-sha256")
+    workers = [loop.run_in_executor(pool, run.worker, i) for i in range(threads)]
     try:
         pending = set(workers)
         while pending:
@@ -132,6 +139,7 @@ async def sha256_files(root: Path, files: list[tuple[str, int]], *, progress: Pr
                 await progress(run.progress(len(files), bytes_total))
     finally:
         run.stop.set()  # the threads stop at their next block (a cancelled or failed run)
+        pool.shutdown(wait=False)
     for worker in workers:
         worker.result()  # a bug in a thread is not silenced
     if progress is not None:

@@ -24,6 +24,7 @@ from pathlib import Path
 from biomaj import __version__
 
 from . import crate
+from . import files as fs
 from .bank import Bank
 from .crate import CrateError, FileEntry, ProcessEntry
 from .hashing import HashProgress, Known, sha256_files, still_valid
@@ -39,20 +40,12 @@ def scan(release_dir: Path) -> dict[str, os.stat_result]:
     """Every regular file under ``release_dir`` (relative path -> stat), symbolic links neither
     followed nor listed, the provenance file itself and its temporary files left out (blocking)."""
     found: dict[str, os.stat_result] = {}
-    pending = [("", os.fspath(release_dir))]
-    while pending:
-        prefix, directory = pending.pop()
-        with os.scandir(directory) as entries:
-            for entry in entries:
-                relative = prefix + entry.name
-                if entry.is_dir(follow_symlinks=False):
-                    pending.append((relative + "/", entry.path))
-                    continue
-                if not prefix and (entry.name == crate.FILE_NAME or entry.name.startswith(f".{crate.FILE_NAME}.")):
-                    continue
-                info = entry.stat(follow_symlinks=False)
-                if stat.S_ISREG(info.st_mode):
-                    found[relative] = info
+    for relative, entry in fs.non_directories(release_dir, skip_staging=False):
+        if relative == crate.FILE_NAME or relative.startswith(f".{crate.FILE_NAME}."):
+            continue
+        info = entry.stat(follow_symlinks=False)
+        if stat.S_ISREG(info.st_mode):
+            found[relative] = info
     return found
 
 
@@ -83,9 +76,10 @@ class KnownDigests:
         for path, entry in recorded.files.items():
             self.by_path.setdefault(prefix + path, Known(entry.sha256, entry.size, entry.mtime, release_dir / path))
 
-    def lookup(self, release_dir: Path, path: str, st: os.stat_result) -> str | None:
+    def lookup(self, path: str, st: os.stat_result) -> str | None:
+        """The known sha256 of ``path`` (whose stat is ``st``) if it still stands, else None."""
         known = self.by_path.get(path)
-        return known.sha256 if known is not None and still_valid(known, release_dir / path, st) else None
+        return known.sha256 if known is not None and still_valid(known, st) else None
 
 
 async def sha256_of_tree(release_dir: Path, files: dict[str, os.stat_result], known: KnownDigests, *,
@@ -95,7 +89,7 @@ async def sha256_of_tree(release_dir: Path, files: dict[str, os.stat_result], kn
     digests: dict[str, str | OSError] = {}
     to_read = []
     for path, st in files.items():
-        digest = known.lookup(release_dir, path, st)
+        digest = known.lookup(path, st)
         if digest is None:
             to_read.append((path, st.st_size))
         else:

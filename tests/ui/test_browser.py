@@ -2,7 +2,7 @@
 Python through `executable_path`) against a real `biomaj serve --all`.
 
 What a person does: log in, see the dashboard, update the example bank and watch its progress
-reach the end, open the log, freeze, unfreeze and remove a release, make the bank private and
+reach the end, open the log, freeze, unfreeze, verify and remove a release, make the bank private and
 see an anonymous visitor told it is unknown; every main page at 1280 px and at a phone's 390 px without
 horizontal scrolling. Screenshots of the main pages go to $BIOMAJ_TEST_ARTEFACTS (default
 <tmp>/biomaj-ui-screenshots). Without Chromium or Playwright the tests skip, and fail when CI=true.
@@ -194,6 +194,16 @@ def test_an_operator_drives_the_example_bank(browser, server, artefacts):
     page.wait_for_selector('#bank-data tr[data-release="1"][data-state="frozen"]', state="attached")
     alice.release_row("1").locator('button[data-action="unfreeze"]').click()
     page.wait_for_selector('#bank-data tr[data-release="1"][data-state="kept"]', state="attached")
+
+    # verify the published release against its provenance file, then after a hand edit
+    alice.release_row("2").locator('button[data-action="verify"]').click()
+    page.wait_for_function("() => document.getElementById('flash').textContent.includes('files as recorded')",
+                           timeout=60_000)
+    with (server.root / "data" / "example" / "example_2" / "flat" / "release.txt").open("a") as edited:
+        edited.write("a hand edit\n")
+    alice.release_row("2").locator('button[data-action="verify"]').click()
+    page.wait_for_selector("#flash.error", timeout=60_000)
+    assert "1 changed (flat/release.txt)" in page.inner_text("#flash")
     questions: list[str] = []
     page.once("dialog", lambda dialog: (questions.append(dialog.message), dialog.accept()))
     alice.release_row("1").locator('button[data-action="remove"]').click()

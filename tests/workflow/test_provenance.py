@@ -165,13 +165,15 @@ async def test_no_secret_reaches_the_provenance_file(site):
 async def test_every_process_that_ran_is_listed_and_what_it_made_too(site):
     process = site.root / "process" / "test.sh"
     process.write_text("#!/bin/sh\nmkdir -p \"$datadir/$dirversion/future_release/out\"\n"
-                       "echo made > \"$datadir/$dirversion/future_release/out/a dat%.txt\"\n")
+                       "echo made > \"$datadir/$dirversion/future_release/out/a dat%.txt\"\n"
+                       "echo made > \"$datadir/$dirversion/future_release/x:y.txt\"\n")
     process.chmod(process.stat().st_mode | stat.S_IXUSR)
     site.add_bank("localprocess")
     outcome = await site.update("localprocess")
     assert outcome.ok, outcome.error
     by_id = validate(outcome.release_dir)
     assert listed(by_id, "out/a dat%.txt")["@id"] == "out/a%20dat%25.txt"  # RO-Crate's escaping
+    assert listed(by_id, "x:y.txt")["@id"] == "x%3Ay.txt"  # not a URI of scheme "x"
     assert "proc1.txt" in files_on_disk(outcome.release_dir)
     actions = {e["name"]: e for e in by_id.values() if "CreateAction" in _types(e) and e["@id"] != "#update"}
     assert set(actions) == {"preprocess process META0_PROC0", "postprocess process META0_PROC0",
