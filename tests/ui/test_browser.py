@@ -198,11 +198,11 @@ def test_an_operator_drives_the_example_bank(browser, server, artefacts):
     # verify the published release against its provenance file, then after a hand edit
     alice.release_row("2").locator('button[data-action="verify"]').click()
     page.wait_for_function("() => document.getElementById('flash').textContent.includes('files as recorded')",
-                           timeout=60_000)
+                           timeout=30_000)
     with (server.root / "data" / "example" / "example_2" / "flat" / "release.txt").open("a") as edited:
         edited.write("a hand edit\n")
     alice.release_row("2").locator('button[data-action="verify"]').click()
-    page.wait_for_selector("#flash.error", timeout=60_000)
+    page.wait_for_selector("#flash.error", timeout=30_000)
     assert "1 changed (flat/release.txt)" in page.inner_text("#flash")
     questions: list[str] = []
     page.once("dialog", lambda dialog: (questions.append(dialog.message), dialog.accept()))

@@ -297,6 +297,7 @@ async def test_actions_are_offered_to_owners_and_admins_only(updated: Site):
         text = await browser.page("/ui/banks/example")  # public
         assert bool(forms.search(text)) is offered, who
         assert ('data-action="freeze"' in text) is offered, who
+        assert ('data-action="verify"' in text) is offered, who
     # and the API refuses them to others whatever the page shows
     user = await updated.browser("user")
     refused = await user.api("POST", "/api/v1/banks/example/releases/1/freeze")

@@ -131,6 +131,11 @@
             jobs.length ? jobs[0].id : "");
       const live = document.getElementById("live");
       if (live && jobs.length) live.dataset.submitted = jobs[0].id;
+      // a quick job (a verify of a small release) may have ended before this answer: tell its outcome
+      if (live && jobs.length && live.dataset.job === jobs[0].id && FINAL.includes(live.dataset.state)) {
+        const status = document.getElementById("live-status");
+        jobEnded(jobs[0].id, status ? status.textContent : "", live.dataset.state === "failed" ? "error" : "info");
+      }
       if (form.dataset.firstUpdate) {
         // A bank never updated has no record yet, so the event stream could not tell whether
         // its events are ours: once the job has made the record, listen again and redraw.
