@@ -137,6 +137,14 @@ def test_jobs_run_on_the_server_and_report_as_in_process(updated, biomaj_cmd):
     assert not (updated.root / "data" / "example" / "example_2").exists()
 
 
+def test_verify_runs_on_the_server_and_prints_as_in_process(updated, biomaj_cmd):
+    here, there = local(biomaj_cmd, updated, "verify", "example", "1"), ctl(biomaj_cmd, updated, "verify", "example", "1")
+    assert (there.returncode, there.stdout) == (here.returncode, here.stdout) == (0, there.stdout)
+    assert there.stdout.startswith("example: release 1: 3 files (") and "[example] verify 1" in there.stderr
+    denied = ctl(biomaj_cmd, updated, "verify", "example", who="bob")  # not the owner, not an admin
+    assert denied.returncode != 0 and denied.stderr.startswith("error: "), denied.stderr
+
+
 def test_the_environment_gives_the_server_and_the_key(updated, biomaj_cmd):
     done = subprocess.run([*biomaj_cmd, "ctl", "status"], capture_output=True, text=True, timeout=60,
                           env={**clean_env(), "BIOMAJ_PROXY": updated.url, "BIOMAJ_APIKEY": updated.keys["alice"]},
