@@ -364,12 +364,14 @@ def repair(obj: CliContext, bank: str, **options: Any) -> None:
 
 def _repair_message(bank: str, result: dict) -> str:
     details = result.get("details") or {}
-    if "fetched" in details:
-        fetched = details["fetched"]
-        text = (f"{bank}: release {result.get('release')} repaired, {len(fetched)} files fetched again: "
-                + ", ".join(fetched) if fetched else
-                f"{bank}: release {result.get('release')}: {details['checked']} files as recorded, nothing to repair")
-        return text + (f"\n  extra, left as they are: {', '.join(details['extra'])}" if details.get("extra") else "")
+    if "fetched" in details:  # a release repaired from its provenance file
+        fetched, counts = details["fetched"], details["counts"]
+        name = f"{bank}: release {result.get('release')}"
+        text = (f"{name} repaired, {counts['fetched']} files fetched again: {', '.join(fetched)}" if fetched
+                else f"{name}: {details['checked']} files as recorded, nothing to repair")
+        if details["extra"]:
+            text += f"\n  {counts['extra']} extra, left as they are: {', '.join(details['extra'])}"
+        return text
     if details.get("repaired"):
         return f"{bank}: repaired, release {result.get('release')}"
     return f"{bank}: unlocked (the last session had no release to record)"
@@ -407,8 +409,9 @@ def _verify_lines(bank: str, report: dict) -> str:
         return f"{name}: provenance file written, {report['files']} files ({_bytes(report['bytes'])}) recorded"
     if report.get("ok"):
         return f"{name}: {report['files']} files ({_bytes(report['bytes'])}) as recorded"
-    lines = [f"{name}: " + ", ".join(f"{len(report[k])} {k}" for k in ("changed", "missing", "unreadable", "extra")
-                                     if report[k])]
+    counts = report.get("counts") or {key: len(report[key]) for key in ("changed", "missing", "unreadable", "extra")}
+    lines = [f"{name}: " + ", ".join(f"{counts[k]} {k}" for k in ("changed", "missing", "unreadable", "extra")
+                                     if counts[k])]
     for change in report["changed"]:
         how = (f"size {change['size']}, recorded {change['expected_size']}" if "size" in change
                else f"sha256 {change['sha256']}, recorded {change['expected_sha256']}")
@@ -416,6 +419,8 @@ def _verify_lines(bank: str, report: dict) -> str:
     lines += [f"  missing     {path}" for path in report["missing"]]
     lines += [f"  unreadable  {item['path']} ({item['error']})" for item in report["unreadable"]]
     lines += [f"  extra       {path}" for path in report["extra"]]
+    lines += [f"  ... and {counts[key] - len(report[key])} more {key}"
+              for key in ("changed", "missing", "unreadable", "extra") if counts[key] > len(report[key])]
     return "\n".join(lines)
 
 

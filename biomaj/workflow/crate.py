@@ -17,6 +17,7 @@ import datetime
 import json
 import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,7 +45,7 @@ class CrateError(BiomajError):
     """A provenance file that cannot be read or is not the RO-Crate biomaj writes."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class FileEntry:
     """One file of a release as the provenance file records it; ``path`` is relative and
     ``/``-separated, ``mtime`` the file's date then (the remote date for a downloaded file)."""
@@ -129,7 +130,12 @@ def _license(text: str | None, release: Release) -> tuple[Any, list[dict]]:
 
 def build(release: Release) -> dict[str, Any]:
     """The JSON-LD document of ``release``."""
-    files = [_file_entity(entry) for entry in release.files.values()]
+    return {"@context": CONTEXT, "@graph": list(entities(release))}
+
+
+def entities(release: Release) -> Iterator[dict[str, Any]]:
+    """The entities of the ``@graph`` of ``release``'s document, in order: the descriptor, the
+    release, the contextual entities, then one per file (made as they are written)."""
     license_value, license_entities = _license(release.license, release)
     actions, software = _process_entities(release.processes)
     root: dict[str, Any] = {
@@ -141,11 +147,10 @@ def build(release: Release) -> dict[str, Any]:
         "license": license_value,
         "version": release.release,
         "biomaj:bank": release.bank,
-        "hasPart": [{"@id": entity["@id"]} for entity in files],
+        "isBasedOn": {"@id": release.source} if release.source else None,
+        "hasPart": [{"@id": entity_id(path)} for path in release.files],
         "mentions": [{"@id": UPDATE_ID}] + [{"@id": action["@id"]} for action in actions],
     }
-    if release.source:
-        root["isBasedOn"] = {"@id": release.source}
     update: dict[str, Any] = {
         "@id": UPDATE_ID,
         "@type": "CreateAction",
@@ -168,8 +173,10 @@ def build(release: Release) -> dict[str, Any]:
         {"@id": BIOMAJ_ID, "@type": "SoftwareApplication", "name": "biomaj", "version": release.version},
         *license_entities, *software, *actions,
     ]
-    graph = [_without_none(entity) for entity in context] + files
-    return {"@context": CONTEXT, "@graph": graph}
+    for entity in context:
+        yield _without_none(entity)
+    for entry in release.files.values():
+        yield _file_entity(entry)
 
 
 def _file_entity(entry: FileEntry) -> dict[str, Any]:
@@ -210,14 +217,20 @@ def _without_none(entity: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in entity.items() if value is not None}
 
 
-def write(release_dir: Path, document: dict[str, Any]) -> Path:
-    """Write the provenance file at the root of ``release_dir`` in one rename (blocking)."""
+def write(release_dir: Path, release: Release) -> Path:
+    """Write the provenance file of ``release`` at the root of ``release_dir``, one entity at a
+    time (200,000 files are never one document in memory), in one rename (blocking)."""
     path = release_dir / FILE_NAME
     tmp = release_dir / f".{FILE_NAME}.{os.getpid()}.tmp"
-    with tmp.open("w", encoding="utf-8") as out:
-        json.dump(document, out, indent=1, ensure_ascii=False)
-        out.write("\n")
-    os.replace(tmp, path)
+    try:
+        with tmp.open("w", encoding="utf-8") as out:
+            out.write('{"@context": ' + json.dumps(CONTEXT) + ',\n "@graph": [\n')
+            for index, entity in enumerate(entities(release)):
+                out.write((",\n  " if index else "  ") + json.dumps(entity, ensure_ascii=False))
+            out.write("\n ]\n}\n")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
 
 

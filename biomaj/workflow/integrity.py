@@ -34,6 +34,16 @@ log = logging.getLogger(__name__)
 
 #: How many names of each kind a summary line shows.
 SHOWN = 3
+#: How many names of each kind a job's result keeps (its counts are whole): the job record of a
+#: release whose 200,000 files went missing stays small.
+LISTED = 1000
+
+
+def _capped(doc: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
+    doc["counts"] = {key: len(doc[key]) for key in keys}
+    for key in keys:
+        doc[key] = doc[key][:LISTED]
+    return doc
 
 
 def no_provenance(bank: str, release: str) -> str:
@@ -64,7 +74,7 @@ class Report:
             self.missing or self.changed or self.extra or self.unreadable)
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "ok": self.ok}
+        return _capped({**asdict(self), "ok": self.ok}, ("missing", "changed", "extra", "unreadable"))
 
     def summary(self) -> str:
         """One line: ``release 3: 1 changed (flat/a.fa), 1 missing (flat/b.fa)``."""
@@ -157,7 +167,7 @@ class Repair:
         return not (self.failed or self.cannot)
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "repaired": self.repaired}
+        return _capped({**asdict(self), "repaired": self.repaired}, ("fetched", "failed", "cannot", "extra"))
 
     def summary(self) -> str:
         text = f"release {self.release}: " + (f"{len(self.fetched)} files fetched again" if self.fetched

@@ -157,7 +157,7 @@ async def record_release(bank: Bank, session: Session, release_dir: Path, known:
         record = downloads.get(path) or {}
         release.files[path] = FileEntry(path, files[path].st_size, digests[path], files[path].st_mtime,
                                         record.get("url"), record.get("checksum"))
-    await asyncio.to_thread(crate.write, release_dir, crate.build(release))
+    await asyncio.to_thread(crate.write, release_dir, release)
     return release
 
 

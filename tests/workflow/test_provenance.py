@@ -258,3 +258,16 @@ def test_paths_that_leave_the_release_are_no_paths():
     for identifier in ("../x", "/etc/passwd", "flat/../../x", "https://example.org/x", "#update", "a//b", ""):
         assert crate.relative_path(identifier) is None, identifier
     assert crate.relative_path("out/a%20b.txt") == "out/a b.txt"
+
+
+def test_a_job_result_keeps_a_thousand_names_of_each_kind_and_the_whole_counts():
+    from biomaj.cli.bank_ops import _verify_lines
+    from biomaj.workflow import integrity
+
+    report = integrity.Report("1", files=2000, missing=[f"flat/{i}" for i in range(1500)], extra=["flat/x"])
+    doc = report.to_dict()
+    assert (doc["counts"], len(doc["missing"]), doc["ok"]) == (
+        {"missing": 1500, "changed": 0, "extra": 1, "unreadable": 0}, 1000, False)
+    text = _verify_lines("alu", json.loads(json.dumps(doc)))
+    assert text.splitlines()[0] == "alu: release 1: 1500 missing, 1 extra"
+    assert text.splitlines()[-1] == "  ... and 500 more missing"
