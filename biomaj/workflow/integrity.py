@@ -11,7 +11,6 @@ hard link the file shared with another release keeps the old one there, untouche
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from biomaj.download.paths import safe_join
+from biomaj.download.verify import file_digest
 from biomaj.errors import BiomajError, ConfigError
 
 from . import crate
@@ -26,11 +26,9 @@ from . import files as fs
 from .bank import Bank, RunContext
 from .crate import CrateError
 from .fetching import download_requests
-from .provenance import KnownDigests, Progress, file_sha256, record_release, scan, sha256_of_tree
+from .provenance import KnownDigests, Progress, record_release, scan, sha256_of_tree
 from .remote_files import Wanted, wanted_from_url
 from .session import Session
-
-log = logging.getLogger(__name__)
 
 #: How many names of each kind a summary line shows.
 SHOWN = 3
@@ -241,7 +239,7 @@ async def _fetch_again(run: RunContext, bank: Bank, release_dir: Path, recorded:
                 outcome.failed.append({"path": path, "error": result.error if result else "no downloader reported on it"})
                 continue
             staged = staging / path
-            digest = result.digest or await asyncio.to_thread(file_sha256, staged)
+            digest = result.digest or await asyncio.to_thread(file_digest, staged, "sha256")
             expected = recorded.files[path].sha256
             if digest != expected:
                 outcome.failed.append({"path": path, "error": f"the remote file is not the recorded one any more "

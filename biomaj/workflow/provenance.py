@@ -12,7 +12,6 @@ hard-linked from (the previous release, a dependency's). The other files are rea
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import os
 import stat
@@ -22,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from biomaj import __version__
+from biomaj.download.verify import file_digest
 
 from . import crate
 from . import files as fs
@@ -103,14 +103,6 @@ async def sha256_of_tree(release_dir: Path, files: dict[str, os.stat_result], kn
     return digests
 
 
-def file_sha256(path: Path) -> str | None:
-    try:
-        with path.open("rb") as stream:
-            return hashlib.file_digest(stream, "sha256").hexdigest()
-    except OSError:
-        return None
-
-
 def processes_of(session: Session) -> list[ProcessEntry]:
     """The pre- and post-processes that ran for the session (process/runner.py record_run)."""
     found = []
@@ -149,7 +141,7 @@ async def record_release(bank: Bank, session: Session, release_dir: Path, known:
         remote_release=session.get("remoterelease"),
         description=(props.get("db.fullname") or "").strip('"'), license=props.get("db.license"),
         source=_source(records), bank_file=props.path.name,
-        bank_file_sha256=await asyncio.to_thread(file_sha256, props.path),
+        bank_file_sha256=await asyncio.to_thread(file_digest, props.path, "sha256"),
         version=__version__, started=session.get("id"), published=time.time(),
         processes=processes_of(session),
     )
