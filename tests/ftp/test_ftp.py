@@ -60,7 +60,8 @@ async def test_anonymous_lists_and_downloads_a_public_bank(ftp_site: Site):
     top, files, facts, lines, names, size, mdtm = await site.run(scenario)
     assert top == (["example"], ["current", "example_1"], "/")  # secret is private: not listed
     assert files == {(prefix, name): data for prefix in ("current", "example_1") for name, data in expected.items()}
-    flat = {name[len("flat/"):]: data for name, data in expected.items()}
+    flat = {name[len("flat/"):]: data for name, data in expected.items() if name.startswith("flat/")}
+    assert set(expected) - {f"flat/{name}" for name in flat} == {"ro-crate-metadata.json"}  # and its provenance
     assert {name: (f["type"], int(f["size"]), f["perm"]) for name, f in facts.items()} == \
         {name: ("file", len(data), "r") for name, data in flat.items()}
     assert sorted(names) == sorted(flat)
