@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ from . import crate
 from . import files as fs
 from .bank import Bank, RunContext
 from .crate import CrateError
-from .fetching import download_requests
+from .fetching import DIGEST, download_requests, streamed_digest
 from .provenance import KnownDigests, Progress, record_release, scan, sha256_of_tree
 from .remote_files import Wanted, wanted_from_url
 from .session import Session
@@ -205,8 +205,9 @@ async def repair_release(run: RunContext, bank: Bank, entry: dict, session_id: f
         if not file.url:
             outcome.cannot.append({"path": path, "why": NO_URL})
             continue
-        try:
-            wanted.append(wanted_from_url(bank.props, file.url, path, file.size, file.mtime))
+        try:  # the provider's checksum too: the downloader checks it as the file streams in
+            wanted.append(replace(wanted_from_url(bank.props, file.url, path, file.size, file.mtime),
+                                  checksum=file.checksum))
         except ConfigError as exc:
             outcome.cannot.append({"path": path, "why": str(exc)})
     if wanted:
@@ -239,7 +240,8 @@ async def _fetch_again(run: RunContext, bank: Bank, release_dir: Path, recorded:
                 outcome.failed.append({"path": path, "error": result.error if result else "no downloader reported on it"})
                 continue
             staged = staging / path
-            digest = result.digest or await asyncio.to_thread(file_digest, staged, "sha256")
+            streamed = result.digest if streamed_digest(item.checksum) == DIGEST else None  # else the checksum's
+            digest = streamed or await asyncio.to_thread(file_digest, staged, DIGEST)
             expected = recorded.files[path].sha256
             if digest != expected:
                 outcome.failed.append({"path": path, "error": f"the remote file is not the recorded one any more "

@@ -225,6 +225,37 @@ async def test_the_release_is_not_published_when_its_provenance_file_cannot_be_w
     assert (await site.doc("localprocess"))["production"] == []
 
 
+async def test_provider_checksums_are_recorded_and_repair_checks_them(site, tmp_path):
+    """An NCBI-shaped tree with md5checksums.txt over HTTP: each downloaded file's md5 is recorded
+    beside its sha256; a damaged file is fetched again, checked against both."""
+    from biomaj.workflow import runner
+    from tests.workflow.test_checksum_manifests import BANK, md5, ncbi_bank, ncbi_tree
+
+    root = tmp_path / "ncbi"
+    files = ncbi_tree(root)
+    faults = Faults()
+    server = await http_server.start(root, faults, protocol="http")
+    try:
+        ncbi_bank(site, server, "http")
+        outcome = await site.update(BANK)
+        assert outcome.ok, outcome.error
+        by_id = validate(outcome.release_dir)
+        for name, data in files.items():
+            entity = listed(by_id, f"flat/{name}")
+            assert entity["biomaj:providerChecksum"] == f"md5:{md5(data)}"
+            assert entity["url"] == f"http://127.0.0.1:{server.config.port}/{name}"
+
+        damaged = outcome.release_dir / "flat" / next(iter(files))
+        damaged.write_bytes(b"not the file\n")
+        faults.transfers.clear()
+        repaired = await runner.repair(site.context(), BANK)
+        assert repaired.ok and repaired.details["fetched"] == [f"flat/{next(iter(files))}"], repaired.error
+        assert dict(faults.transfers) == {next(iter(files)): 1}
+        assert damaged.read_bytes() == files[next(iter(files))]
+    finally:
+        await server.close()
+
+
 # --- the checker refuses what is not a provenance file -----------------------------------------
 
 
