@@ -231,12 +231,10 @@ async def test_provider_checksums_are_recorded_and_repair_checks_them(site, tmp_
     from biomaj.workflow import runner
     from tests.workflow.test_checksum_manifests import BANK, md5, ncbi_bank, ncbi_tree
 
-    root = tmp_path / "ncbi"
-    files = ncbi_tree(root)
-    faults = Faults()
-    server = await http_server.start(root, faults, protocol="http")
+    files, faults = ncbi_tree(tmp_path / "ncbi"), Faults()
+    server = await http_server.start(tmp_path / "ncbi", faults, protocol="http")
+    ncbi_bank(site, server, "http")
     try:
-        ncbi_bank(site, server, "http")
         outcome = await site.update(BANK)
         assert outcome.ok, outcome.error
         by_id = validate(outcome.release_dir)
