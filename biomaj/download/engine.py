@@ -240,19 +240,8 @@ class ClientPool:
                 entry = None
             if entry is None:
                 entry = await self._checkout(config, wait=True)
-            key, host, client, slot = entry
-            healthy = False
-            try:
+            async with self._lend(entry, held) as client:
                 yield client
-                healthy = True
-            except Throttled as exc:
-                self.budget.throttled(host, exc.retry_after)
-                raise
-            finally:
-                if healthy and not self._closed:
-                    held.entry = entry
-                else:
-                    await self._settle(key, host, client, slot, healthy)
         finally:
             held.busy = False
 
@@ -269,9 +258,10 @@ class ClientPool:
             yield client
 
     @asynccontextmanager
-    async def _lend(self, checked_out) -> AsyncIterator[Protocol]:
+    async def _lend(self, checked_out, held: _Held | None = None) -> AsyncIterator[Protocol]:
         """A checked-out client for the caller's block, settled afterwards (a throttled server
-        lowers its budget; a failed client is closed, a healthy one kept)."""
+        lowers its budget; a failed client is closed, a healthy one kept: by ``held`` when
+        given, else in the pool)."""
         key, host, client, slot = checked_out
         healthy = False
         try:
@@ -281,7 +271,10 @@ class ClientPool:
             self.budget.throttled(host, exc.retry_after)
             raise
         finally:
-            await self._settle(key, host, client, slot, healthy)
+            if held is not None and healthy and not self._closed:
+                held.entry = checked_out
+            else:
+                await self._settle(key, host, client, slot, healthy)
 
     async def close(self) -> None:
         self._closed = True
