@@ -168,7 +168,8 @@ class Repair:
         return _capped({**asdict(self), "repaired": self.repaired}, ("fetched", "failed", "cannot", "extra"))
 
     def summary(self) -> str:
-        text = f"release {self.release}: " + (f"{len(self.fetched)} files fetched again" if self.fetched
+        wrong = len(self.fetched) + len(self.failed) + len(self.cannot)
+        text = f"release {self.release}: " + (f"{len(self.fetched)} of {wrong} wrong files fetched again" if wrong
                                                 else f"{self.checked} files as recorded, nothing to fetch")
         if self.failed:
             text += "; " + "; ".join(f"{f['path']}: {f['error']}" for f in self.failed[:SHOWN])
