@@ -430,12 +430,12 @@ async def _close_quietly(client: Protocol) -> None:
 class _PartWriter:
     """Writes a stream to the part file from a worker thread, one flush behind the network."""
 
-    def __init__(self, part: Path, offset: int, digest: str | None, on_bytes: Callable[[int], None] | None,
+    def __init__(self, part: Path, offset: int, digests: tuple[str | None, ...], on_bytes: Callable[[int], None] | None,
                  check: verify.StreamCheck | None = None, direct: bool = False):
         self.part = part  # with ``direct``: the file's own name
         self.direct = direct  # written whole at the end, straight to its name: nothing to keep on failure
         self.offset = offset
-        self.hash = verify.new_hash(digest) if digest else None
+        self.hash = verify.Digests(digests) or None  # computed as the file streams in
         self.on_bytes = on_bytes
         self.check = check  # the archive test, done on the chunks as they are written
         self.broken = False  # the check failed: the part file is gone, nothing more is written
@@ -603,7 +603,7 @@ class Fetcher:
         while True:
             attempt += 1
             try:
-                finisher = _Finisher(part, dest, entry.size, archive_name, expected)
+                finisher = _Finisher(part, dest, entry.size, archive_name, expected, digest)
                 if split:
                     transfer = SplitTransfer(self.pool, config, entry, part, max_streams=self.settings.split_max,
                                              on_bytes=on_bytes, pace=self.settings.pace)
@@ -741,10 +741,7 @@ class Fetcher:
             transfer.finished()  # the part file is gone: its journal too
             raise
         transfer.finished()
-        if finisher.checked_digest is not None and finisher.checked_digest[0] == digest:
-            hexdigest = finisher.checked_digest[1]  # read once, for the checksum
-        else:
-            hexdigest = await asyncio.to_thread(verify.file_digest, finisher.dest, digest) if digest else None
+        hexdigest = await asyncio.to_thread(finisher.digest_after) if digest else None
         return transfer.size, mtime, transfer.received, hexdigest
 
     def _small(self, entry: RemoteEntry) -> bool:
@@ -796,7 +793,7 @@ class Fetcher:
                     part = item.dest.with_name(item.dest.name + PART_SUFFIX)
                     expected, digest = _expected(item.checksum, item.digest)
                     archive_name = self._archive_name(item.dest) if expected is None else None
-                    finisher = _Finisher(part, item.dest, item.entry.size, archive_name, expected)
+                    finisher = _Finisher(part, item.dest, item.entry.size, archive_name, expected, digest)
                     try:
                         size, mtime, got, hexdigest = await _receive(
                             stream, item.entry, part, digest, on_bytes, finisher, True, self.settings.pace)
@@ -824,7 +821,7 @@ class Fetcher:
                 fetched = await client.fetch(entry.path, str(part), offset=offset, on_bytes=on_bytes)
                 mtime = fetched.mtime or entry.mtime
                 size = await asyncio.to_thread(finisher.run_native, mtime)
-                hexdigest = await asyncio.to_thread(verify.file_digest, finisher.dest, digest) if digest else None
+                hexdigest = await asyncio.to_thread(finisher.digest_after) if digest else None
                 return size, mtime, size - offset, hexdigest
             async with client.open(entry.path, offset, size=entry.size) as stream:
                 result = await _receive(stream, entry, part, digest, on_bytes, finisher, inline, self.settings.pace)
@@ -847,7 +844,8 @@ async def _receive(stream: RemoteStream, entry: RemoteEntry, part: Path, digest:
         # A crash in that call leaves a file without the remote size or date, never taken for
         # complete (biomaj.download.same_file), and fetched again.
         finisher.part = part = finisher.dest
-    writer = _PartWriter(part, stream.offset, digest, on_bytes, check, direct=part == finisher.dest)
+    writer = _PartWriter(part, stream.offset, (digest, finisher.checksum and finisher.checksum[0]), on_bytes, check,
+                         direct=part == finisher.dest)
     try:
         # Each protocol bounds the silence between chunks (config.read_timeout) itself,
         # without a timer per chunk here.
@@ -864,7 +862,7 @@ async def _receive(stream: RemoteStream, entry: RemoteEntry, part: Path, digest:
     except BaseException:
         writer.abort()
         raise
-    hexdigest = writer.hash.hexdigest() if writer.hash is not None else None
+    hexdigest = writer.hash.hexdigest(digest) if writer.hash is not None else None
     return size, mtime, writer.received, hexdigest
 
 
@@ -873,27 +871,27 @@ class _Finisher:
     check, archive test, mtime, rename. On a failed check the part file is removed."""
 
     def __init__(self, part: Path, dest: Path, expected_size: int | None, archive_name: str | None,
-                 checksum: tuple[str, str] | None = None):
+                 checksum: tuple[str, str] | None = None, digest: str | None = None):
         self.part = part
         self.dest = dest
         self.expected_size = expected_size
         self.archive_name = archive_name
         self.checksum = checksum  # (algorithm, hex) the whole file must have
         self.checked_while_written = False  # the archive test was done on the stream
-        self.checked_digest: tuple[str, str] | None = None  # (algorithm, hex) read for the checksum
+        self.digest = digest  # the digest asked of the fetch: computed by the same read as the checksum's
+        self.read: verify.Digests | None = None  # what the checksum's read of the file computed
 
     def run(self, size: int, mtime: float | None, streamed=None) -> None:
-        """``streamed``: the hash object of the whole file, when it was computed as it streamed in."""
+        """``streamed``: the digests of the whole file, when they were computed as it streamed in."""
         try:
             if self.expected_size is not None and size != self.expected_size:
                 raise VerificationFailed(f"size mismatch: listed {self.expected_size} bytes, received {size}")
             if self.checksum is not None:
                 algorithm, wanted = self.checksum
-                if streamed is not None and streamed.name == algorithm:
-                    got = streamed.hexdigest()
-                else:
-                    got = verify.file_digest(self.part, algorithm)
-                self.checked_digest = (algorithm, got)
+                got = streamed.hexdigest(algorithm) if streamed is not None else None
+                if got is None:
+                    self.read = verify.file_digests(self.part, (algorithm, self.digest))
+                    got = self.read.hexdigest(algorithm)
                 if got != wanted:
                     raise verify.ChecksumMismatch(algorithm, got, wanted)
             if self.archive_name is not None and not self.checked_while_written:
@@ -905,6 +903,15 @@ class _Finisher:
             os.utime(self.part, (mtime, mtime))
         if self.part != self.dest:
             os.replace(self.part, self.dest)
+
+    def digest_after(self) -> str | None:
+        """The fetch's digest of a file not read as it streamed in (split, native): from the
+        checksum's read of it when there was one, else read now."""
+        if not self.digest:
+            return None
+        if self.read is not None and (got := self.read.hexdigest(self.digest)) is not None:
+            return got
+        return verify.file_digest(self.dest, self.digest)
 
     def run_native(self, mtime: float | None) -> int:
         size = self.part.stat().st_size

@@ -176,6 +176,34 @@ def new_hash(algorithm: str):
     return BsdSum() if algorithm == "bsd-sum" else hashlib.new(algorithm)
 
 
+class Digests:
+    """Several digests of one stream at once (a provider's md5 to check, the sha256 to record):
+    fed once, each read by its algorithm."""
+
+    def __init__(self, algorithms: Collection[str | None]):
+        self._hashes = {algorithm: new_hash(algorithm) for algorithm in dict.fromkeys(algorithms) if algorithm}
+
+    def __bool__(self) -> bool:
+        return bool(self._hashes)
+
+    def update(self, data) -> None:
+        for state in self._hashes.values():
+            state.update(data)
+
+    def hexdigest(self, algorithm: str | None) -> str | None:
+        state = self._hashes.get(algorithm) if algorithm else None
+        return state.hexdigest() if state is not None else None
+
+
+def file_digests(path: Path, algorithms: Collection[str | None]) -> Digests:
+    """The digests of ``algorithms`` of a file, read once."""
+    digests = Digests(algorithms)
+    with path.open("rb") as stream:
+        while block := stream.read(CHUNK):
+            digests.update(block)
+    return digests
+
+
 def file_digest(path: Path, algorithm: str) -> str:
     with path.open("rb") as stream:
         if algorithm == "bsd-sum":

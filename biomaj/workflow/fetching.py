@@ -155,8 +155,7 @@ class Fetching:
         kept = 0
         for record in records:
             outcome = outcomes.get(record.get("save_as") or record["name"])
-            if (outcome is not None and outcome.ok and outcome.digest and outcome.size is not None
-                    and streamed_digest(record.get("checksum")) == DIGEST):
+            if outcome is not None and outcome.ok and outcome.digest and outcome.size is not None:
                 record["digest"] = {DIGEST: outcome.digest, "size": outcome.size, "mtime": outcome.mtime}
                 kept += 1
         if kept:
@@ -167,18 +166,13 @@ class Fetching:
 DIGEST = "sha256"
 
 
-def streamed_digest(checksum: str | None) -> str | None:
-    """The digest a file's download computes as it streams in: sha256, unless the provider's
-    checksum is of another algorithm, which the engine then computes instead (the checksum is
-    checked without reading the file again; its sha256 is read at the provenance step)."""
-    return DIGEST if not checksum or checksum.partition(":")[0] == DIGEST else None
 
 
 def download_requests(bank: Bank, job_id: str, session_id: str, offline_dir: Path,
                       items: list[Wanted]) -> list[DownloadRequest]:
     """The download messages of ``items`` into ``offline_dir``: small files many to a message
     (see :func:`batches`), each message for files of one remote configuration, each file's
-    provider checksum checked and its sha256 computed as it streams in (:func:`streamed_digest`)."""
+    provider checksum checked and its sha256 computed as it streams in, in the same pass."""
     groups: dict[int, list[Wanted]] = {}
     for item in items:
         groups.setdefault(id(item.config), []).append(item)
@@ -199,7 +193,7 @@ def download_requests(bank: Bank, job_id: str, session_id: str, offline_dir: Pat
                 offline_dir=str(offline_dir),
                 files=[FileSpec(w.entry.path, w.save_as, w.entry.size, w.entry.mtime, w.entry.hash,
                                 size_hint=w.entry.size_hint, checksum=w.checksum,
-                                digest=streamed_digest(w.checksum)).to_dict() for w in batch],
+                                digest=DIGEST).to_dict() for w in batch],
                 secrets=secrets,
                 check_archive=not _true(options.get("skip_check_uncompress")),
                 stop_condition=options.get("stop_condition") or props.get("stop_condition"),

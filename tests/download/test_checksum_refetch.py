@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from biomaj.download import verify
 from biomaj.download.engine import ClientPool, FetchFailed, Fetcher, FetchItem, FetchResult, FetchSettings
 from biomaj.download.limits import HostBudget
 from biomaj.download.manifests import bsd_sum
@@ -106,3 +107,35 @@ async def test_a_mismatch_that_a_second_fetch_cures_is_not_an_error(tmp_path):
     assert result.attempts == 2 and faults.transfers[BAD] == 2
     assert result.digest == hashlib.md5(right).hexdigest()
     assert (tmp_path / "off" / BAD).read_bytes() == right
+
+
+@pytest.mark.parametrize("protocol", ["http", "ftp"])
+async def test_the_sha256_to_record_and_the_providers_md5_come_from_one_pass(protocol, tmp_path, monkeypatch):
+    """A file with a provider's md5 whose sha256 is also asked for (its provenance) gets both
+    from the bytes as they stream in: the md5 checked, the sha256 returned, the file never read
+    back (the readers of verify.py refuse here)."""
+    def no_read_back(path, *args):
+        raise AssertionError(f"{path} read again")
+
+    monkeypatch.setattr(verify, "file_digest", no_read_back)
+    monkeypatch.setattr(verify, "file_digests", no_read_back)
+    server = await (http_server if protocol == "http" else ftp_server).start(tree(tmp_path / "remote"), Faults(),
+                                                                             protocol=protocol)
+    sums = {name: "md5:" + hashlib.md5(data).hexdigest() for name, data in FILES.items()}
+    pool = ClientPool(HostBudget(2))
+    fetcher = Fetcher(pool, FetchSettings(retry=RetryPolicy.parse("stop_after_attempt(1)", "wait_none")))
+    items = [FetchItem(RemoteEntry(name, len(data), None), tmp_path / "offline" / name, "sha256", sums[name])
+             for name, data in FILES.items()]
+    results: dict[str, FetchResult | BaseException] = {}
+
+    async def done(index, result):
+        results[items[index].entry.path] = result
+
+    try:
+        await fetcher.fetch_many(server.config, items, done)
+    finally:
+        await pool.close()
+        await server.close()
+    assert {name: r.digest for name, r in results.items()} == {
+        name: hashlib.sha256(data).hexdigest() for name, data in FILES.items()}
+    assert all(server.faults.transfers[name] == 1 for name in FILES)
