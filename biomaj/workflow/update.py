@@ -365,7 +365,7 @@ class UpdateWorkflow(Workflow):
         progress = self._progress("download: size and date of {done}/{total} files", "stat")
         retry = retry_policy(self.props, wanted[0].config)  # the files of a bank share their options
         known = previous[1] if previous else {}
-        offline = self.bank.offline_dir
+        offline, folders = self.bank.offline_dir, {}  # folders: safe_join's cache, each folder resolved once
 
         def worth(item: Wanted) -> bool:
             # A missing date is asked for (the release may come from the file dates); a missing exact
@@ -374,7 +374,7 @@ class UpdateWorkflow(Workflow):
             if item.entry.mtime is None or item.save_as in known:
                 return True
             try:
-                return safe_join(offline, item.save_as).is_file()
+                return safe_join(offline, item.save_as, folders).is_file()
             except BiomajError:
                 return False
 

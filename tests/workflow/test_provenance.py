@@ -100,6 +100,8 @@ def http_bank(site, server, **overrides) -> None:
 
 
 async def test_an_update_over_http_writes_a_provenance_file_that_validates(site):
+    big = site.remote / "test_big.bin"  # above inline_write_max: through a part file
+    big.write_bytes(hashlib.sha256(b"big").digest() * 12_000)
     server = await http_server.start(site.remote, Faults(), protocol="http")
     try:
         http_bank(site, server)
@@ -109,7 +111,8 @@ async def test_an_update_over_http_writes_a_provenance_file_that_validates(site)
     assert outcome.ok and outcome.updated, outcome.error
     release_dir = outcome.release_dir
     by_id = validate(release_dir)
-    assert set(files_on_disk(release_dir)) == {"flat/test.fasta", "flat/test2.fasta", "flat/test_100.txt"}
+    assert set(files_on_disk(release_dir)) == {"flat/test.fasta", "flat/test2.fasta", "flat/test_100.txt",
+                                               "flat/test_big.bin"}
 
     downloaded = listed(by_id, "flat/test2.fasta")
     assert downloaded["url"] == f"http://127.0.0.1:{server.config.port}/test2.fasta"
@@ -128,9 +131,12 @@ async def test_an_update_over_http_writes_a_provenance_file_that_validates(site)
     assert by_id["#bank-file"]["sha256"] == hashlib.sha256(bank_file.read_bytes()).hexdigest()
     assert by_id["#biomaj"]["version"]
 
-    # the downloaders hashed each file as it streamed in; the session's file list keeps it
+    # the downloaders hashed a file that went through a part file as it streamed in, the session's
+    # file list keeps it; a small file written whole on their event loop was read off it for this file
     records = {r["save_as"]: r for r in Bank.load(site.global_properties, "local").read_file_list(outcome.session_id)}
-    assert records["test2.fasta"]["digest"]["sha256"] == hashlib.sha256(remote.read_bytes()).hexdigest()
+    assert records["test_big.bin"]["digest"]["sha256"] == hashlib.sha256(big.read_bytes()).hexdigest()
+    assert "digest" not in records["test2.fasta"]
+    assert downloaded["sha256"] == hashlib.sha256(remote.read_bytes()).hexdigest()
     assert records["test2.fasta"]["url"] == downloaded["url"]
 
 
