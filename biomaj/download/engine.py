@@ -76,7 +76,7 @@ class FetchResult:
     resumed_from: int  # offset of the first attempt (0: from the start)
     attempts: int
     elapsed: float
-    digest: str | None = None  # hex digest when one was asked for (not of a small file written whole: read it)
+    digest: str | None = None  # hex digest when one was asked for
     skipped: bool = False  # already complete in the offline directory
 
 
@@ -844,12 +844,8 @@ async def _receive(stream: RemoteStream, entry: RemoteEntry, part: Path, digest:
         # A crash in that call leaves a file without the remote size or date, never taken for
         # complete (biomaj.download.same_file), and fetched again.
         finisher.part = part = finisher.dest
-    checksum = finisher.checksum and finisher.checksum[0]
-    # A small file written whole on the event loop gets only the digest its check needs there: the
-    # one asked besides (a provenance's sha256) is left to the caller, who reads it off the loop
-    # (on 2,000 files of 64 KiB it cost the loop 0.3 s, a fifth of the update).
-    digests = (checksum,) if part == finisher.dest and not stream.offset else (digest, checksum)
-    writer = _PartWriter(part, stream.offset, digests, on_bytes, check, direct=part == finisher.dest)
+    writer = _PartWriter(part, stream.offset, (digest, finisher.checksum and finisher.checksum[0]), on_bytes, check,
+                         direct=part == finisher.dest)
     try:
         # Each protocol bounds the silence between chunks (config.read_timeout) itself,
         # without a timer per chunk here.
