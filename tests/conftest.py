@@ -254,3 +254,33 @@ def files_on_both():
         return require_upstream() if request.param == "upstream" else OURS
 
     return files
+
+
+@pytest.fixture(scope="session")
+def s3_open():
+    """moto's S3 server (tests/servers/s3_server.py) accepting any signature: public buckets, and
+    buckets any key may write. One per test session; each test makes its own buckets."""
+    from tests.servers.s3_server import MotoS3
+
+    with MotoS3() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def s3_auth():
+    """moto's S3 server checking every signature against its one IAM user (``access_key``,
+    ``secret_key``); unsigned requests get 403 AccessDenied, as on AWS."""
+    from tests.servers.s3_server import MotoS3
+
+    with MotoS3(auth=True) as server:
+        yield server
+
+
+@pytest.fixture
+def bucket_name(request) -> str:
+    """A bucket name of this test's own (S3 rules: lower case, 3-63 characters)."""
+    import re
+    import uuid
+
+    stem = re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[:40].strip("-")
+    return f"{stem}-{uuid.uuid4().hex[:8]}"
