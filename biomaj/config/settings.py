@@ -76,7 +76,7 @@ def _b(name, default, kind, help, **kw) -> PropertySetting:
 
 PROTOCOLS = (
     "none", "multi", "local", "ftp", "ftps", "http", "https", "directftp", "directftps",
-    "directhttp", "directhttps", "rsync", "irods", "sftp",
+    "directhttp", "directhttps", "rsync", "irods", "sftp", "s3",
 )
 _PROTOCOL_KIND = f"enum({', '.join(PROTOCOLS)})"
 _METHOD_KIND = "enum(GET, POST)"

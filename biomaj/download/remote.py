@@ -5,8 +5,9 @@ from __future__ import annotations
 import posixpath
 from dataclasses import asdict, fields
 from typing import Any, Callable, Mapping
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, urlencode, urlsplit
 
+from biomaj.buckets import BANK_KEYS, bank_access
 from biomaj.config.properties import BankProperties
 from biomaj.config.settings import DEFAULTS
 from biomaj.errors import ConfigError
@@ -87,8 +88,16 @@ def remote_config(props: BankProperties, *, prefix: str = "") -> RemoteConfig:
     protocol = (get("protocol") or "").lower()
     if not protocol:
         raise ConfigError(f"bank {props.name}: protocol is not set")
-    host, port = split_server(get("server") or "", prefix + "server")
     remote_dir = get("remote.dir") or "/"
+    options = {name: props.get(f"options.{name}") or "" for name in props.get_list("options.names")}
+    if protocol == "s3":  # server is an endpoint, maybe a URL; the bucket's keys travel as options
+        settings = {key: get(key) for key in BANK_KEYS}
+        access = bank_access(get("server") or "", remote_dir, settings, prefix=prefix)
+        endpoint = urlsplit(access.endpoint)
+        host, port = endpoint.hostname or "", endpoint.port
+        options.update({key: value for key, value in settings.items() if value}, **{"s3.endpoint": access.endpoint})
+    else:
+        host, port = split_server(get("server") or "", prefix + "server")
     root, direct_file = remote_dir, ""
     if protocol in DIRECT_PROTOCOLS:
         path = remote_dir.rstrip("/")
@@ -96,7 +105,6 @@ def remote_config(props: BankProperties, *, prefix: str = "") -> RemoteConfig:
     user, password = split_credentials(get("server.credentials") if not prefix else get("credentials"), prefix + "credentials")
     names = props.get_list("url.params") if not prefix else []
     params = {name: props.get(f"{name}.value") or "" for name in names}
-    options = {name: props.get(f"options.{name}") or "" for name in props.get_list("options.names")}
     timeout = props.get_int("timeout.download")
     return RemoteConfig(
         protocol=protocol,

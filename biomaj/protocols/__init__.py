@@ -24,6 +24,7 @@ PROTOCOL_MODULES: dict[str, str] = {
     "sftp": "biomaj.protocols.sftp",
     "rsync": "biomaj.protocols.rsync",
     "local": "biomaj.protocols.local",
+    "s3": "biomaj.protocols.s3",
 }
 
 #: Workflow-level protocols: no client of their own (multi = several direct files, none = no download).

@@ -106,7 +106,10 @@ class RemoteEntry:
     None (HTML indexes print ``12M``: None, with ``size_hint`` 12,000,000; the transfer tells the
     real size). ``hash`` is an opaque token that changes when the remote file changes (BioMAJ's
     metadata ``hash``). ``etag`` is the server's own validator, verbatim (HTTP ``ETag``), kept so
-    that the next update can ask "changed since?" (:meth:`Protocol.stat_since`).
+    that the next update can ask "changed since?" (:meth:`Protocol.stat_since`). ``checksum`` is
+    a digest of the content the protocol knows without reading it (an S3 object's single-part
+    ETag is its MD5): the download checks it as the file streams, unless a provider's manifest
+    gives one.
     """
 
     path: str
@@ -117,6 +120,7 @@ class RemoteEntry:
     hash: str | None = None
     size_hint: int | None = None  # an approximate size when ``size`` is None (an index's ``12M``)
     etag: str | None = None  # HTTP ETag as the server sent it (``"5f-1a2b"``, ``W/"..."``)
+    checksum: str | None = None  # ``algo:hex`` of the content when the server says it (S3's MD5 ETag)
 
     @property
     def name(self) -> str:

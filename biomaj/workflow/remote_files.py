@@ -40,7 +40,7 @@ class Wanted:
     entry: RemoteEntry
     save_as: str
     secrets: tuple[tuple[str, str], ...] = ()  # (RemoteConfig part, bank property holding it)
-    checksum: str | None = None  # "algo:hex" from the provider's manifest (workflow/checksums.py)
+    checksum: str | None = None  # "algo:hex": the provider's manifest's (workflow/checksums.py), else the listing's (S3 ETag)
 
     def record(self) -> dict:
         """BioMAJ 3's ``download_files`` entry (kept in the cache file of the session)."""
@@ -160,7 +160,7 @@ async def wanted_files(props: BankProperties, pool: ClientPool, *, seen: Seen | 
             return [Wanted(config, entry, safe_relative(target), secrets)]
         async with pool.client(config) as client:
             matched = await match_files(client, props.get_list("remote.files") or [".*"], seen=seen)
-        return [Wanted(config, m.entry, m.save_as, secrets) for m in matched]
+        return [Wanted(config, m.entry, m.save_as, secrets, m.entry.checksum) for m in matched]
     except RemoteError as exc:
         raise remote_failure(exc, "remote.files", "listing remote.files", config.root_url if config else None) from None
 

@@ -1,7 +1,8 @@
 """The protocol conformance fixtures: one standard tree served by every protocol's real server.
 
 `remote` is parametrised over PROTOCOLS; each entry names the module under tests/servers/ that
-starts a real server for it. Known gaps of a protocol are declared in GAPS (data, not forked tests).
+starts a real server for it. Known gaps of a protocol are declared in GAPS (data, not forked tests): ``faults``, ``evil_names``,
+``split``, ``stream``, ``midfile_cancel``, ``mtime`` (the tree's dates are the remote's).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ PROTOCOLS: dict[str, str] = {
     "ftps": "tests.servers.ftp_server",
     "sftp": "tests.servers.sftp_server",
     "rsync": "tests.servers.rsync_server",
+    "s3": "tests.servers.s3_server",
 }
 
 #: What a protocol cannot do, by design; tests consult this instead of forking.
@@ -41,6 +43,8 @@ GAPS: dict[str, set[str]] = {
     "ftp": set(),
     "ftps": set(),
     "sftp": set(),
+    # an object's date is when it was uploaded (S3 has no way to set it): not the tree's dates
+    "s3": {"mtime"},
 }
 
 SEED = b"biomaj-conformance"

@@ -20,15 +20,30 @@ WSGI layer in front of moto here (the only thing this module adds to moto's beha
 
 ``python -m tests.servers.s3_server [--auth]`` runs the server alone and prints one JSON line
 (port, key, secret) when it listens.
+
+For the protocol conformance suite, :func:`start` serves a tree like the other server modules: the
+tree is uploaded into a new bucket of one moto process shared by the test session (:func:`shared`),
+and a small aiohttp reverse proxy in front of it forwards every request unchanged (the Host header
+too: a signature covers it) and injects the faults of :class:`~tests.servers.faults.Faults` on
+object GETs. The tree stays the source of truth: files a test writes or changes in it are uploaded
+before the next request is forwarded.
 """
 
 from __future__ import annotations
 
+import asyncio
+import atexit
+import html
 import json
 import os
 import subprocess
 import sys
+import uuid
+import weakref
 from pathlib import Path
+
+from biomaj.protocols.base import RemoteConfig
+from tests.servers.faults import Faults, RateCap, RunningServer
 
 PROJECT = Path(__file__).resolve().parents[2]
 ACCESS_DENIED = (b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>AccessDenied</Code>'
@@ -121,6 +136,193 @@ class MotoS3:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+# The conformance server: a bucket behind a fault-injecting proxy ----------------------------------
+
+_SHARED: MotoS3 | None = None
+BLOCK = 256 * 1024
+_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "upgrade", "te", "trailer"}
+
+
+def shared() -> MotoS3:
+    """One moto process (without auth) for the whole test session, started on first use and
+    stopped when the tests end (a process per test would cost ~0.8 s each)."""
+    global _SHARED
+    if _SHARED is None or _SHARED.process.poll() is not None:
+        _SHARED = MotoS3()
+        atexit.register(_SHARED.stop)
+    return _SHARED
+
+
+class _TreeMirror:
+    """Keeps a bucket equal to a local tree: files new or changed since the last look (size and
+    mtime) are uploaded, files gone are deleted."""
+
+    def __init__(self, moto: MotoS3, bucket: str, tree: Path):
+        self.moto, self.bucket, self.tree = moto, bucket, tree
+        self._known: dict[str, tuple[int, int]] = {}
+        self._lock = asyncio.Lock()
+
+    async def sync(self) -> None:
+        async with self._lock:
+            now = {}
+            for path in self.tree.rglob("*"):
+                if path.is_file():
+                    st = path.stat()
+                    now[path.relative_to(self.tree).as_posix()] = (st.st_size, st.st_mtime_ns)
+            changed = [key for key, facts in now.items() if self._known.get(key) != facts]
+            gone = [key for key in self._known if key not in now]
+            if changed or gone:
+                await asyncio.to_thread(self._apply, changed, gone)
+            self._known = now
+
+    def _apply(self, changed: list[str], gone: list[str]) -> None:
+        for key in changed:
+            self.moto.put(self.bucket, key, (self.tree / key).read_bytes())
+        if gone:
+            self.moto.client.delete_objects(Bucket=self.bucket, Delete={"Objects": [{"Key": k} for k in gone]})
+
+    def empty(self) -> None:
+        keys = list(self.moto.objects(self.bucket))
+        for start in range(0, len(keys), 1000):
+            self.moto.client.delete_objects(
+                Bucket=self.bucket, Delete={"Objects": [{"Key": k} for k in keys[start:start + 1000]]})
+        self.moto.client.delete_bucket(Bucket=self.bucket)
+
+
+def _s3_error(status: int, code: str, message: str):
+    from aiohttp import web
+
+    body = f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code><Message>{message}</Message></Error>'
+    return web.Response(status=status, text=body, content_type="application/xml")
+
+
+def _evil_contents(names: list[str]) -> str:
+    return "".join(f"<Contents><Key>{html.escape(name)}</Key><LastModified>2020-09-13T12:26:40.000Z</LastModified>"
+                   f'<ETag>"{"0" * 32}"</ETag><Size>12</Size><StorageClass>STANDARD</StorageClass></Contents>'
+                   for name in names)
+
+
+async def _blocks(content, size: int):
+    """The body in blocks of exactly ``size`` bytes (the last one shorter), as a file server
+    sends them: a fault "after the first block" comes after a whole block."""
+    buffer = bytearray()
+    async for data in content.iter_any():
+        buffer += data
+        while len(buffer) >= size:
+            yield bytes(buffer[:size])
+            del buffer[:size]
+    if buffer:
+        yield bytes(buffer)
+
+
+async def start(tree: Path, faults: Faults, *, protocol: str = "s3", corrupt: set[str] | None = None) -> RunningServer:
+    """Serve `tree` from a bucket of the shared moto server, through a proxy on 127.0.0.1 (a free
+    port) honouring `faults`. ``corrupt``: keys whose GET bodies get their first byte flipped (a
+    body that does not match its ETag). ``RunningServer.seen``: (method, path and query) of each
+    request."""
+    import aiohttp
+    from aiohttp import web
+
+    from tests.servers.http_server import _silence
+
+    moto = shared()
+    bucket = f"conformance-{uuid.uuid4().hex[:16]}"
+    await asyncio.to_thread(moto.make_bucket, bucket)
+    mirror = _TreeMirror(moto, bucket, Path(tree).resolve())
+    await mirror.sync()
+    session = aiohttp.ClientSession(auto_decompress=False, connector=aiohttp.TCPConnector(limit=0))
+    connections: weakref.WeakSet = weakref.WeakSet()
+    seen: list[tuple[str, str]] = []
+    corrupt = corrupt if corrupt is not None else set()
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        seen.append((request.method, request.path_qs))
+        if request.transport is not None and request.transport not in connections:
+            connections.add(request.transport)
+            faults.logins += 1
+        await mirror.sync()
+        _, _, key = request.path.lstrip("/").partition("/")
+        if request.method == "GET" and key:
+            faults.transfer_started(key)
+            try:
+                if faults.take(faults.throttle, key):
+                    return _s3_error(503, "SlowDown", "Please reduce your request rate.")
+                if faults.take(faults.transient_errors, key):
+                    return _s3_error(500, "InternalError", "We encountered an internal error. Please try again.")
+                if faults.take(faults.not_found, key):
+                    return _s3_error(404, "NoSuchKey", "The specified key does not exist.")
+                return await forward(request, key)
+            finally:
+                faults.transfer_ended()
+        return await forward(request, None)
+
+    async def forward(request: web.Request, key: str | None) -> web.StreamResponse:
+        headers = {name: value for name, value in request.headers.items() if name.lower() not in _HOP}
+        body = await request.read()
+        async with session.request(request.method, moto.endpoint + request.raw_path, headers=headers,
+                                   data=body or None, allow_redirects=False) as upstream:
+            out_headers = {name: value for name, value in upstream.headers.items() if name.lower() not in _HOP}
+            listing = request.method == "GET" and key is None and "list-type" in request.query
+            if listing and faults.evil_names and not request.query.get("prefix") and upstream.status == 200:
+                text = (await upstream.read()).decode()
+                text = text.replace("</ListBucketResult>", _evil_contents(faults.evil_names) + "</ListBucketResult>")
+                return web.Response(status=200, body=text.encode(), headers=out_headers)
+            response = web.StreamResponse(status=upstream.status, headers=out_headers)
+            if upstream.content_length is not None:
+                response.content_length = upstream.content_length
+            await response.prepare(request)
+            if request.method == "HEAD":
+                await response.write_eof()
+                return response
+            drop = faults.drop_after.pop(key, None) if key else None
+            stall = faults.stall.pop(key, None) if key else None
+            flip = key in corrupt and upstream.status in (200, 206)
+            cap = RateCap(faults.rate if key else 0)
+            sent = 0
+            try:
+                async for block in _blocks(upstream.content, cap.block(BLOCK)):
+                    if flip and block:
+                        block, flip = bytes([block[0] ^ 0xFF]) + block[1:], False
+                    await cap.pace(len(block))
+                    if request.transport is None or request.transport.is_closing():
+                        return response  # the client left (a split range taken over by another stream)
+                    if drop is not None and sent + len(block) >= drop:
+                        await response.write(block[: drop - sent])
+                        request.transport.abort()  # a cut connection, mid-body
+                        return response
+                    await response.write(block)
+                    sent += len(block)
+                    if stall:
+                        await _silence(request, stall)
+                        stall = None
+                await response.write_eof()
+            except (ConnectionResetError, aiohttp.ClientError):
+                pass
+            return response
+
+    app = web.Application(client_max_size=1024 ** 3)
+    app.router.add_route("*", "/{path:.*}", handle)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+
+    async def stop() -> None:
+        await runner.cleanup()
+        await session.close()
+        await asyncio.to_thread(mirror.empty)
+
+    config = RemoteConfig(protocol="s3", host="127.0.0.1", port=port, root=f"{bucket}/", user=moto.access_key,
+                          password=moto.secret_key, connect_timeout=10.0,
+                          options={"s3.endpoint": f"http://127.0.0.1:{port}"})
+    server = RunningServer(config=config, faults=faults, stop=stop)
+    server.seen = seen  # type: ignore[attr-defined]
+    server.bucket = bucket  # type: ignore[attr-defined]
+    server.moto = moto  # type: ignore[attr-defined]
+    return server
 
 
 # The server process ------------------------------------------------------------------------------
