@@ -10,11 +10,12 @@ Options (in ``RemoteConfig.options``, from the bank's keys, none of them a secre
 (``auto``, ``path``, ``virtual``), ``s3.profile`` and ``s3.anonymous``.
 
 A bucket has no directories, only keys in order. One level is listed by reading the keys from the
-prefix on: a key deeper down gives its first-level sub-directory once, then the listing starts
-again after that sub-directory's keys (S3's ``start-after``). That is one request per 1,000 keys of
-the level plus one per sub-directory, however many keys the sub-directories hold, and the keys are
-streamed page by page (a prefix of a million keys stays light in memory). A zero-byte key with keys
-under it is a folder marker (``dir/``), not a file.
+prefix on: a key deeper down gives its first-level sub-directory once; the keys after it in the
+same page of 1,000 are passed over, and when the page ends inside the sub-directory the listing
+starts again after its last possible key (S3's ``start-after``). That is one request per 1,000
+keys of the level plus at most one per sub-directory, however many keys the sub-directories hold,
+and the keys are streamed page by page (a prefix of a million keys stays light in memory). A
+zero-byte key with keys under it is a folder marker (``dir/``), not a file.
 
 An entry's ``hash`` and ``etag`` are the object's ETag. A single-part ETag is the object's MD5 and
 becomes its ``checksum`` (checked while the file streams); a multipart ETag (``"<hex>-<parts>"``)
@@ -93,7 +94,7 @@ class S3Protocol(Protocol):
         return self._client
 
     def _key(self, path: str) -> str:
-        return f"{self.access.prefix}/{path}" if self.access.prefix else path
+        return "/".join(part for part in (self.access.prefix, path) if part)
 
     async def _call(self, awaitable: Awaitable[T], path: str) -> T:
         """``awaitable`` within the read timeout, its failure translated."""
@@ -116,9 +117,9 @@ class S3Protocol(Protocol):
         anything = False
         held: RemoteEntry | None = None  # a zero-byte key: a folder marker if keys under it follow
         while True:
-            restart = None
+            inside: str | None = None  # the sub-directory whose keys are being passed over
             pages = obstore.list(store, prefix=base or None, offset=offset, chunk_size=LIST_PAGE).__aiter__()
-            while restart is None and (page := await self._call(anext(pages, None), shown)) is not None:
+            while (page := await self._call(anext(pages, None), shown)) is not None:
                 for meta in page:
                     key = meta["path"]
                     if not key.startswith(under):  # the marker "base/" of the listed folder itself
@@ -131,17 +132,22 @@ class S3Protocol(Protocol):
                             yield held
                         held = None
                     if slash:
-                        yield RemoteEntry(shown + name, is_dir=True)
-                        restart = f"{under}{name}/{_AFTER}"
-                        break
+                        if name != inside:
+                            yield RemoteEntry(shown + name, is_dir=True)
+                            inside = name
+                        continue
+                    inside = None
                     entry = _entry(shown + rest, meta)
                     if entry.size == 0:
                         held = entry
                     else:
                         yield entry
-            if restart is None:
+                # obstore fills each batch across S3's pages: a short one is the last
+                if inside is not None and len(page) == LIST_PAGE:
+                    break  # more keys of that sub-directory may follow: ask for the keys after them
+            else:
                 break
-            offset = restart
+            offset = f"{under}{inside}/{_AFTER}"
         if held is not None:
             yield held
         if not anything and path:

@@ -1,0 +1,270 @@
+"""protocol=s3 against moto's S3 server (tests/servers/s3_server.py, the stand-in for AWS): the
+listing (pages of 1,000 keys, one request per sub-directory, folder markers), matching, the ETag as
+an MD5 (and a multipart one that is not), credentials right and wrong, private and public buckets,
+and keys that would climb out. Resume after a cut connection, retries, throttling and split
+transfers run in the shared conformance suite (test_*_conformance.py, parametrised with s3)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from dataclasses import replace
+
+import obstore
+import pytest
+
+from biomaj.buckets import BucketAccess, Credentials, open_store
+from biomaj.download.engine import ClientPool, FetchFailed, Fetcher, FetchSettings
+from biomaj.download.matching import match_files
+from biomaj.download.paths import safe_join
+from biomaj.download.retry import RetryPolicy
+from biomaj.protocols import open_protocol
+from biomaj.protocols.base import FatalError, RemoteConfig, RemoteNotFound, UnsafePath
+from tests.servers import s3_server
+from tests.servers.faults import Faults
+
+ONE_TRY = RetryPolicy.parse("stop_after_attempt(1)", "wait_none")
+
+
+def bank(endpoint: str, bucket: str, prefix: str = "", key: str | None = None, secret: str | None = None,
+         **options: str) -> RemoteConfig:
+    """The RemoteConfig of a bank with server=endpoint, remote.dir=bucket/prefix/."""
+    return RemoteConfig(protocol="s3", host="127.0.0.1", port=int(endpoint.rsplit(":", 1)[1]),
+                        root=f"{bucket}/{prefix}", user=key, password=secret,
+                        options={"s3.endpoint": endpoint, **options}, connect_timeout=10.0)
+
+
+@pytest.fixture
+def no_aws_env(monkeypatch, tmp_path):
+    """No AWS credentials anywhere: what a machine without them has."""
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
+
+
+async def put_many(endpoint: str, bucket: str, keys: list[str], data: bytes = b"x") -> None:
+    store = open_store(BucketAccess(endpoint, bucket), Credentials("test", "test"))
+    gate = asyncio.Semaphore(32)
+
+    async def put(key: str) -> None:
+        async with gate:
+            await obstore.put_async(store, key, data)
+
+    await asyncio.gather(*(put(key) for key in keys))
+
+
+async def listing(client, path: str = "") -> dict:
+    return {entry.path: entry async for entry in client.list(path)}
+
+
+# --- listing ---------------------------------------------------------------------------------------
+
+
+async def test_listing_pages_over_1000_keys_and_skips_a_sub_directory_in_one_request(tmp_path):
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    server = await s3_server.start(tree, Faults())
+    try:
+        files = [f"data/f{i:04d}.txt" for i in range(1050)]
+        deep = [f"data/big/k{i:04d}" for i in range(1050)] + ["data/small/one", "data/small/two/three"]
+        await put_many(server.moto.endpoint, server.bucket, files + deep)
+        server.seen.clear()
+        async with open_protocol(replace(server.config, root=f"{server.bucket}/data/")) as client:
+            entries = await listing(client)
+            small = await listing(client, "small")
+    finally:
+        await server.close()
+    assert {p for p, e in entries.items() if e.is_dir} == {"big", "small"}
+    assert sorted(p for p, e in entries.items() if not e.is_dir) == sorted(f.removeprefix("data/") for f in files)
+    assert set(small) == {"small/one", "small/two"} and small["small/two"].is_dir
+    lists = [query for method, query in server.seen if "list-type=2" in query]
+    # "big/" comes first: its keys fill the first page, so the second request starts after them,
+    # reads 1,000 files, the third the 50 others and "small/"; then one request lists "small".
+    assert len(lists) == 4, lists
+    assert sum("start-after=data%2Fbig%2F" in query and "continuation-token" not in query for query in lists) == 1
+
+
+async def test_folder_markers_are_not_files(s3_open, bucket_name):
+    s3_open.make_bucket(bucket_name)
+    for key, data in (("db/", b""), ("db/a.fa", b">a\n"), ("db/sub/", b""), ("db/sub/b.fa", b">b\n"),
+                      ("db/empty.txt", b""), ("db/z.txt", b"z")):
+        s3_open.put(bucket_name, key, data)
+    config = bank(s3_open.endpoint, bucket_name, "db/", "test", "test")
+    async with open_protocol(config) as client:
+        top = await listing(client)
+        sub = await listing(client, "sub")
+        with pytest.raises(RemoteNotFound, match="no such folder"):
+            await listing(client, "missing")
+    assert {p: e.is_dir for p, e in top.items()} == {"a.fa": False, "sub": True, "empty.txt": False, "z.txt": False}
+    assert top["empty.txt"].size == 0
+    assert set(sub) == {"sub/b.fa"}
+
+
+async def test_entries_carry_size_date_etag_and_md5(s3_open, bucket_name):
+    s3_open.make_bucket(bucket_name)
+    etag = s3_open.put(bucket_name, "a.fa", b">a\nACGT\n")
+    head = s3_open.head(bucket_name, "a.fa")
+    async with open_protocol(bank(s3_open.endpoint, bucket_name, key="test", secret="test")) as client:
+        listed = (await listing(client))["a.fa"]
+        stat = await client.stat("a.fa")
+    for entry in (listed, stat):
+        assert entry.size == 8 and entry.etag == etag and entry.hash == etag
+        assert entry.checksum == "md5:" + hashlib.md5(b">a\nACGT\n").hexdigest()
+        assert entry.mtime == head["LastModified"].timestamp()
+
+
+# --- matching and download ---------------------------------------------------------------------------
+
+
+async def test_remote_files_patterns_select_keys_as_for_other_protocols(s3_open, bucket_name, tmp_path):
+    s3_open.make_bucket(bucket_name)
+    for key in ("mirror/release.txt", "mirror/blast/nt.00.tar.gz", "mirror/blast/nt.01.tar.gz",
+                "mirror/blast/nt.json", "mirror/other/deep/x.txt", "elsewhere/y.txt"):
+        s3_open.put(bucket_name, key, key.encode())
+    config = bank(s3_open.endpoint, bucket_name, "mirror/", "test", "test")
+    async with open_protocol(config) as client:
+        tars = await match_files(client, r"^blast/nt\.\d+\.tar\.gz$")
+        grouped = await match_files(client, r"^(blast)/(nt\.json)$")
+        everything = await match_files(client, "**/*")
+    assert sorted(m.save_as for m in tars) == ["blast/nt.00.tar.gz", "blast/nt.01.tar.gz"]
+    assert [m.save_as for m in grouped] == ["blast/nt.json"]
+    assert sorted(m.save_as for m in everything) == [
+        "blast/nt.00.tar.gz", "blast/nt.01.tar.gz", "blast/nt.json", "other/deep/x.txt", "release.txt"]
+    pool = ClientPool()
+    try:
+        fetcher = Fetcher(pool, FetchSettings(retry=ONE_TRY))
+        for m in everything:
+            await fetcher.fetch(config, m.entry, safe_join(tmp_path, m.save_as), checksum=m.entry.checksum)
+    finally:
+        await pool.close()
+    assert (tmp_path / "other" / "deep" / "x.txt").read_bytes() == b"mirror/other/deep/x.txt"
+
+
+async def test_a_body_that_does_not_match_its_etag_is_refused(tmp_path):
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "a.fasta").write_bytes(b">a\n" + b"ACGT" * 5000)
+    server = await s3_server.start(tree, Faults(), corrupt={"a.fasta"})
+    pool = ClientPool()
+    try:
+        async with open_protocol(server.config) as client:
+            entry = await client.stat("a.fasta")
+        fetcher = Fetcher(pool, FetchSettings(retry=ONE_TRY))
+        with pytest.raises(FetchFailed, match="md5") as failure:
+            await fetcher.fetch(server.config, entry, tmp_path / "out" / "a.fasta", checksum=entry.checksum)
+    finally:
+        await pool.close()
+        await server.close()
+    assert failure.value.got_checksum and failure.value.got_checksum != entry.checksum
+    assert not (tmp_path / "out" / "a.fasta").exists()
+
+
+async def test_a_multipart_etag_is_not_taken_for_an_md5(s3_open, bucket_name, tmp_path):
+    s3_open.make_bucket(bucket_name)
+    data = hashlib.sha256(b"seed").digest() * (11 * 1024 * 1024 // 32)  # 11 MiB: three parts of 5 MiB
+    store = open_store(BucketAccess(s3_open.endpoint, bucket_name), Credentials("test", "test"))
+    await obstore.put_async(store, "big.bin", data, use_multipart=True, chunk_size=5 * 1024 * 1024)
+    config = bank(s3_open.endpoint, bucket_name, key="test", secret="test")
+    async with open_protocol(config) as client:
+        entry = (await listing(client))["big.bin"]
+    assert entry.etag.strip('"').endswith("-3") and entry.checksum is None
+    assert entry.etag.strip('"').split("-")[0] != hashlib.md5(data).hexdigest()
+    pool = ClientPool()
+    try:
+        result = await Fetcher(pool, FetchSettings(retry=ONE_TRY)).fetch(config, entry, tmp_path / "big.bin",
+                                                                         checksum=entry.checksum)
+    finally:
+        await pool.close()
+    assert (tmp_path / "big.bin").read_bytes() == data and not result.skipped
+
+
+# --- credentials and access ----------------------------------------------------------------------
+
+
+async def test_a_private_bucket_is_refused_without_credentials_and_read_with_them(s3_auth, bucket_name, no_aws_env):
+    s3_auth.make_bucket(bucket_name)
+    s3_auth.put(bucket_name, "db/a.fa", b">a\n")
+    anonymous = bank(s3_auth.endpoint, bucket_name, "db/")
+    async with open_protocol(anonymous) as client:
+        with pytest.raises(FatalError) as refused:
+            await listing(client)
+    message = str(refused.value)
+    assert message.startswith(f"access denied to s3://127.0.0.1:{s3_auth.port}/{bucket_name}/db/: the bucket is private")
+    assert "server.credentials=KEY:SECRET" in message and "AWS_ACCESS_KEY_ID" in message
+    signed = bank(s3_auth.endpoint, bucket_name, "db/", s3_auth.access_key, s3_auth.secret_key)
+    async with open_protocol(signed) as client:
+        assert set(await listing(client)) == {"a.fa"}
+        async with client.open("a.fa") as stream:
+            assert b"".join([bytes(chunk) async for chunk in stream]) == b">a\n"
+
+
+@pytest.mark.parametrize("which", ["wrong secret", "unknown key"])
+async def test_wrong_credentials_name_the_key_and_its_source_never_the_secret(s3_auth, bucket_name, which, no_aws_env):
+    s3_auth.make_bucket(bucket_name)
+    s3_auth.put(bucket_name, "a.fa", b">a\n")
+    key, secret = ((s3_auth.access_key, "not-the-secret-0123456789") if which == "wrong secret"
+                   else ("AKIAUNKNOWNKEY000000", s3_auth.secret_key))
+    async with open_protocol(bank(s3_auth.endpoint, bucket_name, key=key, secret=secret)) as client:
+        with pytest.raises(FatalError) as listed:
+            await listing(client)
+        with pytest.raises(FatalError) as read:
+            async with client.open("a.fa") as stream:
+                async for _ in stream:
+                    pass
+    for error in (listed.value, read.value):
+        text = str(error)
+        assert f"access key {key} (from server.credentials)" in text, text
+        assert secret not in text
+    expected = "its secret is wrong" if which == "wrong secret" else "is unknown to"
+    assert expected in str(listed.value)
+
+
+async def test_a_public_bucket_is_read_anonymously(s3_open, bucket_name, no_aws_env, tmp_path):
+    s3_open.make_bucket(bucket_name, public=True)
+    s3_open.put(bucket_name, "blast/nt.00.tar.gz", b"volume")
+    for config in (bank(s3_open.endpoint, bucket_name, "blast/"),  # no credentials found: unsigned
+                   bank(s3_open.endpoint, bucket_name, "blast/", "ignored", "ignored", **{"s3.anonymous": "true"})):
+        async with open_protocol(config) as client:
+            (matched,) = await match_files(client, r"^nt\.\d+\.tar\.gz$")
+        pool = ClientPool()
+        try:
+            await Fetcher(pool, FetchSettings(retry=ONE_TRY)).fetch(config, matched.entry, tmp_path / "nt.00.tar.gz",
+                                                                   checksum=matched.entry.checksum)
+        finally:
+            await pool.close()
+        assert (tmp_path / "nt.00.tar.gz").read_bytes() == b"volume"
+        (tmp_path / "nt.00.tar.gz").unlink()
+
+
+async def test_a_missing_bucket_says_so(s3_open, bucket_name):
+    async with open_protocol(bank(s3_open.endpoint, bucket_name, key="test", secret="test")) as client:
+        with pytest.raises(RemoteNotFound, match=f"the bucket {bucket_name} does not exist"):
+            await listing(client)
+
+
+async def test_an_unreachable_endpoint_is_named(free_port):
+    config = bank(f"http://127.0.0.1:{free_port()}", "some-bucket", key="test", secret="test")
+    async with open_protocol(config) as client:
+        with pytest.raises(Exception, match=r"cannot reach http://127\.0\.0\.1:\d+: connection refused"):
+            await listing(client)
+
+
+# --- safety --------------------------------------------------------------------------------------
+
+
+async def test_a_key_that_climbs_out_is_refused(s3_open, bucket_name, tmp_path):
+    s3_open.make_bucket(bucket_name)
+    s3_open.put(bucket_name, "d/../../escape.txt", b"out")
+    s3_open.put(bucket_name, "d/ok.txt", b"in")
+    assert "d/../../escape.txt" in s3_open.objects(bucket_name)  # a real object of that name
+    config = bank(s3_open.endpoint, bucket_name, key="test", secret="test")
+    offline = tmp_path / "work" / "offline"
+    offline.mkdir(parents=True)
+    async with open_protocol(config) as client:
+        with pytest.raises(UnsafePath, match=r"unsafe remote name .*\.\."):
+            await match_files(client, "**/*")
+        with pytest.raises(UnsafePath):
+            async with client.open("d/../../escape.txt"):
+                pass
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
