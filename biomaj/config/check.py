@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass
 from typing import Iterable, Literal
 
+from biomaj.buckets import BANK_KEYS, bank_access, endpoint_url, split_bucket_path
 from biomaj.config.properties import BankProperties, to_bool
 from biomaj.config.rates import Allowance, Schedule, parse_size
 from biomaj.config.settings import PROPERTIES, find_setting
@@ -169,6 +170,28 @@ def _check_remote(c: _Checker) -> None:
                 c.missing(key, f"{key} is required for protocol {protocol}")
 
 
+def _check_s3(c: _Checker) -> None:
+    """protocol=s3: the endpoint, the bucket and the s3.* keys, read as the download reads them."""
+    if c.get("protocol") != "s3":
+        return
+    server, path = c.get("server"), c.get("remote.dir")
+    for key, value, check in (("server", server, endpoint_url), ("remote.dir", path, split_bucket_path)):
+        if value:
+            try:
+                check(value, key)
+            except ConfigError as exc:
+                c.error(key, str(exc))
+                return
+    credentials = c.get("server.credentials")
+    if credentials and ":" not in credentials:
+        c.error("server.credentials", "server.credentials: expected ACCESS_KEY:SECRET for protocol s3")
+    if server and path:
+        try:
+            bank_access(server, path, {key: c.get(key) for key in BANK_KEYS})
+        except ConfigError as exc:
+            c.error(str(exc).partition("=")[0], str(exc))
+
+
 def _check_unsupported(c: _Checker) -> None:
     """BioMAJ 3 features biomaj does not have: refused when the bank relies on them to get its
     release or its files (an update would be wrong), a warning otherwise."""
@@ -296,6 +319,7 @@ _RULES = (
     _check_mail,
     _check_relative_dirs,
     _check_remote,
+    _check_s3,
     _check_local_files,
     _check_processes,
     _check_descriptions,

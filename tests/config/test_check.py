@@ -301,3 +301,29 @@ def test_good_split_and_bandwidth_settings_pass(make_bank):
     assert errors(check_bank(make_bank(bank=bank))) == []
     for budget in ("0", "10", "5%%", "0.5%%"):
         assert errors(check_bank(make_bank(bank={"download.max_failures": budget}))) == [], budget
+
+
+S3_BANK = {"protocol": "s3", "server": "http://127.0.0.1:9000", "remote.dir": "bank-data/blast/",
+           "server.credentials": "AKIAEXAMPLE:s3cr3t"}
+
+
+def test_an_s3_bank_is_valid_with_an_endpoint_url_and_a_bucket(make_bank):
+    assert verdict(check_bank(make_bank(bank=S3_BANK))) is True
+    aws = {**S3_BANK, "server": "s3.amazonaws.com", "server.credentials": None, "s3.anonymous": "true",
+           "s3.region": "us-east-1", "s3.addressing": "virtual"}
+    assert verdict(check_bank(make_bank(bank=aws))) is True
+
+
+@pytest.mark.parametrize("change, key, words", [
+    ({"server": "http://127.0.0.1:9000/bank-data"}, "server", "the bucket goes in remote.dir"),
+    ({"server": "http://AKIA:s3cr3t@127.0.0.1:9000"}, "server", "server.credentials=KEY:SECRET"),
+    ({"remote.dir": "Not_A_Bucket!/x/"}, "remote.dir", "not a bucket name"),
+    ({"remote.dir": "bank-data/../other/"}, "remote.dir", "'..'"),
+    ({"s3.addressing": "dns"}, "s3.addressing", "expected auto, path"),
+    ({"s3.anonymous": "maybe"}, "s3.anonymous", "expected true"),
+    ({"s3.region": "EU West"}, "s3.region", "expected a region name"),
+    ({"server.credentials": "AKIAONLY"}, "server.credentials", "ACCESS_KEY:SECRET"),
+])
+def test_an_s3_bank_with_a_bad_value_is_refused_naming_the_key(make_bank, change, key, words):
+    problem = assert_invalid(check_bank(make_bank(bank={**S3_BANK, **change})), key, words)
+    assert "s3cr3t" not in problem.message

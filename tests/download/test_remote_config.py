@@ -118,3 +118,23 @@ def test_secret_process_arguments_are_hidden():
 
     assert redact_args(["-in", "x.fa", "--password=pw", "--api-key", "k", "token=t", "https://u:p@h/x", "-db", "nr"]) == [
         "-in", "x.fa", "--password=***", "--api-key", "***", "token=***", "https://u:***@h/x", "-db", "nr"]
+
+
+def test_an_s3_bank_reads_an_endpoint_and_carries_its_keys_but_not_its_secret(load):
+    from biomaj.download.remote import remote_url
+
+    props = load("protocol=s3\nserver=http://127.0.0.1:9000\nremote.dir=bank-data/blast/\n"
+                 "server.credentials=AKIAEXAMPLE:s3cr3t\ns3.region=eu-west-3\ns3.addressing=path\n")
+    config = remote_config(props)
+    assert (config.protocol, config.host, config.port, config.root) == ("s3", "127.0.0.1", 9000, "bank-data/blast/")
+    assert (config.user, config.password) == ("AKIAEXAMPLE", "s3cr3t")
+    assert dict(config.options) == {"s3.endpoint": "http://127.0.0.1:9000", "s3.region": "eu-west-3",
+                                    "s3.addressing": "path"}
+    doc = to_message(config)
+    assert "s3cr3t" not in json.dumps(doc)
+    assert from_message(doc, {"credentials": "server.credentials"}, lambda key: "AKIAEXAMPLE:s3cr3t") == config
+    assert remote_url(config, "nt/nt.00.tar.gz") == "s3://127.0.0.1:9000/bank-data/blast/nt/nt.00.tar.gz"
+    aws = remote_config(load("protocol=s3\nserver=s3.amazonaws.com\nremote.dir=ncbi-blast-databases/\n"))
+    assert (aws.host, aws.port, aws.options["s3.endpoint"]) == ("s3.amazonaws.com", None, "https://s3.amazonaws.com")
+    with pytest.raises(ConfigError, match="s3.addressing='dns'"):
+        remote_config(load("protocol=s3\nserver=h\nremote.dir=bkt/\ns3.addressing=dns\n"))
