@@ -62,6 +62,16 @@ def split_credentials(value: str | None, key: str = "server.credentials") -> tup
     return user, password
 
 
+def credentials_key(props: BankProperties, prefix: str = "") -> str | None:
+    """The property holding the remote's ``user:password``, None when none is set: the release
+    remote's own ``release.credentials``, else ``server.credentials`` (BioMAJ 3 falls back to the
+    main keys for every ``release.*`` key)."""
+    for key in ((f"{prefix}credentials",) if prefix else ()) + ("server.credentials",):
+        if props.get(key):
+            return key
+    return None
+
+
 def _http_parse(props: BankProperties) -> HttpParse:
     dir_line, file_line = props.get("http.parse.dir.line"), props.get("http.parse.file.line")
     if _unquote(dir_line) in _STOCK_DIR_LINES and _unquote(file_line) in _STOCK_FILE_LINES:
@@ -102,7 +112,8 @@ def remote_config(props: BankProperties, *, prefix: str = "") -> RemoteConfig:
     if protocol in DIRECT_PROTOCOLS:
         path = remote_dir.rstrip("/")
         root, direct_file = posixpath.dirname(path) or "/", posixpath.basename(path)
-    user, password = split_credentials(get("server.credentials") if not prefix else get("credentials"), prefix + "credentials")
+    credentials = credentials_key(props, prefix)
+    user, password = split_credentials(props.get(credentials) if credentials else None, credentials or "")
     names = props.get_list("url.params") if not prefix else []
     params = {name: props.get(f"{name}.value") or "" for name in names}
     timeout = props.get_int("timeout.download")

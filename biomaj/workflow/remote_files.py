@@ -24,7 +24,7 @@ from biomaj.download.engine import ClientPool
 from biomaj.download.matching import NoFileMatched, Seen, match_files
 from biomaj.download.paths import safe_relative
 from biomaj.download.retry import RetryPolicy
-from biomaj.download.remote import remote_config, remote_url, split_server
+from biomaj.download.remote import credentials_key, remote_config, remote_url, split_server
 from biomaj.errors import ConfigError
 from biomaj.protocols import DIRECT_PROTOCOLS, PROTOCOL_MODULES
 from biomaj.protocols.base import RemoteConfig, RemoteEntry, RemoteError, RetryableError, Throttled, Unreachable
@@ -64,8 +64,8 @@ class Wanted:
 
 def _secrets(props: BankProperties, prefix: str = "") -> tuple[tuple[str, str], ...]:
     found = []
-    credentials = f"{prefix}credentials" if prefix else "server.credentials"
-    if props.get(credentials):
+    credentials = credentials_key(props, prefix)
+    if credentials:
         found.append(("credentials", credentials))
     if props.get(f"{prefix}proxy_auth" if prefix else "proxy_auth"):
         found.append(("proxy_auth", f"{prefix}proxy_auth" if prefix else "proxy_auth"))

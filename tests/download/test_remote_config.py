@@ -138,3 +138,14 @@ def test_an_s3_bank_reads_an_endpoint_and_carries_its_keys_but_not_its_secret(lo
     assert (aws.host, aws.port, aws.options["s3.endpoint"]) == ("s3.amazonaws.com", None, "https://s3.amazonaws.com")
     with pytest.raises(ConfigError, match="s3.addressing='dns'"):
         remote_config(load("protocol=s3\nserver=h\nremote.dir=bkt/\ns3.addressing=dns\n"))
+
+
+def test_the_release_remote_falls_back_to_server_credentials(load):
+    from biomaj.workflow.remote_files import _secrets
+
+    main_only = load("protocol=ftp\nserver=h\nremote.dir=/d/\nserver.credentials=ada:pw\n")
+    assert remote_config(main_only, prefix="release.").user == "ada"
+    assert _secrets(main_only, "release.") == (("credentials", "server.credentials"),)
+    own = load("protocol=ftp\nserver=h\nremote.dir=/d/\nserver.credentials=ada:pw\nrelease.credentials=bob:pw2\n")
+    assert remote_config(own, prefix="release.").user == "bob"
+    assert _secrets(own, "release.") == (("credentials", "release.credentials"),)

@@ -8,7 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
+import os
+import subprocess
+import sys
 from dataclasses import replace
+from pathlib import Path
 
 import obstore
 import pytest
@@ -268,3 +273,64 @@ async def test_a_key_that_climbs_out_is_refused(s3_open, bucket_name, tmp_path):
             async with client.open("d/../../escape.txt"):
                 pass
     assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
+
+
+# --- end to end ------------------------------------------------------------------------------------
+
+_SCRIPT = Path(sys.executable).with_name("biomaj")
+BIOMAJ = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "biomaj"]
+
+S3_BANK = """[GENERAL]
+db.fullname="A bank read from a private bucket"
+db.name=s3bank
+db.type=nucleic
+db.formats=fasta
+dir.version=s3bank
+offline.dir.name=offline/s3bank_tmp
+protocol=s3
+server={endpoint}
+remote.dir={bucket}/mirror/
+server.credentials={key}:{secret}
+remote.files=^release\\.txt$ ^fasta/.*\\.fa$
+release.file=^release\\.txt$
+release.regexp=Release\\s+(\\d+)
+local.files=**/*
+keep.old.version=1
+"""
+
+
+def test_ctl_update_mirrors_a_private_bucket_then_finds_nothing_new_and_never_shows_the_secret(
+        s3_auth, bucket_name, biomaj_root):
+    s3_auth.make_bucket(bucket_name)
+    files = {"mirror/release.txt": b"Release 7\n", "mirror/fasta/a.fa": b">a\nACGT\n",
+             "mirror/fasta/b.fa": b">b\nTTGA\n" * 1000, "mirror/fasta/notes.txt": b"not wanted"}
+    for key, data in files.items():
+        s3_auth.put(bucket_name, key, data)
+    (biomaj_root / "conf" / "s3bank.properties").write_text(S3_BANK.format(
+        endpoint=s3_auth.endpoint, bucket=bucket_name, key=s3_auth.access_key, secret=s3_auth.secret_key))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "BIOMAJ_CONFIG", "BIOMAJ_DEBUG"))}
+
+    def ctl(*args: str) -> subprocess.CompletedProcess:
+        result = subprocess.run([*BIOMAJ, "-c", str(biomaj_root / "config.yml"), "ctl", *args],
+                                capture_output=True, text=True, env=env, timeout=120)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert s3_auth.secret_key not in result.stdout + result.stderr
+        return result
+
+    release_dir = biomaj_root / "data" / "s3bank" / "s3bank_7"
+    assert ctl("update", "s3bank").stdout.strip() == f"s3bank: release 7 updated in {release_dir}"
+    flat = release_dir / "flat"
+    assert sorted(str(p.relative_to(flat)) for p in flat.rglob("*") if p.is_file()) == [
+        "fasta/a.fa", "fasta/b.fa", "release.txt"]
+    assert (flat / "fasta" / "b.fa").read_bytes() == files["mirror/fasta/b.fa"]
+    assert ctl("update", "s3bank").stdout.strip() == "s3bank: no need to update, release 7 is current"
+    shown = ctl("show", "s3bank", "--json").stdout
+    assert [row["Release"] for row in json.loads(shown)] == ["7 (current)"]
+    written = [p for p in (biomaj_root / "log").rglob("*") if p.is_file()]
+    written += [p for p in release_dir.rglob("*") if p.is_file() and p.suffix in (".json", ".txt")]
+    assert any(p.suffix == ".log" for p in written)
+    for path in written:
+        assert s3_auth.secret_key not in path.read_text(errors="replace"), path
+    crate = json.loads((release_dir / "ro-crate-metadata.json").read_text())
+    urls = [part.get("url") for part in crate["@graph"] if isinstance(part, dict) and part.get("url")]
+    assert f"s3://127.0.0.1:{s3_auth.port}/{bucket_name}/mirror/fasta/a.fa" in urls
