@@ -11,9 +11,7 @@ import hashlib
 import json
 import os
 import subprocess
-import sys
 from dataclasses import replace
-from pathlib import Path
 
 import obstore
 import pytest
@@ -24,7 +22,7 @@ from biomaj.download.matching import match_files
 from biomaj.download.paths import safe_join
 from biomaj.download.retry import RetryPolicy
 from biomaj.protocols import open_protocol
-from biomaj.protocols.base import FatalError, RemoteConfig, RemoteNotFound, UnsafePath
+from biomaj.protocols.base import FatalError, RemoteConfig, RemoteNotFound, Unreachable, UnsafePath
 from tests.servers import s3_server
 from tests.servers.faults import Faults
 
@@ -251,7 +249,7 @@ async def test_a_missing_bucket_says_so(s3_open, bucket_name):
 async def test_an_unreachable_endpoint_is_named(free_port):
     config = bank(f"http://127.0.0.1:{free_port()}", "some-bucket", key="test", secret="test")
     async with open_protocol(config) as client:
-        with pytest.raises(Exception, match=r"cannot reach http://127\.0\.0\.1:\d+: connection refused"):
+        with pytest.raises(Unreachable, match=r"cannot reach http://127\.0\.0\.1:\d+: connection refused"):
             await listing(client)
 
 
@@ -277,9 +275,6 @@ async def test_a_key_that_climbs_out_is_refused(s3_open, bucket_name, tmp_path):
 
 # --- end to end ------------------------------------------------------------------------------------
 
-_SCRIPT = Path(sys.executable).with_name("biomaj")
-BIOMAJ = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "biomaj"]
-
 S3_BANK = """[GENERAL]
 db.fullname="A bank read from a private bucket"
 db.name=s3bank
@@ -300,7 +295,7 @@ keep.old.version=1
 
 
 def test_ctl_update_mirrors_a_private_bucket_then_finds_nothing_new_and_never_shows_the_secret(
-        s3_auth, bucket_name, biomaj_root):
+        s3_auth, bucket_name, biomaj_root, biomaj_cmd):
     s3_auth.make_bucket(bucket_name)
     files = {"mirror/release.txt": b"Release 7\n", "mirror/fasta/a.fa": b">a\nACGT\n",
              "mirror/fasta/b.fa": b">b\nTTGA\n" * 1000, "mirror/fasta/notes.txt": b"not wanted"}
@@ -311,7 +306,7 @@ def test_ctl_update_mirrors_a_private_bucket_then_finds_nothing_new_and_never_sh
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "BIOMAJ_CONFIG", "BIOMAJ_DEBUG"))}
 
     def ctl(*args: str) -> subprocess.CompletedProcess:
-        result = subprocess.run([*BIOMAJ, "-c", str(biomaj_root / "config.yml"), "ctl", *args],
+        result = subprocess.run([*biomaj_cmd, "-c", str(biomaj_root / "config.yml"), "ctl", *args],
                                 capture_output=True, text=True, env=env, timeout=120)
         assert result.returncode == 0, result.stdout + result.stderr
         assert s3_auth.secret_key not in result.stdout + result.stderr
