@@ -253,6 +253,22 @@ async def test_an_unreachable_endpoint_is_named(free_port):
             await listing(client)
 
 
+async def test_a_bucket_of_another_region_says_which_region_to_set(tmp_path):
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "a.fa").write_bytes(b">a\n")
+    server = await s3_server.start(tree, Faults(), region="eu-west-3")
+    try:
+        async with open_protocol(server.config) as client:
+            with pytest.raises(FatalError, match=r"another region .*; set s3\.region=eu-west-3$"):
+                await listing(client)
+        config = replace(server.config, options={**server.config.options, "s3.region": "eu-west-3"})
+        async with open_protocol(config) as client:
+            assert set(await listing(client)) == {"a.fa"}
+    finally:
+        await server.close()
+
+
 # --- safety --------------------------------------------------------------------------------------
 
 

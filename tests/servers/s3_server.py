@@ -191,10 +191,10 @@ class _TreeMirror:
         self.moto.client.delete_bucket(Bucket=self.bucket)
 
 
-def _s3_error(status: int, code: str, message: str):
+def _s3_error(status: int, code: str, message: str, extra: str = ""):
     from aiohttp import web
 
-    body = f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code><Message>{message}</Message></Error>'
+    body = f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code><Message>{message}</Message>{extra}</Error>'
     return web.Response(status=status, text=body, content_type="application/xml")
 
 
@@ -217,11 +217,13 @@ async def _blocks(content, size: int):
         yield bytes(buffer)
 
 
-async def start(tree: Path, faults: Faults, *, protocol: str = "s3", corrupt: set[str] | None = None) -> RunningServer:
+async def start(tree: Path, faults: Faults, *, protocol: str = "s3", corrupt: set[str] | None = None,
+                region: str | None = None) -> RunningServer:
     """Serve `tree` from a bucket of the shared moto server, through a proxy on 127.0.0.1 (a free
     port) honouring `faults`. ``corrupt``: keys whose GET bodies get their first byte flipped (a
-    body that does not match its ETag). ``RunningServer.seen``: (method, path and query) of each
-    request."""
+    body that does not match its ETag). ``region``: the bucket is in that region, and a request
+    signed for another one gets AWS's answer (400 AuthorizationHeaderMalformed naming the region:
+    moto does not check regions). ``RunningServer.seen``: (method, path and query) of each request."""
     import aiohttp
     from aiohttp import web
 
@@ -243,6 +245,10 @@ async def start(tree: Path, faults: Faults, *, protocol: str = "s3", corrupt: se
             connections.add(request.transport)
             faults.logins += 1
         await mirror.sync()
+        signed_for = request.headers.get("Authorization", "").partition("/")[2].split("/")[1:2]
+        if region is not None and signed_for and signed_for[0] != region:
+            return _s3_error(400, "AuthorizationHeaderMalformed", f"The authorization header is malformed; the region "
+                             f"'{signed_for[0]}' is wrong; expecting '{region}'", f"<Region>{region}</Region>")
         _, _, key = request.path.lstrip("/").partition("/")
         if request.method == "GET" and key:
             faults.transfer_started(key)
