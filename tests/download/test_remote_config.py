@@ -149,3 +149,16 @@ def test_the_release_remote_falls_back_to_server_credentials(load):
     own = load("protocol=ftp\nserver=h\nremote.dir=/d/\nserver.credentials=ada:pw\nrelease.credentials=bob:pw2\n")
     assert remote_config(own, prefix="release.").user == "bob"
     assert _secrets(own, "release.") == (("credentials", "release.credentials"),)
+
+
+def test_a_recorded_s3_url_is_fetched_again_through_the_bank_s_bucket_settings(load):
+    from biomaj.protocols import open_protocol
+    from biomaj.workflow.remote_files import wanted_from_url
+
+    props = load("protocol=s3\nserver=http://127.0.0.1:9000\nremote.dir=bank-data/blast/\n"
+                 "server.credentials=AKIAEXAMPLE:s3cr3t\ns3.addressing=path\n")
+    again = wanted_from_url(props, "s3://127.0.0.1:9000/bank-data/blast/nt/nt.00.tar.gz", "flat/nt/nt.00.tar.gz")
+    assert (again.config.root, again.entry.path, again.config.user) == ("/bank-data/blast/nt", "nt.00.tar.gz", "AKIAEXAMPLE")
+    assert again.secrets == (("credentials", "server.credentials"),)
+    access = open_protocol(again.config).access
+    assert (access.endpoint, access.bucket, access.prefix) == ("http://127.0.0.1:9000", "bank-data", "blast/nt")

@@ -24,6 +24,7 @@ import tempfile
 import time
 import weakref
 from email.utils import formatdate
+from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import quote
 
@@ -179,35 +180,49 @@ async def _serve_file(request: web.Request, path: Path, key: str, faults: Faults
         await response.prepare(request)
         drop = faults.drop_after.pop(key, None)
         stall = faults.stall.pop(key, None)
-        sent = 0
         cap = RateCap(faults.rate)
-        try:
-            with path.open("rb") as source:
-                source.seek(start)
-                remaining = size - start
-                while remaining:
-                    block = source.read(min(cap.block(BLOCK), remaining))
-                    if not block:
-                        break
-                    await cap.pace(len(block))
-                    if request.transport is None or request.transport.is_closing():
-                        break  # the client left (a split range taken over by another stream)
-                    if drop is not None and sent + len(block) >= drop:
-                        await response.write(block[: drop - sent])
-                        request.transport.abort()  # a cut connection, mid-body
-                        return response
-                    await response.write(block)
-                    sent += len(block)
-                    remaining -= len(block)
-                    if stall:
-                        await _silence(request, stall)
-                        stall = None
-            await response.write_eof()
-        except ConnectionResetError:  # the client hung up (timeout, cancel, left early)
-            pass
-        return response
+        return await write_body(request, response, _file_blocks(path, start, size, cap.block(BLOCK)),
+                                cap=cap, drop=drop, stall=stall)
     finally:
         faults.transfer_ended()
+
+
+async def _file_blocks(path: Path, start: int, end: int, block: int) -> AsyncIterator[bytes]:
+    with path.open("rb") as source:
+        source.seek(start)
+        remaining = end - start
+        while remaining:
+            data = source.read(min(block, remaining))
+            if not data:
+                return
+            remaining -= len(data)
+            yield data
+
+
+async def write_body(request: web.Request, response: web.StreamResponse, blocks: AsyncIterator[bytes], *,
+                     cap: RateCap, drop: int | None = None, stall: float | None = None) -> web.StreamResponse:
+    """Send ``blocks`` as the body of a prepared ``response`` at ``cap``'s pace, with the faults of a
+    transfer: the connection cut after ``drop`` bytes, ``stall`` seconds of silence after the first
+    block. Stops when the client leaves (a split range taken over by another stream, a timeout)."""
+    sent = 0
+    try:
+        async for block in blocks:
+            await cap.pace(len(block))
+            if request.transport is None or request.transport.is_closing():
+                break  # the client left
+            if drop is not None and sent + len(block) >= drop:
+                await response.write(block[: drop - sent])
+                request.transport.abort()  # a cut connection, mid-body
+                return response
+            await response.write(block)
+            sent += len(block)
+            if stall:
+                await _silence(request, stall)
+                stall = None
+        await response.write_eof()
+    except ConnectionResetError:  # the client hung up (timeout, cancel, left early)
+        pass
+    return response
 
 
 async def _silence(request: web.Request, seconds: float) -> None:

@@ -204,12 +204,16 @@ def _evil_contents(names: list[str]) -> str:
                    for name in names)
 
 
-async def _blocks(content, size: int):
+async def _blocks(content, size: int, *, flip: bool = False):
     """The body in blocks of exactly ``size`` bytes (the last one shorter), as a file server
-    sends them: a fault "after the first block" comes after a whole block."""
+    sends them: a fault "after the first block" comes after a whole block. ``flip``: the first
+    byte inverted (a body that no longer matches its ETag)."""
     buffer = bytearray()
     async for data in content.iter_any():
         buffer += data
+        if flip and buffer:
+            buffer[0] ^= 0xFF
+            flip = False
         while len(buffer) >= size:
             yield bytes(buffer[:size])
             del buffer[:size]
@@ -227,7 +231,7 @@ async def start(tree: Path, faults: Faults, *, protocol: str = "s3", corrupt: se
     import aiohttp
     from aiohttp import web
 
-    from tests.servers.http_server import _silence
+    from tests.servers.http_server import write_body
 
     moto = shared()
     bucket = f"conformance-{uuid.uuid4().hex[:16]}"
@@ -284,29 +288,12 @@ async def start(tree: Path, faults: Faults, *, protocol: str = "s3", corrupt: se
                 return response
             drop = faults.drop_after.pop(key, None) if key else None
             stall = faults.stall.pop(key, None) if key else None
-            flip = key in corrupt and upstream.status in (200, 206)
             cap = RateCap(faults.rate if key else 0)
-            sent = 0
+            blocks = _blocks(upstream.content, cap.block(BLOCK), flip=key in corrupt and upstream.status in (200, 206))
             try:
-                async for block in _blocks(upstream.content, cap.block(BLOCK)):
-                    if flip and block:
-                        block, flip = bytes([block[0] ^ 0xFF]) + block[1:], False
-                    await cap.pace(len(block))
-                    if request.transport is None or request.transport.is_closing():
-                        return response  # the client left (a split range taken over by another stream)
-                    if drop is not None and sent + len(block) >= drop:
-                        await response.write(block[: drop - sent])
-                        request.transport.abort()  # a cut connection, mid-body
-                        return response
-                    await response.write(block)
-                    sent += len(block)
-                    if stall:
-                        await _silence(request, stall)
-                        stall = None
-                await response.write_eof()
-            except (ConnectionResetError, aiohttp.ClientError):
-                pass
-            return response
+                return await write_body(request, response, blocks, cap=cap, drop=drop, stall=stall)
+            except aiohttp.ClientError:  # moto's side failed: the client sees a cut
+                return response
 
     app = web.Application(client_max_size=1024 ** 3)
     app.router.add_route("*", "/{path:.*}", handle)
