@@ -296,7 +296,9 @@ def mismatch_error(wanted: list[Wanted], outcomes: Mapping[str, FileOutcome], re
            if not outcome.ok and outcome.got_checksum and name in expected]
     if not bad:
         return None
-    sources = report.sources or {}
+    # a checksum no manifest gave came with the listing (an S3 object's MD5 ETag)
+    sources = {**{w.save_as: "the object's ETag" for w in wanted if w.checksum and w.checksum == w.entry.checksum},
+               **(report.sources or {})}
     shown = "; ".join(f"{name}: expected {display_checksum(want)} ({sources.get(name, 'manifest')}), "
                       f"got {display_checksum(got)}" for name, want, got in sorted(bad)[:SHOWN_MISMATCHES])
     more = f" (and {len(bad) - SHOWN_MISMATCHES} more, in the session log)" if len(bad) > SHOWN_MISMATCHES else ""

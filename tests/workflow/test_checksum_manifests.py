@@ -377,3 +377,19 @@ async def test_a_sidecar_holding_the_checksum_alone(site: Site, tmp_path):
         assert (faults.transfers["uniprot_trembl.dat.gz"], faults.transfers["uniprot_sprot.dat.gz"]) == (2, 1)
     finally:
         await server.close()
+
+
+def test_a_mismatch_names_where_each_expected_checksum_came_from():
+    from biomaj.bus.messages import FileOutcome
+    from biomaj.protocols.base import RemoteConfig, RemoteEntry
+    from biomaj.workflow.checksums import ChecksumReport, mismatch_error
+    from biomaj.workflow.remote_files import Wanted
+
+    config = RemoteConfig("s3", "127.0.0.1", 9000, "bucket/")
+    etag, listed = "md5:" + "1" * 32, "md5:" + "2" * 32
+    wanted = [Wanted(config, RemoteEntry("a.fa", 3, checksum=etag), "a.fa", checksum=etag),
+              Wanted(config, RemoteEntry("b.fa", 3, checksum=etag), "b.fa", checksum=listed)]
+    outcomes = {name: FileOutcome(name, False, got_checksum="md5:" + "f" * 32) for name in ("a.fa", "b.fa")}
+    message = mismatch_error(wanted, outcomes, ChecksumReport(1, 1, 1, {"b.fa": "md5checksums.txt"}), "failed")
+    assert "a.fa: expected md5:1111" in message and "(the object's ETag)" in message
+    assert "(md5checksums.txt)" in message
