@@ -105,7 +105,8 @@ def remote_config(props: BankProperties, *, prefix: str = "") -> RemoteConfig:
         access = bank_access(get("server") or "", remote_dir, settings, prefix=prefix)
         endpoint = urlsplit(access.endpoint)
         host, port = endpoint.hostname or "", endpoint.port
-        options.update({key: value for key, value in settings.items() if value}, **{"s3.endpoint": access.endpoint})
+        options.update({key: value for key, value in settings.items() if value})
+        options["s3.endpoint"] = access.endpoint
     else:
         host, port = split_server(get("server") or "", prefix + "server")
     root, direct_file = remote_dir, ""
