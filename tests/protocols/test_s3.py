@@ -74,10 +74,16 @@ async def test_listing_pages_over_1000_keys_and_skips_a_sub_directory_in_one_req
         await put_many(server.moto.endpoint, server.bucket, files + deep)
         server.seen.clear()
         async with open_protocol(replace(server.config, root=f"{server.bucket}/data/")) as client:
+            streamed = client.list()
+            first = await anext(streamed)  # streamed: the first entry comes with the first page
+            requests_for_first = len(server.seen)
+            await streamed.aclose()
+            server.seen.clear()
             entries = await listing(client)
             small = await listing(client, "small")
     finally:
         await server.close()
+    assert (first.path, first.is_dir, requests_for_first) == ("big", True, 1)
     assert {p for p, e in entries.items() if e.is_dir} == {"big", "small"}
     assert sorted(p for p, e in entries.items() if not e.is_dir) == sorted(f.removeprefix("data/") for f in files)
     assert set(small) == {"small/one", "small/two"} and small["small/two"].is_dir
@@ -221,6 +227,23 @@ async def test_wrong_credentials_name_the_key_and_its_source_never_the_secret(s3
         assert secret not in text
     expected = "its secret is wrong" if which == "wrong secret" else "is unknown to"
     assert expected in str(listed.value)
+
+
+async def test_credentials_come_from_the_aws_variables_and_profiles(s3_auth, bucket_name, no_aws_env, monkeypatch,
+                                                                    tmp_path):
+    s3_auth.make_bucket(bucket_name)
+    s3_auth.put(bucket_name, "a.fa", b">a\n")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3_auth.access_key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3_auth.secret_key)
+    async with open_protocol(bank(s3_auth.endpoint, bucket_name)) as client:
+        assert set(await listing(client)) == {"a.fa"}
+    (tmp_path / "no-credentials").write_text(f"[stale]\naws_access_key_id = {s3_auth.access_key}\n"
+                                             "aws_secret_access_key = an-old-secret-0123\n")
+    async with open_protocol(bank(s3_auth.endpoint, bucket_name, **{"s3.profile": "stale"})) as client:
+        with pytest.raises(FatalError) as refused:
+            await listing(client)
+    assert f"access key {s3_auth.access_key} (from profile stale)" in str(refused.value)
+    assert "an-old-secret-0123" not in str(refused.value)
 
 
 async def test_a_public_bucket_is_read_anonymously(s3_open, bucket_name, no_aws_env, tmp_path):
