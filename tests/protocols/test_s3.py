@@ -150,6 +150,18 @@ async def test_remote_files_patterns_select_keys_as_for_other_protocols(s3_open,
     assert (tmp_path / "other" / "deep" / "x.txt").read_bytes() == b"mirror/other/deep/x.txt"
 
 
+async def test_a_range_at_the_end_is_complete_and_past_it_starts_again(s3_open, bucket_name):
+    """S3 answers 416 to a range past the object's end: a part that is whole already, or a
+    shorter object than the part (it changed): read from 0 again."""
+    s3_open.make_bucket(bucket_name)
+    s3_open.put(bucket_name, "a.fa", b"0123456789")
+    async with open_protocol(bank(s3_open.endpoint, bucket_name, key="test", secret="test")) as client:
+        async with client.open("a.fa", 10) as stream:
+            assert (stream.offset, stream.size, [bytes(c) async for c in stream]) == (10, 10, [])
+        async with client.open("a.fa", 12) as stream:
+            assert (stream.offset, b"".join([bytes(c) async for c in stream])) == (0, b"0123456789")
+
+
 async def test_a_body_that_does_not_match_its_etag_is_refused(tmp_path):
     tree = tmp_path / "tree"
     tree.mkdir()
