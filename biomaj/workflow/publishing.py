@@ -14,6 +14,7 @@ from pathlib import Path
 from biomaj.errors import BiomajError
 from biomaj.storage.base import Store
 
+from . import bucket_publish
 from . import files as fs
 from .bank import Bank, RunContext
 from .session import Session
@@ -115,6 +116,8 @@ async def remove_release(run: RunContext, bank: Bank, entry: dict, log: logging.
             from biomaj.workflow.engine import Cancelled
 
             raise Cancelled("cancelled")
+    # its objects in the bucket first: a failure there leaves the release whole, to remove again
+    await bucket_publish.remove_release(bank, entry, log)
     path = Bank.production_dir(entry)
     fs.remove_tree(path)
     keep = bank.props.get_bool("keep.old.sessions")
