@@ -272,7 +272,7 @@ MAIL = (
 
 
 PUBLISH = (
-    _b("publish.s3", None, "str", "A bucket each release is also published to, after the local publish: s3://bucket/prefix (AWS), http(s)://host:port/bucket/prefix or host/bucket/prefix (https). The release lands under <prefix>/<dir.version>/<release directory>/, verified, then the marker object <prefix>/<dir.version>/current names it (docs/buckets.md; an addition of this implementation)."),
+    _b("publish.s3", None, "str", "A bucket each release is also published to, after the local publish: s3://bucket/prefix (AWS), http(s)://host:port/bucket/prefix or host/bucket/prefix (https); the release lands under <prefix>/<dir.version>/<release directory>/, verified, then the marker object <prefix>/<dir.version>/current names it (docs/buckets.md; an addition of this implementation)."),
     _b("publish.s3.credentials", None, "str", "KEY:SECRET signing the uploads to publish.s3 (never logged nor shown); unset: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, then publish.s3.profile, AWS_PROFILE or the default profile of ~/.aws/credentials."),
     _b("publish.s3.region", None, "str", "Region the uploads to publish.s3 are signed for (default: the profile's, AWS_REGION, the one in an AWS endpoint's name, else us-east-1)."),
     _b("publish.s3.addressing", "auto", "enum(auto, path, virtual)", "Bucket in the path (path: MinIO, Ceph ...) or in the host name (virtual); auto: virtual on AWS and GCS, path elsewhere."),
