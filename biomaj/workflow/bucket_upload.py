@@ -126,18 +126,25 @@ class Journal:
         self.path = path
 
     def load(self) -> dict[str, tuple[int, int, str]]:
-        """key -> (size, local date in ns, ETag); a torn last line (a kill) is ignored."""
+        """key -> (size, local date in ns, ETag); a line torn by a kill is dropped from the file,
+        so that the lines added next start on a line of their own."""
         found: dict[str, tuple[int, int, str]] = {}
         try:
-            lines = self.path.read_text().splitlines()
+            text = self.path.read_text()
         except FileNotFoundError:
             return found
-        for line in lines:
+        kept = []
+        for line in text.splitlines():
             try:
                 item = json.loads(line)
                 found[item["key"]] = (int(item["size"]), int(item["mtime_ns"]), str(item["etag"]))
             except (ValueError, KeyError, TypeError):
                 continue
+            kept.append(line)
+        if text and (len(kept) != text.count("\n") or not text.endswith("\n")):
+            tmp = self.path.with_name(self.path.name + ".tmp")
+            tmp.write_text("".join(line + "\n" for line in kept))
+            os.replace(tmp, self.path)
         return found
 
     def add(self, key: str, file: LocalFile, etag: str) -> None:
