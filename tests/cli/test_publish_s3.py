@@ -82,7 +82,8 @@ def test_releases_go_to_the_bucket_verified_and_the_marker_names_the_published_o
     _publish_to(biomaj_root, s3_auth, bucket_name)
     data = biomaj_root / "data" / "example"
 
-    _ctl(biomaj_root, biomaj_cmd, "update", "example")
+    followed = _ctl(biomaj_root, biomaj_cmd, "update", "example", "--follow")
+    assert re.search(r"(?m)^\[example\] upload to the bucket: 5/5 files, 8\.\d MiB of 8\.\d MiB$", followed.stderr)
     _assert_mirrored(s3_auth, bucket_name, data / "example_1")
     assert "mirror/example/example_1/ro-crate-metadata.json" in s3_auth.objects(bucket_name)
     assert _marker(s3_auth, bucket_name) == "example_1\n"
