@@ -106,7 +106,8 @@ def explain(exc: UploadFailed, target: Target, bank: str) -> str:
     if failure is None:
         return f"bank {bank}: {exc} (publishing to {url})"
     if failure.connection:
-        return f"bank {bank}: cannot reach {target.access.endpoint} ({failure.connection}) publishing to {url}"
+        return (f"bank {bank}: cannot reach {target.access.endpoint} ({failure.connection}) publishing to {url}; "
+                "check the endpoint of publish.s3")
     code, why = failure.code or "", failure.text
     if code == "SignatureDoesNotMatch":
         cause, fix = f"the secret key from {source} is wrong", "correct it (publish.s3.credentials=KEY:SECRET)"
