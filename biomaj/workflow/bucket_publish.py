@@ -24,7 +24,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from biomaj import buckets
 from biomaj.config.properties import BankProperties
@@ -34,13 +34,12 @@ from biomaj.reports import human_size
 from biomaj.storage.base import Store
 
 from .bank import Bank, RunContext
+from .hashing import PROGRESS_EVERY
 from .bucket_upload import MARKER, Journal, Progress, UploadFailed, delete_keys, list_prefix, read_marker, \
     upload_release, write_marker
 
 log = logging.getLogger(__name__)
 
-PROGRESS_EVERY = 2.0  # seconds between two progress events of an upload
-KEYS = ("publish.s3.credentials", "publish.s3.region", "publish.s3.addressing", "publish.s3.profile")
 
 
 class PublishFailed(BiomajError):
@@ -65,7 +64,8 @@ class Target:
         if addressing not in ("auto", "path", "virtual"):
             raise ConfigError(f"publish.s3.addressing must be auto, path or virtual, not {addressing!r}")
         access = buckets.BucketAccess(endpoint, bucket, prefix, region=props.get("publish.s3.region") or None,
-                                      addressing=addressing, profile=props.get("publish.s3.profile") or None)  # type: ignore[arg-type]
+                                      addressing=cast(buckets.Addressing, addressing),
+                                      profile=props.get("publish.s3.profile") or None)
         key, _, secret = (props.get("publish.s3.credentials") or "").partition(":")
         creds = buckets.credentials(access, (key.strip() or None, secret.strip() or None),
                                     source="publish.s3.credentials")

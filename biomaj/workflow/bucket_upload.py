@@ -19,7 +19,8 @@ records, when to run). Every regular file of the release goes to ``<release pref
 * only then may the caller write the marker (:func:`switch_marker`).
 
 Uploads run at most the endpoint's host budget at once (``limits.per_host``, or its line in
-``limits.hosts``), the same budget the downloads from that endpoint use: one slot per object.
+``limits.hosts``), the same budget the downloads from that endpoint use: one slot per object, and
+the slots free at its start for more parts at once of a big one.
 """
 
 from __future__ import annotations
@@ -230,8 +231,9 @@ def _read_whole(path: Path, size: int) -> tuple[bytes, str]:
     return data, hashlib.md5(data).hexdigest()  # noqa: S324 - S3's ETag scheme
 
 
-async def put_file(store: S3Store, key: str, path: Path, file: LocalFile) -> str:
-    """Upload one file to ``key`` and return its ETag, checked against what was sent."""
+async def put_file(store: S3Store, key: str, path: Path, file: LocalFile, *, connections: int = 1) -> str:
+    """Upload one file to ``key`` and return its ETag, checked against what was sent;
+    ``connections``: parts of a multipart upload sent at once."""
     import obstore
 
     attributes = {"sha256": file.sha256} if file.sha256 else None
@@ -244,7 +246,7 @@ async def put_file(store: S3Store, key: str, path: Path, file: LocalFile) -> str
         else:
             digests: list[bytes] = []
             result = await obstore.put_async(store, key, _parts(path, file.size, part, digests), use_multipart=True,
-                                             chunk_size=part, max_concurrency=1, attributes=attributes)
+                                             chunk_size=part, max_concurrency=connections, attributes=attributes)
             expected = buckets.multipart_etag(digests)
     except _Unreadable as exc:
         raise UploadFailed(f"{file.path}: cannot be read ({exc})") from None
@@ -371,7 +373,12 @@ async def upload_release(store: S3Store, access: buckets.BucketAccess, release_d
             file = queue.pop()
             key = prefix + file.path
             async with budget.slot(access.address):
-                etag = await put_file(store, key, release_dir / file.path, file)
+                extra = await _spare_slots(budget, access.address, file)
+                try:
+                    etag = await put_file(store, key, release_dir / file.path, file, connections=1 + len(extra))
+                finally:
+                    for slot in extra:
+                        slot.release()
             await asyncio.to_thread(journal.add, key, file, etag)
             state.files_done += 1
             state.bytes_done += file.size
@@ -394,6 +401,19 @@ async def upload_release(store: S3Store, access: buckets.BucketAccess, release_d
         await progress(state)
     await _check_and_prune(store, prefix, files, release_dir, state)
     return state
+
+
+async def _spare_slots(budget: HostBudget, host: str, file: LocalFile) -> list:
+    """The host's slots free now, for more parts of a big file at once (a release of one 200 GB
+    file would else go up on one connection): none for a file sent in one PUT."""
+    parts = -(-file.size // part_size(file.size))
+    spare = []
+    while len(spare) < min(parts, budget.limit(host)) - 1:
+        slot = await budget.try_acquire(host)
+        if slot is None:
+            break
+        spare.append(slot)
+    return spare
 
 
 async def _check_and_prune(store: S3Store, prefix: str, files: list[LocalFile], release_dir: Path,
