@@ -181,6 +181,18 @@ async def publish_release(run: RunContext, bank: Bank, entry: dict, target: Targ
             "at": time.time(), "files": state.files_total, "size": state.bytes_total}
 
 
+def incomplete(target: Target, entry: dict) -> dict[str, Any]:
+    """The record of a release whose upload failed: the next update finishes it."""
+    return {"url": target.release_url(entry), "marker": target.marker_url(entry["dir_version"]), "complete": False,
+            "current": False, "at": time.time()}
+
+
+def names_it(entry: dict) -> bool:
+    """True when a bucket's marker names ``entry``'s release (as its records say): the release
+    stays while the marker names it, whatever keep.old.version says (the bucket lags behind)."""
+    return any(record.get("current") for record in entry.get("buckets") or [])
+
+
 def _merged(records: list[dict] | None, record: dict) -> list[dict]:
     return [r for r in records or [] if r.get("url") != record["url"]] + [record]
 

@@ -96,6 +96,7 @@ class UpdateWorkflow(Workflow):
         self._doc: dict | None = None  # the bank document, read by init (given by a release check)
         self._digests: Digests = {}  # the last release's copies hashed this run (fetching.same_as_old)
         self._phase_progress: dict[str, dict] = {}
+        self.bucket_failure: str | None = None  # why the upload to publish.s3 failed (the update fails at its end)
 
     # --- plumbing ----------------------------------------------------------------------------
 
@@ -565,7 +566,10 @@ class UpdateWorkflow(Workflow):
     async def wf_publish_s3(self) -> bool:
         """publish.s3: the release uploaded to the bucket, and the bucket's marker switched when the
         release is the one published here; before delete_old, so that the release the marker
-        named until now is never removed while it still names it."""
+        named until now is never removed while it still names it. An upload that fails does not
+        stop the workflow: the release goes to production here (and stays published), the bucket's
+        record says incomplete, and the update fails at its end (:meth:`run`); the next update
+        finishes the upload (:meth:`_catch_up_bucket`)."""
         target = bucket_publish.target_of(self.bank)
         if target is None:
             return True
@@ -577,19 +581,20 @@ class UpdateWorkflow(Workflow):
                                                         log=self.log)
         except bucket_publish.PublishFailed as exc:
             release = self.session.get("release")
-            raise TaskFailed(self._rerun_to_finish(
-                str(exc), f"release {release} {'stays published' if published else 'is complete'} here")) from None
+            self.bucket_failure = f"{exc}; release {release} {'stays published' if published else 'is complete'} here"
+            self.log.error("Workflow:wf_publish_s3:%s", self.bucket_failure)
+            self.session["buckets"] = [bucket_publish.incomplete(target, entry)]
+            return True
         self.session["buckets"] = [done]
         if published:  # the releases the marker named before are current there no more
             await bucket_publish.record(self.run_ctx.store, self.bank.name, self.session["release"], done)
         return True
 
-    def _rerun_to_finish(self, cause: str, here: str) -> str:
-        return f"{cause}; {here}; rerun `biomaj ctl update {self.bank.name}` to finish it"
-
     async def run(self) -> bool:
         ok = await super().run()
-        if ok and self.skip_all and self.record and not self.stopped:
+        if ok and self.bucket_failure:
+            return self._bucket_failed(self.bucket_failure)
+        if ok and self.skip_all and not self.stopped:
             ok = await self._catch_up_bucket()
         return ok
 
@@ -598,16 +603,19 @@ class UpdateWorkflow(Workflow):
         date (publish.s3 just set, an upload that failed or was killed), under the bank lock."""
         try:
             target = bucket_publish.target_of(self.bank)
-            if target is None:
-                return True
-            await bucket_publish.catch_up(self.run_ctx, self.bank, target, self.log)
+            if target is not None:
+                await bucket_publish.catch_up(self.run_ctx, self.bank, target, self.log)
         except Cancelled:
             self.cancelled, self.error = True, CANCELLED
+            return False
         except BiomajError as exc:
-            self.error = self._rerun_to_finish(str(exc), "the published release stays published here")
-        else:
-            return True
+            return self._bucket_failed(f"{exc}; the published release stays published here")
+        return True
+
+    def _bucket_failed(self, cause: str) -> bool:
+        """The update fails for its bucket, the release here being done: the error says so."""
         self.failed_task = "publish:publish_s3"
+        self.error = f"{cause}; rerun `biomaj ctl update {self.bank.name}` to finish it"
         self.session["error"] = {"task": self.failed_task, "message": self.error}
         self.log.error("Error during task %s: %s", self.failed_task, self.error)
         return False

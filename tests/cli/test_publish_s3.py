@@ -122,8 +122,13 @@ def test_releases_go_to_the_bucket_verified_and_the_marker_names_the_published_o
 
 def test_wrong_credentials_fail_the_update_with_the_cause_and_no_secret(biomaj_root, biomaj_cmd, s3_auth, bucket_name):
     s3_auth.make_bucket(bucket_name)
+    conf = biomaj_root / "conf" / "example.properties"
+    conf.write_text(conf.read_text().replace("keep.old.version=1", "keep.old.version=0"))
+    _publish_to(biomaj_root, s3_auth, bucket_name)
+    _ctl(biomaj_root, biomaj_cmd, "update", "example")
     wrong = "not-the-secret-" + "x" * 20
-    _publish_to(biomaj_root, s3_auth, bucket_name, secret=wrong)
+    conf.write_text(conf.read_text().replace(s3_auth.secret_key, wrong))
+    _new_release(biomaj_root, 2)
     result = _ctl(biomaj_root, biomaj_cmd, "update", "example", ok=False)
     assert result.returncode == 1
     error = next(line for line in result.stderr.splitlines() if line.startswith("error: "))
@@ -131,20 +136,28 @@ def test_wrong_credentials_fail_the_update_with_the_cause_and_no_secret(biomaj_r
     assert error == (f"error: update of example failed: publish:publish_s3: bank example: the secret key from "
                      f"publish.s3.credentials is wrong publishing to {url} (403 SignatureDoesNotMatch: The request "
                      "signature we calculated does not match the signature you provided. Check your key and signing "
-                     "method.); correct it (publish.s3.credentials=KEY:SECRET); release 1 stays published here; rerun "
+                     "method.); correct it (publish.s3.credentials=KEY:SECRET); release 2 stays published here; rerun "
                      "`biomaj ctl update example` to finish it")
     logs = "".join(p.read_text() for p in (biomaj_root / "log").rglob("*.log"))
     for text in (result.stdout, result.stderr, logs, (biomaj_root / "db" / "biomaj.sqlite").read_bytes().decode("latin-1")):
         assert wrong not in text and s3_auth.access_key not in text
+    # the release is done and published here; the bucket still serves release 1, whole
     data = biomaj_root / "data" / "example"
-    assert os.readlink(data / "current") == "example_1" and "Release: 1" in (data / "RELEASE.txt").read_text()
-    assert s3_auth.objects(bucket_name) == {}
-
-    conf = biomaj_root / "conf" / "example.properties"
-    conf.write_text(conf.read_text().replace(wrong, s3_auth.secret_key))
-    _ctl(biomaj_root, biomaj_cmd, "update", "example")  # resumes the publish task
-    _assert_mirrored(s3_auth, bucket_name, data / "example_1")
+    assert os.readlink(data / "current") == "example_2" and "Release: 2" in (data / "RELEASE.txt").read_text()
+    status = _status(biomaj_root, biomaj_cmd)
+    assert status["bank"][0]["Published release"] == "2"
+    assert {r["Release"]: (r["Complete"], r["Current"]) for r in status["buckets"]} == {"1": ("yes", "yes"),
+                                                                                        "2": ("no", "no")}
     assert _marker(s3_auth, bucket_name) == "example_1\n"
+    _assert_mirrored(s3_auth, bucket_name, data / "example_1")  # keep.old.version=0 spares what the marker names
+
+    conf.write_text(conf.read_text().replace(wrong, s3_auth.secret_key))
+    _ctl(biomaj_root, biomaj_cmd, "update", "example")  # nothing new upstream: the bucket catches up
+    _assert_mirrored(s3_auth, bucket_name, data / "example_2")
+    assert _marker(s3_auth, bucket_name) == "example_2\n"
+    status = _status(biomaj_root, biomaj_cmd)
+    assert {r["Release"]: (r["Complete"], r["Current"]) for r in status["buckets"]} == {"1": ("yes", "no"),
+                                                                                        "2": ("yes", "yes")}
 
 
 def test_an_update_with_nothing_new_brings_a_lagging_bucket_up_to_date(biomaj_root, biomaj_cmd, s3_auth, bucket_name):
