@@ -69,6 +69,16 @@ class BucketAccess:
         return f"s3://{host}/{self.bucket}/{self.prefix + '/' if self.prefix else ''}"
 
     @property
+    def address(self) -> str:
+        """``host:port`` of the endpoint (the port made explicit): its key in the host budget."""
+        parts = urlsplit(self.endpoint)
+        return f"{parts.hostname}:{parts.port or (443 if parts.scheme == 'https' else 80)}"
+
+    def key_url(self, key: str) -> str:
+        """``s3://host/bucket/key`` of one object (or prefix) of the bucket, for messages and records."""
+        return f"s3://{urlsplit(self.endpoint).netloc}/{self.bucket}/{key}"
+
+    @property
     def virtual_hosted(self) -> bool:
         """Bucket in the host name (AWS's and GCS's own endpoints) rather than in the path
         (MinIO, Ceph and most S3-compatible stores, which have no wildcard DNS)."""

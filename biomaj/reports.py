@@ -52,6 +52,8 @@ __all__ = [
     "stats_records",
     "status_all",
     "status_bank",
+    "status_tables",
+    "buckets",
     "status_ko",
     "whatsup",
 ]
@@ -259,6 +261,27 @@ def status_bank(bank: dict[str, Any], viewer: Viewer) -> list[Table]:
             Table(("Pending release", "Last run"), [(p.get("release"), format_time(p.get("id"))) for p in pending])
         )
     return tables
+
+
+BUCKETS_TITLE = "Published to buckets"
+BUCKETS_HEADERS = ("Release", "Bucket", "Complete", "Current", "Uploaded")
+
+
+def buckets(bank: dict[str, Any], viewer: Viewer) -> Table | None:
+    """Where the releases are published besides the local tree (``publish.s3``): one row per
+    release and bucket, from the production entries' ``buckets`` records; None when there is none.
+    Current: the bucket's marker names the release."""
+    _check_access(bank, viewer)
+    rows = [(prod.get("release"), record.get("url"), _yes_no(record.get("complete")), _yes_no(record.get("current")),
+             format_time(record.get("at")))
+            for prod in _productions(bank) for record in prod.get("buckets") or []]
+    return Table(BUCKETS_HEADERS, rows, title=BUCKETS_TITLE) if rows else None
+
+
+def status_tables(bank: dict[str, Any], viewer: Viewer) -> list[Table]:
+    """``ctl status BANK``'s tables: :func:`status_bank`'s, then :func:`buckets`' when there is one."""
+    published = buckets(bank, viewer)
+    return status_bank(bank, viewer) + ([published] if published is not None else [])
 
 
 def _production_dir(prod: dict[str, Any]) -> str:

@@ -80,6 +80,14 @@ class _Follow:
             else:
                 self._every(event.bank, f"[{event.bank}] {what}: {counts} read", last=done >= total)
             return
+        if "upload_total" in progress:  # a release copied into a bucket (publish.s3)
+            done, total = progress["upload_done"], progress["upload_total"]
+            counts = f"{done}/{total} files, {_bytes(progress['upload_bytes'])} of {_bytes(progress['upload_bytes_total'])}"
+            if self.tty:
+                self._show(f"[{event.bank}] upload {_bar(done, total)} {counts}", transient=True)
+            else:  # its own key: the download's last line must not hide the upload's
+                self._every(f"{event.bank} upload", f"[{event.bank}] upload to the bucket: {counts}", last=done >= total)
+            return
         if "files_total" in progress:
             done, total = progress["files_done"], progress["files_total"]
             counts = (f"{done}/{total} files, {_bytes(progress.get('bytes', 0))}, "

@@ -117,10 +117,12 @@ def status(obj: CliContext, bank: str | None) -> None:
         _emit(obj, _report(obj, "/api/v1/banks", every_bank))
         return
 
-    tables, changes = _bank_report(obj, bank, _bank_path(bank), lambda cfg, doc: reports.status_bank(doc, _viewer(cfg)))
-    if obj.json_output:  # the tables have no title: one key each, pending always present
-        emit_json({"bank": [], "production": [], "pending": [],
-                   **{key: table.records() for key, table in zip(("bank", "production", "pending"), tables)},
+    tables, changes = _bank_report(obj, bank, _bank_path(bank), lambda cfg, doc: reports.status_tables(doc, _viewer(cfg)))
+    if obj.json_output:  # the tables have no title (but the buckets'): one key each, pending always present
+        untitled = [table for table in tables if table.title != reports.BUCKETS_TITLE]
+        emit_json({"bank": [], "production": [], "pending": [], "buckets": [],
+                   **{key: table.records() for key, table in zip(("bank", "production", "pending"), untitled)},
+                   **{"buckets": table.records() for table in tables if table.title == reports.BUCKETS_TITLE},
                    "changes": changes})
         return
     _emit(obj, tables + ([reports.changes(changes)] if changes else []))

@@ -209,6 +209,37 @@ def _check_unsupported(c: _Checker) -> None:
             c.warn(f"{proc}.cluster", f"{proc}.cluster: DRMAA clusters are not supported; the process runs on a processor")
 
 
+def _check_publish(c: _Checker) -> None:
+    """publish.s3 and its keys: a bucket address, KEY:SECRET credentials, a known profile."""
+    from biomaj import buckets
+
+    target = c.get("publish.s3")
+    if not target:
+        for key in ("publish.s3.credentials", "publish.s3.region", "publish.s3.addressing", "publish.s3.profile"):
+            if c.get(key):
+                c.warn(key, f"{key} is set but publish.s3 is not: nothing is published to a bucket")
+        return
+    try:
+        buckets.parse_target(target, "publish.s3")
+    except ConfigError as exc:
+        c.error("publish.s3", str(exc))
+    given = c.get("publish.s3.credentials")
+    if given is not None and given.strip():
+        key, sep, secret = given.partition(":")
+        if not (sep and key.strip() and secret.strip()):  # the value itself is never repeated
+            c.error("publish.s3.credentials", "publish.s3.credentials must be KEY:SECRET (an access key, ':', "
+                    "its secret key)")
+    addressing = c.get("publish.s3.addressing")
+    if addressing and addressing not in find_setting("publish.s3.addressing").enum_values:
+        c.error("publish.s3.addressing", f"publish.s3.addressing must be auto, path or virtual, not {addressing!r}")
+    profile = c.get("publish.s3.profile")
+    if profile and not (given or "").strip():
+        try:
+            buckets.credentials(buckets.BucketAccess("https://" + buckets.AWS_ENDPOINT, "bucket", profile=profile))
+        except ConfigError as exc:
+            c.error("publish.s3.profile", str(exc).replace("s3.profile=", "publish.s3.profile="))
+
+
 def _check_local_files(c: _Checker) -> None:
     if not c.get("local.files"):
         c.missing("local.files", f"local.files is not set: {_help('local.files')}")
@@ -300,7 +331,7 @@ def _check_values(c: _Checker) -> None:
             for pattern in value.split():
                 if pattern != MATCH_EVERYTHING:
                     _check_regexp(c, key, pattern)
-        elif setting.enum_values and key != "protocol" and value not in setting.enum_values:
+        elif setting.enum_values and key not in ("protocol", "publish.s3.addressing") and value not in setting.enum_values:
             c.warn(key, f"{key} should be one of {', '.join(setting.enum_values)}, got {value!r}")
 
 
@@ -321,6 +352,7 @@ _RULES = (
     _check_remote,
     _check_s3,
     _check_local_files,
+    _check_publish,
     _check_processes,
     _check_descriptions,
     _check_legacy,

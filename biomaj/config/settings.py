@@ -275,6 +275,15 @@ MAIL = (
 )
 
 
+PUBLISH = (
+    _b("publish.s3", None, "str", "A bucket each release is also published to, after the local publish: s3://bucket/prefix (AWS), http(s)://host:port/bucket/prefix or host/bucket/prefix (https); the release lands under <prefix>/<dir.version>/<release directory>/, verified, then the marker object <prefix>/<dir.version>/current names it (docs/buckets.md; an addition of this implementation)."),
+    _b("publish.s3.credentials", None, "str", "KEY:SECRET signing the uploads to publish.s3 (never logged nor shown); unset: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, then publish.s3.profile, AWS_PROFILE or the default profile of ~/.aws/credentials."),
+    _b("publish.s3.region", None, "str", "Region the uploads to publish.s3 are signed for (default: the profile's, AWS_REGION, the one in an AWS endpoint's name, else us-east-1)."),
+    _b("publish.s3.addressing", "auto", "enum(auto, path, virtual)", "Bucket in the path (path: MinIO, Ceph ...) or in the host name (virtual); auto: virtual on AWS and GCS, path elsewhere."),
+    _b("publish.s3.profile", None, "str", "A profile of the AWS shared credentials and config files to sign the uploads to publish.s3 with."),
+)
+
+
 WEBHOOKS = (
     _b("notify.webhooks", None, "comma-list", "Comma-separated names of config.yml webhooks (notify.webhooks entries with all_banks: false) that this bank's events also go to; their URLs and secrets stay in config.yml, never in a bank file (an addition of this implementation, see docs/notifications.md)."),
 )
@@ -322,6 +331,7 @@ SECTIONS: tuple[tuple[str, tuple[PropertySetting, ...]], ...] = (
     ("Dependencies (computed banks)", DEPENDENCIES),
     ("Processes", PROCESSES),
     ("Mail", MAIL),
+    ("Publishing to a bucket", PUBLISH),
     ("Webhooks", WEBHOOKS),
     ("Legacy keys (ignored by BioMAJ 3)", LEGACY),
 )

@@ -33,7 +33,7 @@ api = Api()
 
 BANK_FIELDS = ("name", "properties", "current", "last_update_session", "pending")
 PRODUCTION_FIELDS = ("release", "remoterelease", "session", "data_dir", "dir_version", "prod_dir", "freeze",
-                     "formats", "types", "size", "files")
+                     "formats", "types", "size", "files", "buckets")
 SESSION_FIELDS = ("id", "action", "release", "remoterelease", "status", "workflow_status", "update",
                   "last_update_time", "error", "log_file", "dir_version", "changes")
 
@@ -88,7 +88,7 @@ async def get_bank(request: web.Request) -> web.Response:
     as_tables = wants_tables(request)
     doc = await visible_bank_of_url(request)
     if as_tables:
-        return tables_answer(reports.status_bank(doc, viewer_of(request)))
+        return tables_answer(reports.status_tables(doc, viewer_of(request)))
     body = _pick(doc, BANK_FIELDS)
     sessions = {s.get("id"): s for s in doc.get("sessions") or []}
     body["production"] = [{**_pick(p, PRODUCTION_FIELDS), "changes": sessions.get(p.get("session"), {}).get("changes")}

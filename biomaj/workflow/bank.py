@@ -198,7 +198,7 @@ class Bank:
         for entries in (session.get("formats") or {}).values():
             for item in entries:
                 types.update(item.get("types") or [])
-        return {
+        entry = {
             "release": session["release"],
             "remoterelease": session.get("remoterelease"),
             "session": session["id"],
@@ -211,6 +211,9 @@ class Bank:
             "log_file": session.get("log_file"),
             "freeze": False,
         }
+        if session.get("buckets"):
+            entry["buckets"] = session["buckets"]  # where the release is published besides (publish.s3)
+        return entry
 
 
 def find_production(doc: Doc, release: str | None) -> Doc | None:

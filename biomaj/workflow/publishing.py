@@ -14,6 +14,7 @@ from pathlib import Path
 from biomaj.errors import BiomajError
 from biomaj.storage.base import Store
 
+from . import bucket_publish
 from . import files as fs
 from .bank import Bank, RunContext
 from .session import Session
@@ -115,6 +116,8 @@ async def remove_release(run: RunContext, bank: Bank, entry: dict, log: logging.
             from biomaj.workflow.engine import Cancelled
 
             raise Cancelled("cancelled")
+    # its objects in the bucket first: a failure there leaves the release whole, to remove again
+    await bucket_publish.remove_release(bank, entry, log)
     path = Bank.production_dir(entry)
     fs.remove_tree(path)
     keep = bank.props.get_bool("keep.old.sessions")
@@ -126,7 +129,8 @@ async def remove_release(run: RunContext, bank: Bank, entry: dict, log: logging.
 
 async def delete_old(run: RunContext, bank: Bank, session: Session, log: logging.Logger) -> list[str]:
     """keep.old.version: remove the oldest production releases beyond the number to keep,
-    never this run's, a frozen or the published one. Returns the releases removed."""
+    never this run's, a frozen or the published one, nor the one a bucket's marker still names
+    (publish.s3, when its upload failed). Returns the releases removed."""
     keep = bank.props.get_int("keep.old.version", 1)
     doc = await run.store.get_bank(bank.name) or {}
     production = [e for e in doc.get("production") or [] if e.get("session") != session["id"]]
@@ -135,7 +139,8 @@ async def delete_old(run: RunContext, bank: Bank, session: Session, log: logging
     for entry in production:
         if excess <= 0:
             break
-        if entry.get("release") == session.get("release") or entry.get("freeze") or entry.get("session") == doc.get("current"):
+        if (entry.get("release") == session.get("release") or entry.get("freeze")
+                or entry.get("session") == doc.get("current") or bucket_publish.names_it(entry)):
             continue
         try:
             await remove_release(run, bank, entry, log, session.get("log_file") or "")

@@ -20,7 +20,7 @@ from biomaj.errors import BiomajError
 from biomaj.notify import BankAction, notify_bank_action
 from biomaj.notify.webhooks import payload
 
-from . import checksums
+from . import bucket_publish, checksums
 from . import files as fs
 from . import changes, integrity, locks, publishing
 from .bank import Bank, RunContext, find_production, find_session
@@ -307,16 +307,40 @@ async def publish_bank(run: RunContext, name: str, release: str | None = None) -
     session = find_session(doc, entry["session"]) or {
         "id": entry["session"], "release": entry["release"], "remoterelease": entry.get("remoterelease"),
         "data_dir": entry["data_dir"], "dir_version": entry["dir_version"]}
-    await publishing.publish(run.store, bank, session)
+    target = bucket_publish.target_of(bank)
+    if target is None:
+        await publishing.publish(run.store, bank, session)
+    else:
+        await _publish_with_bucket(run, bank, session, entry, target)
     announce(run, bank, "release.published", logging.getLogger(f"biomaj.bank.{name}"), action="publish",
              status="done", session=session, release=entry["release"], release_dir=str(Bank.production_dir(entry)))
     return Outcome(True, name, "publish", release=entry["release"], session_id=entry["session"])
+
+
+async def _publish_with_bucket(run: RunContext, bank: Bank, session: Session, entry: dict,
+                               target: bucket_publish.Target) -> None:
+    """Publish here, then upload what the bucket lacks of the release and switch its marker,
+    under the bank lock (an upload takes a while; an update must not delete the release meanwhile)."""
+    holder = locks.LockHolder.here(run.job_id, run.user or "")
+    locks.acquire(bank.lock_dir, bank.name, holder)
+    bank_log = logging.getLogger(f"biomaj.bank.{bank.name}")
+    try:
+        await publishing.publish(run.store, bank, session)
+        try:
+            done = await bucket_publish.publish_release(run, bank, entry, target, switch=True, log=bank_log)
+        except bucket_publish.PublishFailed as exc:
+            raise BiomajError(f"{exc}; release {entry['release']} stays published here; rerun "
+                              f"`biomaj ctl publish {bank.name} {entry['release']}` to finish it") from None
+        await bucket_publish.record(run.store, bank.name, entry["release"], done)
+    finally:
+        locks.release(bank.lock_dir, bank.name, holder)
 
 
 async def unpublish_bank(run: RunContext, name: str) -> Outcome:
     bank = load_bank(run, name)
     await _owned_document(run, bank)
     await publishing.unpublish(run.store, bank)
+    await bucket_publish.unpublish(run.store, bank, logging.getLogger(f"biomaj.bank.{name}"))
     return Outcome(True, name, "unpublish")
 
 
@@ -412,6 +436,8 @@ async def remove_all(run: RunContext, name: str, force: bool = False) -> Outcome
     locks.acquire(bank.lock_dir, name, holder)
     start = time.time()
     try:
+        for entry in doc.get("production") or []:  # the bucket's copies first (and its marker)
+            await bucket_publish.remove_release(bank, entry, logging.getLogger(f"biomaj.bank.{name}"))
         dirs = {Bank.production_dir(e).parent for e in doc.get("production") or []} | {bank.bank_dir}
         for directory in dirs:
             fs.remove_tree(directory)

@@ -22,7 +22,7 @@ UPDATE_FLOW: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("release", ()),
     ("download", ("checksum", "uncompress", "copy", "copydepends")),
     ("postprocess", ("metadata", "stats")),
-    ("publish", ("old_biomaj_api", "clean_offline", "delete_old", "clean_old_sessions")),
+    ("publish", ("old_biomaj_api", "publish_s3", "clean_offline", "delete_old", "clean_old_sessions")),
     ("over", ()),
 )
 UPDATE_TASKS = tuple(task for task, _ in UPDATE_FLOW)

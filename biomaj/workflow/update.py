@@ -25,7 +25,7 @@ from biomaj.download.verify import VerificationFailed, check_sidecars
 from biomaj.errors import BiomajError
 from biomaj.reports import human_size
 
-from . import checksums
+from . import bucket_publish, checksums
 from . import files as fs
 from . import changes, crate, locks, provenance, publishing, release as rel
 from .bank import Bank, RunContext
@@ -96,6 +96,7 @@ class UpdateWorkflow(Workflow):
         self._doc: dict | None = None  # the bank document, read by init (given by a release check)
         self._digests: Digests = {}  # the last release's copies hashed this run (fetching.same_as_old)
         self._phase_progress: dict[str, dict] = {}
+        self.bucket_failure: str | None = None  # why the upload to publish.s3 failed (the update fails at its end)
 
     # --- plumbing ----------------------------------------------------------------------------
 
@@ -561,6 +562,63 @@ class UpdateWorkflow(Workflow):
 
     async def wf_old_biomaj_api(self) -> bool:
         return True  # the listings were written before the provenance file (wf_publish), which lists them
+
+    async def wf_publish_s3(self) -> bool:
+        """publish.s3: the release uploaded to the bucket, and the bucket's marker switched when the
+        release is the one published here; before delete_old, so that the release the marker
+        named until now is never removed while it still names it. An upload that fails does not
+        stop the workflow: the release goes to production here (and stays published), the bucket's
+        record says incomplete, and the update fails at its end (:meth:`run`); the next update
+        finishes the upload (:meth:`_catch_up_bucket`)."""
+        target = bucket_publish.target_of(self.bank)
+        if target is None:
+            return True
+        doc = await self.run_ctx.store.get_bank(self.bank.name) or {}
+        published = doc.get("current") == self.session["id"]
+        entry = self.bank.production_entry(self.session)
+        try:
+            done = await bucket_publish.publish_release(self.run_ctx, self.bank, entry, target, switch=published,
+                                                        log=self.log)
+        except bucket_publish.PublishFailed as exc:
+            release = self.session.get("release")
+            self.bucket_failure = f"{exc}; release {release} {'stays published' if published else 'is complete'} here"
+            self.log.error("Workflow:wf_publish_s3:%s", self.bucket_failure)
+            self.session["buckets"] = [bucket_publish.incomplete(target, entry)]
+            return True
+        self.session["buckets"] = [done]
+        if published:  # the releases the marker named before are current there no more
+            await bucket_publish.record(self.run_ctx.store, self.bank.name, self.session["release"], done)
+        return True
+
+    async def run(self) -> bool:
+        ok = await super().run()
+        if ok and self.bucket_failure:
+            return self._bucket_failed(self.bucket_failure)
+        if ok and self.skip_all and not self.stopped:
+            ok = await self._catch_up_bucket()
+        return ok
+
+    async def _catch_up_bucket(self) -> bool:
+        """Nothing new upstream: a bucket lagging behind the published release is brought up to
+        date (publish.s3 just set, an upload that failed or was killed), under the bank lock."""
+        try:
+            target = bucket_publish.target_of(self.bank)
+            if target is not None:
+                await bucket_publish.catch_up(self.run_ctx, self.bank, target, self.log)
+        except Cancelled:
+            self.cancelled, self.error = True, CANCELLED
+            return False
+        except BiomajError as exc:
+            return self._bucket_failed(f"{exc}; the published release stays published here")
+        return True
+
+    def _bucket_failed(self, cause: str) -> bool:
+        """The update fails for its bucket, the release here being done: the error says so."""
+        self.failed_task = "publish:publish_s3"
+        self.error = f"{cause}; rerun `biomaj ctl update {self.bank.name}` to finish it"
+        self.session["error"] = {"task": self.failed_task, "message": self.error}
+        self.log.error("Error during task %s: %s", self.failed_task, self.error)
+        return False
 
     async def _write_provenance(self) -> None:
         """``ro-crate-metadata.json`` at the release's root; TaskFailed when a file cannot be read."""

@@ -500,3 +500,19 @@ def test_the_log_page_shows_the_end_of_a_log_in_whole_lines(tmp_path, monkeypatc
     assert pages._tail(log) == ("line 2\nline 3\nline 4", True)  # the lines bound
     log.write_bytes(b"x" * 150 + b"\n" + b"y" * 60 + b"\nz")
     assert pages._tail(log) == ("y" * 60 + "\nz", True)  # the bytes bound: no partial first line
+
+
+async def test_bank_page_and_api_show_where_releases_are_published(updated: Site):
+    record = {"url": "s3://127.0.0.1:9000/banks/mirror/example/example_1/",
+              "marker": "s3://127.0.0.1:9000/banks/mirror/example/current", "complete": True, "current": True,
+              "at": 1796650000.0, "files": 4, "size": 434}
+    assert await updated.node.store.update_production("example", "1", {"buckets": [record]})  # as publish.s3 records it
+    browser = await updated.browser("user")
+    text = await browser.page("/ui/banks/example")
+    assert '<th scope="col">Bucket</th>' in text
+    assert re.search(r'<td data-label="Bucket"><div class="bucket"><code>s3://127\.0\.0\.1:9000/banks/mirror/example/'
+                     r'example_1/</code> <span class="badge published">current</span></div></td>', text)
+    answer = await (await browser.api("GET", "/api/v1/banks/example")).json()
+    assert answer["production"][0]["buckets"] == [record]
+    tables = (await (await browser.api("GET", "/api/v1/banks/example?format=table")).json())["tables"]
+    assert tables[-1]["title"] == "Published to buckets" and tables[-1]["rows"][0][:4] == ["1", record["url"], "yes", "yes"]

@@ -184,6 +184,7 @@ class ReleaseRow:
     frozen: bool = False
     published: bool = False
     directory: str = ""
+    buckets: list[dict] = field(default_factory=list)  # where it is published besides (publish.s3)
 
 
 def release_rows(doc: dict) -> list[ReleaseRow]:
@@ -198,7 +199,9 @@ def release_rows(doc: dict) -> list[ReleaseRow]:
             session=_number(prod.get("session")), remote=str(prod.get("remoterelease") or ""),
             size=int(prod.get("size") or 0), formats=reports._joined(prod.get("formats")),
             types=reports._joined(prod.get("types")), frozen=frozen, published=published,
-            directory=reports._production_dir(prod)))
+            directory=reports._production_dir(prod),
+            buckets=[{"url": b.get("url"), "complete": bool(b.get("complete")), "current": bool(b.get("current"))}
+                     for b in prod.get("buckets") or []]))
     for pending in doc.get("pending") or []:
         rows.append(ReleaseRow(release=str(pending.get("release")), state="pending", session=_number(pending.get("id"))))
     return rows

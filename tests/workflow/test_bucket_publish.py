@@ -1,0 +1,46 @@
+"""workflow/bucket_publish.py: what a user reads when the bucket refuses a release, cause first and
+the fix after, never a secret; against moto's S3 server (the tests' stand-in for AWS)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from biomaj import buckets
+from biomaj.workflow import bucket_publish, bucket_upload
+
+
+@pytest.fixture
+def release(tmp_path) -> Path:
+    (tmp_path / "alu_1" / "flat").mkdir(parents=True)
+    (tmp_path / "alu_1" / "flat" / "alu.fa").write_bytes(b">alu\nACGT\n")
+    return tmp_path / "alu_1"
+
+
+async def _refusal(access: buckets.BucketAccess, creds, release: Path) -> str:
+    with pytest.raises(bucket_upload.UploadFailed) as caught:
+        await bucket_upload.upload_release(buckets.open_store(access, creds), access, release, "p/",
+                                           journal=bucket_upload.Journal(release.parent / "journal"))
+    return bucket_publish.explain(caught.value, bucket_publish.Target(access, creds), "alu")
+
+
+async def test_refusals_lead_with_their_cause_and_say_the_fix(s3_auth, bucket_name, release):
+    missing = buckets.BucketAccess(s3_auth.endpoint, bucket_name, "mirror")
+    url = f"s3://127.0.0.1:{s3_auth.port}/{bucket_name}/mirror/"
+    good = buckets.Credentials(s3_auth.access_key, s3_auth.secret_key, source="publish.s3.credentials")
+    assert await _refusal(missing, good, release) == (
+        f"bank alu: bucket {bucket_name} does not exist publishing to {url} (404 NoSuchBucket: The specified bucket "
+        "does not exist); create it")
+    s3_auth.make_bucket(bucket_name)
+    assert await _refusal(missing, None, release) == (
+        f"bank alu: access denied (no credentials found) publishing to {url} (403 AccessDenied: Access Denied); "
+        "set publish.s3.credentials=KEY:SECRET or AWS credentials (AWS_ACCESS_KEY_ID, a profile)")
+    unknown = await _refusal(missing, buckets.Credentials("AKIAUNKNOWNKEY", "some-secret", source="profile prod"),
+                             release)
+    assert unknown.startswith("bank alu: the access key from profile prod is unknown to the store publishing to ")
+    assert "some-secret" not in unknown and "AKIAUNKNOWNKEY" not in unknown
+    nobody = buckets.BucketAccess("http://127.0.0.1:1", "bkt")
+    assert await _refusal(nobody, None, release) == (
+        "bank alu: cannot reach http://127.0.0.1:1 (connection refused) publishing to s3://127.0.0.1:1/bkt/; "
+        "check the endpoint of publish.s3")
