@@ -156,21 +156,29 @@ _TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off", "")
 def bank_access(server: str, path: str, settings: Mapping[str, str | None], *, prefix: str = "") -> BucketAccess:
     """The bucket a bank reads: ``server=`` an endpoint, ``remote.dir=bucket/prefix/`` and the
     :data:`BANK_KEYS` in ``settings`` (key -> value). ConfigError naming the key for a bad value."""
-    addressing = (settings.get("s3.addressing") or "auto").strip().lower()
-    if addressing not in ADDRESSING:
-        raise ConfigError(f"{prefix}s3.addressing={addressing!r}: expected auto, path (bucket in the path: MinIO, "
-                          "Ceph) or virtual (bucket in the host name: AWS, GCS)")
-    anonymous = (settings.get("s3.anonymous") or "").strip().lower()
-    if anonymous not in _TRUE + _FALSE:
-        raise ConfigError(f"{prefix}s3.anonymous={anonymous!r}: expected true (unsigned requests, public buckets) "
-                          "or false")
-    region = (settings.get("s3.region") or "").strip() or None
-    if region is not None and not re.fullmatch(r"[a-z0-9-]{1,40}", region):
-        raise ConfigError(f"{prefix}s3.region={region!r}: expected a region name such as us-east-1 or eu-west-3")
     bucket, key_prefix = split_bucket_path(path, f"{prefix}remote.dir")
-    return BucketAccess(endpoint_url(server, f"{prefix}server"), bucket, key_prefix, region=region,
+    return access_of(endpoint_url(server, f"{prefix}server"), bucket, key_prefix, settings, keys=f"{prefix}s3.")
+
+
+def access_of(endpoint: str, bucket: str, key_prefix: str, settings: Mapping[str, str | None], *,
+              keys: str = "s3.") -> BucketAccess:
+    """A bucket with the settings ``<keys>region``, ``addressing``, ``profile`` and ``anonymous``
+    read from ``settings`` (``s3.*`` for a bank's remote, ``publish.s3.*`` for its publish target).
+    ConfigError naming the key for a bad value."""
+    addressing = (settings.get(f"{keys}addressing") or "auto").strip().lower()
+    if addressing not in ADDRESSING:
+        raise ConfigError(f"{keys}addressing={addressing!r}: expected auto, path (bucket in the path: MinIO, "
+                          "Ceph) or virtual (bucket in the host name: AWS, GCS)")
+    anonymous = (settings.get(f"{keys}anonymous") or "").strip().lower()
+    if anonymous not in _TRUE + _FALSE:
+        raise ConfigError(f"{keys}anonymous={anonymous!r}: expected true (unsigned requests, public buckets) "
+                          "or false")
+    region = (settings.get(f"{keys}region") or "").strip() or None
+    if region is not None and not re.fullmatch(r"[a-z0-9-]{1,40}", region):
+        raise ConfigError(f"{keys}region={region!r}: expected a region name such as us-east-1 or eu-west-3")
+    return BucketAccess(endpoint, bucket, key_prefix, region=region,
                         addressing=addressing,  # type: ignore[arg-type]
-                        profile=(settings.get("s3.profile") or "").strip() or None, anonymous=anonymous in _TRUE)
+                        profile=(settings.get(f"{keys}profile") or "").strip() or None, anonymous=anonymous in _TRUE)
 
 
 def region_for(access: BucketAccess, environ: Mapping[str, str] | None = None) -> str:

@@ -189,7 +189,13 @@ def _check_s3(c: _Checker) -> None:
         try:
             bank_access(server, path, {key: c.get(key) for key in BANK_KEYS})
         except ConfigError as exc:
-            c.error(str(exc).partition("=")[0], str(exc))
+            c.error(_key_of(exc), str(exc))
+
+
+def _key_of(exc: ConfigError) -> str:
+    """The key a bucket setting's error names first (``s3.region='x': ...`` -> ``s3.region``)."""
+    match = re.match(r"[\w.]+", str(exc))
+    return match.group(0) if match else ""
 
 
 def _check_unsupported(c: _Checker) -> None:
@@ -220,18 +226,17 @@ def _check_publish(c: _Checker) -> None:
                 c.warn(key, f"{key} is set but publish.s3 is not: nothing is published to a bucket")
         return
     try:
-        buckets.parse_target(target, "publish.s3")
+        endpoint, bucket, prefix = buckets.parse_target(target, "publish.s3")
+        buckets.access_of(endpoint, bucket, prefix, {k: c.get(k) for k in ("publish.s3.region", "publish.s3.addressing")},
+                          keys="publish.s3.")
     except ConfigError as exc:
-        c.error("publish.s3", str(exc))
+        c.error(_key_of(exc), str(exc))
     given = c.get("publish.s3.credentials")
     if given is not None and given.strip():
         key, sep, secret = given.partition(":")
         if not (sep and key.strip() and secret.strip()):  # the value itself is never repeated
             c.error("publish.s3.credentials", "publish.s3.credentials must be KEY:SECRET (an access key, ':', "
                     "its secret key)")
-    addressing = c.get("publish.s3.addressing")
-    if addressing and addressing not in find_setting("publish.s3.addressing").enum_values:
-        c.error("publish.s3.addressing", f"publish.s3.addressing must be auto, path or virtual, not {addressing!r}")
     profile = c.get("publish.s3.profile")
     if profile and not (given or "").strip():
         try:

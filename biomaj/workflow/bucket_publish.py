@@ -24,7 +24,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 from biomaj import buckets
 from biomaj.config.properties import BankProperties
@@ -40,7 +40,8 @@ from .bucket_upload import MARKER, Journal, Progress, UploadFailed, delete_keys,
 
 log = logging.getLogger(__name__)
 
-
+#: the settings of a publish target besides publish.s3 and its credentials (as publish.<key>)
+PUBLISH_KEYS = ("s3.region", "s3.addressing", "s3.profile")
 
 class PublishFailed(BiomajError):
     """The release could not be published to the bucket (the message leads with the cause)."""
@@ -60,12 +61,8 @@ class Target:
         if not value or not value.strip():
             return None
         endpoint, bucket, prefix = buckets.parse_target(value, "publish.s3")
-        addressing = (props.get("publish.s3.addressing") or "auto").strip()
-        if addressing not in ("auto", "path", "virtual"):
-            raise ConfigError(f"publish.s3.addressing must be auto, path or virtual, not {addressing!r}")
-        access = buckets.BucketAccess(endpoint, bucket, prefix, region=props.get("publish.s3.region") or None,
-                                      addressing=cast(buckets.Addressing, addressing),
-                                      profile=props.get("publish.s3.profile") or None)
+        settings = {f"publish.{key}": props.get(f"publish.{key}") for key in PUBLISH_KEYS}
+        access = buckets.access_of(endpoint, bucket, prefix, settings, keys="publish.s3.")
         key, _, secret = (props.get("publish.s3.credentials") or "").partition(":")
         creds = buckets.credentials(access, (key.strip() or None, secret.strip() or None),
                                     source="publish.s3.credentials")

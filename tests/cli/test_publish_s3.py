@@ -182,7 +182,7 @@ def test_check_refuses_bad_publish_settings_without_repeating_the_secret(biomaj_
             (["publish.s3=http://127.0.0.1:9000"], "publish.s3='http://127.0.0.1:9000': expected endpoint/bucket/prefix"),
             (["publish.s3=s3://Bad_Bucket!/x"], "is not a bucket name"),
             (["publish.s3=s3://bkt/x", "publish.s3.credentials=onlyakeysecretpart"], "publish.s3.credentials must be KEY:SECRET"),
-            (["publish.s3=s3://bkt/x", "publish.s3.addressing=sideways"], "publish.s3.addressing must be auto, path or virtual"),
+            (["publish.s3=s3://bkt/x", "publish.s3.addressing=sideways"], "publish.s3.addressing='sideways': expected auto, path"),
             (["publish.s3=s3://bkt/../x"], "'.' and '..' are not allowed")):
         conf.write_text(base + "\n".join(lines) + "\n")
         result = _ctl(biomaj_root, biomaj_cmd, "check", "example", ok=False)
