@@ -606,6 +606,7 @@ class Fetcher:
                 finisher = _Finisher(part, dest, entry.size, archive_name, expected, digest)
                 if split:
                     transfer = SplitTransfer(self.pool, config, entry, part, max_streams=self.settings.split_max,
+                                             start_streams=protocol_class(config.protocol).features.split_start,
                                              on_bytes=on_bytes, pace=self.settings.pace)
                     try:
                         size, mtime, got, hexdigest = await self._split(transfer, digest, finisher)

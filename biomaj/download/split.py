@@ -1,7 +1,8 @@
 """Split transfers: one big file fetched as byte ranges over several connections to its server.
 
 Public bank servers cap the rate of each connection; a file read over N connections at once comes
-N times faster, up to the link. A :class:`SplitTransfer` starts with one stream, measures the rate
+N times faster, up to the link. A :class:`SplitTransfer` starts with one stream (or, for a protocol
+whose ``Features.split_start`` says so, that many equal ranges at once), measures the rate
 and adds streams while the rate still rises: four times as many while each new stream brings as
 much as the first (the server caps each connection), twice as many while it brings at least half
 of that, one at a time once it rises less; up to ``max_streams`` and never past the host budget:
@@ -71,7 +72,8 @@ class SplitTransfer:
     """Fetches ``entry`` into ``part`` over up to ``max_streams`` connections (see the module)."""
 
     def __init__(self, pool: ClientPool, config: RemoteConfig, entry: RemoteEntry, part: Path, *,
-                 max_streams: int, on_bytes: Callable[[int], None] | None = None, pace: Pacer = None):
+                 max_streams: int, start_streams: int = 1, on_bytes: Callable[[int], None] | None = None,
+                 pace: Pacer = None):
         if entry.size is None:
             raise ValueError("a split transfer needs the file's size")
         self.pool = pool
@@ -81,6 +83,7 @@ class SplitTransfer:
         self.part = part
         self.journal = part.with_name(part.name + JOURNAL_SUFFIX)
         self.max_streams = max(1, max_streams)
+        self.start_streams = max(1, min(start_streams, self.max_streams, self.size // (2 * MIN_PIECE) or 1))
         self.on_bytes = on_bytes
         self.pace = pace
         self.segments: list[Segment] = []
@@ -106,7 +109,7 @@ class SplitTransfer:
             if self._complete():
                 return 0
             tasks.add(asyncio.create_task(self._stream(wait=True), name=f"split-{self.entry.name}-0"))
-            await self._control(tasks)
+            await self._control(tasks, await self._add_streams(tasks, self.start_streams - 1))
             await asyncio.gather(*tasks)
             if not self._complete():
                 error = self._error or RetryableError(f"{self.entry.path}: split transfer ended early")
@@ -122,13 +125,13 @@ class SplitTransfer:
         """The file is complete and checked: the journal goes."""
         self.journal.unlink(missing_ok=True)
 
-    async def _control(self, tasks: set[asyncio.Task]) -> None:
-        """Every WINDOW seconds: save the journal, and add streams while the rate still rises."""
+    async def _control(self, tasks: set[asyncio.Task], wanted: int = 0) -> None:
+        """Every WINDOW seconds: save the journal, and add streams while the rate still rises.
+        ``wanted``: streams of the start that found no free connection yet."""
         last_rate: float | None = None
-        last_count = 1
+        last_count = self.start_streams
         growing = self.max_streams > 1
-        wanted = 0  # streams decided on that found no free slot yet: asked again at retry_at
-        retry_at = 0.0
+        retry_at = time.monotonic() + WINDOW  # ``wanted`` streams are asked for again from then
         window_start, window_bytes = time.monotonic(), self.received
         while any(not t.done() for t in tasks):
             self._changed.clear()
@@ -327,10 +330,19 @@ class SplitTransfer:
         if segments is None:
             os.ftruncate(self._fd, 0)
             os.ftruncate(self._fd, self.size)  # sparse: the ranges fill it in place
-            segments = [Segment(0, self.size, 0, 0)]
+            segments = self._first_ranges()
             self._save_journal(segments)
         self.segments = segments
         self.resumed = sum(s.written - s.start for s in segments)
+
+    def _first_ranges(self) -> list[Segment]:
+        """``start_streams`` equal ranges of the file (block-aligned): each first stream takes one."""
+        bounds = [0]
+        for index in range(1, self.start_streams):
+            cut = self.size * index // self.start_streams
+            bounds.append(cut - cut % 65536)
+        bounds.append(self.size)
+        return [Segment(a, b, a, a) for a, b in zip(bounds, bounds[1:]) if b > a]
 
     def _load_journal(self) -> list[Segment] | None:
         """The journal's ranges when it belongs to this remote file and the part file is there."""

@@ -137,6 +137,10 @@ class Features:
     native_fetch: bool = False  # implements fetch() itself (rsync), open() unsupported
     pipelining: bool = False  # implements open_many(): several files asked for at once (HTTP/1.1)
     split: bool = True  # a big file may be read as ranges over several connections (not local files)
+    # ranges a split transfer opens at once, before measuring: 1 (then more while the rate rises) for
+    # servers whose ranges are costly or whose connections are not capped; more for object stores,
+    # whose ranged GETs are cheap and each connection capped (rclone and the AWS tools start so too)
+    split_start: int = 1
 
 
 @dataclass(frozen=True)

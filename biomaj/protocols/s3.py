@@ -69,7 +69,7 @@ class S3Protocol(Protocol):
     """One bucket prefix; one obstore client (its own connection pool) per instance."""
 
     names = ("s3",)
-    features = Features(resume=True, mtime_precision=1.0)
+    features = Features(resume=True, mtime_precision=1.0, split_start=4)
 
     def __init__(self, config: RemoteConfig):
         super().__init__(config)

@@ -200,6 +200,30 @@ async def test_a_multipart_etag_is_not_taken_for_an_md5(s3_open, bucket_name, tm
     assert (tmp_path / "big.bin").read_bytes() == data and not result.skipped
 
 
+async def test_a_big_object_starts_as_four_equal_ranges_as_rclone_does(tmp_path):
+    """S3 serves ranges cheaply and caps each connection: no whole-object GET first, then splits."""
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    data = hashlib.sha256(b"four").digest() * (12 * 1024 * 1024 // 32)
+    (tree / "big.bin").write_bytes(data)
+    server = await s3_server.start(tree, Faults())
+    pool = ClientPool()
+    try:
+        async with open_protocol(server.config) as client:
+            entry = await client.stat("big.bin")
+        settings = FetchSettings(retry=ONE_TRY, split_min_size=1024 * 1024)
+        await Fetcher(pool, settings).fetch(server.config, entry, tmp_path / "out" / "big.bin")
+    finally:
+        await pool.close()
+        await server.close()
+    assert (tmp_path / "out" / "big.bin").read_bytes() == data
+    first = sorted(header for key, header in server.ranges[:4] if key == "big.bin")
+    quarter = len(data) // 4
+    expected = [f"bytes={i * quarter}-{(i + 1) * quarter - 1}" for i in range(3)] + [f"bytes={3 * quarter}-"]
+    assert first == sorted(expected)  # the last range runs to the end
+    assert all(header is not None for _, header in server.ranges)
+
+
 # --- credentials and access ----------------------------------------------------------------------
 
 

@@ -227,7 +227,8 @@ async def start(tree: Path, faults: Faults, *, protocol: str = "s3", corrupt: se
     port) honouring `faults`. ``corrupt``: keys whose GET bodies get their first byte flipped (a
     body that does not match its ETag). ``region``: the bucket is in that region, and a request
     signed for another one gets AWS's answer (400 AuthorizationHeaderMalformed naming the region:
-    moto does not check regions). ``RunningServer.seen``: (method, path and query) of each request."""
+    moto does not check regions). ``RunningServer.seen``: (method, path and query) of each request; ``.ranges``: (key, Range header)
+    of each object GET."""
     import aiohttp
     from aiohttp import web
 
@@ -241,6 +242,7 @@ async def start(tree: Path, faults: Faults, *, protocol: str = "s3", corrupt: se
     session = aiohttp.ClientSession(auto_decompress=False, connector=aiohttp.TCPConnector(limit=0))
     connections: weakref.WeakSet = weakref.WeakSet()
     seen: list[tuple[str, str]] = []
+    ranges: list[tuple[str, str | None]] = []  # (key, Range header) of each object GET
     corrupt = corrupt if corrupt is not None else set()
 
     async def handle(request: web.Request) -> web.StreamResponse:
@@ -255,6 +257,7 @@ async def start(tree: Path, faults: Faults, *, protocol: str = "s3", corrupt: se
                              f"'{signed_for[0]}' is wrong; expecting '{region}'", f"<Region>{region}</Region>")
         _, _, key = request.path.lstrip("/").partition("/")
         if request.method == "GET" and key:
+            ranges.append((key, request.headers.get("Range")))
             faults.transfer_started(key)
             try:
                 if faults.take(faults.throttle, key):
@@ -313,6 +316,7 @@ async def start(tree: Path, faults: Faults, *, protocol: str = "s3", corrupt: se
                           options={"s3.endpoint": f"http://127.0.0.1:{port}"})
     server = RunningServer(config=config, faults=faults, stop=stop)
     server.seen = seen  # type: ignore[attr-defined]
+    server.ranges = ranges  # type: ignore[attr-defined]
     server.bucket = bucket  # type: ignore[attr-defined]
     server.moto = moto  # type: ignore[attr-defined]
     return server
