@@ -7,7 +7,7 @@ one run on this machine, over loopback, with real servers (Apache 2.4 autoindex,
 
 Options: --reps N (default 3) interleaved repetitions after one warm-up round (--no-warmup),
 --only big,small,many,small20k (data sets), --tools cp,curl,wget,lftp,biomaj3,biomaj,aiohttp,ls,ctl,
---mode e2e (default tools cp,curl,lftp,biomaj,ctl: `biomaj ctl update BANK` as a user runs it,
+--mode e2e (default tools cp,curl,lftp,rclone,biomaj,ctl: `biomaj ctl update BANK` as a user runs it,
 a new process and a new biomaj root every run, beside lftp/curl and the engine alone),
 --protos http,ftp (also s3: tools rclone,aws,s5cmd,ctl against moto's S3 server, bench/s3_bucket.py),
 --timeout S per run, --per-host / --concurrency for biomaj,

