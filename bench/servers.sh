@@ -40,6 +40,26 @@ wait_port() {  # port seconds
   return 1
 }
 
+came_up() {  # NAME PIDFILE OUTFILE PORT SECONDS URL: the server just started listens and answers URL,
+  # else it is stopped again
+  if wait_port "$4" "$5" && curl -s --max-time 5 -o /dev/null "$6"; then return 0; fi
+  log "$1 did not come up: $(tail -5 "$3" 2>/dev/null)"
+  kill "$(cat "$2")" 2>/dev/null; rm -f "$2"
+  return 1
+}
+
+stop_group() {  # NAME PIDFILE: setsid made the server a process-group leader: end that group (it
+  # and its children), nothing else
+  if [ -f "$2" ]; then
+    local pid; pid=$(cat "$2")
+    kill -- -"$pid" 2>/dev/null || kill "$pid" 2>/dev/null
+    rm -f "$2"
+    log "$1 stopped"
+  else
+    log "$1 not running (no pid file)"
+  fi
+}
+
 ours_http() {  # the Apache listening on HTTP_PORT is the one started here
   [ -f "$SRV/apache/run/httpd.pid" ] || return 1
   listener_pids "$HTTP_PORT" | grep -qx "$(cat "$SRV/apache/run/httpd.pid")"
@@ -158,14 +178,9 @@ data_connection_timeout=600
 CONF
   setsid "$VSFTPD" "$SRV/vsftpd.conf" </dev/null >"$SRV/vsftpd.out" 2>&1 &
   echo $! >"$SRV/ftp.pid"
-  if wait_port "$FTP_PORT" 5 && curl -s --max-time 5 "ftp://127.0.0.1:$FTP_PORT/" >/dev/null; then
-    # (vsftpd -v prints its version on file descriptor 0)
-    echo "vsftpd $("$VSFTPD" -v 0>&1 2>/dev/null | sed -n 's/.*version //p')" >"$SRV/ftp-server.txt"
-  else
-    log "vsftpd did not come up: $(cat "$SRV/vsftpd.out" 2>/dev/null)"
-    kill "$(cat "$SRV/ftp.pid")" 2>/dev/null; rm -f "$SRV/ftp.pid"
-    return 1
-  fi
+  came_up vsftpd "$SRV/ftp.pid" "$SRV/vsftpd.out" "$FTP_PORT" 5 "ftp://127.0.0.1:$FTP_PORT/" || return 1
+  # (vsftpd -v prints its version on file descriptor 0)
+  echo "vsftpd $("$VSFTPD" -v 0>&1 2>/dev/null | sed -n 's/.*version //p')" >"$SRV/ftp-server.txt"
   log "FTP: $(cat "$SRV/ftp-server.txt") on 127.0.0.1:$FTP_PORT (pid $(cat "$SRV/ftp.pid"))"
 }
 
@@ -184,13 +199,8 @@ logging.getLogger("werkzeug").setLevel(logging.WARNING)
 from moto.server import main
 main(sys.argv[1:])' -H 127.0.0.1 -p "$S3_PORT" </dev/null >"$SRV/s3.out" 2>&1 &
   echo $! >"$SRV/s3.pid"
-  if wait_port "$S3_PORT" 20 && curl -s --max-time 5 -o /dev/null "http://127.0.0.1:$S3_PORT/"; then
-    echo "moto $("$S3_PYTHON" -c 'import moto; print(moto.__version__)') (python -m moto.server)" >"$SRV/s3-server.txt"
-  else
-    log "moto's S3 server did not come up: $(tail -5 "$SRV/s3.out" 2>/dev/null)"
-    kill "$(cat "$SRV/s3.pid")" 2>/dev/null; rm -f "$SRV/s3.pid"
-    return 1
-  fi
+  came_up "moto's S3 server" "$SRV/s3.pid" "$SRV/s3.out" "$S3_PORT" 20 "http://127.0.0.1:$S3_PORT/" || return 1
+  echo "moto $("$S3_PYTHON" -c 'import moto; print(moto.__version__)') (python -m moto.server)" >"$SRV/s3-server.txt"
   log "S3: $(cat "$SRV/s3-server.txt") on 127.0.0.1:$S3_PORT (pid $(cat "$SRV/s3.pid"))"
 }
 
@@ -204,29 +214,8 @@ stop_http() {
   fi
 }
 
-stop_ftp() {
-  if [ -f "$SRV/ftp.pid" ]; then
-    local pid; pid=$(cat "$SRV/ftp.pid")
-    # setsid made vsftpd a process-group leader: end that group (it and its per-session
-    # children), nothing else.
-    kill -- -"$pid" 2>/dev/null || kill "$pid" 2>/dev/null
-    rm -f "$SRV/ftp.pid"
-    log "FTP stopped"
-  else
-    log "FTP not running (no pid file)"
-  fi
-}
-
-stop_s3() {
-  if [ -f "$SRV/s3.pid" ]; then
-    local pid; pid=$(cat "$SRV/s3.pid")
-    kill -- -"$pid" 2>/dev/null || kill "$pid" 2>/dev/null  # the group setsid made, nothing else
-    rm -f "$SRV/s3.pid"
-    log "S3 stopped (its objects are gone with it)"
-  else
-    log "S3 not running (no pid file)"
-  fi
-}
+stop_ftp() { stop_group FTP "$SRV/ftp.pid"; }
+stop_s3() { stop_group "S3 (its objects with it)" "$SRV/s3.pid"; }
 
 ACTION="${1:-}"
 [ $# -gt 0 ] && shift
