@@ -224,14 +224,7 @@ class AmqpNodes:
 
     def cpu(self) -> float:
         """user + system CPU seconds of the node processes so far."""
-        total = 0.0
-        for pr in self.procs:
-            try:
-                fields = Path(f"/proc/{pr.pid}/stat").read_text().rsplit(")", 1)[1].split()
-                total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-            except (OSError, IndexError, ValueError):
-                pass
-        return total
+        return sum(proc_cpu(pr.pid) or 0.0 for pr in self.procs)
 
     def stop(self) -> Optional[float]:
         used = self.cpu() - self.cpu0 if self.procs and self.cpu0 is not None else None
@@ -252,6 +245,24 @@ class AmqpNodes:
                            capture_output=True, timeout=60)
             self.vhost = ""
         return used
+
+
+def proc_cpu(pid: int) -> Optional[float]:
+    """user + system CPU seconds of a process (all its threads) so far; None if it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def s3_server_cpu() -> Optional[float]:
+    """CPU seconds of moto's S3 server so far (servers.sh's pid file): it is the bottleneck of the
+    s3 rows, and its share of a core during a run says so."""
+    try:
+        return proc_cpu(int((ROOT / "srv" / "s3.pid").read_text()))
+    except (OSError, ValueError):
+        return None
 
 
 CTL_BANK = "bench"
@@ -357,7 +368,7 @@ def rm_tree(path: Path) -> None:
 
 
 RAW_FIELDS = ["tool", "proto", "dataset", "kind", "rep", "seconds", "maxrss_kb", "rc", "ok", "files", "bytes",
-              "expected_files", "expected_bytes", "inner_seconds", "cpu_seconds", "label", "note"]
+              "expected_files", "expected_bytes", "inner_seconds", "cpu_seconds", "server_cpu_seconds", "label", "note"]
 
 
 def run_one(run: Run, rep: int, expected: dict[str, int], logs: Path, timeout: float) -> dict:
@@ -367,6 +378,7 @@ def run_one(run: Run, rep: int, expected: dict[str, int], logs: Path, timeout: f
     if run.setup:
         run.setup(od)
     os.sync()
+    srv0 = s3_server_cpu() if run.proto == "s3" else None
     lg, tf = logs / f"{run.slug}-{rep}.log", logs / f"{run.slug}-{rep}.time"
     with open(lg, "wb") as fh:
         t0 = time.perf_counter()
@@ -379,6 +391,7 @@ def run_one(run: Run, rep: int, expected: dict[str, int], logs: Path, timeout: f
             rc = proc.wait()
             rc = 124
         secs = time.perf_counter() - t0
+    srv1 = s3_server_cpu() if srv0 is not None else None
     helpers_cpu = run.teardown() if run.teardown else None
     text = lg.read_text(errors="replace")
     rss, cpu = 0, ""
@@ -451,7 +464,7 @@ def run_one(run: Run, rep: int, expected: dict[str, int], logs: Path, timeout: f
     return {"tool": run.tool, "proto": run.proto, "dataset": run.ds, "kind": run.kind, "rep": rep,
             "seconds": "%.3f" % secs, "maxrss_kb": rss, "rc": rc, "ok": int(ok), "files": nf, "bytes": nb,
             "expected_files": exp_files, "expected_bytes": exp_bytes, "inner_seconds": inner, "cpu_seconds": cpu,
-            "label": run.label,
+            "server_cpu_seconds": "%.2f" % (srv1 - srv0) if srv1 is not None else "", "label": run.label,
             "note": note}
 
 
@@ -553,6 +566,8 @@ def build_report(raw: list[dict], meta: dict[str, str], project_py: str, skipped
             "files": int(rs[0]["expected_files"]), "bytes": int(rs[0]["expected_bytes"]),
             "inner": statistics.median(inner) if inner and len(inner) == len(ok) else None,
             "cpu": statistics.median(float(r["cpu_seconds"]) for r in ok) if ok and all(r.get("cpu_seconds") for r in ok) else None,
+            "server_cpu": statistics.median(float(r["server_cpu_seconds"]) for r in ok)
+            if ok and all(r.get("server_cpu_seconds") for r in ok) else None,
             "by_rep": {int(r["rep"]): float(r["seconds"]) for r in ok},
             "notes": sorted({r["note"] for r in rs if str(r["ok"]) != "1" and r["note"]}),
         }
@@ -638,6 +653,14 @@ def build_report(raw: list[dict], meta: dict[str, str], project_py: str, skipped
             f"{k[0]}/{k[1]}/{k[2]}: {s['n'] - s['nok']} of {s['n']} ({', '.join(s['notes'])})" for k, s in failed)
           + f". Logs: `{meta.get('results', RESULTS)}/logs/`.")
         w("")
+    moto = [(k, s) for k, s in sorted(stats.items(), key=lambda i: sort_key(i[0])) if s.get("server_cpu") is not None]
+    moto_line = []
+    if moto:
+        moto_line = ["S3 server's CPU during the s3 rows (moto, median CPU s and its share of one core over the run's wall "
+          "time; near 100 % the server, a Python process, is what limits the row): " + "; ".join(
+              f"{s['label'].replace('*', '')}, {k[2]}: {s['server_cpu']:.2f} s ({s['server_cpu'] / s['med']:.0%})"
+              for k, s in moto) + "."]
+        out.extend(moto_line + [""])
     if skipped:
         w("Not run: " + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
         w("")
@@ -768,7 +791,7 @@ def build_report(raw: list[dict], meta: dict[str, str], project_py: str, skipped
       "`lftp -c 'open URL; mirror --parallel=4 /D OUT'`; listings: `curl URL | wc -l`, "
       "`lftp -c 'open URL; cls -1 /many/' | wc -l`, `ls -1 | wc -l`.")
     w("")
-    text = "\n".join(table) + "\n\n" + ("\n".join(text_extra) + "\n\n" if text_extra else "") + "\n".join(verdicts)
+    text = "\n".join(table + [""] + moto_line) + "\n\n" + ("\n".join(text_extra) + "\n\n" if text_extra else "") + "\n".join(verdicts)
     return "\n".join(out) + "\n", text
 
 
