@@ -657,7 +657,7 @@ def build_report(raw: list[dict], meta: dict[str, str], project_py: str, skipped
     moto_line = []
     if moto:
         moto_line = ["S3 server's CPU during the s3 rows (moto, median CPU s and its share of one core over the run's wall "
-          "time; near 100 % the server, a Python process, is what limits the row): " + "; ".join(
+          "time; its threads share one GIL: at 70 % and more of a core on small objects the server limits the row): " + "; ".join(
               f"{s['label'].replace('*', '')}, {k[2]}: {s['server_cpu']:.2f} s ({s['server_cpu'] / s['med']:.0%})"
               for k, s in moto) + "."]
         out.extend(moto_line + [""])
