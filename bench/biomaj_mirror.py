@@ -1,7 +1,8 @@
 """biomaj's side of the download benchmark: its own engine, driven as the downloader does.
 
   biomaj_mirror.py mirror http|ftp HOST:PORT /remote/dir/ LOCAL_DIR [--per-host 4] [--concurrency 8]
-  biomaj_mirror.py list   http|ftp HOST:PORT /remote/dir/ [--match]
+  biomaj_mirror.py mirror s3 http://HOST:PORT bucket/prefix/ LOCAL_DIR [...]   (keys: AWS_* variables)
+  biomaj_mirror.py list   http|ftp|s3 SERVER DIR [--match]
   (both: [--loop auto|uvloop|asyncio])
 
 mirror: one ClientPool(HostBudget(per_host)), one Fetcher(pool, FetchSettings(retry=...)) with the default
@@ -29,6 +30,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from biomaj.download.engine import ClientPool, FetchFailed, Fetcher, FetchItem, FetchSettings
 from biomaj.download.limits import HostBudget
@@ -44,6 +46,10 @@ BATCH = 64  # files per Fetcher.fetch_many call: the most the manager puts in on
 
 
 def remote_config(proto: str, server: str, remote_dir: str) -> RemoteConfig:
+    if proto == "s3":  # server: the endpoint URL; the key from the AWS_* variables, as a bank without credentials
+        url = urlsplit(server)
+        return RemoteConfig(protocol=proto, host=url.hostname or "", port=url.port, root=remote_dir,
+                            options={"s3.endpoint": server})
     host, _, port = server.rpartition(":")
     return RemoteConfig(protocol=proto, host=host, port=int(port), root=remote_dir)
 
@@ -121,8 +127,8 @@ def loop_factory(choice: str):
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("mode", choices=("mirror", "list"))
-    ap.add_argument("proto", choices=("http", "ftp"))
-    ap.add_argument("server", help="HOST:PORT")
+    ap.add_argument("proto", choices=("http", "ftp", "s3"))
+    ap.add_argument("server", help="HOST:PORT (s3: the endpoint URL)")
     ap.add_argument("remote_dir")
     ap.add_argument("local_dir", nargs="?")
     ap.add_argument("--per-host", type=int, default=int(os.environ.get("BIOMAJ_BENCH_PER_HOST", 4)))

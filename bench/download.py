@@ -147,6 +147,9 @@ def mirror_runs(ds: str, env: Env) -> list[Run]:
         runs.append(Run("biomaj", proto, ds, "mirror",
                         [py, me, "mirror", proto, hp, f"/{ds}/", f"{out}/biomaj/{ds}", *knobs],
                         f"**biomaj** (engine, {env.concurrency} tasks, {env.per_host}/host)", True))
+    runs.append(Run("biomaj", "s3", ds, "mirror",
+                    [py, me, "mirror", "s3", s3_bucket.ENDPOINT, f"{s3_bucket.BUCKET}/{ds}/", f"{out}/biomaj/{ds}", *knobs],
+                    f"**biomaj** (engine, {env.concurrency} tasks, {env.per_host}/host)", True, env=S3_ENV))
     runs.append(Run("aiohttp", "http", ds, "mirror",
                     [py, str(BENCH / "aiohttp_mirror.py"), "mirror", f"http://{HTTP}/{ds}/", f"{out}/aiohttp/{ds}", "4"],
                     "aiohttp, 4 tasks (extra)", True))
