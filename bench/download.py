@@ -766,7 +766,7 @@ def build_report(raw: list[dict], meta: dict[str, str], project_py: str, skipped
           f"its request log off) on {s3_bucket.ENDPOINT}, bucket `{s3_bucket.BUCKET}`, the data sets under `small/` "
           "and `big/`, uploaded with rclone and checked (every key and size) before the runs, untimed. moto is "
           "the bottleneck on loopback for every tool alike. Every s3 row: 4 connections (rclone `--transfers 4`, "
-          "which also splits a file over 250 MiB into 4 streams; aws `max_concurrent_requests 4`; s5cmd "
+          "which also reads a file over 250 MiB in ranged streams; aws `max_concurrent_requests 4`; s5cmd "
           "`--numworkers 4` and 2 parts per file; biomaj `files.num.threads=4` and its per-host 4), the same key, "
           "the environment's AWS_*/RCLONE_* variables removed (`bench/s3_bucket.py`).")
     w("- Each run: `rm -rf` the output directory and `sync` (untimed), then the command under "

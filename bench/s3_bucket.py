@@ -70,7 +70,7 @@ def commands(root: Path, ds: str, out: Path) -> dict[str, tuple[list[str], str]]
     bin_ = venv(root) / "bin"
     return {
         # rclone's defaults otherwise: it checks each single-part object's MD5 against its ETag,
-        # and splits a file over 250 MiB into 4 ranged streams (--multi-thread-streams 4).
+        # and reads a file over 250 MiB in ranged streams (--multi-thread-streams).
         "rclone": (["rclone", "copy", "--transfers", str(CONCURRENCY), "--checkers", "8",
                     f"{REMOTE}:{BUCKET}/{ds}", f"{out}/rclone/{ds}"],
                    f"rclone copy --transfers {CONCURRENCY} --checkers 8"),
