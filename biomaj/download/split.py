@@ -47,6 +47,7 @@ FLUSH_SIZE = 1024 * 1024  # bytes of one range gathered before one write
 JOURNAL_EVERY = 1.0  # seconds between two journal writes
 DOUBLING_GAIN = 0.5  # share of the ideal gain that keeps the stream count doubling
 LEAP_GAIN = 0.8  # share of the ideal gain that shows a per-connection cap: four times as many streams
+STEAL_SECONDS = 1.0  # a range is split only if its second half keeps a new stream busy this long
 
 #: waits for permission to go on with ``n`` more bytes (the bandwidth limit), or None
 Pacer = Callable[[int], Awaitable[None]] | None
@@ -97,6 +98,7 @@ class SplitTransfer:
         self._changed = asyncio.Event()
         self._error: BaseException | None = None
         self._journal_saved = 0.0
+        self._started_at = time.monotonic()
 
     # -- the whole transfer --------------------------------------------------------------------
 
@@ -104,6 +106,7 @@ class SplitTransfer:
         """Fetch what is missing; the bytes received by this run. RemoteError (retryable or not)
         when no stream could finish: the journal then holds the progress for the next try."""
         await asyncio.to_thread(self._open)
+        self._started_at = time.monotonic()
         tasks: set[asyncio.Task] = set()
         try:
             if self._complete():
@@ -241,12 +244,23 @@ class SplitTransfer:
         return self._split()
 
     def _splittable(self) -> bool:
+        least = self._least_split()
         return any(not s.active and s.written < s.end for s in self.segments) or any(
-            s.left >= 2 * MIN_PIECE for s in self.segments)
+            s.left >= least for s in self.segments)
+
+    def _least_split(self) -> int:
+        """Bytes a range must have left to be split in two: twice MIN_PIECE, and enough that its
+        second half keeps a stream busy STEAL_SECONDS at the rate each stream gets now (on a fast
+        link a new request for the last few MiB costs more than it saves)."""
+        elapsed = time.monotonic() - self._started_at
+        if not self.received or elapsed <= 0 or not self.streams:
+            return 2 * MIN_PIECE
+        per_stream = self.received / elapsed / self.streams
+        return max(2 * MIN_PIECE, int(2 * per_stream * STEAL_SECONDS))
 
     def _split(self) -> Segment | None:
         victim = max(self.segments, key=lambda s: s.left, default=None)
-        if victim is None or victim.left < 2 * MIN_PIECE:
+        if victim is None or victim.left < self._least_split():
             return None
         middle = victim.received + victim.left // 2
         middle -= middle % 65536  # block-aligned writes

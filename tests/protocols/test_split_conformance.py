@@ -34,6 +34,7 @@ def small_pieces(monkeypatch):
     """Ranges of 64 KiB and decisions every 0.15 s, so a 3 MiB file shows what a 3 GB one does."""
     monkeypatch.setattr(split, "MIN_PIECE", 64 * 1024)
     monkeypatch.setattr(split, "WINDOW", 0.15)
+    monkeypatch.setattr(split, "STEAL_SECONDS", 0.15)
     monkeypatch.setattr(split, "JOURNAL_EVERY", 0.1)
 
 
