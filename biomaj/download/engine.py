@@ -607,7 +607,8 @@ class Fetcher:
                 if split:
                     transfer = SplitTransfer(self.pool, config, entry, part, max_streams=self.settings.split_max,
                                              start_streams=protocol_class(config.protocol).features.split_start,
-                                             on_bytes=on_bytes, pace=self.settings.pace)
+                                             on_bytes=on_bytes, pace=self.settings.pace,
+                                             digests=verify.Digests((expected[0] if expected else None, digest)))
                     try:
                         size, mtime, got, hexdigest = await self._split(transfer, digest, finisher)
                     finally:
@@ -736,13 +737,18 @@ class Fetcher:
         rename it: (size, mtime, received, digest)."""
         await transfer.run()
         mtime = transfer.entry.mtime
+        streamed = transfer.digests if transfer.digests and transfer.hashed == transfer.size else None
         try:
-            await asyncio.to_thread(finisher.run, transfer.size, mtime)
+            await asyncio.to_thread(finisher.run, transfer.size, mtime, streamed)
         except VerificationFailed:
             transfer.finished()  # the part file is gone: its journal too
             raise
         transfer.finished()
-        hexdigest = await asyncio.to_thread(finisher.digest_after) if digest else None
+        if not digest:
+            return transfer.size, mtime, transfer.received, None
+        hexdigest = streamed.hexdigest(digest) if streamed is not None else None
+        if hexdigest is None:
+            hexdigest = await asyncio.to_thread(finisher.digest_after)
         return transfer.size, mtime, transfer.received, hexdigest
 
     def _small(self, entry: RemoteEntry) -> bool:

@@ -18,6 +18,10 @@ a second and when the transfer stops; a range never counts bytes that are not wr
 
 A server that ignores ``Range``/``REST`` answers from byte 0: the transfer falls back to one
 stream, says so once in the log, and carries on.
+
+The digests a fetch needs (the sha256 to record, a provider's checksum) are computed while the
+ranges come in: a follower reads the file's bytes in order as far as the ranges have written them
+(from the page cache, in a thread) instead of reading the whole file again once it is complete.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from biomaj.download.verify import Digests
 from biomaj.protocols.base import RemoteConfig, RemoteEntry, RemoteError, RetryableError
 
 if TYPE_CHECKING:
@@ -44,6 +49,7 @@ WINDOW = 0.4  # seconds of measured rate behind each decision to add streams
 START_WAIT = 5.0  # longest wait for a new stream's first bytes before judging the rate anyway
 MIN_PIECE = 1024 * 1024  # a range with less than twice this left is not split again
 FLUSH_SIZE = 1024 * 1024  # bytes of one range gathered before one write
+HASH_BLOCK = 8 * 1024 * 1024  # bytes the digest follower reads at once
 JOURNAL_EVERY = 1.0  # seconds between two journal writes
 DOUBLING_GAIN = 0.5  # share of the ideal gain that keeps the stream count doubling
 LEAP_GAIN = 0.8  # share of the ideal gain that shows a per-connection cap: four times as many streams
@@ -74,7 +80,8 @@ class SplitTransfer:
 
     def __init__(self, pool: ClientPool, config: RemoteConfig, entry: RemoteEntry, part: Path, *,
                  max_streams: int, start_streams: int = 1, on_bytes: Callable[[int], None] | None = None,
-                 pace: Pacer = None):
+                 pace: Pacer = None, digests: Digests | None = None):
+        """``digests``: fed the whole file in order while the ranges come in (see :attr:`hashed`)."""
         if entry.size is None:
             raise ValueError("a split transfer needs the file's size")
         self.pool = pool
@@ -99,6 +106,11 @@ class SplitTransfer:
         self._error: BaseException | None = None
         self._journal_saved = 0.0
         self._started_at = time.monotonic()
+        self.digests = digests
+        self.hashed = 0  # bytes from 0 fed to ``digests``: the whole file when it equals ``size``
+        self._written = asyncio.Event()  # set after each write, for the follower
+        self._streams_done = False
+        self._hash_stop = False
 
     # -- the whole transfer --------------------------------------------------------------------
 
@@ -108,21 +120,66 @@ class SplitTransfer:
         await asyncio.to_thread(self._open)
         self._started_at = time.monotonic()
         tasks: set[asyncio.Task] = set()
+        follower: asyncio.Task | None = None
         try:
             if self._complete():
                 return 0
+            if self.digests:
+                follower = asyncio.create_task(self._follow(), name=f"split-{self.entry.name}-hash")
             tasks.add(asyncio.create_task(self._stream(wait=True), name=f"split-{self.entry.name}-0"))
             await self._control(tasks, await self._add_streams(tasks, self.start_streams - 1))
             await asyncio.gather(*tasks)
             if not self._complete():
                 error = self._error or RetryableError(f"{self.entry.path}: split transfer ended early")
                 raise error
+            self._streams_done = True
+            self._written.set()
+            if follower is not None:
+                await follower
             return self.received
         finally:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            if follower is not None:  # stopped, not cancelled: its thread must be done before the close
+                self._hash_stop = True
+                self._written.set()
+                await asyncio.gather(follower, return_exceptions=True)
             self._close()
+
+    async def _follow(self) -> None:
+        """Feed ``digests`` the file's bytes in order, as far as the ranges have written them, until
+        the file is whole or the streams are done (the caller then reads the rest itself)."""
+        while self.hashed < self.size and not self._hash_stop:
+            self._written.clear()
+            ready = self._written_from(self.hashed)
+            if ready > self.hashed:
+                await asyncio.to_thread(self._hash, self.hashed, ready)
+            elif self._streams_done:
+                return
+            else:
+                await self._written.wait()
+
+    def _written_from(self, position: int) -> int:
+        """The end of the bytes on disk without a gap from ``position`` (ranges sorted by start)."""
+        for segment in self.segments:
+            if segment.end <= position:
+                continue
+            if segment.start > position:
+                break
+            position = max(position, segment.written)
+            if segment.written < segment.end:
+                break
+        return position
+
+    def _hash(self, start: int, end: int) -> None:
+        while start < end and not self._hash_stop and self.digests is not None:
+            block = os.pread(self._fd, min(HASH_BLOCK, end - start), start)
+            if not block:
+                break
+            self.digests.update(block)
+            start += len(block)
+            self.hashed = start
 
     def finished(self) -> None:
         """The file is complete and checked: the journal goes."""
@@ -302,6 +359,7 @@ class SplitTransfer:
                             or time.monotonic() - flushed >= JOURNAL_EVERY):  # a slow link's bytes too
                         batch, chunks, buffered = chunks, [], 0
                         await asyncio.to_thread(self._write, segment, batch)
+                        self._written.set()
                         flushed = time.monotonic()
                     if segment.received >= segment.end:
                         break
@@ -326,6 +384,7 @@ class SplitTransfer:
             log.warning("%s does not honour byte ranges: %s is fetched over one connection",
                         self.config.address, self.entry.path)
         self.single = True
+        self._hash_stop = True  # bytes may come again from 0: the whole file is read once complete
         first = next((s for s in self.segments if s.start == 0), None)
         for other in self.segments:
             if other is not first or first is segment:

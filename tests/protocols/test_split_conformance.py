@@ -321,3 +321,26 @@ async def test_a_file_listed_with_a_rounded_size_splits_over_the_connection_of_i
         await server.close()
     assert (tmp_path / "x").read_bytes() == data and results[0].size == SIZE
     assert server.faults.peak_active == 2  # the two connections of the budget both carried ranges
+
+
+async def test_the_digests_are_computed_as_the_ranges_come_in_not_by_a_second_read(remote, tmp_path, monkeypatch):
+    """The sha256 to record and the provider's md5 of a split file: fed by a follower of the ranges
+    written, never by reading the whole file again once it is complete."""
+    from biomaj.download import verify
+
+    def no_read_back(path, *args):
+        raise AssertionError(f"{path} read again")
+
+    monkeypatch.setattr(verify, "file_digest", no_read_back)
+    monkeypatch.setattr(verify, "file_digests", no_read_back)
+    entry, data = big_file(remote)
+    remote.faults.rate = RATE
+    pool = CountingPool(per_host=4)
+    dest = tmp_path / "offline" / "split.bin"
+    try:
+        result = await fetcher(pool).fetch(remote.config, entry, dest, digest="sha256",
+                                           checksum="md5:" + hashlib.md5(data).hexdigest())
+    finally:
+        await pool.close()
+    assert dest.read_bytes() == data and pool.peak >= 2
+    assert result.digest == hashlib.sha256(data).hexdigest()
