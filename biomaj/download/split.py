@@ -53,7 +53,7 @@ HASH_BLOCK = 1024 * 1024  # bytes the digest follower reads at once
 JOURNAL_EVERY = 1.0  # seconds between two journal writes
 DOUBLING_GAIN = 0.5  # share of the ideal gain that keeps the stream count doubling
 LEAP_GAIN = 0.8  # share of the ideal gain that shows a per-connection cap: four times as many streams
-STEAL_SECONDS = 1.0  # a range is split only if its second half keeps a new stream busy this long
+STEAL_SECONDS = 0.5  # a range is split only if its second half keeps a new stream busy this long
 
 #: waits for permission to go on with ``n`` more bytes (the bandwidth limit), or None
 Pacer = Callable[[int], Awaitable[None]] | None
