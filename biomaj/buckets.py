@@ -120,6 +120,9 @@ def check_bucket(bucket: str, key: str) -> str:
 
 def split_bucket_path(path: str, key: str) -> tuple[str, str]:
     """``bucket/some/prefix/`` -> (bucket, ``some/prefix``); a ``..`` component is refused."""
+    if any(c.isspace() for c in path.strip()):
+        raise ConfigError(f"{key}={path.strip()!r}: a bucket path has no spaces (a comment after the value? "
+                          "bank files take comments on lines of their own)")
     parts = [p for p in path.strip().strip("/").split("/") if p]
     if not parts:
         raise ConfigError(f"{key} is empty: expected bucket/prefix/")

@@ -16,7 +16,8 @@ def test_targets_parse_into_endpoint_bucket_and_prefix():
     assert buckets.parse_target("s3://my-bank/mirror/") == ("https://s3.amazonaws.com", "my-bank", "mirror")
     assert buckets.parse_target("http://127.0.0.1:9000/banks/a/b") == ("http://127.0.0.1:9000", "banks", "a/b")
     assert buckets.parse_target("minio.example.org/banks") == ("https://minio.example.org", "banks", "")
-    for bad in ("s3://", "http://host", "host/../x", "host/Bad_Bucket!/x", "ftp://host/bkt", "http://u:p@host/bkt"):
+    for bad in ("s3://", "http://host", "host/../x", "host/Bad_Bucket!/x", "ftp://host/bkt", "http://u:p@host/bkt",
+                "http://127.0.0.1:9000/banks/mirror      # or s3://bucket/prefix for AWS"):
         with pytest.raises(ConfigError):
             buckets.parse_target(bad)
 
