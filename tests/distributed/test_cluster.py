@@ -121,6 +121,7 @@ async def test_a_download_node_killed_mid_batch_every_file_arrives_once(cluster:
         await until(lambda: sum(1 for pid in pids.values() if pid == first.pid) >= 40,
                     "the first node's first files", cluster)
         first.kill()
+        await first.process.wait()  # until it is gone, requests it sent before the signal still arrive
         killed_after = len(remote.seen)
         job = await updating
         assert (job["exit_code"], job["state"]) == (0, "done"), f"{job}\n{cluster.logs()}"
