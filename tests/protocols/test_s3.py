@@ -229,6 +229,30 @@ async def test_a_big_object_starts_as_equal_ranges_at_once(tmp_path):
     assert all(header is not None for _, header in server.ranges)
 
 
+async def test_a_fast_transfer_ends_without_splitting_its_last_mebibytes(tmp_path):
+    """On a fast link a range is split again only when its second half keeps a stream busy
+    (split.STEAL_SECONDS): the object comes in the ranges it started with, no tail of small GETs
+    (on moto each GET reads the whole object)."""
+    from biomaj.protocols.s3 import S3Protocol
+
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    data = hashlib.sha256(b"tail").digest() * (32 * 1024 * 1024 // 32)
+    (tree / "big.bin").write_bytes(data)
+    server = await s3_server.start(tree, Faults())
+    pool = ClientPool()
+    try:
+        async with open_protocol(server.config) as client:
+            entry = await client.stat("big.bin")
+        settings = FetchSettings(retry=ONE_TRY, split_min_size=1024 * 1024)
+        await Fetcher(pool, settings).fetch(server.config, entry, tmp_path / "out" / "big.bin")
+    finally:
+        await pool.close()
+        await server.close()
+    assert (tmp_path / "out" / "big.bin").read_bytes() == data
+    assert len(server.ranges) == S3Protocol.features.split_start, server.ranges
+
+
 # --- credentials and access ----------------------------------------------------------------------
 
 
