@@ -26,6 +26,7 @@ empty component: ``a/../b``, ``a//b``) are refused as unsafe.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
@@ -52,6 +53,7 @@ from biomaj.protocols.base import (
 )
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 # Options -----------------------------------------------------------------------------------------
 
@@ -60,6 +62,7 @@ CHUNK = 256 * 1024  # bytes per chunk handed to the downloader (obstore's defaul
 SMALL = 1024 * 1024  # a file up to this size is read whole in one call
 _AFTER = "\U0010ffff"  # sorts after every key: "dir/" + _AFTER skips every key of dir/
 _NO_ANSWER = ("connection refused", "unknown host", "no answer (timed out)")
+_NOT_PARTIAL = "non-partial response when range requested"  # obstore's words for a 200 to a ranged GET
 
 
 # The protocol ------------------------------------------------------------------------------------
@@ -82,6 +85,7 @@ class S3Protocol(Protocol):
             raise FatalError(str(exc)) from None
         self._creds: Credentials | None = None
         self._client: Any = None
+        self._whole_gets = False  # see _ranges_answered_whole
 
     # Connection helpers --------------------------------------------------------------------------
 
@@ -168,7 +172,9 @@ class S3Protocol(Protocol):
         path = checked_path(path)
         store, key = self._store(), self._key(path)
         options: dict[str, Any] = {}
-        if end is not None and (size is None or end < size):
+        if self._whole_gets:
+            pass  # the server cannot answer a range: the stream starts at 0, and the reader knows it
+        elif end is not None and (size is None or end < size):
             options["range"] = (offset, end)
         elif offset > 0:
             options["range"] = {"offset": offset}
@@ -177,7 +183,10 @@ class S3Protocol(Protocol):
             async with asyncio.timeout(self.config.read_timeout):
                 result = await obstore.get_async(store, key, options=options)
         except Exception as exc:
-            if read_failure(exc).status != 416:
+            if options and _NOT_PARTIAL in str(exc):
+                self._ranges_answered_whole()
+                result = await self._call(obstore.get_async(store, key), path)
+            elif read_failure(exc).status != 416:
                 raise self._error(exc, path) from None
         if result is None:  # the range starts at or past the end: complete already, or the object changed
             entry = await self.stat(path)
@@ -190,6 +199,15 @@ class S3Protocol(Protocol):
             yield stream
         finally:
             stream.drop()  # an unfinished body is abandoned: obstore closes its connection
+
+    def _ranges_answered_whole(self) -> None:
+        """The server answered a ranged GET with 200, not 206 (rclone's ``serve s3`` does, with the
+        range's bytes; obstore refuses such an answer): this client GETs whole objects from now on,
+        which the downloader takes as a server without ranges (one stream from 0, no split)."""
+        if not self._whole_gets:
+            log.warning("%s answers a ranged GET with 200 instead of 206 Partial Content: objects are "
+                        "fetched whole (no resume, no split)", self.access.endpoint)
+        self._whole_gets = True
 
     async def close(self) -> None:
         self._client = None  # obstore's pool closes its connections when the client goes

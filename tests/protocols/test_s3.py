@@ -17,7 +17,7 @@ import obstore
 import pytest
 
 from biomaj.buckets import BucketAccess, Credentials, open_store
-from biomaj.download.engine import ClientPool, FetchFailed, Fetcher, FetchSettings
+from biomaj.download.engine import PART_SUFFIX, ClientPool, FetchFailed, Fetcher, FetchSettings
 from biomaj.download.matching import match_files
 from biomaj.download.paths import safe_join
 from biomaj.download.retry import RetryPolicy
@@ -227,6 +227,37 @@ async def test_a_big_object_starts_as_equal_ranges_at_once(tmp_path):
     expected = [f"bytes={i * part}-{(i + 1) * part - 1}" for i in range(count - 1)] + [f"bytes={(count - 1) * part}-"]
     assert first == sorted(expected)  # the last range runs to the end
     assert all(header is not None for _, header in server.ranges)
+
+
+async def test_a_server_answering_ranges_with_200_is_read_whole(tmp_path, caplog):
+    """rclone's ``serve s3`` answers a ranged GET with 200 and the range's bytes; obstore refuses
+    such an answer. The object is then fetched whole over one connection, a split and a resume
+    included, with one warning that says why."""
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    data = hashlib.sha256(b"whole").digest() * (12 * 1024 * 1024 // 32)
+    (tree / "big.bin").write_bytes(data)
+    (tree / "more.bin").write_bytes(data[::-1])
+    server = await s3_server.start(tree, Faults(), partial_as_200=True)
+    pool = ClientPool()
+    out = tmp_path / "out"
+    try:
+        async with open_protocol(server.config) as client:
+            entries = {name: await client.stat(name) for name in ("big.bin", "more.bin")}
+        settings = FetchSettings(retry=ONE_TRY, split_min_size=1024 * 1024)
+        await Fetcher(pool, settings).fetch(server.config, entries["big.bin"], out / "big.bin")
+        part = out / ("more.bin" + PART_SUFFIX)  # an interrupted earlier run left half of it
+        part.parent.mkdir(parents=True, exist_ok=True)
+        part.write_bytes(data[::-1][: len(data) // 2])
+        await Fetcher(pool, FetchSettings(retry=ONE_TRY)).fetch(server.config, entries["more.bin"], out / "more.bin")
+    finally:
+        await pool.close()
+        await server.close()
+    assert (out / "big.bin").read_bytes() == data
+    assert (out / "more.bin").read_bytes() == data[::-1]
+    assert [r.getMessage() for r in caplog.records if "instead of 206" in r.getMessage()]
+    whole = [key for key, header in server.ranges if header is None]
+    assert "big.bin" in whole and "more.bin" in whole
 
 
 async def test_a_fast_transfer_ends_without_splitting_its_last_mebibytes(tmp_path):

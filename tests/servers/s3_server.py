@@ -222,12 +222,13 @@ async def _blocks(content, size: int, *, flip: bool = False):
 
 
 async def start(tree: Path, faults: Faults, *, protocol: str = "s3", corrupt: set[str] | None = None,
-                region: str | None = None) -> RunningServer:
+                region: str | None = None, partial_as_200: bool = False) -> RunningServer:
     """Serve `tree` from a bucket of the shared moto server, through a proxy on 127.0.0.1 (a free
     port) honouring `faults`. ``corrupt``: keys whose GET bodies get their first byte flipped (a
     body that does not match its ETag). ``region``: the bucket is in that region, and a request
     signed for another one gets AWS's answer (400 AuthorizationHeaderMalformed naming the region:
-    moto does not check regions). ``RunningServer.seen``: (method, path and query) of each request; ``.ranges``: (key, Range header)
+    moto does not check regions). ``partial_as_200``: a ranged GET is answered 200 with the range's
+    bytes and its Content-Range, as rclone's ``serve s3`` does. ``RunningServer.seen``: (method, path and query) of each request; ``.ranges``: (key, Range header)
     of each object GET."""
     import aiohttp
     from aiohttp import web
@@ -282,7 +283,8 @@ async def start(tree: Path, faults: Faults, *, protocol: str = "s3", corrupt: se
                 text = (await upstream.read()).decode()
                 text = text.replace("</ListBucketResult>", _evil_contents(faults.evil_names) + "</ListBucketResult>")
                 return web.Response(status=200, body=text.encode(), headers=out_headers)
-            response = web.StreamResponse(status=upstream.status, headers=out_headers)
+            status = 200 if partial_as_200 and upstream.status == 206 else upstream.status
+            response = web.StreamResponse(status=status, headers=out_headers)
             if upstream.content_length is not None:
                 response.content_length = upstream.content_length
             await response.prepare(request)
