@@ -342,6 +342,45 @@ def read_failure(exc: BaseException) -> Failure:
                    region=region.group(1) if region else None)
 
 
+@dataclass(frozen=True)
+class Keys:
+    """The bank keys a fix names, on the side that failed: a remote read or a publish target."""
+
+    credentials: str
+    region: str
+    profile: str
+    bucket: str
+    right: str  # what the key must be allowed to do
+
+
+READ_KEYS = Keys("server.credentials", "s3.region", "s3.profile", "remote.dir", "read it")
+PUBLISH_KEYS = Keys("publish.s3.credentials", "publish.s3.region", "publish.s3.profile", "publish.s3",
+                    "write to it")
+
+
+def diagnose(failure: Failure, access: BucketAccess, creds: Credentials | None, keys: Keys) -> tuple[str, str] | None:
+    """(cause, fix) of a refusal by the store: a wrong or unknown key, a private bucket, a missing
+    bucket, another region; None for any other failure. The cause says where the key came from,
+    never the key id or the secret (credentials are never logged: the key id is half of them)."""
+    code, status = failure.code, failure.status
+    key = f"the access key from {creds.source}" if creds is not None else ""
+    if creds is not None and code == "SignatureDoesNotMatch":
+        return f"the store refused the signature of {key}: its secret is wrong", f"fix {creds.source}"
+    if creds is not None and code == "InvalidAccessKeyId":
+        return f"{key} is unknown to {access.endpoint}", f"fix {creds.source}"
+    if status == 403 or code == "AccessDenied":
+        if creds is None:
+            return ("access denied: the bucket is private and no credentials were found",
+                    f"set {keys.credentials}=KEY:SECRET, AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or {keys.profile}")
+        return (f"access denied to {key}: a wrong secret or a key without the right to {keys.right}",
+                f"check {creds.source}")
+    if code == "NoSuchBucket":
+        return f"the bucket {access.bucket} does not exist on {access.endpoint}", f"create it or fix {keys.bucket}"
+    if status == 301 or code in ("PermanentRedirect", "AuthorizationHeaderMalformed") or failure.region:
+        return "the bucket is in another region", f"set {keys.region}={failure.region or '<the bucket region>'}"
+    return None
+
+
 def _reason(status: int) -> str:
     from http import HTTPStatus
 

@@ -34,7 +34,16 @@ from typing import Any, TypeVar
 import obstore
 from obstore.exceptions import InvalidPathError
 
-from biomaj.buckets import Credentials, bank_access, credentials, etag_md5, open_store, read_failure
+from biomaj.buckets import (
+    READ_KEYS,
+    Credentials,
+    bank_access,
+    credentials,
+    diagnose,
+    etag_md5,
+    open_store,
+    read_failure,
+)
 from biomaj.errors import ConfigError
 from biomaj.protocols.base import (
     FatalError,
@@ -215,8 +224,8 @@ class S3Protocol(Protocol):
     # Errors --------------------------------------------------------------------------------------
 
     def _error(self, exc: BaseException, path: str) -> RemoteError:
-        """An obstore error onto the shared errors: the cause first, then the fix. Messages name
-        the access key id and where it came from, never the secret."""
+        """An obstore error onto the shared errors: the cause first, then the fix. Messages say
+        where the key came from, never the key or its secret (:func:`biomaj.buckets.diagnose`)."""
         if isinstance(exc, RemoteError):
             return exc
         where = f"{self.access.url}{path}"
@@ -226,16 +235,13 @@ class S3Protocol(Protocol):
         if isinstance(exc, (InvalidPathError, ValueError)):
             return UnsafePath(f"unsafe remote name in {self.access.url}: {failure.message}")
         status, code = failure.status, failure.code
+        diagnosis = diagnose(failure, self.access, self._creds, READ_KEYS)
+        if diagnosis is not None:
+            cause, fix = diagnosis
+            message = f"{where}: {cause} ({failure.text}); {fix}"
+            return RemoteNotFound(message) if code == "NoSuchBucket" else FatalError(message)
         if isinstance(exc, FileNotFoundError) or status == 404:
-            if code == "NoSuchBucket":
-                return RemoteNotFound(f"{where}: the bucket {self.access.bucket} does not exist on "
-                                      f"{self.access.endpoint} (check remote.dir)")
             return RemoteNotFound(f"{where}: not found ({code or 'HTTP 404'})")
-        if status == 403 or code in ("AccessDenied", "SignatureDoesNotMatch", "InvalidAccessKeyId"):
-            return FatalError(self._denied(code, where))
-        if status == 301 or code in ("PermanentRedirect", "AuthorizationHeaderMalformed"):
-            region = failure.region or "<the bucket's region>"
-            return FatalError(f"{where}: the bucket is in another region ({failure.text}); set s3.region={region}")
         if status in (429, 503) or code == "SlowDown":
             return Throttled(f"{where}: the server asks to slow down ({failure.text})")
         if status is not None and (status >= 500 or status == 408):
@@ -245,19 +251,6 @@ class S3Protocol(Protocol):
         if failure.connection in _NO_ANSWER:
             return unreachable(self.access.endpoint, OSError(failure.connection))
         return RetryableError(f"{where}: {failure.text}")
-
-    def _denied(self, code: str | None, where: str) -> str:
-        creds = self._creds
-        if creds is None:
-            return (f"access denied to {where}: the bucket is private; set server.credentials=KEY:SECRET, "
-                    "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or s3.profile")
-        key = f"access key {creds.access_key} (from {creds.source})"
-        if code == "SignatureDoesNotMatch":
-            return f"{where}: the server refused the signature of {key}: its secret is wrong; fix {creds.source}"
-        if code == "InvalidAccessKeyId":
-            return f"{where}: {key} is unknown to {self.access.endpoint}; fix {creds.source}"
-        return (f"access denied to {where} for {key}: a wrong secret or a key without the right to read it "
-                f"({code or 'HTTP 403'}); check {creds.source}")
 
 
 class _S3Stream(RemoteStream):

@@ -99,29 +99,14 @@ def target_of(bank: Bank) -> Target | None:
 def explain(exc: UploadFailed, target: Target, bank: str) -> str:
     """``bank x: <cause> publishing to <url>; <the fix>``, without any secret."""
     failure, url = exc.failure, target.access.url
-    source = target.creds.source if target.creds is not None else None
     if failure is None:
         return f"bank {bank}: {exc} (publishing to {url})"
     if failure.connection:
         return (f"bank {bank}: cannot reach {target.access.endpoint} ({failure.connection}) publishing to {url}; "
                 "check the endpoint of publish.s3")
-    code, why = failure.code or "", failure.text
-    if code == "SignatureDoesNotMatch":
-        cause, fix = f"the secret key from {source} is wrong", "correct it (publish.s3.credentials=KEY:SECRET)"
-    elif code == "InvalidAccessKeyId":
-        cause, fix = f"the access key from {source} is unknown to the store", "correct publish.s3.credentials=KEY:SECRET"
-    elif failure.status == 403 and source is None:
-        cause, fix = "access denied (no credentials found)", \
-            "set publish.s3.credentials=KEY:SECRET or AWS credentials (AWS_ACCESS_KEY_ID, a profile)"
-    elif failure.status == 403:
-        cause, fix = f"access denied to the key from {source}", "give it the right to write to the bucket"
-    elif code == "NoSuchBucket":
-        cause, fix = f"bucket {target.access.bucket} does not exist", "create it"
-    elif failure.region:
-        cause, fix = f"the bucket is in region {failure.region}", f"set publish.s3.region={failure.region}"
-    else:
-        cause, fix = "the store refused an object", ""
-    return f"bank {bank}: {cause} publishing to {url} ({why})" + (f"; {fix}" if fix else "")
+    diagnosis = buckets.diagnose(failure, target.access, target.creds, buckets.PUBLISH_KEYS)
+    cause, fix = diagnosis if diagnosis is not None else ("the store refused an object", "")
+    return f"bank {bank}: {cause} publishing to {url} ({failure.text})" + (f"; {fix}" if fix else "")
 
 
 def journal_of(bank: Bank, entry: dict, target: Target) -> Journal:

@@ -133,11 +133,11 @@ def test_wrong_credentials_fail_the_update_with_the_cause_and_no_secret(biomaj_r
     assert result.returncode == 1
     error = next(line for line in result.stderr.splitlines() if line.startswith("error: "))
     url = f"s3://127.0.0.1:{s3_auth.port}/{bucket_name}/mirror/"
-    assert error == (f"error: update of example failed: publish:publish_s3: bank example: the secret key from "
-                     f"publish.s3.credentials is wrong publishing to {url} (403 SignatureDoesNotMatch: The request "
-                     "signature we calculated does not match the signature you provided. Check your key and signing "
-                     "method.); correct it (publish.s3.credentials=KEY:SECRET); release 2 stays published here; rerun "
-                     "`biomaj ctl update example` to finish it")
+    assert error == (f"error: update of example failed: publish:publish_s3: bank example: the store refused the "
+                     "signature of the access key from publish.s3.credentials: its secret is wrong "
+                     f"publishing to {url} (403 SignatureDoesNotMatch: The request signature we calculated does not "
+                     "match the signature you provided. Check your key and signing method.); fix publish.s3.credentials; "
+                     "release 2 stays published here; rerun `biomaj ctl update example` to finish it")
     logs = "".join(p.read_text() for p in (biomaj_root / "log").rglob("*.log"))
     for text in (result.stdout, result.stderr, logs, (biomaj_root / "db" / "biomaj.sqlite").read_bytes().decode("latin-1")):
         assert wrong not in text and s3_auth.access_key not in text

@@ -295,7 +295,7 @@ async def test_a_private_bucket_is_refused_without_credentials_and_read_with_the
         with pytest.raises(FatalError) as refused:
             await listing(client)
     message = str(refused.value)
-    assert message.startswith(f"access denied to s3://127.0.0.1:{s3_auth.port}/{bucket_name}/db/: the bucket is private")
+    assert message.startswith(f"s3://127.0.0.1:{s3_auth.port}/{bucket_name}/db/: access denied: the bucket is private")
     assert "server.credentials=KEY:SECRET" in message and "AWS_ACCESS_KEY_ID" in message
     signed = bank(s3_auth.endpoint, bucket_name, "db/", s3_auth.access_key, s3_auth.secret_key)
     async with open_protocol(signed) as client:
@@ -305,7 +305,7 @@ async def test_a_private_bucket_is_refused_without_credentials_and_read_with_the
 
 
 @pytest.mark.parametrize("which", ["wrong secret", "unknown key"])
-async def test_wrong_credentials_name_the_key_and_its_source_never_the_secret(s3_auth, bucket_name, which, no_aws_env):
+async def test_wrong_credentials_name_where_the_key_came_from_never_the_key_or_secret(s3_auth, bucket_name, which, no_aws_env):
     s3_auth.make_bucket(bucket_name)
     s3_auth.put(bucket_name, "a.fa", b">a\n")
     key, secret = ((s3_auth.access_key, "not-the-secret-0123456789") if which == "wrong secret"
@@ -319,8 +319,8 @@ async def test_wrong_credentials_name_the_key_and_its_source_never_the_secret(s3
                     pass
     for error in (listed.value, read.value):
         text = str(error)
-        assert f"access key {key} (from server.credentials)" in text, text
-        assert secret not in text
+        assert "the access key from server.credentials" in text, text
+        assert secret not in text and key not in text
     expected = "its secret is wrong" if which == "wrong secret" else "is unknown to"
     assert expected in str(listed.value)
 
@@ -338,8 +338,8 @@ async def test_credentials_come_from_the_aws_variables_and_profiles(s3_auth, buc
     async with open_protocol(bank(s3_auth.endpoint, bucket_name, **{"s3.profile": "stale"})) as client:
         with pytest.raises(FatalError) as refused:
             await listing(client)
-    assert f"access key {s3_auth.access_key} (from profile stale)" in str(refused.value)
-    assert "an-old-secret-0123" not in str(refused.value)
+    assert "the access key from profile stale" in str(refused.value)
+    assert "an-old-secret-0123" not in str(refused.value) and s3_auth.access_key not in str(refused.value)
 
 
 async def test_a_public_bucket_is_read_anonymously(s3_open, bucket_name, no_aws_env, tmp_path):

@@ -30,15 +30,18 @@ async def test_refusals_lead_with_their_cause_and_say_the_fix(s3_auth, bucket_na
     url = f"s3://127.0.0.1:{s3_auth.port}/{bucket_name}/mirror/"
     good = buckets.Credentials(s3_auth.access_key, s3_auth.secret_key, source="publish.s3.credentials")
     assert await _refusal(missing, good, release) == (
-        f"bank alu: bucket {bucket_name} does not exist publishing to {url} (404 NoSuchBucket: The specified bucket "
-        "does not exist); create it")
+        f"bank alu: the bucket {bucket_name} does not exist on {s3_auth.endpoint} publishing to {url} (404 "
+        "NoSuchBucket: The specified bucket does not exist); create it or fix publish.s3")
     s3_auth.make_bucket(bucket_name)
     assert await _refusal(missing, None, release) == (
-        f"bank alu: access denied (no credentials found) publishing to {url} (403 AccessDenied: Access Denied); "
-        "set publish.s3.credentials=KEY:SECRET or AWS credentials (AWS_ACCESS_KEY_ID, a profile)")
+        f"bank alu: access denied: the bucket is private and no credentials were found publishing to {url} (403 "
+        "AccessDenied: Access Denied); set publish.s3.credentials=KEY:SECRET, AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY "
+        "or publish.s3.profile")
     unknown = await _refusal(missing, buckets.Credentials("AKIAUNKNOWNKEY", "some-secret", source="profile prod"),
                              release)
-    assert unknown.startswith("bank alu: the access key from profile prod is unknown to the store publishing to ")
+    assert unknown.startswith(f"bank alu: the access key from profile prod is unknown to {s3_auth.endpoint} "
+                              "publishing to ")
+    assert unknown.endswith("; fix profile prod")
     assert "some-secret" not in unknown and "AKIAUNKNOWNKEY" not in unknown
     nobody = buckets.BucketAccess("http://127.0.0.1:1", "bkt")
     assert await _refusal(nobody, None, release) == (
