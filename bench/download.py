@@ -9,11 +9,12 @@ Options: --reps N (default 3) interleaved repetitions after one warm-up round (-
 --only big,small,many,small20k (data sets), --tools cp,curl,wget,lftp,biomaj3,biomaj,aiohttp,ls,ctl,
 --mode e2e (default tools cp,curl,lftp,rclone,biomaj,ctl: `biomaj ctl update BANK` as a user runs it,
 a new process and a new biomaj root every run, beside lftp/curl and the engine alone),
---protos http,ftp (also s3: tools rclone,aws,s5cmd,ctl against moto's S3 server, bench/s3_bucket.py),
+--protos http,ftp (also s3: tools rclone,aws,s5cmd,ctl against moto's S3 server, or rclone serve s3 with
+BENCH_S3_SERVER=rclone; bench/s3_bucket.py),
 --timeout S per run, --per-host / --concurrency for biomaj,
 --report RAW.tsv to rebuild a report from an earlier run's raw data.
 
-Every run: rm -rf the output, sync (untimed), then the tool under GNU `time -v` (peak RSS), wall
+Every run: the output set aside (see retire: no mass deletion between timed runs), sync (untimed), then the tool under GNU `time -v` (peak RSS), wall
 time around it, then a check that the output holds exactly the source tree (every path with its
 size) or, for listings, that all 100,000 entries came back. A run that fails the check does not
 count. Runs are interleaved (rep 1 of every tool, then rep 2, ...) after one warm-up round that is
@@ -370,13 +371,48 @@ def rm_tree(path: Path) -> None:
         subprocess.run(["rm", "-rf", str(path)], check=False)
 
 
+TRASH = OUT / ".trash"
+MANY_FILES = 200  # a run's output with more files than this is set aside, not deleted, until the run ends
+
+
+def retire(path: Path) -> None:
+    """Clear a run's output without deleting thousands of files between timed runs: on ext4
+    without a journal (this VM's disk), creating a file scans the inodes deleted in its group in
+    the last dirty_expire_centisecs (30 s: ext4's recently_deleted), so a run right after an
+    `rm -rf` of 2,000 files spent a third of its CPU in the kernel (perf), whichever tool it was.
+    A big tree is renamed into TRASH (one system call) and deleted by empty_trash."""
+    if not path.exists():
+        return
+    count = sum(len(files) for _, _, files in os.walk(path))
+    if count <= MANY_FILES:
+        rm_tree(path)
+        return
+    TRASH.mkdir(parents=True, exist_ok=True)
+    path.rename(TRASH / f"{path.name}-{time.time_ns()}")
+
+
+def empty_trash(*, settle: bool) -> None:
+    """Delete the outputs set aside; with ``settle``, wait until ext4 no longer counts them as
+    recently deleted before anything is timed."""
+    if not TRASH.exists():
+        return
+    rm_tree(TRASH)
+    if settle:
+        try:
+            window = int(Path("/proc/sys/vm/dirty_expire_centisecs").read_text()) / 100
+        except (OSError, ValueError):
+            window = 30.0
+        log(f"deleted the earlier runs' outputs: waiting {window:.0f} s (ext4's recently-deleted window) before timing")
+        time.sleep(window + 1)
+
+
 RAW_FIELDS = ["tool", "proto", "dataset", "kind", "rep", "seconds", "maxrss_kb", "rc", "ok", "files", "bytes",
               "expected_files", "expected_bytes", "inner_seconds", "cpu_seconds", "server_cpu_seconds", "label", "note"]
 
 
 def run_one(run: Run, rep: int, expected: dict[str, int], logs: Path, timeout: float) -> dict:
     od = OUT / run.tool.replace("+", "-")
-    rm_tree(od)
+    retire(od)
     od.mkdir(parents=True)
     if run.setup:
         run.setup(od)
@@ -463,7 +499,7 @@ def run_one(run: Run, rep: int, expected: dict[str, int], logs: Path, timeout: f
         note = (note + "; " if note else "") + f"exit {rc}"
     if not ok and not note:
         note = "check failed"
-    rm_tree(od)
+    retire(od)
     return {"tool": run.tool, "proto": run.proto, "dataset": run.ds, "kind": run.kind, "rep": rep,
             "seconds": "%.3f" % secs, "maxrss_kb": rss, "rc": rc, "ok": int(ok), "files": nf, "bytes": nb,
             "expected_files": exp_files, "expected_bytes": exp_bytes, "inner_seconds": inner, "cpu_seconds": cpu,
@@ -659,8 +695,10 @@ def build_report(raw: list[dict], meta: dict[str, str], project_py: str, skipped
     moto = [(k, s) for k, s in sorted(stats.items(), key=lambda i: sort_key(i[0])) if s.get("server_cpu") is not None]
     moto_line = []
     if moto:
-        moto_line = ["S3 server's CPU during the s3 rows (moto, median CPU s and its share of one core over the run's wall "
-          "time; its threads share one GIL: at 70 % and more of a core on small objects the server limits the row): " + "; ".join(
+        gil = ("; its threads share one GIL: at 70 % and more of a core on small objects the server limits the row"
+               if meta.get("s3_server", "moto") == "moto" else "")
+        moto_line = [f"S3 server's CPU during the s3 rows ({meta.get('s3_server', 'moto')}, median CPU s and its share of one "
+          f"core over the run's wall time{gil}): " + "; ".join(
               f"{s['label'].replace('*', '')}, {k[2]}: {s['server_cpu']:.2f} s ({s['server_cpu'] / s['med']:.0%})"
               for k, s in moto) + "."]
         out.extend(moto_line + [""])
@@ -762,14 +800,20 @@ def build_report(raw: list[dict], meta: dict[str, str], project_py: str, skipped
       f"sendfile, no access log) on {HTTP} and a private vsftpd (anonymous, passive, sendfile) on {FTP}, "
       f"both serving `{DATA}` on loopback (`bench/servers.sh`).")
     if meta.get("s3"):
-        w(f"- S3 (proto s3): moto's S3 server (`python -m moto.server`, the stand-in for AWS, Python, threaded, "
-          f"its request log off) on {s3_bucket.ENDPOINT}, bucket `{s3_bucket.BUCKET}`, the data sets under `small/` "
-          "and `big/`, uploaded with rclone and checked (every key and size) before the runs, untimed. moto is "
-          "the bottleneck on loopback for every tool alike. Every s3 row: 4 connections (rclone `--transfers 4`, "
+        server = ("moto's S3 server (`python -m moto.server`, the stand-in for AWS, Python, threaded, its request log off)"
+                  if meta.get("s3_server", "moto") == "moto" else
+                  "`rclone serve s3` (Go, files on disk, ETag = MD5 hashed per request, a ranged GET answered 200: "
+                  "biomaj then reads objects whole)")
+        bound = ("moto is the bottleneck on loopback for every tool alike. "
+                 if meta.get("s3_server", "moto") == "moto" else "")
+        w(f"- S3 (proto s3): {server} on {s3_bucket.ENDPOINT}, bucket `{s3_bucket.BUCKET}`, the data sets under `small/` "
+          "and `big/`, uploaded with rclone and checked (every key and size) before the runs, untimed. "
+          f"{bound}Every s3 row: 4 connections (rclone `--transfers 4`, "
           "which also reads a file over 250 MiB in ranged streams; aws `max_concurrent_requests 4`; s5cmd "
           "`--numworkers 4` and 2 parts per file; biomaj `files.num.threads=4` and its per-host 4), the same key, "
           "the environment's AWS_*/RCLONE_* variables removed (`bench/s3_bucket.py`).")
-    w("- Each run: `rm -rf` the output directory and `sync` (untimed), then the command under "
+    w("- Each run: the output directory set aside (renamed; the outputs of many files are deleted after the last run, "
+      "ext4's recently-deleted inodes otherwise tax the next run's file creations) and `sync` (untimed), then the command under "
       "`/usr/bin/time -v`; wall time around it. The output must then hold exactly the source tree "
       "(every relative path with its size; wget's `index.html*`/`.listing` files ignored); a "
       "listing must return all 100,000 entries (`| wc -l` rows: at least that many lines). "
@@ -966,10 +1010,12 @@ def main(argv: list[str]) -> int:
     meta = {"started": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
             "load_start": " ".join(open("/proc/loadavg").read().split()[:3]), "results": str(res),
             "source_start": source_fingerprint(), "s3": "s3" in env.protos,
+            "s3_server": os.environ.get("BENCH_S3_SERVER", "moto"),
             "settings": f"mode={a.mode} reps={a.reps} warm-up={'no' if a.no_warmup else 'yes'} data={','.join(datasets)} "
                         f"biomaj per_host={a.per_host} concurrency={a.concurrency} timeout={a.timeout:g}s"}
     raw_path = res / "raw.tsv"
     raw: list[dict] = []
+    empty_trash(settle=True)
     t_start = time.time()
     try:
         with open(raw_path, "w", newline="") as fh:
@@ -996,6 +1042,7 @@ def main(argv: list[str]) -> int:
                             run.tool, run.proto, ds, rep, float(row["seconds"]), row["maxrss_kb"] / 1024,
                             "ok" if row["ok"] else "FAILED", "" if row["ok"] else f" ({row['note']})"))
     finally:
+        empty_trash(settle=False)
         if started_servers and not a.keep_servers:
             subprocess.run(["bash", str(BENCH / "servers.sh"), "stop", *started_servers], check=False)
     meta.update(finished=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),

