@@ -25,7 +25,7 @@ from . import crate
 from . import files as fs
 from .bank import Bank, RunContext
 from .crate import CrateError
-from .fetching import DIGEST, download_requests, streamed_digest
+from .fetching import DIGEST, download_requests
 from .provenance import KnownDigests, Progress, record_release, scan, sha256_of_tree
 from .remote_files import Wanted, wanted_from_url
 from .session import Session
@@ -241,8 +241,7 @@ async def _fetch_again(run: RunContext, bank: Bank, release_dir: Path, recorded:
                 outcome.failed.append({"path": path, "error": result.error if result else "no downloader reported on it"})
                 continue
             staged = staging / path
-            streamed = result.digest if streamed_digest(item) == DIGEST else None  # else the checksum's, or none
-            digest = streamed or await asyncio.to_thread(file_digest, staged, DIGEST)
+            digest = result.digest or await asyncio.to_thread(file_digest, staged, DIGEST)
             expected = recorded.files[path].sha256
             if digest != expected:
                 outcome.failed.append({"path": path, "error": f"the remote file is not the recorded one any more "
