@@ -53,7 +53,9 @@ HASH_BLOCK = 1024 * 1024  # bytes the digest follower reads at once
 JOURNAL_EVERY = 1.0  # seconds between two journal writes
 DOUBLING_GAIN = 0.5  # share of the ideal gain that keeps the stream count doubling
 LEAP_GAIN = 0.8  # share of the ideal gain that shows a per-connection cap: four times as many streams
-STEAL_SECONDS = 0.5  # a range is split only if its second half keeps a new stream busy this long
+STEAL_SECONDS = 0.5  # a range is split only if its second half keeps a new stream busy this long,
+# and at least twice as long as the slowest answer to this transfer's range requests: a new range
+# costs that wait (a round trip or two on a WAN; on moto the whole object read before it answers)
 
 #: waits for permission to go on with ``n`` more bytes (the bandwidth limit), or None
 Pacer = Callable[[int], Awaitable[None]] | None
@@ -106,6 +108,7 @@ class SplitTransfer:
         self._error: BaseException | None = None
         self._journal_saved = 0.0
         self._started_at = time.monotonic()
+        self._answer = 0.0  # the slowest seconds from a range's request to the server's answer
         self.digests = digests
         self.hashed = 0  # bytes from 0 fed to ``digests``: the whole file when it equals ``size``
         self._written = asyncio.Event()  # set after each write, for the follower
@@ -307,13 +310,14 @@ class SplitTransfer:
 
     def _least_split(self) -> int:
         """Bytes a range must have left to be split in two: twice MIN_PIECE, and enough that its
-        second half keeps a stream busy STEAL_SECONDS at the rate each stream gets now (on a fast
-        link a new request for the last few MiB costs more than it saves)."""
-        elapsed = time.monotonic() - self._started_at
-        if not self.received or elapsed <= 0 or not self.streams:
+        second half keeps a stream busy STEAL_SECONDS, or twice the slowest answer seen, at the
+        rate each stream gets now (on a fast link a new request for the last few MiB costs more
+        than it saves)."""
+        streaming = time.monotonic() - self._started_at - self._answer  # the rate once answered
+        if not self.received or streaming <= 0 or not self.streams:
             return 2 * MIN_PIECE
-        per_stream = self.received / elapsed / self.streams
-        return max(2 * MIN_PIECE, int(2 * per_stream * STEAL_SECONDS))
+        per_stream = self.received / streaming / self.streams
+        return max(2 * MIN_PIECE, int(2 * per_stream * max(STEAL_SECONDS, 2 * self._answer)))
 
     def _split(self) -> Segment | None:
         victim = max(self.segments, key=lambda s: s.left, default=None)
@@ -332,9 +336,12 @@ class SplitTransfer:
         reading), writing every FLUSH_SIZE bytes. ``fresh``: [True] until the stream's first bytes."""
         chunks: list[bytes] = []
         buffered = 0
-        flushed = time.monotonic()
+        flushed = asked = time.monotonic()
         try:
             async with client.open(self.entry.path, segment.written, size=self.size, end=segment.end) as stream:
+                # the server's answer (headers, 150 ...), not the first chunk: at a capped rate a
+                # chunk takes its own time to fill, which a new range would not save
+                self._answer = max(self._answer, time.monotonic() - asked)
                 if stream.offset != segment.written:
                     self._ranges_ignored(segment)
                     return

@@ -229,6 +229,29 @@ async def test_a_big_object_starts_as_equal_ranges_at_once(tmp_path):
     assert all(header is not None for _, header in server.ranges)
 
 
+async def test_a_slow_first_byte_keeps_a_range_from_being_split(tmp_path):
+    """A new range costs the wait for its first byte: a range is split only when its second half
+    outlasts twice the slowest first byte seen. On a server that answers each GET after 1 s (moto
+    reads the whole object first) at 4 MiB/s a connection, the two starting ranges of 12 MiB are
+    not split (a third GET would save less than it waits)."""
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    data = hashlib.sha256(b"slow").digest() * (24 * 1024 * 1024 // 32)
+    (tree / "big.bin").write_bytes(data)
+    server = await s3_server.start(tree, Faults(rate=4 * 1024 * 1024), first_byte_delay=1.0)
+    pool = ClientPool()
+    try:
+        async with open_protocol(server.config) as client:
+            entry = await client.stat("big.bin")
+        settings = FetchSettings(retry=ONE_TRY, split_min_size=1024 * 1024)
+        await Fetcher(pool, settings).fetch(server.config, entry, tmp_path / "out" / "big.bin")
+    finally:
+        await pool.close()
+        await server.close()
+    assert (tmp_path / "out" / "big.bin").read_bytes() == data
+    assert [key for key, _ in server.ranges] == ["big.bin", "big.bin"], server.ranges  # no third GET
+
+
 async def test_a_server_answering_ranges_with_200_is_read_whole(tmp_path, caplog):
     """rclone's ``serve s3`` answers a ranged GET with 200 and the range's bytes; obstore refuses
     such an answer. The object is then fetched whole over one connection, a split and a resume

@@ -222,13 +222,15 @@ async def _blocks(content, size: int, *, flip: bool = False):
 
 
 async def start(tree: Path, faults: Faults, *, protocol: str = "s3", corrupt: set[str] | None = None,
-                region: str | None = None, partial_as_200: bool = False) -> RunningServer:
+                region: str | None = None, partial_as_200: bool = False, first_byte_delay: float = 0.0) -> RunningServer:
     """Serve `tree` from a bucket of the shared moto server, through a proxy on 127.0.0.1 (a free
     port) honouring `faults`. ``corrupt``: keys whose GET bodies get their first byte flipped (a
     body that does not match its ETag). ``region``: the bucket is in that region, and a request
     signed for another one gets AWS's answer (400 AuthorizationHeaderMalformed naming the region:
     moto does not check regions). ``partial_as_200``: a ranged GET is answered 200 with the range's
-    bytes and its Content-Range, as rclone's ``serve s3`` does. ``RunningServer.seen``: (method, path and query) of each request; ``.ranges``: (key, Range header)
+    bytes and its Content-Range, as rclone's ``serve s3`` does. ``first_byte_delay``: seconds before
+    each object GET is answered (moto itself reads a whole object before its first byte, whatever
+    the range). ``RunningServer.seen``: (method, path and query) of each request; ``.ranges``: (key, Range header)
     of each object GET."""
     import aiohttp
     from aiohttp import web
@@ -267,6 +269,7 @@ async def start(tree: Path, faults: Faults, *, protocol: str = "s3", corrupt: se
                     return _s3_error(500, "InternalError", "We encountered an internal error. Please try again.")
                 if faults.take(faults.not_found, key):
                     return _s3_error(404, "NoSuchKey", "The specified key does not exist.")
+                await asyncio.sleep(first_byte_delay)
                 return await forward(request, key)
             finally:
                 faults.transfer_ended()
