@@ -316,7 +316,7 @@ class SplitTransfer:
         streaming = time.monotonic() - self._started_at - self._answer  # the rate once answered
         if not self.received or streaming <= 0 or not self.streams:
             return 2 * MIN_PIECE
-        per_stream = self.received / streaming / self.streams
+        per_stream = self.received / streaming / max(1, self.streams - self._starting)  # those delivering
         return max(2 * MIN_PIECE, int(2 * per_stream * max(STEAL_SECONDS, 2 * self._answer)))
 
     def _split(self) -> Segment | None:
