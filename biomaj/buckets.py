@@ -87,6 +87,14 @@ class BucketAccess:
         host = urlsplit(self.endpoint).hostname or ""
         return (host.endswith(".amazonaws.com") or host == "storage.googleapis.com") and "." not in self.bucket
 
+    @property
+    def bucket_http_url(self) -> str:
+        """The bucket's own HTTP(S) URL on the endpoint (in the host name when virtual-hosted)."""
+        parts = urlsplit(self.endpoint)
+        if self.virtual_hosted:
+            return f"{parts.scheme}://{self.bucket}.{parts.netloc}/"
+        return f"{parts.scheme}://{parts.netloc}/{self.bucket}"
+
     def with_prefix(self, prefix: str) -> BucketAccess:
         return replace(self, prefix=prefix.strip("/"))
 
@@ -297,6 +305,7 @@ _STATUS = re.compile(r"status code: (\d{3})")
 _CODE = re.compile(r"<Code>([^<]{1,100})</Code>")
 _MESSAGE = re.compile(r"<Message>([^<]{1,300})</Message>")
 _REGION = re.compile(r"<Region>([^<]{1,40})</Region>")
+_NO_LOCATION = "redirect without location"  # obstore's words for a 301 PermanentRedirect
 
 
 @dataclass(frozen=True)
@@ -325,6 +334,8 @@ def read_failure(exc: BaseException) -> Failure:
     structured fields for them). Never returns the request's signature or credentials: only the
     status line and the S3 ``<Code>``/``<Message>`` are kept."""
     text = str(exc)
+    if _NO_LOCATION in text.lower():  # AWS's answer on the wrong regional endpoint, seen by obstore
+        return Failure(301, "PermanentRedirect", "the endpoint redirects the requests for this bucket")
     status = _STATUS.search(text)
     code, message, region = _CODE.search(text), _MESSAGE.search(text), _REGION.search(text)
     if status is None:
@@ -340,6 +351,21 @@ def read_failure(exc: BaseException) -> Failure:
     return Failure(int(status.group(1)), code.group(1) if code else None,
                    message.group(1) if message else _reason(int(status.group(1))),
                    region=region.group(1) if region else None)
+
+
+async def bucket_region(access: BucketAccess, *, timeout: float = 10.0) -> str | None:
+    """The region the store says the bucket is in: the ``x-amz-bucket-region`` header of an
+    unsigned HEAD of the bucket, which AWS sends even with a refusal or a redirect (how the AWS
+    tools find a bucket's region); None when no answer says it."""
+    import aiohttp
+
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session:
+            async with session.head(access.bucket_http_url, allow_redirects=False) as response:
+                region = response.headers.get("x-amz-bucket-region", "").strip()
+    except (aiohttp.ClientError, TimeoutError, OSError, ValueError):
+        return None
+    return region if re.fullmatch(r"[a-z0-9-]{1,40}", region) else None
 
 
 @dataclass(frozen=True)

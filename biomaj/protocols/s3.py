@@ -29,6 +29,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from typing import Any, TypeVar
 
 import obstore
@@ -38,6 +39,7 @@ from biomaj.buckets import (
     READ_KEYS,
     Credentials,
     bank_access,
+    bucket_region,
     credentials,
     diagnose,
     etag_md5,
@@ -117,7 +119,14 @@ class S3Protocol(Protocol):
             async with asyncio.timeout(self.config.read_timeout):
                 return await awaitable
         except Exception as exc:
-            raise self._error(exc, path) from None
+            raise await self._failed(exc, path) from None
+
+    async def _failed(self, exc: BaseException, path: str) -> RemoteError:
+        """:meth:`_error`, with the bucket's region looked up when the store redirects it (AWS's
+        301 on another region's endpoint names the region in a header obstore does not pass on)."""
+        failure = read_failure(exc)
+        region = await bucket_region(self.access) if failure.code == "PermanentRedirect" and not failure.region else None
+        return self._error(exc, path, region)
 
     # list / stat / open --------------------------------------------------------------------------
 
@@ -196,7 +205,7 @@ class S3Protocol(Protocol):
                 self._ranges_answered_whole()
                 result = await self._call(obstore.get_async(store, key), path)
             elif read_failure(exc).status != 416:
-                raise self._error(exc, path) from None
+                raise await self._failed(exc, path) from None
         if result is None:  # the range starts at or past the end: complete already, or the object changed
             entry = await self.stat(path)
             if entry.size == offset:
@@ -223,7 +232,7 @@ class S3Protocol(Protocol):
 
     # Errors --------------------------------------------------------------------------------------
 
-    def _error(self, exc: BaseException, path: str) -> RemoteError:
+    def _error(self, exc: BaseException, path: str, region: str | None = None) -> RemoteError:
         """An obstore error onto the shared errors: the cause first, then the fix. Messages say
         where the key came from, never the key or its secret (:func:`biomaj.buckets.diagnose`)."""
         if isinstance(exc, RemoteError):
@@ -234,6 +243,8 @@ class S3Protocol(Protocol):
         failure = read_failure(exc)
         if isinstance(exc, (InvalidPathError, ValueError)):
             return UnsafePath(f"unsafe remote name in {self.access.url}: {failure.message}")
+        if region is not None:
+            failure = replace(failure, region=region)
         status, code = failure.status, failure.code
         diagnosis = diagnose(failure, self.access, self._creds, READ_KEYS)
         if diagnosis is not None:

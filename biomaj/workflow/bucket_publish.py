@@ -23,7 +23,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from biomaj import buckets
@@ -96,14 +96,17 @@ def target_of(bank: Bank) -> Target | None:
     return Target.of(bank.props)
 
 
-def explain(exc: UploadFailed, target: Target, bank: str) -> str:
-    """``bank x: <cause> publishing to <url>; <the fix>``, without any secret."""
+async def explain(exc: UploadFailed, target: Target, bank: str) -> str:
+    """``bank x: <cause> publishing to <url>; <the fix>``, without any secret (the bucket's region
+    looked up when the store redirects it elsewhere)."""
     failure, url = exc.failure, target.access.url
     if failure is None:
         return f"bank {bank}: {exc} (publishing to {url})"
     if failure.connection:
         return (f"bank {bank}: cannot reach {target.access.endpoint} ({failure.connection}) publishing to {url}; "
                 "check the endpoint of publish.s3")
+    if failure.code == "PermanentRedirect" and not failure.region:
+        failure = replace(failure, region=await buckets.bucket_region(target.access))
     diagnosis = buckets.diagnose(failure, target.access, target.creds, buckets.PUBLISH_KEYS)
     cause, fix = diagnosis if diagnosis is not None else ("the store refused an object", "")
     return f"bank {bank}: {cause} publishing to {url} ({failure.text})" + (f"; {fix}" if fix else "")
@@ -155,7 +158,7 @@ async def publish_release(run: RunContext, bank: Bank, entry: dict, target: Targ
         if switch:
             await write_marker(store, target.marker_key(entry["dir_version"]), entry["prod_dir"])
     except UploadFailed as exc:
-        raise PublishFailed(explain(exc, target, bank.name)) from None
+        raise PublishFailed(await explain(exc, target, bank.name)) from None
     log.info("publish_s3:%s: %d files (%s) verified, %d uploaded now, %d stale objects removed%s",
              url, state.files_total, human_size(state.bytes_total), state.uploaded, state.removed,
              f"; {target.marker_url(entry['dir_version'])} names {entry['prod_dir']}" if switch else "")
@@ -212,7 +215,7 @@ async def catch_up(run: RunContext, bank: Bank, target: Target, log: logging.Log
             if await read_marker(target.open(), target.marker_key(entry["dir_version"])) == entry["prod_dir"]:
                 return False
         except UploadFailed as exc:
-            raise PublishFailed(explain(exc, target, bank.name)) from None
+            raise PublishFailed(await explain(exc, target, bank.name)) from None
     log.info("publish_s3:the bucket lags behind the published release %s: bringing it up to date", entry["release"])
     done = await publish_release(run, bank, entry, target, switch=True, log=log)
     await record(run.store, bank.name, entry["release"], done)
@@ -227,7 +230,7 @@ async def unpublish(store: Store, bank: Bank, log: logging.Logger) -> None:
     try:
         await delete_keys(target.open(), [target.marker_key(bank.dir_version)])
     except UploadFailed as exc:
-        raise PublishFailed(explain(exc, target, bank.name)) from None
+        raise PublishFailed(await explain(exc, target, bank.name)) from None
     marker = target.marker_url(bank.dir_version)
     log.info("publish_s3:%s removed", marker)
     doc = await store.get_bank(bank.name) or {}
@@ -252,6 +255,6 @@ async def remove_release(bank: Bank, entry: dict, log: logging.Logger) -> None:
         keys = sorted(await list_prefix(store, target.release_prefix(entry)))
         await delete_keys(store, keys)
     except UploadFailed as exc:
-        raise PublishFailed(explain(exc, target, bank.name)) from None
+        raise PublishFailed(await explain(exc, target, bank.name)) from None
     await asyncio.to_thread(journal_of(bank, entry, target).remove)
     log.info("publish_s3:%s removed (%d objects)", target.release_url(entry), len(keys))

@@ -411,6 +411,25 @@ async def test_a_bucket_of_another_region_says_which_region_to_set(tmp_path):
         await server.close()
 
 
+async def test_a_bucket_behind_a_permanent_redirect_says_which_region_to_set(tmp_path):
+    """AWS's answer on another region's endpoint: 301 PermanentRedirect without a Location, the
+    region only in x-amz-bucket-region (obstore reads it as a redirect it cannot follow). The
+    update fails at once, not after retries, with the region to set."""
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "a.fa").write_bytes(b">a\n")
+    server = await s3_server.start(tree, Faults(), moved_to="eu-west-3")
+    try:
+        async with open_protocol(server.config) as client:
+            with pytest.raises(FatalError, match=r"the bucket is in another region .*; set s3\.region=eu-west-3$"):
+                await listing(client)
+            with pytest.raises(FatalError, match=r"set s3\.region=eu-west-3$"):
+                async with client.open("a.fa"):
+                    pass
+    finally:
+        await server.close()
+
+
 # --- safety --------------------------------------------------------------------------------------
 
 

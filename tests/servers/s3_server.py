@@ -222,7 +222,8 @@ async def _blocks(content, size: int, *, flip: bool = False):
 
 
 async def start(tree: Path, faults: Faults, *, protocol: str = "s3", corrupt: set[str] | None = None,
-                region: str | None = None, partial_as_200: bool = False, first_byte_delay: float = 0.0) -> RunningServer:
+                region: str | None = None, partial_as_200: bool = False, first_byte_delay: float = 0.0,
+                moved_to: str | None = None) -> RunningServer:
     """Serve `tree` from a bucket of the shared moto server, through a proxy on 127.0.0.1 (a free
     port) honouring `faults`. ``corrupt``: keys whose GET bodies get their first byte flipped (a
     body that does not match its ETag). ``region``: the bucket is in that region, and a request
@@ -230,7 +231,9 @@ async def start(tree: Path, faults: Faults, *, protocol: str = "s3", corrupt: se
     moto does not check regions). ``partial_as_200``: a ranged GET is answered 200 with the range's
     bytes and its Content-Range, as rclone's ``serve s3`` does. ``first_byte_delay``: seconds before
     each object GET is answered (moto itself reads a whole object before its first byte, whatever
-    the range). ``RunningServer.seen``: (method, path and query) of each request; ``.ranges``: (key, Range header)
+    the range). ``moved_to``: every request is answered as AWS answers one sent to the wrong regional
+    endpoint: 301 PermanentRedirect, the bucket's region in ``x-amz-bucket-region`` and its endpoint
+    in the body, no Location. ``RunningServer.seen``: (method, path and query) of each request; ``.ranges``: (key, Range header)
     of each object GET."""
     import aiohttp
     from aiohttp import web
@@ -254,6 +257,12 @@ async def start(tree: Path, faults: Faults, *, protocol: str = "s3", corrupt: se
             connections.add(request.transport)
             faults.logins += 1
         await mirror.sync()
+        if moved_to is not None:
+            response = _s3_error(301, "PermanentRedirect", "The bucket you are attempting to access must be addressed "
+                                 "using the specified endpoint. Please send all future requests to this endpoint.",
+                                 f"<Endpoint>{bucket}.s3.{moved_to}.amazonaws.com</Endpoint><Bucket>{bucket}</Bucket>")
+            response.headers["x-amz-bucket-region"] = moved_to
+            return response
         signed_for = request.headers.get("Authorization", "").partition("/")[2].split("/")[1:2]
         if region is not None and signed_for and signed_for[0] != region:
             return _s3_error(400, "AuthorizationHeaderMalformed", f"The authorization header is malformed; the region "

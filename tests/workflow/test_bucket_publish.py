@@ -22,7 +22,7 @@ async def _refusal(access: buckets.BucketAccess, creds, release: Path) -> str:
     with pytest.raises(bucket_upload.UploadFailed) as caught:
         await bucket_upload.upload_release(buckets.open_store(access, creds), access, release, "p/",
                                            journal=bucket_upload.Journal(release.parent / "journal"))
-    return bucket_publish.explain(caught.value, bucket_publish.Target(access, creds), "alu")
+    return await bucket_publish.explain(caught.value, bucket_publish.Target(access, creds), "alu")
 
 
 async def test_refusals_lead_with_their_cause_and_say_the_fix(s3_auth, bucket_name, release):
@@ -47,3 +47,21 @@ async def test_refusals_lead_with_their_cause_and_say_the_fix(s3_auth, bucket_na
     assert await _refusal(nobody, None, release) == (
         "bank alu: cannot reach http://127.0.0.1:1 (connection refused) publishing to s3://127.0.0.1:1/bkt/; "
         "check the endpoint of publish.s3")
+
+
+async def test_a_bucket_in_another_region_names_the_region_to_set(s3_auth, release, tmp_path):
+    """AWS answers a request sent to another region's endpoint with 301 PermanentRedirect, the
+    region in a header obstore does not pass on: it is asked for, and the fix names it."""
+    from tests.servers import s3_server
+    from tests.servers.faults import Faults
+
+    (tmp_path / "tree").mkdir()
+    server = await s3_server.start(tmp_path / "tree", Faults(), moved_to="ap-southeast-2")
+    try:
+        access = buckets.BucketAccess(server.config.options["s3.endpoint"], server.bucket, "mirror")
+        creds = buckets.Credentials(s3_auth.access_key, s3_auth.secret_key, source="publish.s3.credentials")
+        message = await _refusal(access, creds, release)
+    finally:
+        await server.close()
+    assert message.startswith("bank alu: the bucket is in another region publishing to ")
+    assert message.endswith("; set publish.s3.region=ap-southeast-2")
