@@ -200,6 +200,27 @@ async def test_a_multipart_etag_is_not_taken_for_an_md5(s3_open, bucket_name, tm
     assert (tmp_path / "big.bin").read_bytes() == data and not result.skipped
 
 
+async def split_fetch(tmp_path, seed: bytes, mib: int, faults: Faults | None = None, **server_options):
+    """Fetch one object of ``mib`` MiB made of ``seed``'s sha256 with splits allowed from 1 MiB;
+    check its bytes and return the server (``.ranges``: the GETs it answered)."""
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    data = hashlib.sha256(seed).digest() * (mib * 1024 * 1024 // 32)
+    (tree / "big.bin").write_bytes(data)
+    server = await s3_server.start(tree, faults or Faults(), **server_options)
+    pool = ClientPool()
+    try:
+        async with open_protocol(server.config) as client:
+            entry = await client.stat("big.bin")
+        settings = FetchSettings(retry=ONE_TRY, split_min_size=1024 * 1024)
+        await Fetcher(pool, settings).fetch(server.config, entry, tmp_path / "out" / "big.bin")
+    finally:
+        await pool.close()
+        await server.close()
+    assert (tmp_path / "out" / "big.bin").read_bytes() == data
+    return server
+
+
 async def test_a_big_object_starts_as_equal_ranges_at_once(tmp_path):
     """S3 serves ranges cheaply and caps each connection: the ranges open at once, as rclone's do,
     with no whole-object GET first (Features.split_start)."""
@@ -207,48 +228,20 @@ async def test_a_big_object_starts_as_equal_ranges_at_once(tmp_path):
 
     count = S3Protocol.features.split_start
     assert count > 1
-    tree = tmp_path / "tree"
-    tree.mkdir()
-    data = hashlib.sha256(b"four").digest() * (12 * 1024 * 1024 // 32)
-    (tree / "big.bin").write_bytes(data)
-    server = await s3_server.start(tree, Faults())
-    pool = ClientPool()
-    try:
-        async with open_protocol(server.config) as client:
-            entry = await client.stat("big.bin")
-        settings = FetchSettings(retry=ONE_TRY, split_min_size=1024 * 1024)
-        await Fetcher(pool, settings).fetch(server.config, entry, tmp_path / "out" / "big.bin")
-    finally:
-        await pool.close()
-        await server.close()
-    assert (tmp_path / "out" / "big.bin").read_bytes() == data
+    server = await split_fetch(tmp_path, b"four", 12)
     first = sorted(header for key, header in server.ranges[:count] if key == "big.bin")
-    part = len(data) // count
+    part = 12 * 1024 * 1024 // count
     expected = [f"bytes={i * part}-{(i + 1) * part - 1}" for i in range(count - 1)] + [f"bytes={(count - 1) * part}-"]
     assert first == sorted(expected)  # the last range runs to the end
     assert all(header is not None for _, header in server.ranges)
 
 
 async def test_a_slow_first_byte_keeps_a_range_from_being_split(tmp_path):
-    """A new range costs the wait for its first byte: a range is split only when its second half
-    outlasts twice the slowest first byte seen. On a server that answers each GET after 1 s (moto
+    """A new range costs the wait for the server's answer: a range is split only when its second
+    half outlasts twice the slowest answer seen. On a server that answers each GET after 1 s (moto
     reads the whole object first) at 4 MiB/s a connection, the two starting ranges of 12 MiB are
     not split (a third GET would save less than it waits)."""
-    tree = tmp_path / "tree"
-    tree.mkdir()
-    data = hashlib.sha256(b"slow").digest() * (24 * 1024 * 1024 // 32)
-    (tree / "big.bin").write_bytes(data)
-    server = await s3_server.start(tree, Faults(rate=4 * 1024 * 1024), first_byte_delay=1.0)
-    pool = ClientPool()
-    try:
-        async with open_protocol(server.config) as client:
-            entry = await client.stat("big.bin")
-        settings = FetchSettings(retry=ONE_TRY, split_min_size=1024 * 1024)
-        await Fetcher(pool, settings).fetch(server.config, entry, tmp_path / "out" / "big.bin")
-    finally:
-        await pool.close()
-        await server.close()
-    assert (tmp_path / "out" / "big.bin").read_bytes() == data
+    server = await split_fetch(tmp_path, b"slow", 24, Faults(rate=4 * 1024 * 1024), first_byte_delay=1.0)
     assert [key for key, _ in server.ranges] == ["big.bin", "big.bin"], server.ranges  # no third GET
 
 
@@ -289,21 +282,7 @@ async def test_a_fast_transfer_ends_without_splitting_its_last_mebibytes(tmp_pat
     (on moto each GET reads the whole object)."""
     from biomaj.protocols.s3 import S3Protocol
 
-    tree = tmp_path / "tree"
-    tree.mkdir()
-    data = hashlib.sha256(b"tail").digest() * (32 * 1024 * 1024 // 32)
-    (tree / "big.bin").write_bytes(data)
-    server = await s3_server.start(tree, Faults())
-    pool = ClientPool()
-    try:
-        async with open_protocol(server.config) as client:
-            entry = await client.stat("big.bin")
-        settings = FetchSettings(retry=ONE_TRY, split_min_size=1024 * 1024)
-        await Fetcher(pool, settings).fetch(server.config, entry, tmp_path / "out" / "big.bin")
-    finally:
-        await pool.close()
-        await server.close()
-    assert (tmp_path / "out" / "big.bin").read_bytes() == data
+    server = await split_fetch(tmp_path, b"tail", 32)
     assert len(server.ranges) == S3Protocol.features.split_start, server.ranges
 
 
