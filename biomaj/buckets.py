@@ -368,6 +368,14 @@ async def bucket_region(access: BucketAccess, *, timeout: float = 10.0) -> str |
     return region if re.fullmatch(r"[a-z0-9-]{1,40}", region) else None
 
 
+async def located(failure: Failure, access: BucketAccess) -> Failure:
+    """``failure`` with the bucket's region, asked for (:func:`bucket_region`) when the store
+    redirected the request elsewhere without naming it (AWS's 301 PermanentRedirect)."""
+    if failure.code != "PermanentRedirect" or failure.region:
+        return failure
+    return replace(failure, region=await bucket_region(access))
+
+
 @dataclass(frozen=True)
 class Keys:
     """The bank keys a fix names, on the side that failed: a remote read or a publish target."""

@@ -39,10 +39,10 @@ from biomaj.buckets import (
     READ_KEYS,
     Credentials,
     bank_access,
-    bucket_region,
     credentials,
     diagnose,
     etag_md5,
+    located,
     open_store,
     read_failure,
 )
@@ -124,9 +124,7 @@ class S3Protocol(Protocol):
     async def _failed(self, exc: BaseException, path: str) -> RemoteError:
         """:meth:`_error`, with the bucket's region looked up when the store redirects it (AWS's
         301 on another region's endpoint names the region in a header obstore does not pass on)."""
-        failure = read_failure(exc)
-        region = await bucket_region(self.access) if failure.code == "PermanentRedirect" and not failure.region else None
-        return self._error(exc, path, region)
+        return self._error(exc, path, (await located(read_failure(exc), self.access)).region)
 
     # list / stat / open --------------------------------------------------------------------------
 

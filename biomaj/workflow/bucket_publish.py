@@ -23,7 +23,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from biomaj import buckets
@@ -105,8 +105,7 @@ async def explain(exc: UploadFailed, target: Target, bank: str) -> str:
     if failure.connection:
         return (f"bank {bank}: cannot reach {target.access.endpoint} ({failure.connection}) publishing to {url}; "
                 "check the endpoint of publish.s3")
-    if failure.code == "PermanentRedirect" and not failure.region:
-        failure = replace(failure, region=await buckets.bucket_region(target.access))
+    failure = await buckets.located(failure, target.access)
     diagnosis = buckets.diagnose(failure, target.access, target.creds, buckets.PUBLISH_KEYS)
     cause, fix = diagnosis if diagnosis is not None else ("the store refused an object", "")
     return f"bank {bank}: {cause} publishing to {url} ({failure.text})" + (f"; {fix}" if fix else "")
