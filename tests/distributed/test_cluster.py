@@ -107,7 +107,9 @@ async def test_a_download_node_killed_mid_batch_every_file_arrives_once(cluster:
     """Small files travel many to a message: a node SIGKILLed in the middle of its batches leaves
     them unacked, the other node takes them, finds the files the dead one finished complete and
     fetches only the rest. Every file arrives, none is fetched twice except those cut in flight."""
-    expected = make_remote_files(tmp_path / "remote" / "batched", 240, 2_000)
+    # 480 files: the other node may have started on its batches well before this one, and done
+    # four times as many when this one has done 40 (seen: 159 to 41 with 240 files, nearly all)
+    expected = make_remote_files(tmp_path / "remote" / "batched", 480, 2_000)
     remote = Remote(tmp_path / "remote", delay=0.04)
     pids: dict[int, int] = {}  # request number -> pid of the node that sent it
     remote.on_request = lambda seen: pids.__setitem__(
@@ -126,7 +128,7 @@ async def test_a_download_node_killed_mid_batch_every_file_arrives_once(cluster:
         job = await updating
         assert (job["exit_code"], job["state"]) == (0, "done"), f"{job}\n{cluster.logs()}"
         assert_complete(cluster, "batched", expected)
-        assert killed_after < 200, "the update was nearly over at the kill: make the remote slower"
+        assert killed_after < len(expected) * 5 // 6, "the update was nearly over at the kill: make the remote slower"
         asked = Counter(s.name for s in remote.seen if s.name.startswith("batched/"))
         assert set(asked) == {f"batched/{name}" for name in expected}
         twice = sorted(name for name, n in asked.items() if n > 1)
