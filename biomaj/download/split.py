@@ -195,7 +195,11 @@ class SplitTransfer:
         last_count = self.start_streams
         growing = self.max_streams > 1
         retry_at = time.monotonic() + WINDOW  # ``wanted`` streams are asked for again from then
-        window_start, window_bytes = time.monotonic(), self.received
+        added_at = time.monotonic()  # streams added then may still wait for their first bytes
+        # a window opens once every stream delivers: time spent waiting for an answer or a first
+        # byte would read as a slow rate (and make a range look worth splitting)
+        window_start: float | None = None
+        window_bytes = self.received
         while any(not t.done() for t in tasks):
             self._changed.clear()
             try:
@@ -212,10 +216,13 @@ class SplitTransfer:
                     wanted = await self._add_streams(tasks, wanted)
                     retry_at = now + WINDOW
                     if not wanted:
-                        window_start, window_bytes = time.monotonic(), self.received
+                        window_start, added_at = None, time.monotonic()
                 continue
-            if not self.received or (self._starting and now - window_start < START_WAIT):
-                window_start, window_bytes = now, self.received  # judge once every stream delivers
+            if not self.received or (self._starting and now - added_at < START_WAIT):
+                window_start = None  # judge once every stream delivers
+                continue
+            if window_start is None:
+                window_start, window_bytes = now, self.received
                 continue
             if now - window_start < WINDOW:
                 continue
@@ -244,7 +251,7 @@ class SplitTransfer:
             last_rate, last_count = rate, count
             wanted = await self._add_streams(tasks, add)
             retry_at = time.monotonic() + WINDOW
-            window_start, window_bytes = time.monotonic(), self.received
+            window_start, added_at = None, time.monotonic()
 
     async def _add_streams(self, tasks: set[asyncio.Task], count: int) -> int:
         """Start up to ``count`` more streams, each only if the host has a free connection now;
@@ -346,9 +353,10 @@ class SplitTransfer:
                     self._ranges_ignored(segment)
                     return
                 async for chunk in stream:
-                    if fresh[0]:  # this stream's first bytes: the controller may judge the rate
+                    if fresh[0] or not self.received:  # first bytes: the controller's window may open
+                        self._starting -= fresh[0]
                         fresh[0] = False
-                        self._starting -= 1
+                        self._changed.set()
                     room = segment.end - segment.received
                     if room <= 0:
                         break
